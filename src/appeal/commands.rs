@@ -1,0 +1,700 @@
+//! Operator and API commands. A command that cannot apply (unknown appeal, a fourth contact of
+//! a type, ...) becomes `command.rejected` with the reason: an operator's mistake is not an
+//! error of the stream.
+
+use crate::config::ChannelKind;
+use crate::decode::{ClientRef, Command, CommandAction, ContactSpec, KeepName};
+use crate::emit::{Emitter, EventBody, IdentifyMethod, Outbound};
+use crate::identify::{self, external_handle, normalize, visitor_handle};
+use crate::matching::{self, MergeBy};
+use crate::model::{
+    Appeal, Author, AuthorKind, Client, ClientType, Comment, ContentKind, Millis, StoredMessage,
+};
+use crate::pipeline::{ApplyError, Ctx};
+use crate::store::{StoreError, WorkingSet};
+
+use super::{append, close, NewMessage};
+
+/// At most this many hand-added contacts of one type per card.
+pub const MAX_MANUAL_CONTACTS: usize = 3;
+/// Meta's reply window: free-form business messages only this long after the client wrote.
+pub const REPLY_WINDOW_MS: Millis = 24 * 3600 * 1000;
+
+enum Refusal {
+    Rejected(String),
+    Failed(ApplyError),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        Refusal::Failed(e.into())
+    }
+}
+
+fn reject<T>(reason: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal::Rejected(reason.into()))
+}
+
+type Outcome = Result<(), Refusal>;
+
+/// Applies a command; refusals become `command.rejected`.
+pub async fn apply(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    em: &mut Emitter,
+) -> Result<(), ApplyError> {
+    match dispatch(ws, ctx, cmd, em).await {
+        Ok(()) => Ok(()),
+        Err(Refusal::Failed(e)) => Err(e),
+        Err(Refusal::Rejected(reason)) => {
+            let body = EventBody::CommandRejected {
+                command_type: cmd.action.type_name().to_string(),
+                reason,
+            };
+            em.event(cmd.issued_at, body, None, None);
+            Ok(())
+        }
+    }
+}
+
+async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Emitter) -> Outcome {
+    use CommandAction as A;
+    let at = cmd.issued_at;
+    match &cmd.action {
+        A::CloseAppeal { appeal_number } => close_appeal(ws, cmd, *appeal_number, em).await,
+        A::AssignAppeal {
+            appeal_number,
+            group,
+            operator_id,
+        } => assign(ws, cmd, *appeal_number, group, operator_id, em).await,
+        A::SetCategory {
+            appeal_number,
+            category,
+        } => {
+            let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
+            appeal.doc.category = Some(category.clone());
+            ws.put_appeal(appeal.clone());
+            em.event(
+                at,
+                EventBody::AppealCategorized {
+                    category: category.clone(),
+                },
+                Some(client.summary()),
+                Some(appeal.summary()),
+            );
+            Ok(())
+        }
+        A::TagAppeal { appeal_number, tag } => {
+            let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
+            if appeal.doc.tags.contains(tag) {
+                return reject(format!("appeal {appeal_number} already has tag {tag:?}"));
+            }
+            appeal.doc.tags.push(tag.clone());
+            ws.put_appeal(appeal.clone());
+            em.event(
+                at,
+                EventBody::AppealTagged { tag: tag.clone() },
+                Some(client.summary()),
+                Some(appeal.summary()),
+            );
+            Ok(())
+        }
+        A::CommentAppeal {
+            appeal_number,
+            text,
+        } => {
+            let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
+            let operator_id = cmd.operator.as_ref().map(|o| o.id.clone());
+            appeal.doc.comments.push(Comment {
+                text: text.clone(),
+                operator_id: operator_id.clone(),
+                at,
+            });
+            ws.put_appeal(appeal.clone());
+            em.event(
+                at,
+                EventBody::AppealCommented {
+                    text: text.clone(),
+                    operator_id,
+                },
+                Some(client.summary()),
+                Some(appeal.summary()),
+            );
+            Ok(())
+        }
+        A::IdentifyClient {
+            appeal_number,
+            identifier,
+            value,
+        } => identify_client(ws, ctx, cmd, *appeal_number, identifier, value, em).await,
+        A::SetClientField {
+            client,
+            field,
+            value,
+        } => {
+            let mut card = resolve(ws, ctx, client).await?;
+            let value = normalized(ctx, field, value)?;
+            let changed = match field.as_str() {
+                "phone" | "email" | "crm_id" => card.add_contact(field, &value),
+                _ => card.set_field(field, &value),
+            };
+            if !changed {
+                return reject(format!("client already has {field} = {value:?}"));
+            }
+            updated(ws, ctx, card, vec![field.clone()], at, em).await
+        }
+        A::AddContact {
+            client,
+            contact_type,
+            value,
+        } => add_contact(ws, ctx, cmd, client, contact_type, value, em).await,
+        A::RemoveContact {
+            client,
+            contact_type,
+            value,
+        } => {
+            let mut card = resolve(ws, ctx, client).await?;
+            let value = normalized(ctx, contact_type, value)?;
+            let Some(values) = card
+                .doc
+                .contacts
+                .get_mut(contact_type)
+                .filter(|v| v.contains(&value))
+            else {
+                return reject(format!(
+                    "client has no {contact_type} contact {:?}",
+                    normalize::mask(&value)
+                ));
+            };
+            values.retain(|v| *v != value);
+            if values.is_empty() {
+                card.doc.contacts.remove(contact_type);
+            }
+            if let Some(manual) = card.doc.manual_contacts.get_mut(contact_type) {
+                manual.retain(|v| *v != value);
+            }
+            ws.put_client(card.clone());
+            em.event(
+                at,
+                EventBody::ClientUpdated {
+                    changes: vec![contact_type.clone()],
+                },
+                Some(card.summary()),
+                None,
+            );
+            Ok(())
+        }
+        A::RenameClient { client, name } => {
+            let mut card = resolve(ws, ctx, client).await?;
+            card.doc.name = Some(name.trim().to_string());
+            ws.put_client(card.clone());
+            em.event(
+                at,
+                EventBody::ClientUpdated {
+                    changes: vec!["name".into()],
+                },
+                Some(card.summary()),
+                None,
+            );
+            Ok(())
+        }
+        A::CreateClient { name, contacts } => create_client(ws, ctx, cmd, name, contacts, em).await,
+        A::MergeClients {
+            target,
+            source,
+            keep_name_from,
+        } => merge(ws, ctx, cmd, target, source, *keep_name_from, em).await,
+        A::SendOutbound {
+            client,
+            channel_id,
+            text,
+            template,
+        } => send_outbound(ws, ctx, cmd, client, channel_id, text, template, em).await,
+        A::StartScenario {
+            appeal_number,
+            scenario_id,
+        } => {
+            appeal(ws, cmd, *appeal_number).await?;
+            reject(format!(
+                "scenario {scenario_id:?} is not defined in project {:?}",
+                ctx.project.id
+            ))
+        }
+    }
+}
+
+/// The appeal a command names and its client.
+async fn appeal(
+    ws: &mut WorkingSet,
+    cmd: &Command,
+    number: i64,
+) -> Result<(Appeal, Client), Refusal> {
+    let Some(appeal) = ws.appeal_by_number(&cmd.project_id, number).await? else {
+        return reject(format!("appeal {number} does not exist"));
+    };
+    let client = ws
+        .live_client(&appeal.client_id)
+        .await?
+        .expect("an appeal's client exists");
+    Ok((appeal, client))
+}
+
+async fn open_appeal(
+    ws: &mut WorkingSet,
+    cmd: &Command,
+    number: i64,
+) -> Result<(Appeal, Client), Refusal> {
+    let (appeal, client) = appeal(ws, cmd, number).await?;
+    if !appeal.is_open() {
+        return reject(format!("appeal {number} is closed"));
+    }
+    Ok((appeal, client))
+}
+
+/// The live card a client ref names.
+async fn resolve(ws: &mut WorkingSet, ctx: &Ctx<'_>, r: &ClientRef) -> Result<Client, Refusal> {
+    let project = &ctx.project.id;
+    let found = match r {
+        ClientRef::Id(id) => ws
+            .live_client(id)
+            .await?
+            .filter(|c| c.project_id == *project),
+        ClientRef::Visitor {
+            channel_id,
+            visitor_id,
+        } => {
+            ws.client_by_handle(project, &visitor_handle(channel_id, visitor_id))
+                .await?
+        }
+        ClientRef::External(x) => ws.client_by_handle(project, &external_handle(x)).await?,
+        ClientRef::Appeal(n) => match ws.appeal_by_number(project, *n).await? {
+            Some(a) => ws.live_client(&a.client_id).await?,
+            None => None,
+        },
+    };
+    match found {
+        Some(c) => Ok(c),
+        None => reject(format!("no client matches {}", describe(r))),
+    }
+}
+
+fn describe(r: &ClientRef) -> String {
+    match r {
+        ClientRef::Id(id) => format!("client_id {id:?}"),
+        ClientRef::Visitor {
+            channel_id,
+            visitor_id,
+        } => format!("visitor {visitor_id:?} of channel {channel_id:?}"),
+        ClientRef::External(x) => format!("external_id {x:?}"),
+        ClientRef::Appeal(n) => format!("appeal {n}"),
+    }
+}
+
+fn normalized(ctx: &Ctx<'_>, kind: &str, raw: &str) -> Result<String, Refusal> {
+    let result = match kind {
+        "phone" => normalize::valid_phone(raw, &ctx.project.default_region),
+        _ => normalize::value(kind, raw, &ctx.project.default_region),
+    };
+    result.or_else(|e| reject(format!("invalid {kind}: {e}")))
+}
+
+fn operator_name(cmd: &Command) -> String {
+    match &cmd.operator {
+        Some(op) => op.name.clone().unwrap_or_else(|| op.id.clone()),
+        None => "API".into(),
+    }
+}
+
+/// Stores a card that gained values, emits `client.updated` and runs matching.
+async fn updated(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    card: Client,
+    changes: Vec<String>,
+    at: Millis,
+    em: &mut Emitter,
+) -> Outcome {
+    ws.put_client(card.clone());
+    em.event(
+        at,
+        EventBody::ClientUpdated { changes },
+        Some(card.summary()),
+        None,
+    );
+    matching::run(ws, ctx, &card.id, at, em).await?;
+    Ok(())
+}
+
+async fn close_appeal(
+    ws: &mut WorkingSet,
+    cmd: &Command,
+    number: i64,
+    em: &mut Emitter,
+) -> Outcome {
+    let (mut appeal, client) = appeal(ws, cmd, number).await?;
+    if !appeal.is_open() {
+        return reject(format!("appeal {number} is already closed"));
+    }
+    let note = format!("Operator {} closed the appeal", operator_name(cmd));
+    close(
+        ws,
+        &mut appeal,
+        &client,
+        cmd.issued_at,
+        "operator",
+        note,
+        em,
+    );
+    Ok(())
+}
+
+async fn assign(
+    ws: &mut WorkingSet,
+    cmd: &Command,
+    number: i64,
+    group: &Option<String>,
+    operator_id: &Option<String>,
+    em: &mut Emitter,
+) -> Outcome {
+    let (mut appeal, client) = open_appeal(ws, cmd, number).await?;
+    let mut notes = Vec::new();
+    if let Some(g) = group {
+        appeal.doc.group = Some(g.clone());
+        notes.push(format!("Appeal assigned to group {g}"));
+    }
+    if let Some(op) = operator_id {
+        appeal.doc.operator_id = Some(op.clone());
+        notes.push(format!("Appeal assigned to operator {op}"));
+    }
+    ws.put_appeal(appeal.clone());
+    let body = EventBody::AppealAssigned {
+        group: group.clone(),
+        operator_id: operator_id.clone(),
+        by: "operator",
+    };
+    em.event(
+        cmd.issued_at,
+        body,
+        Some(client.summary()),
+        Some(appeal.summary()),
+    );
+    for note in notes {
+        let note = NewMessage::system(em.next_id("system-message"), cmd.issued_at, note);
+        append(ws, &mut appeal, &client, note, em);
+    }
+    Ok(())
+}
+
+/// Manual identification. With no CRM to ask, the operator's word is the identification:
+/// the identifier goes on the card, and matching may join the card with others.
+async fn identify_client(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    number: i64,
+    identifier: &str,
+    value: &str,
+    em: &mut Emitter,
+) -> Outcome {
+    let (_, mut card) = appeal(ws, cmd, number).await?;
+    let value = normalized(ctx, identifier, value)?;
+    let changed = card.add_contact(identifier, &value);
+    ws.put_client(card.clone());
+    let body = EventBody::ClientIdentified {
+        method: IdentifyMethod::Manual,
+        identifier: Some(identifier.to_string()),
+    };
+    em.event(cmd.issued_at, body, Some(card.summary()), None);
+    if changed {
+        updated(
+            ws,
+            ctx,
+            card,
+            vec![identifier.to_string()],
+            cmd.issued_at,
+            em,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn add_contact(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    client: &ClientRef,
+    kind: &str,
+    value: &str,
+    em: &mut Emitter,
+) -> Outcome {
+    let mut card = resolve(ws, ctx, client).await?;
+    let value = normalized(ctx, kind, value)?;
+    let manual = card.doc.manual_contacts.get(kind).map_or(0, Vec::len);
+    if manual >= MAX_MANUAL_CONTACTS {
+        return reject(format!(
+            "client already has {MAX_MANUAL_CONTACTS} {kind} contacts added by hand"
+        ));
+    }
+    if !card.add_contact(kind, &value) {
+        return reject(format!(
+            "client already has {kind} contact {}",
+            normalize::mask(&value)
+        ));
+    }
+    card.doc
+        .manual_contacts
+        .entry(kind.to_string())
+        .or_default()
+        .push(value);
+    updated(ws, ctx, card, vec![kind.to_string()], cmd.issued_at, em).await
+}
+
+async fn create_client(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    name: &str,
+    contacts: &[ContactSpec],
+    em: &mut Emitter,
+) -> Outcome {
+    let mut card = identify::new_client(
+        ctx,
+        ClientType::Internal,
+        &format!("command:{}", cmd.command_id),
+        cmd.issued_at,
+    );
+    card.doc.name = Some(name.trim().to_string());
+    for c in contacts {
+        let value = normalized(ctx, &c.contact_type, &c.value)?;
+        let manual = card
+            .doc
+            .manual_contacts
+            .entry(c.contact_type.clone())
+            .or_default();
+        if manual.len() >= MAX_MANUAL_CONTACTS {
+            return reject(format!(
+                "at most {MAX_MANUAL_CONTACTS} {} contacts per card",
+                c.contact_type
+            ));
+        }
+        if !manual.contains(&value) {
+            manual.push(value.clone());
+        }
+        card.add_contact(&c.contact_type, &value);
+    }
+    ws.put_client(card.clone());
+    em.event(
+        cmd.issued_at,
+        EventBody::ClientCreated {},
+        Some(card.summary()),
+        None,
+    );
+    matching::run(ws, ctx, &card.id, cmd.issued_at, em).await?;
+    Ok(())
+}
+
+async fn merge(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    target: &ClientRef,
+    source: &ClientRef,
+    keep: KeepName,
+    em: &mut Emitter,
+) -> Outcome {
+    let target = resolve(ws, ctx, target).await?;
+    let source = resolve(ws, ctx, source).await?;
+    if target.id == source.id {
+        return reject("target and source are already one card");
+    }
+    let size = target.doc.group_size + source.doc.group_size;
+    if size > ctx.project.max_merge_group {
+        return reject(format!(
+            "max_merge_group: the merge would join {size} cards, the limit is {}",
+            ctx.project.max_merge_group
+        ));
+    }
+    let keep_name_of = match keep {
+        KeepName::Target => target.id.clone(),
+        KeepName::Source => source.id.clone(),
+    };
+    let group = [target, source];
+    let survivor = matching::pick_survivor(&group).clone();
+    let others: Vec<Client> = group.into_iter().filter(|c| c.id != survivor.id).collect();
+    let operator = cmd
+        .operator
+        .as_ref()
+        .map_or_else(|| "api".to_string(), |o| o.id.clone());
+    let by = MergeBy::Operator {
+        operator,
+        keep_name_of,
+    };
+    let merged = matching::merge_into(ws, ctx, survivor, others, cmd.issued_at, em, by).await?;
+    matching::run(ws, ctx, &merged.id, cmd.issued_at, em).await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send_outbound(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    client: &ClientRef,
+    channel_id: &str,
+    text: &Option<String>,
+    template: &Option<crate::decode::Template>,
+    em: &mut Emitter,
+) -> Outcome {
+    let card = resolve(ws, ctx, client).await?;
+    let at = cmd.issued_at;
+    let refused = |em: &mut Emitter, reason: String| {
+        let body = EventBody::OutboundRefused {
+            reason,
+            channel_id: channel_id.to_string(),
+        };
+        em.event(at, body, Some(card.summary()), None);
+        Ok(())
+    };
+    let Some(visitor) = card
+        .doc
+        .visitors
+        .iter()
+        .filter(|v| v.channel_id == channel_id)
+        .next_back()
+        .cloned()
+    else {
+        return refused(
+            em,
+            format!("client has no visitor in channel {channel_id:?}"),
+        );
+    };
+    let kind = ctx.channel(channel_id).kind;
+    if let Some(reason) = window_refusal(
+        kind,
+        card.doc.last_inbound.get(channel_id).copied(),
+        at,
+        template.is_some(),
+    ) {
+        return refused(em, reason);
+    }
+    let id = em.next_id("outbound");
+    let mut appeal = ws
+        .open_appeal(&ctx.project.id, channel_id, &visitor.visitor_id)
+        .await?;
+    let outbound = Outbound {
+        outbound_id: id.clone(),
+        project_id: ctx.project.id.clone(),
+        channel_id: channel_id.to_string(),
+        visitor_id: visitor.visitor_id.clone(),
+        appeal_number: appeal.as_ref().map(|a| a.number),
+        text: text.clone(),
+        template: template
+            .as_ref()
+            .map(|t| serde_json::json!({"name": t.name, "params": t.params})),
+        author_kind: AuthorKind::Operator,
+        cause: em.cause().clone(),
+    };
+    em.outbound(&outbound);
+    let author = Author {
+        kind: AuthorKind::Operator,
+        id: cmd.operator.as_ref().map(|o| o.id.clone()),
+    };
+    let body = text
+        .clone()
+        .or_else(|| template.as_ref().map(|t| format!("[template {}]", t.name)));
+    match appeal.as_mut() {
+        Some(appeal) => {
+            let m = NewMessage {
+                id,
+                author,
+                kind: ContentKind::Text,
+                sent_at: at,
+                text: body,
+                attachment: None,
+                visible_to_client: true,
+            };
+            append(ws, appeal, &card, m, em);
+        }
+        None => {
+            // No open appeal: the message still gets a stored record so its delivery statuses apply.
+            let message = crate::model::Message {
+                id: id.clone(),
+                author_kind: AuthorKind::Operator,
+                author_id: author.id,
+                kind: ContentKind::Text,
+                group_id: id,
+                sent_at: crate::model::format_ts(at),
+                visible_to_client: true,
+                text: body,
+                attachment: None,
+                status: None,
+            };
+            ws.put_message(StoredMessage {
+                project_id: ctx.project.id.clone(),
+                appeal_id: None,
+                message,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Why a business-initiated message may not go out on this channel now, if it may not.
+pub fn window_refusal(
+    kind: ChannelKind,
+    last_inbound: Option<Millis>,
+    at: Millis,
+    is_template: bool,
+) -> Option<String> {
+    if !kind.has_reply_window() {
+        return None;
+    }
+    let inside = last_inbound.is_some_and(|t| at.saturating_sub(t) < REPLY_WINDOW_MS);
+    if inside {
+        return None;
+    }
+    if kind == ChannelKind::Whatsapp && is_template {
+        return None;
+    }
+    Some(if kind == ChannelKind::Whatsapp {
+        "outside_24h_window: WhatsApp accepts only approved templates 24 h after the client's last message".into()
+    } else {
+        "outside_24h_window: the channel refuses business messages 24 h after the client's last message".into()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: Millis = 3600 * 1000;
+
+    #[test]
+    fn messengers_without_a_window_always_accept() {
+        assert_eq!(
+            window_refusal(ChannelKind::Telegram, None, 100 * H, false),
+            None
+        );
+    }
+
+    #[test]
+    fn whatsapp_accepts_text_inside_the_window_and_only_templates_after() {
+        assert_eq!(
+            window_refusal(ChannelKind::Whatsapp, Some(0), 23 * H, false),
+            None
+        );
+        assert!(window_refusal(ChannelKind::Whatsapp, Some(0), 25 * H, false).is_some());
+        assert_eq!(
+            window_refusal(ChannelKind::Whatsapp, Some(0), 25 * H, true),
+            None
+        );
+    }
+
+    #[test]
+    fn instagram_refuses_even_templates_after_the_window() {
+        assert!(window_refusal(ChannelKind::Instagram, Some(0), 25 * H, true).is_some());
+        assert!(window_refusal(ChannelKind::Facebook, None, 0, false).is_some());
+    }
+}

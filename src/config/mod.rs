@@ -1,0 +1,304 @@
+//! Typed configuration: a TOML file layered with `APPEALFLOW__SECTION__KEY` environment
+//! variables, deserialised into the structs below and validated once at start-up.
+//!
+//! Every problem found is reported with the key it concerns (`projects[0].channels[1].kind`)
+//! so `appealflow check-config` can tell an operator exactly what to fix. Unknown keys are
+//! errors, never silently ignored: a misspelt `auto_close_afer` must not fall back to a default.
+
+mod duration;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+pub use duration::parse_duration;
+pub use validate::{ConfigError, Problem};
+
+/// Environment variables with this prefix override file keys; `__` separates levels.
+pub const ENV_PREFIX: &str = "APPEALFLOW__";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Broker connection and topic names (used by `run`; topic names also label replay output).
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Where state lives: `sqlite://...` (embedded default) or `postgres://...`.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Micro-batching and input limits shared by `run` and `replay`.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Tenants. Every lookup, rule and merge is scoped to one project.
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated.
+    pub brokers: String,
+    /// Consumer group shared by all `run` instances.
+    pub group_id: String,
+    pub topics: TopicsConfig,
+    /// Raw librdkafka options passed through unchanged (`"fetch.min.bytes" = "1"`).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "appealflow".into(),
+            topics: TopicsConfig::default(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub inbound: String,
+    pub commands: String,
+    pub events: String,
+    pub outbound: String,
+    pub dlq: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            inbound: "inbound.messages".into(),
+            commands: "inbound.commands".into(),
+            events: "appeal.events".into(),
+            outbound: "outbound.messages".into(),
+            dlq: "inbound.dlq".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://appealflow.db` or `postgres://user@host/db`.
+    pub url: String,
+    /// Connections in the pool (PostgreSQL; SQLite always writes through one).
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://appealflow.db".into(),
+            max_connections: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Inputs per micro-batch: one database transaction each.
+    pub batch_size: usize,
+    /// Longest a partial batch waits for more input before it is committed.
+    #[serde(with = "duration::serde_duration")]
+    pub batch_max_wait: Duration,
+    /// Inputs larger than this go to the DLQ unread.
+    pub max_input_bytes: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            batch_max_wait: Duration::from_millis(200),
+            max_input_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    pub id: String,
+    /// ISO 3166 region used to read phone numbers written without a country code.
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    /// Open appeals idle (event time) for this long are closed.
+    #[serde(default = "default_auto_close", with = "duration::serde_duration")]
+    pub auto_close_after: Duration,
+    /// A merged card never joins more than this many original cards.
+    #[serde(default = "default_max_merge_group")]
+    pub max_merge_group: usize,
+    /// Values that never match in multi-contact rules (shared office phones, test addresses).
+    #[serde(default)]
+    pub blocked_values: Vec<String>,
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+    #[serde(default)]
+    pub multicontact_rules: Vec<RuleConfig>,
+}
+
+fn default_region() -> String {
+    "RU".into()
+}
+fn default_auto_close() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_max_merge_group() -> usize {
+    20
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    pub id: String,
+    pub kind: ChannelKind,
+    /// Operator group new appeals of this channel are assigned to.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// External ID of the client every new appeal of this channel belongs to.
+    #[serde(default)]
+    pub fixed_client: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    Telegram,
+    Whatsapp,
+    Viber,
+    Vk,
+    Ok,
+    Instagram,
+    Facebook,
+    WebChat,
+    MobileSdk,
+    Email,
+    Sms,
+    Marketplace,
+    OfflineForm,
+}
+
+impl ChannelKind {
+    /// Widget and SDK chats are anonymous until identified; messengers identify by account.
+    pub fn client_type(self) -> crate::model::ClientType {
+        use crate::model::ClientType;
+        match self {
+            ChannelKind::WebChat | ChannelKind::MobileSdk => ClientType::Internal,
+            _ => ClientType::Channel,
+        }
+    }
+
+    /// Meta's platforms only let a business write first within 24 h of the client's message.
+    pub fn has_reply_window(self) -> bool {
+        matches!(
+            self,
+            ChannelKind::Whatsapp | ChannelKind::Facebook | ChannelKind::Instagram
+        )
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// All of these fields must share a value for two cards to merge.
+    pub fields: Vec<String>,
+}
+
+impl Config {
+    /// Reads the file (if any), applies environment overrides, then validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::missing_file(path));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed(ENV_PREFIX).split("__")))
+    }
+
+    /// Parses TOML text (tests and embedded defaults), with no environment layer.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(text)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(ConfigError::from_figment)?;
+        validate::validate(&config)?;
+        Ok(config)
+    }
+
+    pub fn project(&self, id: &str) -> Option<&ProjectConfig> {
+        self.projects.iter().find(|p| p.id == id)
+    }
+}
+
+impl ProjectConfig {
+    pub fn channel(&self, id: &str) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+}
+
+/// A short human description of a valid config, printed by `check-config`.
+pub fn explain(config: &Config) -> String {
+    let mut out = format!(
+        "config OK: store {}, {} project(s)\n",
+        redact_url(&config.store.url),
+        config.projects.len()
+    );
+    for p in &config.projects {
+        out.push_str(&format!(
+            "  project {}: region {}, auto-close after {}, max merge group {}, {} blocked value(s)\n",
+            p.id,
+            p.default_region,
+            humantime::format_duration(p.auto_close_after),
+            p.max_merge_group,
+            p.blocked_values.len()
+        ));
+        for c in &p.channels {
+            let kind = serde_json::to_value(c.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "    channel {} ({kind}) → group {}",
+                c.id,
+                c.group.as_deref().unwrap_or("-")
+            ));
+            if let Some(f) = &c.fixed_client {
+                out.push_str(&format!(", fixed client {f}"));
+            }
+            out.push('\n');
+        }
+        for r in &p.multicontact_rules {
+            out.push_str(&format!("    rule {}: {}\n", r.id, r.fields.join(" AND ")));
+        }
+    }
+    out
+}
+
+/// Hides a password in a store URL (`postgres://user:secret@host` → `postgres://user:***@host`).
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

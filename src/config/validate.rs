@@ -1,0 +1,226 @@
+//! Start-up validation: every problem is collected (not just the first) and named by key.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use super::Config;
+
+/// One thing wrong with the configuration, located by its key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `projects[0].channels[1].kind`, or `<file>` for problems with the file itself.
+    pub key: String,
+    pub message: String,
+}
+
+/// Everything wrong with a configuration; fatal at start-up.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigError {
+    fn single(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            problems: vec![Problem {
+                key: key.into(),
+                message: message.into(),
+            }],
+        }
+    }
+
+    pub fn missing_file(path: &Path) -> Self {
+        Self::single(
+            "<file>",
+            format!("config file {} does not exist", path.display()),
+        )
+    }
+
+    /// Turns figment's errors (unknown keys, wrong types, bad durations) into located problems.
+    pub fn from_figment(error: figment::Error) -> Self {
+        let problems = error
+            .into_iter()
+            .map(|e| {
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| match &m.source {
+                        Some(src) => format!(" (from {src})"),
+                        None => format!(" (from {})", m.name),
+                    })
+                    .unwrap_or_default();
+                Problem {
+                    key: key_path(&e.path),
+                    message: format!("{}{source}", e.kind),
+                }
+            })
+            .collect();
+        Self { problems }
+    }
+}
+
+/// `["projects", "0", "channels", "1", "kind"]` → `projects[0].channels[1].kind`.
+fn key_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    if out.is_empty() {
+        "<root>".into()
+    } else {
+        out
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
+    let mut problems = Vec::new();
+    let mut push = |key: String, message: String| problems.push(Problem { key, message });
+
+    if config.pipeline.batch_size == 0 {
+        push("pipeline.batch_size".into(), "must be at least 1".into());
+    }
+    if config.pipeline.max_input_bytes < 64 {
+        push(
+            "pipeline.max_input_bytes".into(),
+            "must be at least 64 bytes".into(),
+        );
+    }
+    let url = &config.store.url;
+    if !(url.starts_with("sqlite:")
+        || url.starts_with("postgres:")
+        || url.starts_with("postgresql:"))
+    {
+        push(
+            "store.url".into(),
+            format!("unsupported store {url:?}: use sqlite://FILE or postgres://..."),
+        );
+    }
+    duplicates(
+        config.projects.iter().map(|p| p.id.as_str()),
+        "projects",
+        &mut push,
+    );
+
+    for (pi, project) in config.projects.iter().enumerate() {
+        let at = format!("projects[{pi}]");
+        if project.id.trim().is_empty() {
+            push(format!("{at}.id"), "must not be empty".into());
+        }
+        if phonenumber::country::Id::try_from(project.default_region.as_str()).is_err()
+            && project
+                .default_region
+                .parse::<phonenumber::country::Id>()
+                .is_err()
+        {
+            push(
+                format!("{at}.default_region"),
+                format!(
+                    "unknown region {:?}: use an ISO 3166 code such as \"RU\"",
+                    project.default_region
+                ),
+            );
+        }
+        if project.max_merge_group < 2 {
+            push(
+                format!("{at}.max_merge_group"),
+                "must be at least 2 (1 would forbid every merge)".into(),
+            );
+        }
+        if project.auto_close_after.is_zero() {
+            push(
+                format!("{at}.auto_close_after"),
+                "must be longer than zero".into(),
+            );
+        }
+        duplicates(
+            project.channels.iter().map(|c| c.id.as_str()),
+            &format!("{at}.channels"),
+            &mut push,
+        );
+        duplicates(
+            project.multicontact_rules.iter().map(|r| r.id.as_str()),
+            &format!("{at}.multicontact_rules"),
+            &mut push,
+        );
+        for (ci, channel) in project.channels.iter().enumerate() {
+            if channel.id.trim().is_empty() {
+                push(
+                    format!("{at}.channels[{ci}].id"),
+                    "must not be empty".into(),
+                );
+            }
+            if channel
+                .fixed_client
+                .as_deref()
+                .is_some_and(|s| s.trim().is_empty())
+            {
+                push(
+                    format!("{at}.channels[{ci}].fixed_client"),
+                    "must not be empty when given".into(),
+                );
+            }
+        }
+        for (ri, rule) in project.multicontact_rules.iter().enumerate() {
+            let rat = format!("{at}.multicontact_rules[{ri}]");
+            if rule.fields.is_empty() {
+                push(
+                    format!("{rat}.fields"),
+                    format!("rule {:?} has no fields: it would match everyone", rule.id),
+                );
+            }
+            if rule.fields.iter().any(|f| f.trim().is_empty()) {
+                push(
+                    format!("{rat}.fields"),
+                    "field names must not be empty".into(),
+                );
+            }
+            duplicates(
+                rule.fields.iter().map(|f| f.as_str()),
+                &format!("{rat}.fields"),
+                &mut push,
+            );
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+fn duplicates<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    at: &str,
+    push: &mut impl FnMut(String, String),
+) {
+    let mut seen = HashSet::new();
+    for (i, id) in ids.enumerate() {
+        if !seen.insert(id) {
+            push(format!("{at}[{i}]"), format!("duplicate id {id:?}"));
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! Operator and API commands (SPEC "Command"). Every command type decodes, with its fields
+//! checked; whether it can apply (does appeal 17 exist?) is the appeal stage's question.
+
+use serde::Deserialize;
+
+use super::wire::typed;
+use super::{non_empty, project, timestamp, DecodeError};
+use crate::config::Config;
+use crate::model::Millis;
+
+/// The `type` values that are commands.
+pub const COMMAND_TYPES: [&str; 14] = [
+    "close_appeal",
+    "assign_appeal",
+    "set_category",
+    "tag_appeal",
+    "comment_appeal",
+    "identify_client",
+    "set_client_field",
+    "add_contact",
+    "remove_contact",
+    "rename_client",
+    "create_client",
+    "merge_clients",
+    "send_outbound",
+    "start_scenario",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub command_id: String,
+    pub project_id: String,
+    pub issued_at: Millis,
+    pub operator: Option<Operator>,
+    pub action: CommandAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Operator {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A reference to a client card: exactly one of the SPEC's four forms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientRef {
+    Id(String),
+    Visitor {
+        channel_id: String,
+        visitor_id: String,
+    },
+    External(String),
+    Appeal(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ContactSpec {
+    pub contact_type: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Template {
+    pub name: String,
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandAction {
+    CloseAppeal {
+        appeal_number: i64,
+    },
+    AssignAppeal {
+        appeal_number: i64,
+        group: Option<String>,
+        operator_id: Option<String>,
+    },
+    SetCategory {
+        appeal_number: i64,
+        category: String,
+    },
+    TagAppeal {
+        appeal_number: i64,
+        tag: String,
+    },
+    CommentAppeal {
+        appeal_number: i64,
+        text: String,
+    },
+    IdentifyClient {
+        appeal_number: i64,
+        identifier: String,
+        value: String,
+    },
+    SetClientField {
+        client: ClientRef,
+        field: String,
+        value: String,
+    },
+    AddContact {
+        client: ClientRef,
+        contact_type: String,
+        value: String,
+    },
+    RemoveContact {
+        client: ClientRef,
+        contact_type: String,
+        value: String,
+    },
+    RenameClient {
+        client: ClientRef,
+        name: String,
+    },
+    CreateClient {
+        name: String,
+        contacts: Vec<ContactSpec>,
+    },
+    MergeClients {
+        target: ClientRef,
+        source: ClientRef,
+        keep_name_from: KeepName,
+    },
+    SendOutbound {
+        client: ClientRef,
+        channel_id: String,
+        text: Option<String>,
+        template: Option<Template>,
+    },
+    StartScenario {
+        appeal_number: i64,
+        scenario_id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepName {
+    #[default]
+    Target,
+    Source,
+}
+
+#[derive(Deserialize)]
+struct Common {
+    command_id: String,
+    project_id: String,
+    issued_at: String,
+    #[serde(default)]
+    operator: Option<Operator>,
+}
+
+#[derive(Deserialize)]
+struct WireRef {
+    client_id: Option<String>,
+    channel_id: Option<String>,
+    visitor_id: Option<String>,
+    external_id: Option<String>,
+    appeal_number: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Wire {
+    CloseAppeal {
+        appeal_number: i64,
+    },
+    AssignAppeal {
+        appeal_number: i64,
+        group: Option<String>,
+        operator_id: Option<String>,
+    },
+    SetCategory {
+        appeal_number: i64,
+        category: String,
+    },
+    TagAppeal {
+        appeal_number: i64,
+        tag: String,
+    },
+    CommentAppeal {
+        appeal_number: i64,
+        text: String,
+    },
+    IdentifyClient {
+        appeal_number: i64,
+        identifier: String,
+        value: String,
+    },
+    SetClientField {
+        client: WireRef,
+        field: String,
+        value: serde_json::Value,
+    },
+    AddContact {
+        client: WireRef,
+        contact_type: String,
+        value: String,
+    },
+    RemoveContact {
+        client: WireRef,
+        contact_type: String,
+        value: String,
+    },
+    RenameClient {
+        client: WireRef,
+        name: String,
+    },
+    CreateClient {
+        name: String,
+        #[serde(default)]
+        contacts: Vec<ContactSpec>,
+    },
+    MergeClients {
+        target: WireRef,
+        source: WireRef,
+        #[serde(default)]
+        keep_name_from: KeepName,
+    },
+    SendOutbound {
+        client: WireRef,
+        channel_id: String,
+        text: Option<String>,
+        template: Option<Template>,
+    },
+    StartScenario {
+        appeal_number: i64,
+        scenario_id: String,
+    },
+}
+
+pub fn decode(value: serde_json::Value, config: &Config) -> Result<Command, DecodeError> {
+    let common: Common = typed(value.clone())?;
+    let project = project(config, &common.project_id)?;
+    let located = |e: DecodeError| DecodeError {
+        project_id: Some(project.id.clone()),
+        ..e
+    };
+    non_empty("command_id", &common.command_id).map_err(located)?;
+    let issued_at = timestamp("issued_at", &common.issued_at).map_err(located)?;
+    let wire: Wire = typed(value).map_err(located)?;
+    let action = action(wire, project).map_err(located)?;
+    Ok(Command {
+        command_id: common.command_id,
+        project_id: common.project_id,
+        issued_at,
+        operator: common.operator,
+        action,
+    })
+}
+
+fn action(
+    wire: Wire,
+    project: &crate::config::ProjectConfig,
+) -> Result<CommandAction, DecodeError> {
+    use CommandAction as A;
+    Ok(match wire {
+        Wire::CloseAppeal { appeal_number } => A::CloseAppeal { appeal_number },
+        Wire::AssignAppeal {
+            appeal_number,
+            group,
+            operator_id,
+        } => {
+            if group.is_none() && operator_id.is_none() {
+                return Err(DecodeError::new(
+                    "assign_appeal needs `group` or `operator_id`",
+                ));
+            }
+            A::AssignAppeal {
+                appeal_number,
+                group,
+                operator_id,
+            }
+        }
+        Wire::SetCategory {
+            appeal_number,
+            category,
+        } => {
+            non_empty("category", &category)?;
+            A::SetCategory {
+                appeal_number,
+                category,
+            }
+        }
+        Wire::TagAppeal { appeal_number, tag } => {
+            non_empty("tag", &tag)?;
+            A::TagAppeal { appeal_number, tag }
+        }
+        Wire::CommentAppeal {
+            appeal_number,
+            text,
+        } => {
+            non_empty("text", &text)?;
+            A::CommentAppeal {
+                appeal_number,
+                text,
+            }
+        }
+        Wire::IdentifyClient {
+            appeal_number,
+            identifier,
+            value,
+        } => {
+            if !["phone", "email", "crm_id"].contains(&identifier.as_str()) {
+                return Err(DecodeError::new(format!(
+                    "`identifier` must be phone, email or crm_id, not {identifier:?}"
+                )));
+            }
+            non_empty("value", &value)?;
+            A::IdentifyClient {
+                appeal_number,
+                identifier,
+                value,
+            }
+        }
+        Wire::SetClientField {
+            client,
+            field,
+            value,
+        } => {
+            non_empty("field", &field)?;
+            let value = match value {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => {
+                    return Err(DecodeError::new(
+                        "`value` must be a string, number or boolean",
+                    ))
+                }
+            };
+            A::SetClientField {
+                client: client_ref("client", client, project)?,
+                field,
+                value,
+            }
+        }
+        Wire::AddContact {
+            client,
+            contact_type,
+            value,
+        } => {
+            non_empty("contact_type", &contact_type)?;
+            A::AddContact {
+                client: client_ref("client", client, project)?,
+                contact_type,
+                value,
+            }
+        }
+        Wire::RemoveContact {
+            client,
+            contact_type,
+            value,
+        } => {
+            non_empty("contact_type", &contact_type)?;
+            A::RemoveContact {
+                client: client_ref("client", client, project)?,
+                contact_type,
+                value,
+            }
+        }
+        Wire::RenameClient { client, name } => {
+            non_empty("name", &name)?;
+            A::RenameClient {
+                client: client_ref("client", client, project)?,
+                name,
+            }
+        }
+        Wire::CreateClient { name, contacts } => {
+            non_empty("name", &name)?;
+            A::CreateClient { name, contacts }
+        }
+        Wire::MergeClients {
+            target,
+            source,
+            keep_name_from,
+        } => A::MergeClients {
+            target: client_ref("target", target, project)?,
+            source: client_ref("source", source, project)?,
+            keep_name_from,
+        },
+        Wire::SendOutbound {
+            client,
+            channel_id,
+            text,
+            template,
+        } => {
+            super::channel(project, &channel_id)?;
+            match (&text, &template) {
+                (Some(t), None) => non_empty("text", t)?,
+                (None, Some(t)) => non_empty("template.name", &t.name)?,
+                _ => {
+                    return Err(DecodeError::new(
+                        "send_outbound needs exactly one of `text` or `template`",
+                    ))
+                }
+            }
+            A::SendOutbound {
+                client: client_ref("client", client, project)?,
+                channel_id,
+                text,
+                template,
+            }
+        }
+        Wire::StartScenario {
+            appeal_number,
+            scenario_id,
+        } => {
+            non_empty("scenario_id", &scenario_id)?;
+            A::StartScenario {
+                appeal_number,
+                scenario_id,
+            }
+        }
+    })
+}
+
+fn client_ref(
+    at: &str,
+    r: WireRef,
+    project: &crate::config::ProjectConfig,
+) -> Result<ClientRef, DecodeError> {
+    let forms = [
+        r.client_id.is_some(),
+        r.channel_id.is_some() || r.visitor_id.is_some(),
+        r.external_id.is_some(),
+        r.appeal_number.is_some(),
+    ];
+    if forms.iter().filter(|f| **f).count() != 1 {
+        return Err(DecodeError::new(format!(
+            "`{at}` must hold exactly one of client_id, channel_id+visitor_id, external_id, appeal_number"
+        )));
+    }
+    Ok(match r {
+        WireRef {
+            client_id: Some(id),
+            ..
+        } => ClientRef::Id(id),
+        WireRef {
+            external_id: Some(x),
+            ..
+        } => ClientRef::External(x),
+        WireRef {
+            appeal_number: Some(n),
+            ..
+        } => ClientRef::Appeal(n),
+        WireRef {
+            channel_id: Some(channel_id),
+            visitor_id: Some(visitor_id),
+            ..
+        } => {
+            super::channel(project, &channel_id)?;
+            ClientRef::Visitor {
+                channel_id,
+                visitor_id,
+            }
+        }
+        _ => {
+            return Err(DecodeError::new(format!(
+                "`{at}` needs both channel_id and visitor_id"
+            )))
+        }
+    })
+}
+
+impl CommandAction {
+    /// The command's `type` on the wire.
+    pub fn type_name(&self) -> &'static str {
+        use CommandAction as A;
+        match self {
+            A::CloseAppeal { .. } => "close_appeal",
+            A::AssignAppeal { .. } => "assign_appeal",
+            A::SetCategory { .. } => "set_category",
+            A::TagAppeal { .. } => "tag_appeal",
+            A::CommentAppeal { .. } => "comment_appeal",
+            A::IdentifyClient { .. } => "identify_client",
+            A::SetClientField { .. } => "set_client_field",
+            A::AddContact { .. } => "add_contact",
+            A::RemoveContact { .. } => "remove_contact",
+            A::RenameClient { .. } => "rename_client",
+            A::CreateClient { .. } => "create_client",
+            A::MergeClients { .. } => "merge_clients",
+            A::SendOutbound { .. } => "send_outbound",
+            A::StartScenario { .. } => "start_scenario",
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Decode: raw bytes → a typed, validated input, or a precise reason for the DLQ.
+//!
+//! Everything a later stage may rely on is checked here (size, UTF-8, JSON, shape, timestamps,
+//! known project and channel, content rules), so identify/matching/appeal never meet a
+//! malformed input. Decode errors are always poison: retrying the same bytes cannot help.
+
+mod command;
+mod wire;
+
+use std::collections::BTreeMap;
+
+use crate::config::{Config, ProjectConfig};
+use crate::model::{parse_ts, Attachment, ContentKind, DeliveryStatus, Millis};
+
+pub use command::{
+    ClientRef, Command, CommandAction, ContactSpec, KeepName, Operator, Template, COMMAND_TYPES,
+};
+
+/// A validated input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    Message(InboundMessage),
+    Status(StatusUpdate),
+    Command(Command),
+}
+
+impl Input {
+    pub fn project_id(&self) -> &str {
+        match self {
+            Input::Message(m) => &m.project_id,
+            Input::Status(s) => &s.project_id,
+            Input::Command(c) => &c.project_id,
+        }
+    }
+
+    /// Event time the input carries; it drives the partition's clock.
+    pub fn event_time(&self) -> Millis {
+        match self {
+            Input::Message(m) => m.sent_at,
+            Input::Status(s) => s.at,
+            Input::Command(c) => c.issued_at,
+        }
+    }
+
+    /// The id a duplicate is recognised by, if the input has one (statuses are idempotent).
+    pub fn dedupe_id(&self) -> Option<String> {
+        match self {
+            Input::Message(m) => Some(format!("m:{}", m.message_id)),
+            Input::Status(_) => None,
+            Input::Command(c) => Some(format!("c:{}", c.command_id)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundMessage {
+    pub message_id: String,
+    pub project_id: String,
+    pub channel_id: String,
+    pub sent_at: Millis,
+    pub visitor: VisitorInfo,
+    pub content: Content,
+}
+
+/// What the gateway knows about the sender. Values are as received; identify normalises them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VisitorInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub external_id: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Content {
+    pub kind: ContentKind,
+    pub text: Option<String>,
+    pub attachment: Option<Attachment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusUpdate {
+    pub message_id: String,
+    pub project_id: String,
+    pub channel_id: String,
+    pub status: DeliveryStatus,
+    pub at: Millis,
+}
+
+/// Why an input went to the DLQ, and the project it named if that much could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError {
+    pub reason: String,
+    pub project_id: Option<String>,
+}
+
+impl DecodeError {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            project_id: None,
+        }
+    }
+
+    fn in_project(mut self, project: &str) -> Self {
+        self.project_id = Some(project.to_string());
+        self
+    }
+}
+
+/// Decodes one raw input against the configuration.
+pub fn decode(bytes: &[u8], config: &Config) -> Result<Input, DecodeError> {
+    let limit = config.pipeline.max_input_bytes;
+    if bytes.len() > limit {
+        return Err(DecodeError::new(format!(
+            "input of {} bytes exceeds pipeline.max_input_bytes ({limit})",
+            bytes.len()
+        )));
+    }
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| DecodeError::new(format!("not UTF-8: invalid byte at {}", e.valid_up_to())))?;
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| DecodeError::new(format!("not JSON: {e}")))?;
+    let kind = value
+        .get("type")
+        .ok_or_else(|| DecodeError::new("missing field `type`"))?
+        .as_str()
+        .ok_or_else(|| DecodeError::new("`type` must be a string"))?
+        .to_string();
+    let project_hint = value
+        .get("project_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let result = match kind.as_str() {
+        "message" => wire::message(value).and_then(|m| message(m, config)),
+        "status" => wire::status(value).and_then(|s| status(s, config)),
+        t if COMMAND_TYPES.contains(&t) => command::decode(value, config).map(Input::Command),
+        other => Err(DecodeError::new(format!(
+            "unknown input type {other:?} (expected message, status or a command type)"
+        ))),
+    };
+    result.map_err(|mut e| {
+        if e.project_id.is_none() {
+            e.project_id = project_hint.filter(|p| config.project(p).is_some());
+        }
+        e
+    })
+}
+
+/// Checks that the project exists and returns its config.
+pub(crate) fn project<'a>(config: &'a Config, id: &str) -> Result<&'a ProjectConfig, DecodeError> {
+    config
+        .project(id)
+        .ok_or_else(|| DecodeError::new(format!("unknown project {id:?}")))
+}
+
+/// Checks that the channel belongs to the project.
+pub(crate) fn channel(project: &ProjectConfig, id: &str) -> Result<(), DecodeError> {
+    match project.channel(id) {
+        Some(_) => Ok(()),
+        None => Err(DecodeError::new(format!(
+            "unknown channel {id:?} in project {:?}",
+            project.id
+        ))
+        .in_project(&project.id)),
+    }
+}
+
+pub(crate) fn timestamp(field: &str, text: &str) -> Result<Millis, DecodeError> {
+    parse_ts(text).map_err(|e| DecodeError::new(format!("`{field}`: {text:?} is {e}")))
+}
+
+pub(crate) fn non_empty(field: &str, value: &str) -> Result<(), DecodeError> {
+    if value.trim().is_empty() {
+        Err(DecodeError::new(format!("`{field}` must not be empty")))
+    } else {
+        Ok(())
+    }
+}
+
+fn message(m: wire::Message, config: &Config) -> Result<Input, DecodeError> {
+    let project = project(config, &m.project_id)?;
+    let in_project = |e: DecodeError| e.in_project(&project.id);
+    channel(project, &m.channel_id)?;
+    non_empty("message_id", &m.message_id).map_err(in_project)?;
+    non_empty("visitor.id", &m.visitor.id).map_err(in_project)?;
+    let sent_at = timestamp("sent_at", &m.sent_at).map_err(in_project)?;
+    let content = content(m.content).map_err(in_project)?;
+    let fields = fields(m.visitor.fields).map_err(in_project)?;
+    let visitor = VisitorInfo {
+        id: m.visitor.id,
+        name: m.visitor.name.filter(|n| !n.trim().is_empty()),
+        external_id: m.visitor.external_id.filter(|x| !x.trim().is_empty()),
+        phone: m.visitor.phone.filter(|p| !p.trim().is_empty()),
+        email: m.visitor.email.filter(|e| !e.trim().is_empty()),
+        fields,
+    };
+    Ok(Input::Message(InboundMessage {
+        message_id: m.message_id,
+        project_id: m.project_id,
+        channel_id: m.channel_id,
+        sent_at,
+        visitor,
+        content,
+    }))
+}
+
+/// Custom fields must be scalars; numbers and booleans are kept as their text.
+fn fields(
+    raw: BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, String>, DecodeError> {
+    raw.into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => Ok((k, s)),
+            serde_json::Value::Number(n) => Ok((k, n.to_string())),
+            serde_json::Value::Bool(b) => Ok((k, b.to_string())),
+            _ => Err(DecodeError::new(format!(
+                "`visitor.fields.{k}` must be a string, number or boolean"
+            ))),
+        })
+        .collect()
+}
+
+fn content(c: wire::Content) -> Result<Content, DecodeError> {
+    match c.kind {
+        ContentKind::Text => {
+            let text = c.text.filter(|t| !t.is_empty());
+            if text.is_none() {
+                return Err(DecodeError::new(
+                    "`content.text` is required for text content",
+                ));
+            }
+            Ok(Content {
+                kind: ContentKind::Text,
+                text,
+                attachment: c.attachment,
+            })
+        }
+        kind => {
+            let Some(attachment) = c.attachment else {
+                return Err(DecodeError::new(format!(
+                    "`content.attachment` is required for {} content",
+                    serde_json::to_value(kind)
+                        .unwrap()
+                        .as_str()
+                        .unwrap_or("non-text")
+                )));
+            };
+            non_empty("content.attachment.url", &attachment.url)?;
+            let kind = if kind == ContentKind::Photo && !is_supported_photo(&attachment) {
+                ContentKind::File
+            } else {
+                kind
+            };
+            Ok(Content {
+                kind,
+                text: c.text,
+                attachment: Some(attachment),
+            })
+        }
+    }
+}
+
+/// Operator apps render JPEG, GIF, TIFF and PNG inline; any other picture is offered as a file.
+pub fn is_supported_photo(attachment: &Attachment) -> bool {
+    const MIMES: [&str; 5] = [
+        "image/jpeg",
+        "image/jpg",
+        "image/gif",
+        "image/tiff",
+        "image/png",
+    ];
+    const EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "gif", "tif", "tiff", "png"];
+    if let Some(mime) = &attachment.mime_type {
+        return MIMES.contains(&mime.trim().to_ascii_lowercase().as_str());
+    }
+    let name = attachment.file_name.as_deref().unwrap_or(&attachment.url);
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    ext.is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+}
+
+fn status(s: wire::Status, config: &Config) -> Result<Input, DecodeError> {
+    let project = project(config, &s.project_id)?;
+    channel(project, &s.channel_id)?;
+    non_empty("message_id", &s.message_id).map_err(|e| e.in_project(&project.id))?;
+    let at = timestamp("at", &s.at).map_err(|e| e.in_project(&project.id))?;
+    Ok(Input::Status(StatusUpdate {
+        message_id: s.message_id,
+        project_id: s.project_id,
+        channel_id: s.channel_id,
+        status: s.status,
+        at,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+//! Event values (SPEC "Output records"): common fields plus a body per `type`.
+
+use serde::Serialize;
+
+use super::Cause;
+use crate::model::{
+    AppealSummary, Attachment, AuthorKind, ClientSummary, ContentKind, DeliveryStatus,
+};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub event_id: String,
+    #[serde(flatten)]
+    pub body: EventBody,
+    pub occurred_at: String,
+    pub project_id: String,
+    pub cause: Cause,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appeal: Option<AppealSummary>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentifyMethod {
+    ExternalId,
+    Fixed,
+    Crm,
+    Manual,
+    Bot,
+}
+
+/// One card joined into a merge, and the rule that matched it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MergeMatch {
+    pub client_id: String,
+    pub rule_id: String,
+}
+
+/// The message object of `appeal.message_added`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageView {
+    pub id: String,
+    pub author_kind: AuthorKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author_id: Option<String>,
+    pub kind: ContentKind,
+    pub group_id: String,
+    pub sent_at: String,
+    pub visible_to_client: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type")]
+pub enum EventBody {
+    #[serde(rename = "client.created")]
+    ClientCreated {},
+    #[serde(rename = "client.identified")]
+    ClientIdentified {
+        method: IdentifyMethod,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identifier: Option<String>,
+    },
+    #[serde(rename = "client.updated")]
+    ClientUpdated { changes: Vec<String> },
+    #[serde(rename = "client.merged")]
+    ClientMerged {
+        survivor_id: String,
+        absorbed_ids: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rule_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        operator: Option<String>,
+        /// `rule`, `operator` or `external_id`.
+        by: &'static str,
+        matches: Vec<MergeMatch>,
+    },
+    #[serde(rename = "client.merge_refused")]
+    ClientMergeRefused {
+        reason: String,
+        client_ids: Vec<String>,
+        rule_ids: Vec<String>,
+    },
+    #[serde(rename = "appeal.opened")]
+    AppealOpened {},
+    #[serde(rename = "appeal.message_added")]
+    AppealMessageAdded { message: MessageView },
+    #[serde(rename = "appeal.message_status")]
+    AppealMessageStatus {
+        message_id: String,
+        status: DeliveryStatus,
+    },
+    #[serde(rename = "appeal.assigned")]
+    AppealAssigned {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        operator_id: Option<String>,
+        by: &'static str,
+    },
+    #[serde(rename = "appeal.categorized")]
+    AppealCategorized { category: String },
+    #[serde(rename = "appeal.tagged")]
+    AppealTagged { tag: String },
+    #[serde(rename = "appeal.commented")]
+    AppealCommented {
+        text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        operator_id: Option<String>,
+    },
+    #[serde(rename = "appeal.closed")]
+    AppealClosed { reason: &'static str },
+    #[serde(rename = "outbound.refused")]
+    OutboundRefused { reason: String, channel_id: String },
+    #[serde(rename = "command.rejected")]
+    CommandRejected {
+        command_type: String,
+        reason: String,
+    },
+}

@@ -1,0 +1,159 @@
+//! Value normalisation, so that the same person's phone written three ways compares equal.
+//!
+//! Phones become E.164 using the project's default region (`8 999 123-45-67`, `79991234567`
+//! and `+7 (999) 123-45-67` are one number in RU); e-mails are trimmed and lower-cased;
+//! custom field values are trimmed and case-folded. Pure functions: no I/O, no state.
+
+use phonenumber::country::Id as Region;
+use phonenumber::Mode;
+
+/// Normalises a phone number to E.164, or says why it cannot.
+pub fn phone(raw: &str, region: &str) -> Result<String, String> {
+    let trimmed = raw.trim();
+    let digits = trimmed.chars().filter(char::is_ascii_digit).count();
+    if !(5..=15).contains(&digits) {
+        return Err(format!(
+            "a phone number has 5 to 15 digits, this has {digits}"
+        ));
+    }
+    let region: Option<Region> = region.parse().ok();
+    let parsed =
+        phonenumber::parse(region, trimmed).map_err(|e| format!("not a phone number ({e})"))?;
+    if phonenumber::is_valid(&parsed) || trimmed.starts_with('+') {
+        return Ok(parsed.format().mode(Mode::E164).to_string());
+    }
+    // A bare "79991234567" is read as a national number first; when that is not a valid
+    // number, the digits most likely carry the country code without the plus.
+    let international = format!("+{}", trimmed.trim_start_matches('+'));
+    match phonenumber::parse(None, &international) {
+        Ok(p) if phonenumber::is_valid(&p) => Ok(p.format().mode(Mode::E164).to_string()),
+        _ => Ok(parsed.format().mode(Mode::E164).to_string()),
+    }
+}
+
+/// Like [`phone`], but only accepts numbers valid for their country (bot answers, commands).
+pub fn valid_phone(raw: &str, region: &str) -> Result<String, String> {
+    let normalised = phone(raw, region)?;
+    let parsed = phonenumber::parse(None, &normalised).map_err(|e| e.to_string())?;
+    if phonenumber::is_valid(&parsed) {
+        Ok(normalised)
+    } else {
+        Err("not a valid phone number for its country".into())
+    }
+}
+
+/// Trims and lower-cases an e-mail address after a shape check (one `@`, a dotted domain).
+pub fn email(raw: &str) -> Result<String, String> {
+    let value = raw.trim().to_lowercase();
+    let (local, domain) = value
+        .split_once('@')
+        .ok_or("an e-mail address needs an @")?;
+    let shape_ok = !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !value.chars().any(char::is_whitespace);
+    if shape_ok {
+        Ok(value)
+    } else {
+        Err("not an e-mail address".into())
+    }
+}
+
+/// Trims and case-folds a custom field value; empty values are refused.
+pub fn field(raw: &str) -> Result<String, String> {
+    let value = raw.trim().to_lowercase();
+    if value.is_empty() {
+        Err("empty value".into())
+    } else {
+        Ok(value)
+    }
+}
+
+/// Normalises a value for the named field or contact type.
+pub fn value(kind: &str, raw: &str, region: &str) -> Result<String, String> {
+    match kind {
+        "phone" => phone(raw, region),
+        "email" => email(raw),
+        "crm_id" => {
+            let v = raw.trim();
+            if v.is_empty() {
+                Err("empty value".into())
+            } else {
+                Ok(v.to_string())
+            }
+        }
+        _ => field(raw),
+    }
+}
+
+/// Masks a phone or e-mail for logs: `+7999*****67`, `a***@example.com`.
+pub fn mask(value: &str) -> String {
+    if let Some((local, domain)) = value.split_once('@') {
+        let first: String = local.chars().take(1).collect();
+        return format!("{first}***@{domain}");
+    }
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() <= 6 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn national_bare_and_international_russian_forms_are_one_number() {
+        let expected = "+79991234567";
+        for raw in [
+            "+7 (999) 123-45-67",
+            "8 999 123 45 67",
+            "89991234567",
+            "79991234567",
+            "9991234567",
+        ] {
+            assert_eq!(phone(raw, "RU").unwrap(), expected, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_foreign_number_keeps_its_own_country_code() {
+        assert_eq!(phone("+44 20 7946 0958", "RU").unwrap(), "+442079460958");
+        assert_eq!(phone("020 7946 0958", "GB").unwrap(), "+442079460958");
+    }
+
+    #[test]
+    fn text_that_is_no_phone_is_refused() {
+        assert!(phone("hello", "RU").is_err());
+        assert!(phone("12", "RU").is_err());
+        assert!(valid_phone("+7 000 000 00 00", "RU").is_err());
+    }
+
+    #[test]
+    fn emails_are_trimmed_and_lower_cased() {
+        assert_eq!(
+            email("  Alfred@Example.COM ").unwrap(),
+            "alfred@example.com"
+        );
+        assert!(email("alfred.example.com").is_err());
+        assert!(email("al fred@example.com").is_err());
+        assert!(email("alfred@localhost").is_err());
+    }
+
+    #[test]
+    fn custom_fields_are_trimmed_and_case_folded() {
+        assert_eq!(field("  D-100 ").unwrap(), "d-100");
+        assert!(field("   ").is_err());
+    }
+
+    #[test]
+    fn masks_hide_the_middle_of_phones_and_the_local_part_of_emails() {
+        assert_eq!(mask("+79991234567"), "+799******67");
+        assert_eq!(mask("alfred@example.com"), "a***@example.com");
+    }
+}

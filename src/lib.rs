@@ -1,0 +1,18 @@
+//! appealflow: a stream processor for omnichannel customer support.
+//!
+//! Stages, in the order an input meets them: [`source`] → [`decode`] → [`identify`] →
+//! [`matching`] → [`appeal`] → [`emit`]; [`store`] keeps state and the outbox, [`config`]
+//! is read once at start, [`pipeline`] drives a batch through the stages, and [`replay`]
+//! is the file-in, stdout-out front end.
+
+pub mod appeal;
+pub mod config;
+pub mod decode;
+pub mod emit;
+pub mod identify;
+pub mod matching;
+pub mod model;
+pub mod pipeline;
+pub mod replay;
+pub mod source;
+pub mod store;

@@ -1,0 +1,130 @@
+//! The `appealflow` binary: a thin CLI over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use appealflow::config::Config;
+use appealflow::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "appealflow",
+    version,
+    about = "Omnichannel support stream processor"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Process JSONL inputs (files, `-` for stdin) and print output records on stdout.
+    Replay {
+        /// TOML config; `APPEALFLOW__SECTION__KEY` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Store URL, overriding `store.url` (`sqlite://FILE`, `postgres://...`).
+        #[arg(long)]
+        db: Option<String>,
+        /// Do not draw a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+        /// Input files in order; `-` reads stdin.
+        #[arg(required = true)]
+        inputs: Vec<String>,
+    },
+    /// Validate a config and explain every problem with its key.
+    CheckConfig {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("appealflow: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "appealflow=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    Config::load(path.map(PathBuf::as_path)).map_err(|e| {
+        eprint!("{e}");
+        ExitCode::from(2)
+    })
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::CheckConfig { config } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            print!("{}", appealflow::config::explain(&config));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            config,
+            db,
+            no_progress,
+            inputs,
+        } => {
+            let mut config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if let Some(db) = db {
+                config.store.url = db;
+            }
+            let store = Store::connect(&config.store.url, config.store.max_connections).await?;
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            let summary = appealflow::replay::replay(
+                Arc::new(config),
+                store.clone(),
+                &inputs,
+                &mut out,
+                !no_progress,
+            )
+            .await?;
+            store.close().await;
+            eprintln!("{}", summary.render());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

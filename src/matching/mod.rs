@@ -1,0 +1,221 @@
+//! Matching: multi-contact rules that merge cards of one person (SPEC "Multi-contact matching").
+//!
+//! A rule matches two cards when, for every field of the rule, they share at least one
+//! normalised value that is not blocked (AND inside a rule); any rule suffices (OR across
+//! rules). Matching runs on the whole card each time it gains a value and is transitive: the
+//! merged card is matched again until nothing more joins. The oldest card survives. A merge
+//! that would make a card stand for more than `max_merge_group` original cards is refused.
+//!
+//! `rules` holds the pure decisions; this module drives them over the working set.
+
+pub mod rules;
+
+use std::collections::BTreeSet;
+
+use crate::emit::{Emitter, EventBody, MergeMatch};
+use crate::model::{Client, Millis};
+use crate::pipeline::Ctx;
+use crate::store::{StoreResult, WorkingSet};
+
+pub use rules::{merged_card, pick_survivor, ProjectRules};
+
+/// Why cards were merged: the `client.merged` event says which.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergeBy {
+    Rule(Vec<MergeMatch>),
+    Operator {
+        operator: String,
+        keep_name_of: String,
+    },
+    ExternalId,
+}
+
+/// Runs the project's rules for a card that gained values; returns the live card after any
+/// merge (the survivor, which may be another card than `client_id`).
+pub async fn run(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    client_id: &str,
+    at: Millis,
+    em: &mut Emitter,
+) -> StoreResult<Client> {
+    let card = ws
+        .live_client(client_id)
+        .await?
+        .expect("card exists: it was just written");
+    if ctx.rules.rules.is_empty() {
+        return Ok(card);
+    }
+    let mut group = vec![card.clone()];
+    let mut union = card.clone();
+    let mut matches: Vec<MergeMatch> = Vec::new();
+    loop {
+        let candidates = candidates(ws, ctx, &union, &group).await?;
+        let found = ctx.rules.matches(&union, &candidates);
+        if found.is_empty() {
+            break;
+        }
+        for (client, rule_id) in found {
+            matches.push(MergeMatch {
+                client_id: client.id.clone(),
+                rule_id,
+            });
+            group.push(client);
+        }
+        union = merged_card(&group, None);
+    }
+    if group.len() == 1 {
+        return Ok(card);
+    }
+    let size: usize = group.iter().map(|c| c.doc.group_size).sum();
+    if size > ctx.project.max_merge_group {
+        refuse(
+            em,
+            at,
+            &card,
+            &group,
+            &matches,
+            size,
+            ctx.project.max_merge_group,
+        );
+        return Ok(card);
+    }
+    let survivor = pick_survivor(&group).clone();
+    let others: Vec<Client> = group.into_iter().filter(|c| c.id != survivor.id).collect();
+    let matches = absorbed_matches(&card.id, &survivor.id, &others, &matches);
+    merge_into(ws, ctx, survivor, others, at, em, MergeBy::Rule(matches)).await
+}
+
+/// Which rule brought each absorbed card in. The card that triggered matching was not found
+/// by a rule itself: it came in by the rule that found the survivor.
+fn absorbed_matches(
+    trigger: &str,
+    survivor: &str,
+    absorbed: &[Client],
+    found: &[MergeMatch],
+) -> Vec<MergeMatch> {
+    let rule_of = |id: &str| {
+        found
+            .iter()
+            .find(|m| m.client_id == id)
+            .map(|m| m.rule_id.clone())
+    };
+    absorbed
+        .iter()
+        .map(|c| {
+            let rule = if c.id == trigger {
+                rule_of(survivor)
+            } else {
+                rule_of(&c.id)
+            };
+            MergeMatch {
+                client_id: c.id.clone(),
+                rule_id: rule
+                    .or_else(|| found.first().map(|m| m.rule_id.clone()))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// Cards sharing a first-field value with the card under any rule: a superset of the matches.
+async fn candidates(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    card: &Client,
+    group: &[Client],
+) -> StoreResult<Vec<Client>> {
+    let mut lookups: BTreeSet<(String, String)> = BTreeSet::new();
+    for rule in &ctx.rules.rules {
+        let field = &rule.fields[0];
+        for value in card.values(field) {
+            if !ctx.rules.is_blocked(value) {
+                lookups.insert((field.clone(), value.to_string()));
+            }
+        }
+    }
+    let mut out: Vec<Client> = Vec::new();
+    for (field, value) in lookups {
+        for c in ws
+            .clients_with_value(&ctx.project.id, &field, &value)
+            .await?
+        {
+            let known = group.iter().chain(out.iter()).any(|g| g.id == c.id);
+            if !known {
+                out.push(c);
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(out)
+}
+
+fn refuse(
+    em: &mut Emitter,
+    at: Millis,
+    card: &Client,
+    group: &[Client],
+    matches: &[MergeMatch],
+    size: usize,
+    max: usize,
+) {
+    let mut rule_ids: Vec<String> = matches.iter().map(|m| m.rule_id.clone()).collect();
+    rule_ids.dedup();
+    let body = EventBody::ClientMergeRefused {
+        reason: format!("max_merge_group: the merge would join {size} cards, the limit is {max}"),
+        client_ids: group.iter().map(|c| c.id.clone()).collect(),
+        rule_ids,
+    };
+    em.event(at, body, Some(card.summary()), None);
+}
+
+/// Merges `others` into `survivor`: contacts, fields and technical contacts are unioned,
+/// appeals follow the survivor, the absorbed cards point at it forever.
+pub async fn merge_into(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    survivor: Client,
+    others: Vec<Client>,
+    at: Millis,
+    em: &mut Emitter,
+    by: MergeBy,
+) -> StoreResult<Client> {
+    let _ = ctx;
+    let keep_name = match &by {
+        MergeBy::Operator { keep_name_of, .. } => Some(keep_name_of.as_str()),
+        _ => None,
+    };
+    let mut all = vec![survivor.clone()];
+    all.extend(others.iter().cloned());
+    let mut merged = merged_card(&all, keep_name);
+    merged.id = survivor.id.clone();
+    merged.created_at = survivor.created_at;
+    let absorbed: Vec<String> = others.iter().map(|c| c.id.clone()).collect();
+    for mut other in others {
+        other.merged_into = Some(survivor.id.clone());
+        ws.put_client(other);
+    }
+    ws.put_client(merged.clone());
+    ws.record_merge(&survivor.id, &absorbed);
+    let (rule_id, operator, matches, how) = match by {
+        MergeBy::Rule(matches) => (
+            matches.first().map(|m| m.rule_id.clone()),
+            None,
+            matches,
+            "rule",
+        ),
+        MergeBy::Operator { operator, .. } => (None, Some(operator), Vec::new(), "operator"),
+        MergeBy::ExternalId => (None, None, Vec::new(), "external_id"),
+    };
+    tracing::info!(survivor = %survivor.id, absorbed = absorbed.len(), by = how, "cards merged");
+    let body = EventBody::ClientMerged {
+        survivor_id: survivor.id.clone(),
+        absorbed_ids: absorbed,
+        rule_id,
+        operator,
+        matches,
+        by: how,
+    };
+    em.event(at, body, Some(merged.summary()), None);
+    Ok(merged)
+}

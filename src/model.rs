@@ -1,0 +1,351 @@
+//! Domain types shared by every stage: client cards, appeals, messages, event time.
+//!
+//! They are plain data. Cards and appeals are persisted as a few indexed columns plus a JSON
+//! document (`ClientDoc`, `AppealDoc`), so adding a field to a card never needs a migration.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Event time in milliseconds since the Unix epoch (UTC).
+pub type Millis = i64;
+
+/// Formats event time as RFC 3339 UTC, with milliseconds only when they are not zero.
+pub fn format_ts(ms: Millis) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Parses an RFC 3339 timestamp with an explicit offset; a naive time would be a guess.
+pub fn parse_ts(text: &str) -> Result<Millis, String> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc).timestamp_millis())
+        .map_err(|e| format!("not an RFC 3339 timestamp with offset ({e})"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientType {
+    /// Anonymous visitor of a widget or SDK chat.
+    Internal,
+    /// Known by a messenger or social network account.
+    Channel,
+    /// Identified through the CRM or online banking.
+    Crm,
+}
+
+impl ClientType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientType::Internal => "internal",
+            ClientType::Channel => "channel",
+            ClientType::Crm => "crm",
+        }
+    }
+}
+
+/// A (channel, visitor ID) pair: the technical contact a gateway identifies a sender by.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Visitor {
+    pub channel_id: String,
+    pub visitor_id: String,
+}
+
+/// The mutable part of a client card, stored as one JSON document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Contacts by type (`phone`, `email`, `crm_id`, custom): normalised values, oldest first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub contacts: BTreeMap<String, Vec<String>>,
+    /// Contacts an operator added by hand, counted against the three-per-type limit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub manual_contacts: BTreeMap<String, Vec<String>>,
+    /// Custom fields (normalised: trimmed and case-folded).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub visitors: BTreeSet<Visitor>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub external_ids: BTreeSet<String>,
+    /// Time of the client's last own message per channel (the outbound reply window).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub last_inbound: BTreeMap<String, Millis>,
+    /// Original cards this card stands for (1 + everything merged into it).
+    #[serde(default = "one")]
+    pub group_size: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// A client card.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Client {
+    pub id: String,
+    pub project_id: String,
+    pub kind: ClientType,
+    /// Event time of creation: the oldest card of a merge survives.
+    pub created_at: Millis,
+    pub appeal_count: i64,
+    /// Set once this card was absorbed by a merge; every reference then resolves to it.
+    pub merged_into: Option<String>,
+    pub doc: ClientDoc,
+}
+
+impl Client {
+    pub fn new(id: String, project_id: String, kind: ClientType, created_at: Millis) -> Self {
+        let doc = ClientDoc {
+            group_size: 1,
+            ..ClientDoc::default()
+        };
+        Client {
+            id,
+            project_id,
+            kind,
+            created_at,
+            appeal_count: 0,
+            merged_into: None,
+            doc,
+        }
+    }
+
+    /// Every value a multi-contact rule field can see: contacts of that type and the custom
+    /// field of that name.
+    pub fn values(&self, field: &str) -> BTreeSet<&str> {
+        let contacts = self
+            .doc
+            .contacts
+            .get(field)
+            .into_iter()
+            .flatten()
+            .map(String::as_str);
+        contacts
+            .chain(self.doc.fields.get(field).map(String::as_str))
+            .collect()
+    }
+
+    /// Every (field, value) pair this card offers to matching.
+    pub fn all_values(&self) -> BTreeSet<(String, String)> {
+        let contacts = self
+            .doc
+            .contacts
+            .iter()
+            .flat_map(|(t, vs)| vs.iter().map(move |v| (t.clone(), v.clone())));
+        let fields = self.doc.fields.iter().map(|(k, v)| (k.clone(), v.clone()));
+        contacts.chain(fields).collect()
+    }
+
+    /// Adds a contact value if it is new; returns whether the card changed.
+    pub fn add_contact(&mut self, kind: &str, value: &str) -> bool {
+        let values = self.doc.contacts.entry(kind.to_string()).or_default();
+        if values.iter().any(|v| v == value) {
+            return false;
+        }
+        values.push(value.to_string());
+        true
+    }
+
+    /// Sets a custom field; returns whether the value changed.
+    pub fn set_field(&mut self, field: &str, value: &str) -> bool {
+        if self.doc.fields.get(field).map(String::as_str) == Some(value) {
+            return false;
+        }
+        self.doc.fields.insert(field.to_string(), value.to_string());
+        true
+    }
+
+    pub fn summary(&self) -> ClientSummary {
+        ClientSummary {
+            id: self.id.clone(),
+            name: self.doc.name.clone(),
+            kind: self.kind,
+            appeal_count: self.appeal_count,
+        }
+    }
+}
+
+/// The client object every event carries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClientSummary {
+    pub id: String,
+    pub name: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: ClientType,
+    pub appeal_count: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AppealStatus {
+    Open,
+    Closed,
+}
+
+/// Who wrote a message; grouping compares authors, not just their kinds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    pub kind: AuthorKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorKind {
+    Client,
+    Operator,
+    Bot,
+    System,
+}
+
+impl AuthorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthorKind::Client => "client",
+            AuthorKind::Operator => "operator",
+            AuthorKind::Bot => "bot",
+            AuthorKind::System => "system",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comment {
+    pub text: String,
+    pub operator_id: Option<String>,
+    pub at: Millis,
+}
+
+/// The mutable part of an appeal, stored as one JSON document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppealDoc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comments: Vec<Comment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Millis>,
+    /// Last message that counts for grouping (system notes are not chat bubbles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_author: Option<Author>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_group_id: Option<String>,
+    #[serde(default)]
+    pub message_count: i64,
+}
+
+/// One support conversation of one client, in one channel, with one visitor of that channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appeal {
+    pub id: String,
+    pub project_id: String,
+    pub number: i64,
+    pub client_id: String,
+    pub channel_id: String,
+    pub visitor_id: String,
+    pub status: AppealStatus,
+    pub opened_at: Millis,
+    /// Event time of the last message; inactivity is measured from it.
+    pub last_message_at: Millis,
+    /// The input partition whose event-time clock closes this appeal when idle.
+    pub partition: String,
+    pub doc: AppealDoc,
+}
+
+impl Appeal {
+    pub fn summary(&self) -> AppealSummary {
+        AppealSummary {
+            number: self.number,
+            id: self.id.clone(),
+            channel_id: self.channel_id.clone(),
+            status: self.status,
+            group: self.doc.group.clone(),
+            operator_id: self.doc.operator_id.clone(),
+            category: self.doc.category.clone(),
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.status == AppealStatus::Open
+    }
+}
+
+/// The appeal object every event carries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppealSummary {
+    pub number: i64,
+    pub id: String,
+    pub channel_id: String,
+    pub status: AppealStatus,
+    pub group: Option<String>,
+    pub operator_id: Option<String>,
+    pub category: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentKind {
+    Text,
+    Photo,
+    Video,
+    Document,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Sent,
+    Delivered,
+    Read,
+}
+
+/// A message of an appeal (client, operator, bot or system).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: String,
+    pub author_kind: AuthorKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_id: Option<String>,
+    pub kind: ContentKind,
+    pub group_id: String,
+    pub sent_at: String,
+    pub visible_to_client: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DeliveryStatus>,
+}
+
+/// A stored message with what a delivery status needs to find its appeal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub project_id: String,
+    pub appeal_id: Option<String>,
+    pub message: Message,
+}

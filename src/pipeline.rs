@@ -1,0 +1,356 @@
+//! The pipeline: source → decode → identify → matching → appeal → emit, one batch at a time.
+//!
+//! A batch is a run of inputs of one partition. It is applied in one store transaction that
+//! also holds the ids of the inputs applied, the partition's clock and offset, and every
+//! output record (the outbox); only after that commit may a sink publish the records. `replay`
+//! and `run` differ only in their source and sink: this code is shared.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::appeal;
+use crate::config::{ChannelConfig, Config, ProjectConfig};
+use crate::decode::{self, Input};
+use crate::emit::{self, Cause, CauseKind, Emitter, Record};
+use crate::identify;
+use crate::matching::ProjectRules;
+use crate::source::{Batch, RawInput};
+use crate::store::{external_handle, visitor_handle, Store, StoreError, StoreResult, WorkingSet};
+
+/// What a stage needs to know about the input's project.
+pub struct Ctx<'a> {
+    pub project: &'a ProjectConfig,
+    pub rules: &'a ProjectRules,
+}
+
+impl Ctx<'_> {
+    /// The input's channel; decode already checked that it exists.
+    pub fn channel(&self, id: &str) -> &ChannelConfig {
+        self.project.channel(id).expect("decode checks channels")
+    }
+}
+
+/// Why one input could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The input itself is wrong (a status for a message nobody knows): DLQ, move on.
+    #[error("{stage}: {reason}")]
+    Poison { stage: &'static str, reason: String },
+    /// The store failed: the whole batch is retried or the process stops, by class.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApplyError {
+    pub fn poison(stage: &'static str, reason: impl Into<String>) -> Self {
+        ApplyError::Poison {
+            stage,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Counts of what a batch did, for the summary and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub inputs: u64,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub dlq: u64,
+    pub events: BTreeMap<String, u64>,
+    pub outbound: u64,
+    pub inactivity_closes: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, other: &Stats) {
+        self.inputs += other.inputs;
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.dlq += other.dlq;
+        self.outbound += other.outbound;
+        self.inactivity_closes += other.inactivity_closes;
+        for (k, v) in &other.events {
+            *self.events.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    pub fn event(&self, kind: &str) -> u64 {
+        self.events.get(kind).copied().unwrap_or(0)
+    }
+}
+
+/// A committed batch: its records are in the outbox under `batch_id` until published.
+pub struct Committed {
+    pub batch_id: String,
+    pub records: Vec<Record>,
+    pub stats: Stats,
+}
+
+/// Configuration compiled once at start, shared by every batch.
+pub struct Pipeline {
+    config: Arc<Config>,
+    rules: HashMap<String, ProjectRules>,
+    auto_close_ms: Arc<HashMap<String, i64>>,
+    store: Store,
+}
+
+impl Pipeline {
+    pub fn new(config: Arc<Config>, store: Store) -> Self {
+        let rules = config
+            .projects
+            .iter()
+            .map(|p| (p.id.clone(), ProjectRules::new(p)))
+            .collect();
+        let auto_close_ms = config
+            .projects
+            .iter()
+            .map(|p| (p.id.clone(), p.auto_close_after.as_millis() as i64))
+            .collect();
+        Pipeline {
+            config,
+            rules,
+            auto_close_ms: Arc::new(auto_close_ms),
+            store,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies a batch and commits it with its outputs; `next_offset` is stored with it.
+    pub async fn process(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {
+        let decoded: Vec<Result<Input, decode::DecodeError>> = batch
+            .inputs
+            .iter()
+            .map(|raw| decode::decode(&raw.bytes, &self.config))
+            .collect();
+        let mut ws = self.store.begin(self.auto_close_ms.clone()).await?;
+        let projects: BTreeSet<String> = decoded
+            .iter()
+            .flatten()
+            .map(|i| i.project_id().to_string())
+            .collect();
+        ws.lock_projects(&projects).await?;
+        self.prefetch(&mut ws, &batch.partition, &decoded).await?;
+        let mut records = Vec::new();
+        let mut stats = Stats::default();
+        for (raw, input) in batch.inputs.iter().zip(decoded) {
+            stats.inputs += 1;
+            match input {
+                Err(e) => {
+                    stats.dlq += 1;
+                    tracing::warn!(reason = %e.reason, source = ?raw.pos, "input sent to the DLQ");
+                    records.push(emit::dlq(
+                        &raw.bytes,
+                        &raw.pos,
+                        raw.key.as_deref(),
+                        &e.reason,
+                        "decode",
+                        e.project_id,
+                    ));
+                }
+                Ok(input) => {
+                    self.apply(
+                        &mut ws,
+                        &batch.partition,
+                        raw,
+                        &input,
+                        &mut records,
+                        &mut stats,
+                    )
+                    .await?
+                }
+            }
+        }
+        if let Some(offset) = next_offset {
+            ws.set_next_offset(&batch.partition, offset).await?;
+        }
+        let batch_id = uuid::Uuid::new_v4().to_string();
+        ws.commit(&batch_id, &records).await?;
+        count_records(&records, &mut stats);
+        Ok(Committed {
+            batch_id,
+            records,
+            stats,
+        })
+    }
+
+    /// Warms the working set with a few multi-row reads instead of one read per input.
+    async fn prefetch(
+        &self,
+        ws: &mut WorkingSet,
+        partition: &str,
+        inputs: &[Result<Input, decode::DecodeError>],
+    ) -> StoreResult<()> {
+        let mut applied = Vec::new();
+        let mut handles: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut visitors: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+        let mut messages: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut latest = i64::MIN;
+        for input in inputs.iter().flatten() {
+            latest = latest.max(input.event_time());
+            let project = input.project_id();
+            if let Some(id) = input.dedupe_id() {
+                applied.push((project.to_string(), id));
+            }
+            match input {
+                Input::Message(m) => {
+                    let h = handles.entry(project).or_default();
+                    h.push(visitor_handle(&m.channel_id, &m.visitor.id));
+                    h.extend(m.visitor.external_id.as_deref().map(external_handle));
+                    visitors
+                        .entry(project)
+                        .or_default()
+                        .push((m.channel_id.clone(), m.visitor.id.clone()));
+                }
+                Input::Status(s) => messages
+                    .entry(project)
+                    .or_default()
+                    .push(s.message_id.clone()),
+                Input::Command(_) => {}
+            }
+        }
+        ws.prefetch_applied(&applied).await?;
+        for (project, hs) in handles {
+            ws.prefetch_handles(project, &hs).await?;
+        }
+        for (project, vs) in visitors {
+            ws.prefetch_open_appeals(project, &vs).await?;
+        }
+        for (project, ids) in messages {
+            ws.prefetch_messages(project, &ids).await?;
+        }
+        let clock = ws.clock(partition).await?.unwrap_or(i64::MIN);
+        ws.prefetch_idle(partition, clock.max(latest)).await
+    }
+
+    async fn apply(
+        &self,
+        ws: &mut WorkingSet,
+        partition: &str,
+        raw: &RawInput,
+        input: &Input,
+        records: &mut Vec<Record>,
+        stats: &mut Stats,
+    ) -> StoreResult<()> {
+        let clock = ws.advance_clock(partition, input.event_time()).await?;
+        let auto_close = &self.auto_close_ms;
+        for em in appeal::close_idle(ws, |p| auto_close.get(p).copied(), clock).await? {
+            stats.inactivity_closes += 1;
+            records.extend(em.records);
+        }
+        let project = input.project_id();
+        if let Some(id) = input.dedupe_id() {
+            if ws.is_applied(project, &id).await? {
+                stats.duplicates += 1;
+                tracing::debug!(input = %id, "duplicate input: already applied");
+                return Ok(());
+            }
+            ws.mark_applied(project, &id);
+        }
+        let ctx = Ctx {
+            project: self
+                .config
+                .project(project)
+                .expect("decode checks projects"),
+            rules: &self.rules[project],
+        };
+        let mut em = Emitter::new(project, cause(input));
+        let result = match input {
+            Input::Message(m) => message(ws, &ctx, partition, m, &mut em).await,
+            Input::Status(s) => appeal::status(ws, s, &mut em).await,
+            Input::Command(c) => appeal::commands::apply(ws, &ctx, c, &mut em).await,
+        };
+        match result {
+            Ok(()) => {
+                stats.applied += 1;
+                records.extend(em.records);
+                Ok(())
+            }
+            Err(ApplyError::Poison { stage, reason }) => {
+                stats.dlq += 1;
+                tracing::warn!(%reason, stage, source = ?raw.pos, "input sent to the DLQ");
+                records.push(emit::dlq(
+                    &raw.bytes,
+                    &raw.pos,
+                    raw.key.as_deref(),
+                    &reason,
+                    stage,
+                    Some(project.to_string()),
+                ));
+                Ok(())
+            }
+            Err(ApplyError::Store(e)) => Err(e),
+        }
+    }
+}
+
+fn cause(input: &Input) -> Cause {
+    match input {
+        Input::Message(m) => Cause {
+            kind: CauseKind::Message,
+            id: m.message_id.clone(),
+        },
+        Input::Status(s) => Cause {
+            kind: CauseKind::Message,
+            id: format!("status:{}:{:?}", s.message_id, s.status).to_lowercase(),
+        },
+        Input::Command(c) => Cause {
+            kind: CauseKind::Command,
+            id: c.command_id.clone(),
+        },
+    }
+}
+
+async fn message(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    partition: &str,
+    m: &decode::InboundMessage,
+    em: &mut Emitter,
+) -> Result<(), ApplyError> {
+    let identified = identify::identify(ws, ctx, m, em).await?;
+    if identified.fixed
+        && ws
+            .open_appeal(&m.project_id, &m.channel_id, &m.visitor.id)
+            .await?
+            .is_none()
+    {
+        // The fixed client is named on every new appeal of its channel.
+        let body = emit::EventBody::ClientIdentified {
+            method: emit::IdentifyMethod::Fixed,
+            identifier: None,
+        };
+        em.event(m.sent_at, body, Some(identified.client.summary()), None);
+    }
+    appeal::client_message(ws, ctx, partition, m, identified.client, em).await?;
+    Ok(())
+}
+
+/// Counts events by type, outbound records and DLQ records of a batch.
+fn count_records(records: &[Record], stats: &mut Stats) {
+    for r in records {
+        match r.topic {
+            emit::Topic::Events => {
+                let kind = event_type(&r.value);
+                *stats.events.entry(kind).or_default() += 1;
+            }
+            emit::Topic::Outbound => stats.outbound += 1,
+            emit::Topic::Dlq => {}
+        }
+    }
+}
+
+/// The `type` of a serialised event; it is the second key of every event.
+fn event_type(value: &str) -> String {
+    let start = value.find("\"type\":\"").map(|i| i + 8);
+    start
+        .and_then(|s| value[s..].find('"').map(|e| value[s..s + e].to_string()))
+        .unwrap_or_default()
+}

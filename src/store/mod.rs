@@ -1,0 +1,214 @@
+//! Store: SQLite (embedded default) or PostgreSQL through sqlx, one schema, one code path.
+//!
+//! The same SQL runs on both backends through `sqlx::Any`; the only backend-specific parts
+//! are the migrations folder, connection pragmas and the per-project lock PostgreSQL takes so
+//! that several instances never interleave inside one project. A batch's state changes, the
+//! ids of the inputs it applied, its partition clock/offset and its output records (the
+//! outbox) are written in one transaction: that transaction is the commit point.
+
+mod sql;
+mod working_set;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor, Row};
+
+pub use sql::Param;
+pub use working_set::{external_handle, visitor_handle, WorkingSet};
+
+use crate::emit::{Record, Topic};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How the pipeline should react to a store failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Connection lost, lock timeout, serialisation failure: retry the batch after a pause.
+    Retryable,
+    /// Schema or configuration problem: stop with a clear message.
+    Fatal,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("store: {context}: {source}")]
+pub struct StoreError {
+    pub context: &'static str,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+impl StoreError {
+    pub fn new(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| StoreError { context, source }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match &self.source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => ErrorClass::Retryable,
+            sqlx::Error::Database(db) => {
+                // 40001 serialization_failure, 40P01 deadlock, 57P01 admin shutdown,
+                // 08xxx connection exceptions; SQLite BUSY (5) and LOCKED (6).
+                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                let transient = [
+                    "40001", "40P01", "57P01", "57P02", "57P03", "5", "6", "517", "261",
+                ]
+                .contains(&code.as_str())
+                    || code.starts_with("08");
+                if transient {
+                    ErrorClass::Retryable
+                } else {
+                    ErrorClass::Fatal
+                }
+            }
+            _ => ErrorClass::Fatal,
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A connection pool and the backend it talks to.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects and applies pending migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Postgres
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+            }
+            _ => url.to_string(),
+        };
+        let options: AnyConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
+        let pool = match backend {
+            // One writer: SQLite serialises writers anyway, and one connection keeps the
+            // batch transaction free of SQLITE_BUSY from our own pool.
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA foreign_keys = OFF").await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await
+                .map_err(StoreError::new("open SQLite database"))?,
+            Backend::Postgres => AnyPoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(StoreError::new("connect to PostgreSQL"))?,
+        };
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let result = match self.backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await
+            }
+        };
+        result.map_err(|e| StoreError {
+            context: "apply migrations",
+            source: e.into(),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Starts a batch: a transaction plus the cache the stages read and write through.
+    pub async fn begin(
+        &self,
+        auto_close_ms: std::sync::Arc<std::collections::HashMap<String, i64>>,
+    ) -> StoreResult<WorkingSet> {
+        let tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(StoreError::new("begin transaction"))?;
+        Ok(WorkingSet::new(tx, self.backend, auto_close_ms))
+    }
+
+    /// Records committed but not yet published (a crash came between commit and publish).
+    pub async fn pending_outbox(&self) -> StoreResult<Vec<(String, Vec<Record>)>> {
+        let rows =
+            sqlx::query("SELECT batch_id, topic, record_key, value FROM outbox ORDER BY seq")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::new("read outbox"))?;
+        let mut batches: Vec<(String, Vec<Record>)> = Vec::new();
+        for row in rows {
+            let batch: String = row.get(0);
+            let topic: String = row.get(1);
+            let record = Record {
+                topic: Topic::from_code(&topic).unwrap_or(Topic::Dlq),
+                key: row.get(2),
+                value: row.get(3),
+            };
+            match batches.last_mut() {
+                Some((id, records)) if *id == batch => records.push(record),
+                _ => batches.push((batch, vec![record])),
+            }
+        }
+        Ok(batches)
+    }
+
+    /// Forgets a batch's records once the sink acknowledged all of them.
+    pub async fn mark_published(&self, batch_id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM outbox WHERE batch_id = $1")
+            .bind(batch_id)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::new("delete published outbox records"))?;
+        Ok(())
+    }
+
+    /// The stored clock and next offset of a partition.
+    pub async fn partition(&self, key: &str) -> StoreResult<Option<(i64, Option<i64>)>> {
+        let row = sqlx::query("SELECT clock, next_offset FROM partitions WHERE partition_key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::new("read partition"))?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,266 @@
+//! SQL helpers shared by both backends: parameter binding, chunked multi-row statements, and
+//! row ↔ domain conversions. Placeholders are `$N`, which PostgreSQL and SQLite both accept.
+
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
+use sqlx::{Any, Row, Transaction};
+
+use super::{StoreError, StoreResult};
+use crate::model::{Appeal, AppealStatus, Client, ClientType, Message, StoredMessage};
+
+/// Rows per multi-row statement: far below both backends' parameter limits.
+const CHUNK_ROWS: usize = 400;
+
+/// A bound value. `Any` supports few types; these are all the schema uses.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+    OptText(Option<String>),
+    OptInt(Option<i64>),
+}
+
+impl From<&str> for Param {
+    fn from(s: &str) -> Self {
+        Param::Text(s.to_string())
+    }
+}
+impl From<String> for Param {
+    fn from(s: String) -> Self {
+        Param::Text(s)
+    }
+}
+impl From<i64> for Param {
+    fn from(n: i64) -> Self {
+        Param::Int(n)
+    }
+}
+impl From<Option<String>> for Param {
+    fn from(s: Option<String>) -> Self {
+        Param::OptText(s)
+    }
+}
+impl From<Option<i64>> for Param {
+    fn from(n: Option<i64>) -> Self {
+        Param::OptInt(n)
+    }
+}
+
+pub fn bind_all<'q>(
+    mut query: Query<'q, Any, AnyArguments<'q>>,
+    params: Vec<Param>,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    for p in params {
+        query = match p {
+            Param::Text(s) => query.bind(s),
+            Param::Int(n) => query.bind(n),
+            Param::OptText(s) => query.bind(s),
+            Param::OptInt(n) => query.bind(n),
+        };
+    }
+    query
+}
+
+/// `($1,$2),($3,$4)` for `rows` rows of `cols` columns, numbering from `first`.
+pub fn value_tuples(rows: usize, cols: usize, first: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push(',');
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("${}", first + r * cols + c));
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// `$first,...` for a list of `n` values.
+pub fn list(n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs `INSERT ... VALUES <tuples> <tail>` in chunks.
+pub async fn insert_rows(
+    tx: &mut Transaction<'static, Any>,
+    head: &str,
+    tail: &str,
+    rows: Vec<Vec<Param>>,
+    context: &'static str,
+) -> StoreResult<()> {
+    let Some(cols) = rows.first().map(Vec::len) else {
+        return Ok(());
+    };
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Param>> = rows.by_ref().take(CHUNK_ROWS).collect();
+        let sql = format!(
+            "{head} VALUES {} {tail}",
+            value_tuples(chunk.len(), cols, 1)
+        );
+        let params = chunk.into_iter().flatten().collect();
+        bind_all(sqlx::query(&sql), params)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::new(context))?;
+    }
+    Ok(())
+}
+
+/// Runs `<head> IN (<list>) <tail>` in chunks over `keys`, after `fixed` leading parameters.
+pub async fn select_in(
+    tx: &mut Transaction<'static, Any>,
+    head: &str,
+    tail: &str,
+    fixed: Vec<Param>,
+    keys: Vec<Param>,
+    context: &'static str,
+) -> StoreResult<Vec<AnyRow>> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(CHUNK_ROWS) {
+        let sql = format!("{head} IN ({}) {tail}", list(chunk.len(), fixed.len() + 1));
+        let params = fixed.iter().cloned().chain(chunk.iter().cloned()).collect();
+        let rows = bind_all(sqlx::query(&sql), params)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(StoreError::new(context))?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// Runs `<head> IN (<list>)` in chunks over `keys`, after `fixed` leading parameters.
+pub async fn execute_in(
+    tx: &mut Transaction<'static, Any>,
+    head: &str,
+    fixed: Vec<Param>,
+    keys: Vec<Param>,
+    context: &'static str,
+) -> StoreResult<()> {
+    for chunk in keys.chunks(CHUNK_ROWS) {
+        let sql = format!("{head} IN ({})", list(chunk.len(), fixed.len() + 1));
+        let params = fixed.iter().cloned().chain(chunk.iter().cloned()).collect();
+        bind_all(sqlx::query(&sql), params)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::new(context))?;
+    }
+    Ok(())
+}
+
+pub const CLIENT_COLS: &str = "id, project_id, kind, created_at, appeal_count, merged_into, doc";
+
+pub fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
+    let kind: String = row.try_get(2).map_err(StoreError::new("read client"))?;
+    let doc: String = row.try_get(6).map_err(StoreError::new("read client"))?;
+    Ok(Client {
+        id: row.try_get(0).map_err(StoreError::new("read client"))?,
+        project_id: row.try_get(1).map_err(StoreError::new("read client"))?,
+        kind: match kind.as_str() {
+            "crm" => ClientType::Crm,
+            "internal" => ClientType::Internal,
+            _ => ClientType::Channel,
+        },
+        created_at: row.try_get(3).map_err(StoreError::new("read client"))?,
+        appeal_count: row.try_get(4).map_err(StoreError::new("read client"))?,
+        merged_into: row.try_get(5).map_err(StoreError::new("read client"))?,
+        doc: serde_json::from_str(&doc).map_err(|e| decode_error("client doc", e))?,
+    })
+}
+
+pub fn client_params(c: &Client) -> Vec<Param> {
+    vec![
+        c.id.clone().into(),
+        c.project_id.clone().into(),
+        c.kind.as_str().into(),
+        c.created_at.into(),
+        c.appeal_count.into(),
+        c.merged_into.clone().into(),
+        serde_json::to_string(&c.doc)
+            .expect("client doc serialises")
+            .into(),
+    ]
+}
+
+pub const APPEAL_COLS: &str =
+    "id, project_id, number, client_id, channel_id, visitor_id, status, opened_at, last_message_at, partition_key, doc, close_deadline";
+
+pub fn appeal_from_row(row: &AnyRow) -> StoreResult<Appeal> {
+    let ctx = || StoreError::new("read appeal");
+    let status: String = row.try_get(6).map_err(ctx())?;
+    let doc: String = row.try_get(10).map_err(ctx())?;
+    Ok(Appeal {
+        id: row.try_get(0).map_err(ctx())?,
+        project_id: row.try_get(1).map_err(ctx())?,
+        number: row.try_get(2).map_err(ctx())?,
+        client_id: row.try_get(3).map_err(ctx())?,
+        channel_id: row.try_get(4).map_err(ctx())?,
+        visitor_id: row.try_get(5).map_err(ctx())?,
+        status: if status == "open" {
+            AppealStatus::Open
+        } else {
+            AppealStatus::Closed
+        },
+        opened_at: row.try_get(7).map_err(ctx())?,
+        last_message_at: row.try_get(8).map_err(ctx())?,
+        partition: row.try_get(9).map_err(ctx())?,
+        doc: serde_json::from_str(&doc).map_err(|e| decode_error("appeal doc", e))?,
+    })
+}
+
+pub fn appeal_params(a: &Appeal, close_deadline: Option<i64>) -> Vec<Param> {
+    vec![
+        a.id.clone().into(),
+        a.project_id.clone().into(),
+        a.number.into(),
+        a.client_id.clone().into(),
+        a.channel_id.clone().into(),
+        a.visitor_id.clone().into(),
+        (if a.is_open() { "open" } else { "closed" }).into(),
+        a.opened_at.into(),
+        a.last_message_at.into(),
+        a.partition.clone().into(),
+        serde_json::to_string(&a.doc)
+            .expect("appeal doc serialises")
+            .into(),
+        close_deadline.into(),
+    ]
+}
+
+pub fn message_from_row(row: &AnyRow) -> StoreResult<StoredMessage> {
+    let ctx = || StoreError::new("read message");
+    let doc: String = row.try_get(2).map_err(ctx())?;
+    let message: Message =
+        serde_json::from_str(&doc).map_err(|e| decode_error("message doc", e))?;
+    Ok(StoredMessage {
+        project_id: row.try_get(0).map_err(ctx())?,
+        appeal_id: row.try_get(1).map_err(ctx())?,
+        message,
+    })
+}
+
+fn decode_error(what: &'static str, e: serde_json::Error) -> StoreError {
+    StoreError {
+        context: what,
+        source: sqlx::Error::Decode(Box::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_tuples_number_placeholders_row_by_row() {
+        assert_eq!(value_tuples(2, 2, 1), "($1,$2),($3,$4)");
+        assert_eq!(list(3, 2), "$2,$3,$4");
+    }
+}

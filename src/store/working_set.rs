@@ -1,0 +1,915 @@
+//! The working set of one batch: a read-through cache over the batch's transaction with
+//! buffered writes, flushed in a few multi-row statements at commit.
+//!
+//! Why: one round trip per read and per write would cap PostgreSQL at a few thousand inputs
+//! per second. Within the transaction nobody else changes what we read (SQLite has one writer;
+//! PostgreSQL instances take the batch's project locks first), so a row read once stays valid
+//! until commit, and the cache is the truth for everything the batch touched.
+//!
+//! Secondary lookups (handle → card, value → cards, visitor → open appeal) combine what the
+//! database held at the start of the batch with in-memory indexes of loaded entities, and
+//! every answer is checked against the in-memory entity, so a card merged or an appeal closed
+//! earlier in the batch is never returned stale.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use sqlx::{Any, Row, Transaction};
+
+use super::sql::{self, Param};
+use super::{Backend, StoreError, StoreResult};
+use crate::emit::Record;
+use crate::model::{Appeal, Client, Millis, StoredMessage};
+
+type ProjectKey = (String, String);
+type ValueKey = (String, String, String);
+
+pub struct WorkingSet {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+    auto_close_ms: Arc<HashMap<String, i64>>,
+
+    clients: HashMap<String, Client>,
+    dirty_clients: BTreeSet<String>,
+    /// Cards whose handles or values changed: only these rewrite their index rows.
+    dirty_index: BTreeSet<String>,
+    mem_handles: HashMap<ProjectKey, String>,
+    db_handles: HashMap<ProjectKey, Option<String>>,
+    mem_values: HashMap<ValueKey, BTreeSet<String>>,
+    db_values: HashMap<ValueKey, Vec<String>>,
+    merges: Vec<(String, Vec<String>)>,
+
+    appeals: HashMap<String, Appeal>,
+    dirty_appeals: BTreeSet<String>,
+    mem_open: HashMap<ValueKey, String>,
+    db_open: HashMap<ValueKey, Option<String>>,
+    mem_numbers: HashMap<(String, i64), String>,
+    idle_partition: Option<String>,
+    idle: BTreeSet<(Millis, String)>,
+    counters: HashMap<String, i64>,
+    dirty_counters: BTreeSet<String>,
+
+    messages: HashMap<ProjectKey, Option<StoredMessage>>,
+    dirty_messages: BTreeSet<ProjectKey>,
+
+    applied: HashMap<ProjectKey, bool>,
+    new_applied: Vec<ProjectKey>,
+
+    partitions: HashMap<String, (Option<Millis>, Option<i64>)>,
+    dirty_partitions: BTreeSet<String>,
+}
+
+/// The handle of a visitor of a channel.
+pub fn visitor_handle(channel_id: &str, visitor_id: &str) -> String {
+    format!("v:{channel_id}:{visitor_id}")
+}
+
+/// The handle of an external ID.
+pub fn external_handle(external_id: &str) -> String {
+    format!("x:{external_id}")
+}
+
+fn handles_of(c: &Client) -> Vec<String> {
+    let visitors = c
+        .doc
+        .visitors
+        .iter()
+        .map(|v| visitor_handle(&v.channel_id, &v.visitor_id));
+    visitors
+        .chain(c.doc.external_ids.iter().map(|x| external_handle(x)))
+        .collect()
+}
+
+impl WorkingSet {
+    pub(super) fn new(
+        tx: Transaction<'static, Any>,
+        backend: Backend,
+        auto_close_ms: Arc<HashMap<String, i64>>,
+    ) -> Self {
+        WorkingSet {
+            tx,
+            backend,
+            auto_close_ms,
+            clients: HashMap::new(),
+            dirty_clients: BTreeSet::new(),
+            dirty_index: BTreeSet::new(),
+            mem_handles: HashMap::new(),
+            db_handles: HashMap::new(),
+            mem_values: HashMap::new(),
+            db_values: HashMap::new(),
+            merges: Vec::new(),
+            appeals: HashMap::new(),
+            dirty_appeals: BTreeSet::new(),
+            mem_open: HashMap::new(),
+            db_open: HashMap::new(),
+            mem_numbers: HashMap::new(),
+            idle_partition: None,
+            idle: BTreeSet::new(),
+            counters: HashMap::new(),
+            dirty_counters: BTreeSet::new(),
+            messages: HashMap::new(),
+            dirty_messages: BTreeSet::new(),
+            applied: HashMap::new(),
+            new_applied: Vec::new(),
+            partitions: HashMap::new(),
+            dirty_partitions: BTreeSet::new(),
+        }
+    }
+
+    /// PostgreSQL: serialise instances per project for the rest of the transaction. Locks are
+    /// taken in sorted order so two batches can never wait on each other in a cycle.
+    pub async fn lock_projects(&mut self, projects: &BTreeSet<String>) -> StoreResult<()> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        for project in projects {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(format!("appealflow:{project}"))
+                .execute(&mut *self.tx)
+                .await
+                .map_err(StoreError::new("lock project"))?;
+        }
+        Ok(())
+    }
+
+    // ---- inputs already applied -------------------------------------------------------
+
+    /// Loads which of these input ids were applied by earlier batches.
+    pub async fn prefetch_applied(&mut self, ids: &[(String, String)]) -> StoreResult<()> {
+        let mut by_project: BTreeMap<&str, Vec<Param>> = BTreeMap::new();
+        for (p, id) in ids {
+            if !self.applied.contains_key(&(p.clone(), id.clone())) {
+                by_project.entry(p).or_default().push(id.clone().into());
+            }
+        }
+        for (project, keys) in by_project {
+            let head = "SELECT input_id FROM applied_inputs WHERE project_id = $1 AND input_id";
+            let rows = sql::select_in(
+                &mut self.tx,
+                head,
+                "",
+                vec![project.into()],
+                keys.clone(),
+                "read applied inputs",
+            )
+            .await?;
+            let found: HashSet<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
+            for key in keys {
+                if let Param::Text(id) = key {
+                    let applied = found.contains(&id);
+                    self.applied.insert((project.to_string(), id), applied);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn is_applied(&mut self, project: &str, id: &str) -> StoreResult<bool> {
+        let key = (project.to_string(), id.to_string());
+        if !self.applied.contains_key(&key) {
+            self.prefetch_applied(std::slice::from_ref(&key)).await?;
+        }
+        Ok(self.applied.get(&key).copied().unwrap_or(false))
+    }
+
+    pub fn mark_applied(&mut self, project: &str, id: &str) {
+        let key = (project.to_string(), id.to_string());
+        if self.applied.insert(key.clone(), true) != Some(true) {
+            self.new_applied.push(key);
+        }
+    }
+
+    // ---- clients ------------------------------------------------------------------------
+
+    fn index_client(&mut self, client: &Client, add: bool) {
+        if client.merged_into.is_some() {
+            return;
+        }
+        for handle in handles_of(client) {
+            let key = (client.project_id.clone(), handle);
+            if add {
+                self.mem_handles.insert(key, client.id.clone());
+            } else if self.mem_handles.get(&key) == Some(&client.id) {
+                self.mem_handles.remove(&key);
+            }
+        }
+        for (field, value) in client.all_values() {
+            let key = (client.project_id.clone(), field, value);
+            if add {
+                self.mem_values
+                    .entry(key)
+                    .or_default()
+                    .insert(client.id.clone());
+            } else if let Some(ids) = self.mem_values.get_mut(&key) {
+                ids.remove(&client.id);
+            }
+        }
+    }
+
+    fn cache_client(&mut self, client: Client) {
+        if self.clients.contains_key(&client.id) {
+            return;
+        }
+        self.index_client(&client, true);
+        self.clients.insert(client.id.clone(), client);
+    }
+
+    /// Loads cards by id into the cache (already cached ones are kept: they may be newer).
+    pub async fn load_clients(&mut self, ids: &[String]) -> StoreResult<()> {
+        let missing: Vec<Param> = ids
+            .iter()
+            .filter(|id| !self.clients.contains_key(*id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|id| id.clone().into())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let head = format!("SELECT {} FROM clients WHERE id", sql::CLIENT_COLS);
+        let rows = sql::select_in(&mut self.tx, &head, "", vec![], missing, "load clients").await?;
+        for row in &rows {
+            let client = sql::client_from_row(row)?;
+            self.cache_client(client);
+        }
+        Ok(())
+    }
+
+    /// The card with this id, following merges to the card that absorbed it.
+    pub async fn live_client(&mut self, id: &str) -> StoreResult<Option<Client>> {
+        let mut id = id.to_string();
+        for _ in 0..64 {
+            self.load_clients(std::slice::from_ref(&id)).await?;
+            match self.clients.get(&id) {
+                None => return Ok(None),
+                Some(c) => match &c.merged_into {
+                    Some(next) => id = next.clone(),
+                    None => return Ok(Some(c.clone())),
+                },
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a new or changed card.
+    pub fn put_client(&mut self, client: Client) {
+        let index_changed = match self.clients.remove(&client.id) {
+            Some(old) => {
+                self.index_client(&old, false);
+                old.merged_into != client.merged_into
+                    || handles_of(&old) != handles_of(&client)
+                    || old.all_values() != client.all_values()
+            }
+            None => true,
+        };
+        if index_changed {
+            self.dirty_index.insert(client.id.clone());
+        }
+        self.index_client(&client, true);
+        self.dirty_clients.insert(client.id.clone());
+        self.clients.insert(client.id.clone(), client);
+    }
+
+    /// Loads handle → card mappings for these handles of one project.
+    pub async fn prefetch_handles(&mut self, project: &str, handles: &[String]) -> StoreResult<()> {
+        let missing: BTreeSet<&String> = handles
+            .iter()
+            .filter(|h| {
+                !self
+                    .db_handles
+                    .contains_key(&(project.to_string(), (*h).clone()))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Param> = missing.iter().map(|h| (*h).clone().into()).collect();
+        let head = "SELECT handle, client_id FROM client_handles WHERE project_id = $1 AND handle";
+        let rows = sql::select_in(
+            &mut self.tx,
+            head,
+            "",
+            vec![project.into()],
+            keys,
+            "read client handles",
+        )
+        .await?;
+        let found: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let ids: Vec<String> = found.values().cloned().collect();
+        for handle in missing {
+            let id = found.get(handle).cloned();
+            self.db_handles
+                .insert((project.to_string(), handle.clone()), id);
+        }
+        self.load_clients(&ids).await
+    }
+
+    /// The live card holding a handle (`v:channel:visitor`, `x:external`), if any.
+    pub async fn client_by_handle(
+        &mut self,
+        project: &str,
+        handle: &str,
+    ) -> StoreResult<Option<Client>> {
+        let key = (project.to_string(), handle.to_string());
+        if let Some(id) = self.mem_handles.get(&key).cloned() {
+            return self.live_client(&id).await;
+        }
+        if !self.db_handles.contains_key(&key) {
+            self.prefetch_handles(project, &[handle.to_string()])
+                .await?;
+        }
+        match self.db_handles.get(&key).cloned().flatten() {
+            Some(id) => self.live_client(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Live cards of the project holding `value` in `field`, oldest first.
+    pub async fn clients_with_value(
+        &mut self,
+        project: &str,
+        field: &str,
+        value: &str,
+    ) -> StoreResult<Vec<Client>> {
+        let key = (project.to_string(), field.to_string(), value.to_string());
+        if !self.db_values.contains_key(&key) {
+            let rows = sqlx::query("SELECT client_id FROM client_values WHERE project_id = $1 AND field = $2 AND value = $3")
+                .bind(project)
+                .bind(field)
+                .bind(value)
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(StoreError::new("read client values"))?;
+            let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            self.load_clients(&ids).await?;
+            self.db_values.insert(key.clone(), ids);
+        }
+        let mut ids: BTreeSet<String> = self.db_values[&key].iter().cloned().collect();
+        ids.extend(self.mem_values.get(&key).into_iter().flatten().cloned());
+        let mut out: Vec<Client> = Vec::new();
+        for id in ids {
+            if let Some(c) = self.live_client(&id).await? {
+                if c.values(field).contains(value) && !out.iter().any(|o| o.id == c.id) {
+                    out.push(c);
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    /// Records that `absorbed` cards now live on in `survivor`; their appeals follow it.
+    pub fn record_merge(&mut self, survivor: &str, absorbed: &[String]) {
+        let moved: Vec<String> = self
+            .appeals
+            .values()
+            .filter(|a| absorbed.contains(&a.client_id))
+            .map(|a| a.id.clone())
+            .collect();
+        for id in moved {
+            if let Some(mut appeal) = self.appeals.get(&id).cloned() {
+                appeal.client_id = survivor.to_string();
+                self.put_appeal(appeal);
+            }
+        }
+        self.merges.push((survivor.to_string(), absorbed.to_vec()));
+    }
+
+    // ---- appeals ------------------------------------------------------------------------
+
+    fn deadline(&self, a: &Appeal) -> Option<Millis> {
+        let after = self.auto_close_ms.get(&a.project_id)?;
+        a.is_open()
+            .then(|| a.last_message_at.saturating_add(*after))
+    }
+
+    fn index_appeal(&mut self, a: &Appeal, add: bool) {
+        let open_key = (
+            a.project_id.clone(),
+            a.channel_id.clone(),
+            a.visitor_id.clone(),
+        );
+        let idle_entry = self.deadline(a).map(|d| (d, a.id.clone()));
+        let in_partition = self.idle_partition.as_deref() == Some(a.partition.as_str());
+        if add {
+            self.mem_numbers
+                .insert((a.project_id.clone(), a.number), a.id.clone());
+            if a.is_open() {
+                self.mem_open.insert(open_key, a.id.clone());
+                if let (Some(e), true) = (idle_entry, in_partition) {
+                    self.idle.insert(e);
+                }
+            }
+        } else {
+            if self.mem_open.get(&open_key) == Some(&a.id) {
+                self.mem_open.remove(&open_key);
+            }
+            if let Some(e) = idle_entry {
+                self.idle.remove(&e);
+            }
+        }
+    }
+
+    fn cache_appeal(&mut self, a: Appeal) {
+        if self.appeals.contains_key(&a.id) {
+            return;
+        }
+        self.index_appeal(&a, true);
+        self.appeals.insert(a.id.clone(), a);
+    }
+
+    pub fn put_appeal(&mut self, a: Appeal) {
+        if let Some(old) = self.appeals.remove(&a.id) {
+            self.index_appeal(&old, false);
+        }
+        self.index_appeal(&a, true);
+        self.dirty_appeals.insert(a.id.clone());
+        self.appeals.insert(a.id.clone(), a);
+    }
+
+    async fn load_appeals_where(
+        &mut self,
+        filter: &str,
+        params: Vec<Param>,
+        context: &'static str,
+    ) -> StoreResult<Vec<String>> {
+        let sql = format!("SELECT {} FROM appeals WHERE {filter}", sql::APPEAL_COLS);
+        let rows = sql::bind_all(sqlx::query(&sql), params)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(StoreError::new(context))?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let appeal = sql::appeal_from_row(row)?;
+            ids.push(appeal.id.clone());
+            self.cache_appeal(appeal);
+        }
+        Ok(ids)
+    }
+
+    /// Loads the open appeals of these (channel, visitor) pairs of one project.
+    pub async fn prefetch_open_appeals(
+        &mut self,
+        project: &str,
+        visitors: &[(String, String)],
+    ) -> StoreResult<()> {
+        let missing: BTreeSet<&(String, String)> = visitors
+            .iter()
+            .filter(|(c, v)| {
+                !self
+                    .db_open
+                    .contains_key(&(project.to_string(), c.clone(), v.clone()))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let pairs: Vec<&(String, String)> = missing.iter().copied().collect();
+        let mut rows = Vec::new();
+        for chunk in pairs.chunks(400) {
+            let sql = format!(
+                "SELECT {} FROM appeals WHERE project_id = $1 AND status = 'open' AND (channel_id, visitor_id) IN (VALUES {})",
+                sql::APPEAL_COLS,
+                sql::value_tuples(chunk.len(), 2, 2)
+            );
+            let mut params = vec![Param::from(project)];
+            params.extend(
+                chunk
+                    .iter()
+                    .flat_map(|(c, v)| [Param::from(c.clone()), Param::from(v.clone())]),
+            );
+            let found = sql::bind_all(sqlx::query(&sql), params)
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(StoreError::new("read open appeals"))?;
+            rows.extend(found);
+        }
+        let mut found: HashMap<(String, String), String> = HashMap::new();
+        for row in &rows {
+            let appeal = sql::appeal_from_row(row)?;
+            found.insert(
+                (appeal.channel_id.clone(), appeal.visitor_id.clone()),
+                appeal.id.clone(),
+            );
+            self.cache_appeal(appeal);
+        }
+        for (c, v) in missing {
+            let id = found.get(&(c.clone(), v.clone())).cloned();
+            self.db_open
+                .insert((project.to_string(), c.clone(), v.clone()), id);
+        }
+        Ok(())
+    }
+
+    /// The open appeal of a visitor in a channel, if any.
+    pub async fn open_appeal(
+        &mut self,
+        project: &str,
+        channel: &str,
+        visitor: &str,
+    ) -> StoreResult<Option<Appeal>> {
+        let key = (
+            project.to_string(),
+            channel.to_string(),
+            visitor.to_string(),
+        );
+        if let Some(id) = self.mem_open.get(&key) {
+            return Ok(self.appeals.get(id).cloned());
+        }
+        if !self.db_open.contains_key(&key) {
+            self.prefetch_open_appeals(project, &[(channel.to_string(), visitor.to_string())])
+                .await?;
+        }
+        let id = self.db_open.get(&key).cloned().flatten();
+        Ok(id
+            .and_then(|id| self.appeals.get(&id))
+            .filter(|a| a.is_open())
+            .cloned())
+    }
+
+    pub async fn appeal_by_id(&mut self, id: &str) -> StoreResult<Option<Appeal>> {
+        if !self.appeals.contains_key(id) {
+            self.load_appeals_where("id = $1", vec![id.into()], "read appeal")
+                .await?;
+        }
+        Ok(self.appeals.get(id).cloned())
+    }
+
+    pub async fn appeal_by_number(
+        &mut self,
+        project: &str,
+        number: i64,
+    ) -> StoreResult<Option<Appeal>> {
+        let key = (project.to_string(), number);
+        if !self.mem_numbers.contains_key(&key) {
+            self.load_appeals_where(
+                "project_id = $1 AND number = $2",
+                vec![project.into(), number.into()],
+                "read appeal",
+            )
+            .await?;
+        }
+        Ok(self
+            .mem_numbers
+            .get(&key)
+            .and_then(|id| self.appeals.get(id))
+            .cloned())
+    }
+
+    /// Loads the appeals of `partition` that go idle before `until`, and tracks every open
+    /// appeal of that partition the batch touches, for [`WorkingSet::due_idle`].
+    pub async fn prefetch_idle(&mut self, partition: &str, until: Millis) -> StoreResult<()> {
+        self.idle_partition = Some(partition.to_string());
+        let filter = "partition_key = $1 AND status = 'open' AND close_deadline < $2 ORDER BY close_deadline, id";
+        self.load_appeals_where(
+            filter,
+            vec![partition.into(), until.into()],
+            "read idle appeals",
+        )
+        .await?;
+        let open: Vec<Appeal> = self
+            .appeals
+            .values()
+            .filter(|a| a.partition == partition)
+            .cloned()
+            .collect();
+        for a in open {
+            if let Some(d) = self.deadline(&a) {
+                self.idle.insert((d, a.id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Open appeals of the batch partition whose deadline is before `clock`, oldest first.
+    pub fn due_idle(&mut self, clock: Millis) -> Vec<Appeal> {
+        let due: Vec<(Millis, String)> = self
+            .idle
+            .iter()
+            .take_while(|(d, _)| *d < clock)
+            .cloned()
+            .collect();
+        due.iter()
+            .filter_map(|(_, id)| self.appeals.get(id).cloned())
+            .collect()
+    }
+
+    /// Allocates the next appeal number of a project.
+    pub async fn next_appeal_number(&mut self, project: &str) -> StoreResult<i64> {
+        if !self.counters.contains_key(project) {
+            let row =
+                sqlx::query("SELECT next_appeal_number FROM project_state WHERE project_id = $1")
+                    .bind(project)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(StoreError::new("read appeal counter"))?;
+            self.counters
+                .insert(project.to_string(), row.map(|r| r.get(0)).unwrap_or(1));
+        }
+        let next = self.counters.get_mut(project).expect("loaded above");
+        let number = *next;
+        *next += 1;
+        self.dirty_counters.insert(project.to_string());
+        Ok(number)
+    }
+
+    // ---- messages -----------------------------------------------------------------------
+
+    pub async fn prefetch_messages(&mut self, project: &str, ids: &[String]) -> StoreResult<()> {
+        let missing: BTreeSet<&String> = ids
+            .iter()
+            .filter(|id| {
+                !self
+                    .messages
+                    .contains_key(&(project.to_string(), (*id).clone()))
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Param> = missing.iter().map(|id| (*id).clone().into()).collect();
+        let head = "SELECT project_id, appeal_id, doc FROM messages WHERE project_id = $1 AND id";
+        let rows = sql::select_in(
+            &mut self.tx,
+            head,
+            "",
+            vec![project.into()],
+            keys,
+            "read messages",
+        )
+        .await?;
+        for row in &rows {
+            let m = sql::message_from_row(row)?;
+            self.messages
+                .insert((project.to_string(), m.message.id.clone()), Some(m));
+        }
+        for id in missing {
+            self.messages
+                .entry((project.to_string(), id.clone()))
+                .or_insert(None);
+        }
+        Ok(())
+    }
+
+    pub async fn message(&mut self, project: &str, id: &str) -> StoreResult<Option<StoredMessage>> {
+        self.prefetch_messages(project, &[id.to_string()]).await?;
+        Ok(self
+            .messages
+            .get(&(project.to_string(), id.to_string()))
+            .cloned()
+            .flatten())
+    }
+
+    pub fn put_message(&mut self, m: StoredMessage) {
+        let key = (m.project_id.clone(), m.message.id.clone());
+        self.dirty_messages.insert(key.clone());
+        self.messages.insert(key, Some(m));
+    }
+
+    // ---- partitions ---------------------------------------------------------------------
+
+    /// The partition's event-time clock (the latest input time seen), if it has one.
+    pub async fn clock(&mut self, partition: &str) -> StoreResult<Option<Millis>> {
+        if !self.partitions.contains_key(partition) {
+            let row =
+                sqlx::query("SELECT clock, next_offset FROM partitions WHERE partition_key = $1")
+                    .bind(partition)
+                    .fetch_optional(&mut *self.tx)
+                    .await
+                    .map_err(StoreError::new("read partition"))?;
+            let state = row
+                .map(|r| (Some(r.get(0)), r.get(1)))
+                .unwrap_or((None, None));
+            self.partitions.insert(partition.to_string(), state);
+        }
+        Ok(self.partitions[partition].0)
+    }
+
+    pub async fn advance_clock(&mut self, partition: &str, to: Millis) -> StoreResult<Millis> {
+        let current = self.clock(partition).await?;
+        let clock = current.map_or(to, |c| c.max(to));
+        if current != Some(clock) {
+            self.partitions
+                .get_mut(partition)
+                .expect("loaded by clock()")
+                .0 = Some(clock);
+            self.dirty_partitions.insert(partition.to_string());
+        }
+        Ok(clock)
+    }
+
+    /// Records the next offset to consume, committed with the batch's state.
+    pub async fn set_next_offset(&mut self, partition: &str, offset: i64) -> StoreResult<()> {
+        self.clock(partition).await?;
+        self.partitions
+            .get_mut(partition)
+            .expect("loaded by clock()")
+            .1 = Some(offset);
+        self.dirty_partitions.insert(partition.to_string());
+        Ok(())
+    }
+
+    // ---- commit -------------------------------------------------------------------------
+
+    /// Writes everything the batch changed plus its output records, then commits.
+    pub async fn commit(mut self, batch_id: &str, records: &[Record]) -> StoreResult<()> {
+        self.flush_counters().await?;
+        self.flush_merges().await?;
+        self.flush_clients().await?;
+        self.flush_appeals().await?;
+        self.flush_messages().await?;
+        self.flush_applied().await?;
+        self.flush_partitions().await?;
+        self.flush_outbox(batch_id, records).await?;
+        self.tx
+            .commit()
+            .await
+            .map_err(StoreError::new("commit batch"))
+    }
+
+    async fn flush_counters(&mut self) -> StoreResult<()> {
+        let rows = self
+            .dirty_counters
+            .iter()
+            .map(|p| vec![p.clone().into(), self.counters[p].into()])
+            .collect();
+        let head = "INSERT INTO project_state (project_id, next_appeal_number)";
+        let tail = "ON CONFLICT (project_id) DO UPDATE SET next_appeal_number = excluded.next_appeal_number";
+        sql::insert_rows(&mut self.tx, head, tail, rows, "write appeal counters").await
+    }
+
+    async fn flush_merges(&mut self) -> StoreResult<()> {
+        for (survivor, absorbed) in std::mem::take(&mut self.merges) {
+            let keys: Vec<Param> = absorbed.iter().map(|id| id.clone().into()).collect();
+            let fixed = vec![Param::from(survivor.clone())];
+            sql::execute_in(
+                &mut self.tx,
+                "UPDATE appeals SET client_id = $1 WHERE client_id",
+                fixed.clone(),
+                keys.clone(),
+                "move appeals to survivor",
+            )
+            .await?;
+            sql::execute_in(
+                &mut self.tx,
+                "UPDATE clients SET merged_into = $1 WHERE merged_into",
+                fixed,
+                keys,
+                "repoint merged cards",
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_clients(&mut self) -> StoreResult<()> {
+        let dirty: Vec<&Client> = self
+            .dirty_clients
+            .iter()
+            .filter_map(|id| self.clients.get(id))
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let rows = dirty.iter().map(|c| sql::client_params(c)).collect();
+        let head = format!("INSERT INTO clients ({})", sql::CLIENT_COLS);
+        let tail = "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, appeal_count = excluded.appeal_count, \
+                    merged_into = excluded.merged_into, doc = excluded.doc";
+        let reindexed: Vec<&Client> = dirty
+            .iter()
+            .copied()
+            .filter(|c| self.dirty_index.contains(&c.id))
+            .collect();
+        let ids: Vec<Param> = reindexed.iter().map(|c| c.id.clone().into()).collect();
+        let mut handles: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut values: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+        for c in reindexed.iter().filter(|c| c.merged_into.is_none()) {
+            for h in handles_of(c) {
+                handles.insert((c.project_id.clone(), h), c.id.clone());
+            }
+            for (f, v) in c.all_values() {
+                values.insert((c.project_id.clone(), f, v, c.id.clone()));
+            }
+        }
+        sql::insert_rows(&mut self.tx, &head, tail, rows, "write clients").await?;
+        sql::execute_in(
+            &mut self.tx,
+            "DELETE FROM client_values WHERE client_id",
+            vec![],
+            ids,
+            "clear client values",
+        )
+        .await?;
+        let rows = values
+            .into_iter()
+            .map(|(p, f, v, id)| vec![p.into(), f.into(), v.into(), id.into()])
+            .collect();
+        sql::insert_rows(
+            &mut self.tx,
+            "INSERT INTO client_values (project_id, field, value, client_id)",
+            "",
+            rows,
+            "write client values",
+        )
+        .await?;
+        let rows = handles
+            .into_iter()
+            .map(|((p, h), id)| vec![p.into(), h.into(), id.into()])
+            .collect();
+        let tail = "ON CONFLICT (project_id, handle) DO UPDATE SET client_id = excluded.client_id";
+        sql::insert_rows(
+            &mut self.tx,
+            "INSERT INTO client_handles (project_id, handle, client_id)",
+            tail,
+            rows,
+            "write client handles",
+        )
+        .await
+    }
+
+    async fn flush_appeals(&mut self) -> StoreResult<()> {
+        let rows = self
+            .dirty_appeals
+            .iter()
+            .filter_map(|id| self.appeals.get(id))
+            .map(|a| sql::appeal_params(a, self.deadline(a)))
+            .collect();
+        let head = format!("INSERT INTO appeals ({})", sql::APPEAL_COLS);
+        let tail = "ON CONFLICT (id) DO UPDATE SET client_id = excluded.client_id, status = excluded.status, \
+                    last_message_at = excluded.last_message_at, doc = excluded.doc, close_deadline = excluded.close_deadline";
+        sql::insert_rows(&mut self.tx, &head, tail, rows, "write appeals").await
+    }
+
+    async fn flush_messages(&mut self) -> StoreResult<()> {
+        let rows = self
+            .dirty_messages
+            .iter()
+            .filter_map(|k| self.messages.get(k).cloned().flatten())
+            .map(|m| {
+                let doc = serde_json::to_string(&m.message).expect("message serialises");
+                vec![
+                    m.project_id.into(),
+                    m.message.id.into(),
+                    m.appeal_id.into(),
+                    doc.into(),
+                ]
+            })
+            .collect();
+        let head = "INSERT INTO messages (project_id, id, appeal_id, doc)";
+        let tail = "ON CONFLICT (project_id, id) DO UPDATE SET appeal_id = excluded.appeal_id, doc = excluded.doc";
+        sql::insert_rows(&mut self.tx, head, tail, rows, "write messages").await
+    }
+
+    async fn flush_applied(&mut self) -> StoreResult<()> {
+        let rows = self
+            .new_applied
+            .iter()
+            .map(|(p, id)| vec![p.clone().into(), id.clone().into()])
+            .collect();
+        sql::insert_rows(
+            &mut self.tx,
+            "INSERT INTO applied_inputs (project_id, input_id)",
+            "",
+            rows,
+            "write applied inputs",
+        )
+        .await
+    }
+
+    async fn flush_partitions(&mut self) -> StoreResult<()> {
+        let rows = self
+            .dirty_partitions
+            .iter()
+            .map(|k| {
+                let (clock, offset) = self.partitions[k];
+                vec![k.clone().into(), clock.unwrap_or(0).into(), offset.into()]
+            })
+            .collect();
+        let head = "INSERT INTO partitions (partition_key, clock, next_offset)";
+        let tail = "ON CONFLICT (partition_key) DO UPDATE SET clock = excluded.clock, \
+                    next_offset = COALESCE(excluded.next_offset, partitions.next_offset)";
+        sql::insert_rows(&mut self.tx, head, tail, rows, "write partitions").await
+    }
+
+    async fn flush_outbox(&mut self, batch_id: &str, records: &[Record]) -> StoreResult<()> {
+        let rows = records
+            .iter()
+            .map(|r| {
+                vec![
+                    batch_id.into(),
+                    r.topic.code().into(),
+                    r.key.clone().into(),
+                    r.value.clone().into(),
+                ]
+            })
+            .collect();
+        sql::insert_rows(
+            &mut self.tx,
+            "INSERT INTO outbox (batch_id, topic, record_key, value)",
+            "",
+            rows,
+            "write outbox",
+        )
+        .await
+    }
+}
