@@ -16,3 +16,4 @@ pub mod pipeline;
 pub mod replay;
 pub mod source;
 pub mod store;
+pub mod testkit;

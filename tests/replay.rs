@@ -1,0 +1,265 @@
+//! Effectively-once on the store, determinism, and a generated stream checked against an
+//! independent oracle (`appealflow::testkit`).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use appealflow::pipeline::Pipeline;
+use appealflow::source::{Batch, RawInput, SourcePos};
+use appealflow::testkit;
+use common::*;
+
+fn sample() -> Vec<String> {
+    testkit::generate(120, 7).lines
+}
+
+fn without_dlq_source(run: &Run) -> Vec<String> {
+    run.records
+        .iter()
+        .map(|r| {
+            let mut v = r.value.clone();
+            if r.topic == "inbound.dlq" {
+                v.as_object_mut().unwrap().remove("source");
+                v.as_object_mut().unwrap().remove("dlq_id");
+            }
+            format!("{} {}", r.topic, v)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_duplicate_message_id_changes_nothing() {
+    let config = config(BASE);
+    let m = msg(
+        "m1",
+        "acme-tg",
+        "2026-11-21T10:00:00Z",
+        r#"{"id":"t1"}"#,
+        "a",
+    );
+    let changed = msg(
+        "m1",
+        "acme-tg",
+        "2026-11-21T10:00:01Z",
+        r#"{"id":"t1","phone":"+79991234567"}"#,
+        "edited",
+    );
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let once = replay_lines(&config, &db, std::slice::from_ref(&m)).await;
+        let db2 = TestDb::new(kind).await;
+        let thrice = replay_lines(&config, &db2, &[m.clone(), m.clone(), changed.clone()]).await;
+        assert_eq!(once.stdout, thrice.stdout);
+        assert_eq!(thrice.summary.stats.duplicates, 2);
+    }
+}
+
+#[tokio::test]
+async fn rerunning_a_file_on_the_same_database_emits_no_new_state_events() {
+    let config = config(testkit::CONFIG);
+    let lines = sample();
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let first = replay_lines(&config, &db, &lines).await;
+        assert!(first.records.len() > lines.len());
+        let second = replay_lines(&config, &db, &lines).await;
+        assert!(
+            second.topic("appeal.events").is_empty(),
+            "no event the second time"
+        );
+        assert!(second.topic("outbound.messages").is_empty());
+        assert_eq!(
+            second.topic("inbound.dlq").len(),
+            first.topic("inbound.dlq").len(),
+            "bad lines are reported again"
+        );
+        assert_eq!(second.summary.stats.applied, 0);
+    }
+}
+
+#[tokio::test]
+async fn half_a_file_then_the_other_half_gives_the_records_of_one_full_run() {
+    let config = config(testkit::CONFIG);
+    let lines = sample();
+    for kind in kinds() {
+        for cut in [1, lines.len() / 3, lines.len() / 2 + 7] {
+            let full_db = TestDb::new(kind).await;
+            let full = replay_lines(&config, &full_db, &lines).await;
+            let split_db = TestDb::new(kind).await;
+            let a = replay_lines(&config, &split_db, &lines[..cut]).await;
+            let b = replay_lines(&config, &split_db, &lines[cut..]).await;
+            let mut split = without_dlq_source(&a);
+            split.extend(without_dlq_source(&b));
+            // DLQ records point at their file and line, which differ between the runs.
+            assert_eq!(split, without_dlq_source(&full), "cut at {cut} on {kind:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_runs_on_fresh_databases_print_byte_identical_output() {
+    let config = config(testkit::CONFIG);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stream.jsonl");
+    std::fs::write(&path, sample().join("\n")).unwrap();
+    for kind in kinds() {
+        let a = replay_file(&config, &TestDb::new(kind).await, &path).await;
+        let b = replay_file(&config, &TestDb::new(kind).await, &path).await;
+        assert_same_lines(&a.stdout, &b.stdout);
+    }
+}
+
+/// Compares outputs line by line, showing only the first difference.
+fn assert_same_lines(a: &str, b: &str) {
+    let first_diff = a.lines().zip(b.lines()).position(|(x, y)| x != y);
+    if let Some(i) = first_diff {
+        panic!(
+            "outputs differ at line {}:\n  {}\n  {}",
+            i + 1,
+            a.lines().nth(i).unwrap(),
+            b.lines().nth(i).unwrap()
+        );
+    }
+    assert_eq!(
+        a.lines().count(),
+        b.lines().count(),
+        "same lines, different counts"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_and_postgresql_print_the_same_records() {
+    if kinds().len() < 2 {
+        return;
+    }
+    let config = config(testkit::CONFIG);
+    let lines = sample();
+    let a = replay_lines(&config, &TestDb::new(Kind::Sqlite).await, &lines).await;
+    let b = replay_lines(&config, &TestDb::new(Kind::Postgres).await, &lines).await;
+    assert_eq!(without_dlq_source(&a), without_dlq_source(&b));
+}
+
+#[tokio::test]
+async fn records_committed_but_never_printed_are_printed_by_the_next_replay() {
+    let config = config(BASE);
+    let m1 = msg(
+        "m1",
+        "acme-tg",
+        "2026-11-21T10:00:00Z",
+        r#"{"id":"t1"}"#,
+        "a",
+    );
+    let m2 = msg(
+        "m2",
+        "acme-tg",
+        "2026-11-21T10:00:10Z",
+        r#"{"id":"t1"}"#,
+        "b",
+    );
+    for kind in kinds() {
+        let reference =
+            replay_lines(&config, &TestDb::new(kind).await, &[m1.clone(), m2.clone()]).await;
+        let db = TestDb::new(kind).await;
+        // A run that committed m1's batch and died before printing it.
+        let store = db.store().await;
+        let pipeline = Pipeline::new(config.clone(), store.clone());
+        let pos = SourcePos::File {
+            file: "crashed".into(),
+            line: 1,
+        };
+        let batch = Batch {
+            partition: "replay".into(),
+            inputs: vec![RawInput {
+                bytes: m1.clone().into_bytes(),
+                pos,
+                key: None,
+            }],
+        };
+        pipeline.process(&batch, None).await.unwrap();
+        store.close().await;
+        let rerun = replay_lines(&config, &db, &[m1.clone(), m2.clone()]).await;
+        assert_eq!(rerun.stdout, reference.stdout);
+        assert!(rerun.summary.recovered_records > 0);
+        assert_eq!(rerun.summary.stats.duplicates, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_generated_stream_ends_with_the_merges_and_appeals_the_oracle_expects() {
+    let config = config(testkit::CONFIG);
+    let workload = testkit::generate(1500, 2026);
+    assert!(
+        workload.lines.len() >= 3000,
+        "a few thousand inputs: {}",
+        workload.lines.len()
+    );
+    for kind in kinds() {
+        let run = replay_lines(&config, &TestDb::new(kind).await, &workload.lines).await;
+        let e = &workload.expected;
+        assert_eq!(run.summary.stats.dlq, e.dlq);
+        assert_eq!(run.summary.stats.duplicates, e.duplicates);
+        assert_eq!(run.events("appeal.opened").len() as u64, e.appeals_opened);
+        assert_eq!(run.summary.stats.inactivity_closes, e.inactivity_closes);
+        let operator_closes = run
+            .events("appeal.closed")
+            .iter()
+            .filter(|c| c["reason"] == "operator")
+            .count() as u64;
+        assert_eq!(operator_closes, e.operator_closes);
+        assert!(
+            run.events("command.rejected").is_empty(),
+            "every generated close applies"
+        );
+        let numbers: Vec<i64> = run
+            .events("appeal.opened")
+            .iter()
+            .map(|o| o["appeal"]["number"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            numbers,
+            (1..=numbers.len() as i64).collect::<Vec<_>>(),
+            "numbers follow opening order"
+        );
+        assert_eq!(
+            visitor_components(&run, &workload.lines),
+            e.components,
+            "on {kind:?}"
+        );
+    }
+}
+
+/// Groups visitors by the card they ended on: each visitor's card is the client of its first
+/// appeal, followed through every `client.merged`.
+fn visitor_components(run: &Run, lines: &[String]) -> Vec<Vec<String>> {
+    let visitor_of: BTreeMap<String, String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "message")
+        .map(|v| {
+            (
+                v["message_id"].as_str().unwrap().to_string(),
+                v["visitor"]["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let final_of = final_cards(run);
+    let mut first_card: BTreeMap<String, String> = BTreeMap::new();
+    for e in run.events("appeal.opened") {
+        let visitor = &visitor_of[e["cause"]["id"].as_str().unwrap()];
+        let key = format!("{}:{visitor}", e["appeal"]["channel_id"].as_str().unwrap());
+        first_card
+            .entry(key)
+            .or_insert_with(|| e["client"]["id"].as_str().unwrap().to_string());
+    }
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (visitor, card) in first_card {
+        groups.entry(final_of(&card)).or_default().insert(visitor);
+    }
+    let mut out: Vec<Vec<String>> = groups
+        .into_values()
+        .map(|g| g.into_iter().collect())
+        .collect();
+    out.sort();
+    out
+}
