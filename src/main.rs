@@ -10,11 +10,7 @@ use appealflow::config::Config;
 use appealflow::store::Store;
 
 #[derive(Parser)]
-#[command(
-    name = "appealflow",
-    version,
-    about = "Omnichannel support stream processor"
-)]
+#[command(name = "appealflow", version, about = "Omnichannel support stream processor")]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
@@ -56,10 +52,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
@@ -70,11 +63,9 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "appealflow=warn".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "appealflow=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -98,12 +89,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", appealflow::config::explain(&config));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay {
-            config,
-            db,
-            no_progress,
-            inputs,
-        } => {
+        Command::Replay { config, db, no_progress, inputs } => {
             let mut config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -114,14 +100,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let store = Store::connect(&config.store.url, config.store.max_connections).await?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-            let summary = appealflow::replay::replay(
-                Arc::new(config),
-                store.clone(),
-                &inputs,
-                &mut out,
-                !no_progress,
-            )
-            .await?;
+            let summary =
+                appealflow::replay::replay(Arc::new(config), store.clone(), &inputs, &mut out, !no_progress)
+                    .await?;
             store.close().await;
             eprintln!("{}", summary.render());
             Ok(ExitCode::SUCCESS)

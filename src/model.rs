@@ -13,10 +13,7 @@ pub type Millis = i64;
 
 /// Formats event time as RFC 3339 UTC, with milliseconds only when they are not zero.
 pub fn format_ts(ms: Millis) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default().to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// Parses an RFC 3339 timestamp with an explicit offset; a naive time would be a guess.
@@ -72,7 +69,8 @@ pub struct ClientDoc {
     pub visitors: BTreeSet<Visitor>,
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub external_ids: BTreeSet<String>,
-    /// Time of the client's last own message per channel (the outbound reply window).
+    /// Time of the client's last own message per visitor handle (`v:channel:visitor`): the
+    /// messengers' reply window is per conversation.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub last_inbound: BTreeMap<String, Millis>,
     /// Original cards this card stands for (1 + everything merged into it).
@@ -100,43 +98,21 @@ pub struct Client {
 
 impl Client {
     pub fn new(id: String, project_id: String, kind: ClientType, created_at: Millis) -> Self {
-        let doc = ClientDoc {
-            group_size: 1,
-            ..ClientDoc::default()
-        };
-        Client {
-            id,
-            project_id,
-            kind,
-            created_at,
-            appeal_count: 0,
-            merged_into: None,
-            doc,
-        }
+        let doc = ClientDoc { group_size: 1, ..ClientDoc::default() };
+        Client { id, project_id, kind, created_at, appeal_count: 0, merged_into: None, doc }
     }
 
     /// Every value a multi-contact rule field can see: contacts of that type and the custom
     /// field of that name.
     pub fn values(&self, field: &str) -> BTreeSet<&str> {
-        let contacts = self
-            .doc
-            .contacts
-            .get(field)
-            .into_iter()
-            .flatten()
-            .map(String::as_str);
-        contacts
-            .chain(self.doc.fields.get(field).map(String::as_str))
-            .collect()
+        let contacts = self.doc.contacts.get(field).into_iter().flatten().map(String::as_str);
+        contacts.chain(self.doc.fields.get(field).map(String::as_str)).collect()
     }
 
     /// Every (field, value) pair this card offers to matching.
     pub fn all_values(&self) -> BTreeSet<(String, String)> {
-        let contacts = self
-            .doc
-            .contacts
-            .iter()
-            .flat_map(|(t, vs)| vs.iter().map(move |v| (t.clone(), v.clone())));
+        let contacts =
+            self.doc.contacts.iter().flat_map(|(t, vs)| vs.iter().map(move |v| (t.clone(), v.clone())));
         let fields = self.doc.fields.iter().map(|(k, v)| (k.clone(), v.clone()));
         contacts.chain(fields).collect()
     }

@@ -43,10 +43,7 @@ pub enum ApplyError {
 
 impl ApplyError {
     pub fn poison(stage: &'static str, reason: impl Into<String>) -> Self {
-        ApplyError::Poison {
-            stage,
-            reason: reason.into(),
-        }
+        ApplyError::Poison { stage, reason: reason.into() }
     }
 }
 
@@ -97,22 +94,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(config: Arc<Config>, store: Store) -> Self {
-        let rules = config
-            .projects
-            .iter()
-            .map(|p| (p.id.clone(), ProjectRules::new(p)))
-            .collect();
-        let auto_close_ms = config
-            .projects
-            .iter()
-            .map(|p| (p.id.clone(), p.auto_close_after.as_millis() as i64))
-            .collect();
-        Pipeline {
-            config,
-            rules,
-            auto_close_ms: Arc::new(auto_close_ms),
-            store,
-        }
+        let rules = config.projects.iter().map(|p| (p.id.clone(), ProjectRules::new(p))).collect();
+        let auto_close_ms =
+            config.projects.iter().map(|p| (p.id.clone(), p.auto_close_after.as_millis() as i64)).collect();
+        Pipeline { config, rules, auto_close_ms: Arc::new(auto_close_ms), store }
     }
 
     pub fn store(&self) -> &Store {
@@ -125,19 +110,15 @@ impl Pipeline {
 
     /// Applies a batch and commits it with its outputs; `next_offset` is stored with it.
     pub async fn process(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {
-        let decoded: Vec<Result<Input, decode::DecodeError>> = batch
-            .inputs
-            .iter()
-            .map(|raw| decode::decode(&raw.bytes, &self.config))
-            .collect();
+        let started = std::time::Instant::now();
+        let decoded: Vec<Result<Input, decode::DecodeError>> =
+            batch.inputs.iter().map(|raw| decode::decode(&raw.bytes, &self.config)).collect();
         let mut ws = self.store.begin(self.auto_close_ms.clone()).await?;
-        let projects: BTreeSet<String> = decoded
-            .iter()
-            .flatten()
-            .map(|i| i.project_id().to_string())
-            .collect();
+        let projects: BTreeSet<String> =
+            decoded.iter().flatten().map(|i| i.project_id().to_string()).collect();
         ws.lock_projects(&projects).await?;
         self.prefetch(&mut ws, &batch.partition, &decoded).await?;
+        let prefetched = started.elapsed();
         let mut records = Vec::new();
         let mut stats = Stats::default();
         for (raw, input) in batch.inputs.iter().zip(decoded) {
@@ -156,15 +137,7 @@ impl Pipeline {
                     ));
                 }
                 Ok(input) => {
-                    self.apply(
-                        &mut ws,
-                        &batch.partition,
-                        raw,
-                        &input,
-                        &mut records,
-                        &mut stats,
-                    )
-                    .await?
+                    self.apply(&mut ws, &batch.partition, raw, &input, &mut records, &mut stats).await?
                 }
             }
         }
@@ -172,13 +145,17 @@ impl Pipeline {
             ws.set_next_offset(&batch.partition, offset).await?;
         }
         let batch_id = uuid::Uuid::new_v4().to_string();
+        let applied = started.elapsed();
         ws.commit(&batch_id, &records).await?;
+        tracing::debug!(
+            inputs = batch.inputs.len(),
+            prefetch_ms = prefetched.as_millis() as u64,
+            apply_ms = (applied - prefetched).as_millis() as u64,
+            commit_ms = (started.elapsed() - applied).as_millis() as u64,
+            "batch committed"
+        );
         count_records(&records, &mut stats);
-        Ok(Committed {
-            batch_id,
-            records,
-            stats,
-        })
+        Ok(Committed { batch_id, records, stats })
     }
 
     /// Warms the working set with a few multi-row reads instead of one read per input.
@@ -204,15 +181,9 @@ impl Pipeline {
                     let h = handles.entry(project).or_default();
                     h.push(visitor_handle(&m.channel_id, &m.visitor.id));
                     h.extend(m.visitor.external_id.as_deref().map(external_handle));
-                    visitors
-                        .entry(project)
-                        .or_default()
-                        .push((m.channel_id.clone(), m.visitor.id.clone()));
+                    visitors.entry(project).or_default().push((m.channel_id.clone(), m.visitor.id.clone()));
                 }
-                Input::Status(s) => messages
-                    .entry(project)
-                    .or_default()
-                    .push(s.message_id.clone()),
+                Input::Status(s) => messages.entry(project).or_default().push(s.message_id.clone()),
                 Input::Command(_) => {}
             }
         }
@@ -255,10 +226,7 @@ impl Pipeline {
             ws.mark_applied(project, &id);
         }
         let ctx = Ctx {
-            project: self
-                .config
-                .project(project)
-                .expect("decode checks projects"),
+            project: self.config.project(project).expect("decode checks projects"),
             rules: &self.rules[project],
         };
         let mut em = Emitter::new(project, cause(input));
@@ -293,18 +261,12 @@ impl Pipeline {
 
 fn cause(input: &Input) -> Cause {
     match input {
-        Input::Message(m) => Cause {
-            kind: CauseKind::Message,
-            id: m.message_id.clone(),
-        },
+        Input::Message(m) => Cause { kind: CauseKind::Message, id: m.message_id.clone() },
         Input::Status(s) => Cause {
             kind: CauseKind::Message,
             id: format!("status:{}:{:?}", s.message_id, s.status).to_lowercase(),
         },
-        Input::Command(c) => Cause {
-            kind: CauseKind::Command,
-            id: c.command_id.clone(),
-        },
+        Input::Command(c) => Cause { kind: CauseKind::Command, id: c.command_id.clone() },
     }
 }
 
@@ -316,17 +278,10 @@ async fn message(
     em: &mut Emitter,
 ) -> Result<(), ApplyError> {
     let identified = identify::identify(ws, ctx, m, em).await?;
-    if identified.fixed
-        && ws
-            .open_appeal(&m.project_id, &m.channel_id, &m.visitor.id)
-            .await?
-            .is_none()
-    {
+    if identified.fixed && ws.open_appeal(&m.project_id, &m.channel_id, &m.visitor.id).await?.is_none() {
         // The fixed client is named on every new appeal of its channel.
-        let body = emit::EventBody::ClientIdentified {
-            method: emit::IdentifyMethod::Fixed,
-            identifier: None,
-        };
+        let body =
+            emit::EventBody::ClientIdentified { method: emit::IdentifyMethod::Fixed, identifier: None };
         em.event(m.sent_at, body, Some(identified.client.summary()), None);
     }
     appeal::client_message(ws, ctx, partition, m, identified.client, em).await?;
@@ -350,7 +305,5 @@ fn count_records(records: &[Record], stats: &mut Stats) {
 /// The `type` of a serialised event; it is the second key of every event.
 fn event_type(value: &str) -> String {
     let start = value.find("\"type\":\"").map(|i| i + 8);
-    start
-        .and_then(|s| value[s..].find('"').map(|e| value[s..s + e].to_string()))
-        .unwrap_or_default()
+    start.and_then(|s| value[s..].find('"').map(|e| value[s..s + e].to_string())).unwrap_or_default()
 }

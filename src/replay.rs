@@ -81,19 +81,15 @@ pub async fn replay(
         summary.recovered_records += records.len() as u64;
     }
     for path in inputs {
-        let mut source = LineSource::open(path)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
+        let mut source =
+            LineSource::open(path).await.map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
         let bar = progress_bar(progress, &source, path);
         loop {
             let inputs = source.next_chunk(config.pipeline.batch_size).await?;
             if inputs.is_empty() {
                 break;
             }
-            let batch = Batch {
-                partition: REPLAY_PARTITION.to_string(),
-                inputs,
-            };
+            let batch = Batch { partition: REPLAY_PARTITION.to_string(), inputs };
             let committed = with_retry(|| pipeline.process(&batch, None)).await?;
             write_records(out, &committed.records, &config)?;
             store.mark_published(&committed.batch_id).await?;

@@ -122,29 +122,13 @@ pub fn generate(persons: usize, seed: u64) -> Workload {
 fn person(i: usize, rng: &mut Rng) -> Person {
     // 9xx mobile ranges are valid Russian numbers; the index keeps them unique.
     let phone_digits = format!("9{:02}{:07}", 10 + rng.below(80), i);
-    Person {
-        phone_digits,
-        email: format!("user{i}@example.org"),
-        contract: format!("D-{i}"),
-    }
+    Person { phone_digits, email: format!("user{i}@example.org"), contract: format!("D-{i}") }
 }
 
 fn phone_spelling(digits: &str, rng: &mut Rng) -> String {
     match rng.below(3) {
-        0 => format!(
-            "+7 ({}) {}-{}-{}",
-            &digits[..3],
-            &digits[3..6],
-            &digits[6..8],
-            &digits[8..]
-        ),
-        1 => format!(
-            "8 {} {} {} {}",
-            &digits[..3],
-            &digits[3..6],
-            &digits[6..8],
-            &digits[8..]
-        ),
+        0 => format!("+7 ({}) {}-{}-{}", &digits[..3], &digits[3..6], &digits[6..8], &digits[8..]),
+        1 => format!("8 {} {} {} {}", &digits[..3], &digits[3..6], &digits[6..8], &digits[8..]),
         _ => format!("7{digits}"),
     }
 }
@@ -160,11 +144,7 @@ fn plan_person(
     let active_from = START + rng.below(10) as i64 * DAY + rng.below(DAY as u64) as i64;
     let phone_key = format!("phone:+7{}", p.phone_digits);
     // Some people share an e-mail with their neighbour but have their own contract: no merge.
-    let email = if i > 0 && rng.chance(5) {
-        people[i - 1].email.clone()
-    } else {
-        p.email.clone()
-    };
+    let email = if i > 0 && rng.chance(5) { people[i - 1].email.clone() } else { p.email.clone() };
     let mut visitors: Vec<(&'static str, String, String, Vec<String>)> = Vec::new();
     if rng.chance(70) {
         let with_phone = rng.chance(60);
@@ -173,17 +153,8 @@ fn plan_person(
         } else {
             String::new()
         };
-        let keys = if with_phone {
-            vec![phone_key.clone()]
-        } else {
-            vec![]
-        };
-        visitors.push((
-            "acme-tg",
-            format!("tg-{i}"),
-            format!(r#""name":"Person {i}"{phone}"#),
-            keys,
-        ));
+        let keys = if with_phone { vec![phone_key.clone()] } else { vec![] };
+        visitors.push(("acme-tg", format!("tg-{i}"), format!(r#""name":"Person {i}"{phone}"#), keys));
     }
     if rng.chance(50) {
         visitors.push((
@@ -200,28 +171,15 @@ fn plan_person(
             email.to_uppercase(),
             format!(" {} ", p.contract)
         );
-        visitors.push((
-            "acme-web",
-            format!("web-{i}"),
-            fields,
-            vec![pair_key.clone()],
-        ));
+        visitors.push(("acme-web", format!("web-{i}"), fields, vec![pair_key.clone()]));
     }
     if rng.chance(30) {
-        let fields = format!(
-            r#""fields":{{"contract_number":{:?}}}"#,
-            p.contract.to_lowercase()
-        );
+        let fields = format!(r#""fields":{{"contract_number":{:?}}}"#, p.contract.to_lowercase());
         visitors.push(("acme-mail", email.clone(), fields, vec![pair_key]));
     }
     if rng.chance(10) {
         // The blocked office line: many people give it, nobody merges through it.
-        visitors.push((
-            "acme-vk",
-            format!("vk-{i}"),
-            r#""phone":"+7 495 000-00-00""#.into(),
-            vec![],
-        ));
+        visitors.push(("acme-vk", format!("vk-{i}"), r#""phone":"+7 495 000-00-00""#.into(), vec![]));
     }
     for (channel, visitor, attrs, keys) in visitors {
         let key = format!("{channel}:{visitor}");
@@ -258,11 +216,7 @@ fn plan_visitor(
             close_after,
         });
         // Mostly quick replies; sometimes a day and a half of silence (the appeal goes idle).
-        at += if rng.chance(20) {
-            36 * HOUR
-        } else {
-            5_000 + rng.below(10 * 60_000) as i64
-        };
+        at += if rng.chance(20) { 36 * HOUR } else { 5_000 + rng.below(10 * 60_000) as i64 };
     }
 }
 
@@ -280,11 +234,8 @@ fn render(planned: Vec<Planned>, mut links: UnionFind, rng: &mut Rng) -> Workloa
     for (n, p) in planned.iter().enumerate() {
         let key = format!("{}:{}", p.channel, p.visitor);
         clock = clock.max(p.at);
-        let idle: Vec<String> = open
-            .iter()
-            .filter(|(_, a)| a.last + DAY < clock)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let idle: Vec<String> =
+            open.iter().filter(|(_, a)| a.last + DAY < clock).map(|(k, _)| k.clone()).collect();
         for k in idle {
             open.remove(&k);
             w.expected.inactivity_closes += 1;
@@ -292,10 +243,7 @@ fn render(planned: Vec<Planned>, mut links: UnionFind, rng: &mut Rng) -> Workloa
         let appeal = open.entry(key.clone()).or_insert_with(|| {
             w.expected.appeals_opened += 1;
             next_number += 1;
-            OpenAppeal {
-                number: next_number - 1,
-                last: p.at,
-            }
+            OpenAppeal { number: next_number - 1, last: p.at }
         });
         appeal.last = p.at;
         let line = format!(
@@ -310,9 +258,7 @@ fn render(planned: Vec<Planned>, mut links: UnionFind, rng: &mut Rng) -> Workloa
             w.expected.duplicates += 1;
         }
         if rng.chance(1) {
-            w.lines.push(format!(
-                r#"{{"type":"message","message_id":"bad-{n}","project_id":"acme""#
-            ));
+            w.lines.push(format!(r#"{{"type":"message","message_id":"bad-{n}","project_id":"acme""#));
             w.expected.dlq += 1;
         }
         if p.close_after {
@@ -337,9 +283,7 @@ struct UnionFind {
 
 impl UnionFind {
     fn add(&mut self, k: &str) {
-        self.parent
-            .entry(k.to_string())
-            .or_insert_with(|| k.to_string());
+        self.parent.entry(k.to_string()).or_insert_with(|| k.to_string());
     }
     fn find(&mut self, k: &str) -> String {
         let p = self.parent[k].clone();
@@ -357,12 +301,7 @@ impl UnionFind {
         }
     }
     fn visitor_components(&mut self) -> Vec<Vec<String>> {
-        let keys: Vec<String> = self
-            .parent
-            .keys()
-            .filter(|k| k.starts_with("acme-"))
-            .cloned()
-            .collect();
+        let keys: Vec<String> = self.parent.keys().filter(|k| k.starts_with("acme-")).cloned().collect();
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for k in keys {
             let root = self.find(&k);

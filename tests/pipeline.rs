@@ -24,13 +24,7 @@ async fn run_each(lines: &[String], check: impl Fn(&Run)) {
 
 #[tokio::test]
 async fn a_first_message_creates_a_card_and_opens_appeal_one_assigned_to_the_channel_group() {
-    let lines = [msg(
-        "m1",
-        "acme-tg",
-        T0,
-        &tg("alfred", "+7 999 123-45-67"),
-        "Hello",
-    )];
+    let lines = [msg("m1", "acme-tg", T0, &tg("alfred", "+7 999 123-45-67"), "Hello")];
     run_each(&lines, |run| {
         let kinds: Vec<&str> = run.records.iter().map(Rec::kind).collect();
         assert_eq!(
@@ -59,16 +53,10 @@ async fn a_first_message_creates_a_card_and_opens_appeal_one_assigned_to_the_cha
 
 #[tokio::test]
 async fn widget_visitors_are_internal_clients_and_messengers_are_channel_clients() {
-    let lines = [
-        msg("m1", "acme-web", T0, r#"{"id":"w1"}"#, "hi"),
-        msg("m2", "acme-tg", T0, r#"{"id":"t1"}"#, "hi"),
-    ];
+    let lines =
+        [msg("m1", "acme-web", T0, r#"{"id":"w1"}"#, "hi"), msg("m2", "acme-tg", T0, r#"{"id":"t1"}"#, "hi")];
     run_each(&lines, |run| {
-        let types: Vec<&Value> = run
-            .events("client.created")
-            .iter()
-            .map(|e| &e["client"]["type"])
-            .collect();
+        let types: Vec<&Value> = run.events("client.created").iter().map(|e| &e["client"]["type"]).collect();
         assert_eq!(types, ["internal", "channel"]);
     })
     .await;
@@ -77,41 +65,19 @@ async fn widget_visitors_are_internal_clients_and_messengers_are_channel_clients
 #[tokio::test]
 async fn telegram_and_whatsapp_cards_merge_by_phone_written_in_national_and_bare_forms() {
     let lines = [
-        msg(
-            "m1",
-            "acme-tg",
-            T0,
-            &tg("alfred", "8 999 123 45 67"),
-            "Hello",
-        ),
-        msg(
-            "m2",
-            "acme-wa",
-            "2026-11-21T10:05:00Z",
-            r#"{"id":"79991234567"}"#,
-            "Hi from WhatsApp",
-        ),
+        msg("m1", "acme-tg", T0, &tg("alfred", "8 999 123 45 67"), "Hello"),
+        msg("m2", "acme-wa", "2026-11-21T10:05:00Z", r#"{"id":"79991234567"}"#, "Hi from WhatsApp"),
     ];
     run_each(&lines, |run| {
         let merged = run.events("client.merged");
         assert_eq!(merged.len(), 1);
         let tg_card = run.events("client.created")[0]["client"]["id"].clone();
         let wa_card = run.events("client.created")[1]["client"]["id"].clone();
-        assert_eq!(
-            merged[0]["survivor_id"], tg_card,
-            "the oldest card survives"
-        );
+        assert_eq!(merged[0]["survivor_id"], tg_card, "the oldest card survives");
         assert_eq!(merged[0]["absorbed_ids"], serde_json::json!([wa_card]));
         assert_eq!(merged[0]["rule_id"], "by-phone");
-        let wa_appeal = run
-            .caused_by("m2")
-            .into_iter()
-            .find(|e| e["type"] == "appeal.opened")
-            .unwrap();
-        assert_eq!(
-            wa_appeal["client"]["id"], tg_card,
-            "the WhatsApp appeal belongs to the merged card"
-        );
+        let wa_appeal = run.caused_by("m2").into_iter().find(|e| e["type"] == "appeal.opened").unwrap();
+        assert_eq!(wa_appeal["client"]["id"], tg_card, "the WhatsApp appeal belongs to the merged card");
         assert_eq!(wa_appeal["client"]["appeal_count"], 2);
     })
     .await;
@@ -120,20 +86,8 @@ async fn telegram_and_whatsapp_cards_merge_by_phone_written_in_national_and_bare
 #[tokio::test]
 async fn an_anonymous_visitor_later_carrying_an_external_id_joins_that_card() {
     let lines = [
-        msg(
-            "m1",
-            "acme-tg",
-            T0,
-            r#"{"id":"t1","external_id":"site-user-42"}"#,
-            "from the app",
-        ),
-        msg(
-            "m2",
-            "acme-web",
-            "2026-11-21T10:01:00Z",
-            r#"{"id":"w1"}"#,
-            "anonymous",
-        ),
+        msg("m1", "acme-tg", T0, r#"{"id":"t1","external_id":"site-user-42"}"#, "from the app"),
+        msg("m2", "acme-web", "2026-11-21T10:01:00Z", r#"{"id":"w1"}"#, "anonymous"),
         msg(
             "m3",
             "acme-web",
@@ -141,13 +95,7 @@ async fn an_anonymous_visitor_later_carrying_an_external_id_joins_that_card() {
             r#"{"id":"w1","external_id":"site-user-42"}"#,
             "logged in",
         ),
-        msg(
-            "m4",
-            "acme-web",
-            "2026-11-21T10:03:00Z",
-            r#"{"id":"w1"}"#,
-            "still me",
-        ),
+        msg("m4", "acme-web", "2026-11-21T10:03:00Z", r#"{"id":"w1"}"#, "still me"),
     ];
     run_each(&lines, |run| {
         let known = run.events("client.created")[0]["client"]["id"].clone();
@@ -155,17 +103,10 @@ async fn an_anonymous_visitor_later_carrying_an_external_id_joins_that_card() {
         assert_eq!(merged.len(), 1);
         assert_eq!(merged[0]["survivor_id"], known);
         assert_eq!(merged[0]["by"], "external_id");
-        let identified: Vec<&Value> = run
-            .caused_by("m3")
-            .into_iter()
-            .filter(|e| e["type"] == "client.identified")
-            .collect();
+        let identified: Vec<&Value> =
+            run.caused_by("m3").into_iter().filter(|e| e["type"] == "client.identified").collect();
         assert_eq!(identified[0]["method"], "external_id");
-        let last = run
-            .caused_by("m4")
-            .into_iter()
-            .find(|e| e["type"] == "appeal.message_added")
-            .unwrap();
+        let last = run.caused_by("m4").into_iter().find(|e| e["type"] == "appeal.message_added").unwrap();
         assert_eq!(last["client"]["id"], known);
     })
     .await;
@@ -177,13 +118,7 @@ async fn a_rule_needs_every_field_and_any_rule_suffices() {
         format!(r#"{{"id":"{id}","email":"{email}","fields":{{"contract_number":"{contract}"}}}}"#)
     };
     let lines = [
-        msg(
-            "m1",
-            "acme-web",
-            T0,
-            &web("w1", "ann@example.com", "D-1"),
-            "a",
-        ),
+        msg("m1", "acme-web", T0, &web("w1", "ann@example.com", "D-1"), "a"),
         msg(
             "m2",
             "acme-web",
@@ -200,17 +135,10 @@ async fn a_rule_needs_every_field_and_any_rule_suffices() {
         ),
     ];
     run_each(&lines, |run| {
-        let ids: Vec<Value> = run
-            .events("client.created")
-            .iter()
-            .map(|e| e["client"]["id"].clone())
-            .collect();
+        let ids: Vec<Value> =
+            run.events("client.created").iter().map(|e| e["client"]["id"].clone()).collect();
         let merged = run.events("client.merged");
-        assert_eq!(
-            merged.len(),
-            1,
-            "only the card with the same e-mail AND contract merges"
-        );
+        assert_eq!(merged.len(), 1, "only the card with the same e-mail AND contract merges");
         assert_eq!(merged[0]["survivor_id"], ids[0]);
         assert_eq!(merged[0]["absorbed_ids"], serde_json::json!([ids[2]]));
         assert_eq!(merged[0]["rule_id"], "by-email-and-contract");
@@ -274,13 +202,7 @@ async fn a_merge_beyond_max_merge_group_is_refused_with_an_event() {
     // card left alone.
     let lines: Vec<String> = (0..5)
         .map(|i| {
-            msg(
-                &format!("m{i}"),
-                "acme-tg",
-                T0,
-                &format!(r#"{{"id":"t{i}","phone":"+79990000001"}}"#),
-                "x",
-            )
+            msg(&format!("m{i}"), "acme-tg", T0, &format!(r#"{{"id":"t{i}","phone":"+79990000001"}}"#), "x")
         })
         .collect();
     run_each(&lines, |run| {
@@ -288,10 +210,7 @@ async fn a_merge_beyond_max_merge_group_is_refused_with_an_event() {
         let refused = run.events("client.merge_refused");
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0]["cause"]["id"], "m4");
-        assert!(refused[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("max_merge_group"));
+        assert!(refused[0]["reason"].as_str().unwrap().contains("max_merge_group"));
         let final_of = final_cards(run);
         let finals: std::collections::BTreeSet<String> = run
             .events("client.created")
@@ -307,28 +226,14 @@ async fn a_merge_beyond_max_merge_group_is_refused_with_an_event() {
 async fn clients_of_different_projects_never_merge() {
     let lines = [
         msg("m1", "acme-tg", T0, &tg("a", "+79991234567"), "a"),
-        msg_in(
-            "globex",
-            "m1",
-            "globex-tg",
-            T0,
-            &tg("a", "+79991234567"),
-            "same phone, other tenant",
-        ),
+        msg_in("globex", "m1", "globex-tg", T0, &tg("a", "+79991234567"), "same phone, other tenant"),
     ];
     run_each(&lines, |run| {
         assert_eq!(run.events("client.created").len(), 2);
         assert!(run.events("client.merged").is_empty());
-        let numbers: Vec<&Value> = run
-            .events("appeal.opened")
-            .iter()
-            .map(|e| &e["appeal"]["number"])
-            .collect();
-        assert_eq!(
-            numbers,
-            [1, 1],
-            "numbering is per project, and message ids are unique per project only"
-        );
+        let numbers: Vec<&Value> =
+            run.events("appeal.opened").iter().map(|e| &e["appeal"]["number"]).collect();
+        assert_eq!(numbers, [1, 1], "numbering is per project, and message ids are unique per project only");
     })
     .await;
 }
@@ -339,27 +244,13 @@ async fn appeals_append_until_closed_then_the_next_message_opens_the_next_number
     let lines = [
         msg("m1", "acme-tg", T0, v, "one"),
         msg("m2", "acme-tg", "2026-11-21T10:10:00Z", v, "two"),
-        msg(
-            "m3",
-            "acme-web",
-            "2026-11-21T10:11:00Z",
-            r#"{"id":"w"}"#,
-            "someone else",
-        ),
-        cmd(
-            "close_appeal",
-            "c1",
-            "2026-11-21T11:00:00Z",
-            r#""appeal_number":1"#,
-        ),
+        msg("m3", "acme-web", "2026-11-21T10:11:00Z", r#"{"id":"w"}"#, "someone else"),
+        cmd("close_appeal", "c1", "2026-11-21T11:00:00Z", r#""appeal_number":1"#),
         msg("m4", "acme-tg", "2026-11-21T12:00:00Z", v, "three"),
     ];
     run_each(&lines, |run| {
-        let opened: Vec<(&Value, &Value)> = run
-            .events("appeal.opened")
-            .iter()
-            .map(|e| (&e["cause"]["id"], &e["appeal"]["number"]))
-            .collect();
+        let opened: Vec<(&Value, &Value)> =
+            run.events("appeal.opened").iter().map(|e| (&e["cause"]["id"], &e["appeal"]["number"])).collect();
         assert_eq!(
             opened,
             [
@@ -372,15 +263,8 @@ async fn appeals_append_until_closed_then_the_next_message_opens_the_next_number
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0]["reason"], "operator");
         assert_eq!(closed[0]["appeal"]["status"], "closed");
-        let note = run
-            .caused_by("c1")
-            .into_iter()
-            .find(|e| e["type"] == "appeal.message_added")
-            .unwrap();
-        assert_eq!(
-            note["message"]["text"],
-            "Operator Ivan Petrov closed the appeal"
-        );
+        let note = run.caused_by("c1").into_iter().find(|e| e["type"] == "appeal.message_added").unwrap();
+        assert_eq!(note["message"]["text"], "Operator Ivan Petrov closed the appeal");
         assert_eq!(note["message"]["visible_to_client"], false);
     })
     .await;
@@ -391,37 +275,19 @@ async fn idle_appeals_close_on_the_event_time_clock_before_the_late_message_open
     let v = r#"{"id":"t1"}"#;
     let lines = [
         msg("m1", "acme-tg", T0, v, "one"),
-        msg(
-            "m2",
-            "acme-web",
-            "2026-11-22T09:00:00Z",
-            r#"{"id":"w"}"#,
-            "other visitor, clock 23h later",
-        ),
-        msg(
-            "m3",
-            "acme-tg",
-            "2026-11-22T10:00:01Z",
-            v,
-            "back after a day",
-        ),
+        msg("m2", "acme-web", "2026-11-22T09:00:00Z", r#"{"id":"w"}"#, "other visitor, clock 23h later"),
+        msg("m3", "acme-tg", "2026-11-22T10:00:01Z", v, "back after a day"),
     ];
     run_each(&lines, |run| {
         let closed = run.events("appeal.closed");
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0]["reason"], "inactivity");
-        assert_eq!(
-            closed[0]["occurred_at"], "2026-11-22T10:00:00Z",
-            "last message + auto_close_after"
-        );
+        assert_eq!(closed[0]["occurred_at"], "2026-11-22T10:00:00Z", "last message + auto_close_after");
         assert_eq!(closed[0]["cause"]["kind"], "timer");
         let order: Vec<&str> = run.records.iter().map(Rec::kind).collect();
         let close_at = order.iter().position(|k| *k == "appeal.closed").unwrap();
         let reopen_at = order.iter().rposition(|k| *k == "appeal.opened").unwrap();
-        assert!(
-            close_at < reopen_at,
-            "the timer fires before the late message is applied"
-        );
+        assert!(close_at < reopen_at, "the timer fires before the late message is applied");
         assert_eq!(run.events("appeal.opened").len(), 3);
     })
     .await;
@@ -490,22 +356,13 @@ async fn delivery_statuses_update_messages_and_never_go_back() {
         r#"{"type":"status","message_id":"nope","project_id":"acme","channel_id":"acme-tg","status":"read","at":"2026-11-21T10:00:11Z"}"#.to_string(),
     ];
     run_each(&lines, |run| {
-        let statuses: Vec<&Value> = run
-            .events("appeal.message_status")
-            .iter()
-            .map(|e| &e["status"])
-            .collect();
+        let statuses: Vec<&Value> =
+            run.events("appeal.message_status").iter().map(|e| &e["status"]).collect();
         assert_eq!(statuses, ["delivered", "read"]);
-        assert_eq!(
-            run.events("appeal.message_status")[0]["appeal"]["number"],
-            1
-        );
+        assert_eq!(run.events("appeal.message_status")[0]["appeal"]["number"], 1);
         let dlq = run.topic("inbound.dlq");
         assert_eq!(dlq.len(), 1);
-        assert!(dlq[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("unknown message"));
+        assert!(dlq[0]["reason"].as_str().unwrap().contains("unknown message"));
     })
     .await;
 }
@@ -514,67 +371,30 @@ async fn delivery_statuses_update_messages_and_never_go_back() {
 async fn commands_that_cannot_apply_are_rejected_with_a_reason_and_the_stream_goes_on() {
     let lines = [
         msg("m1", "acme-tg", T0, r#"{"id":"t1"}"#, "a"),
-        cmd(
-            "close_appeal",
-            "c1",
-            "2026-11-21T10:01:00Z",
-            r#""appeal_number":7"#,
-        ),
-        cmd(
-            "close_appeal",
-            "c2",
-            "2026-11-21T10:02:00Z",
-            r#""appeal_number":1"#,
-        ),
-        cmd(
-            "close_appeal",
-            "c3",
-            "2026-11-21T10:03:00Z",
-            r#""appeal_number":1"#,
-        ),
-        cmd(
-            "rename_client",
-            "c4",
-            "2026-11-21T10:04:00Z",
-            r#""client":{"external_id":"nobody"},"name":"X""#,
-        ),
+        cmd("close_appeal", "c1", "2026-11-21T10:01:00Z", r#""appeal_number":7"#),
+        cmd("close_appeal", "c2", "2026-11-21T10:02:00Z", r#""appeal_number":1"#),
+        cmd("close_appeal", "c3", "2026-11-21T10:03:00Z", r#""appeal_number":1"#),
+        cmd("rename_client", "c4", "2026-11-21T10:04:00Z", r#""client":{"external_id":"nobody"},"name":"X""#),
         cmd(
             "start_scenario",
             "c5",
             "2026-11-21T10:05:00Z",
             r#""appeal_number":1,"scenario_id":"collect-phone""#,
         ),
-        cmd(
-            "tag_appeal",
-            "c6",
-            "2026-11-21T10:06:00Z",
-            r#""appeal_number":1,"tag":"vip""#,
-        ),
+        cmd("tag_appeal", "c6", "2026-11-21T10:06:00Z", r#""appeal_number":1,"tag":"vip""#),
     ];
     run_each(&lines, |run| {
         let rejected: Vec<(String, String)> = run
             .events("command.rejected")
             .iter()
-            .map(|e| {
-                (
-                    e["cause"]["id"].as_str().unwrap().into(),
-                    e["reason"].as_str().unwrap().into(),
-                )
-            })
+            .map(|e| (e["cause"]["id"].as_str().unwrap().into(), e["reason"].as_str().unwrap().into()))
             .collect();
         assert_eq!(rejected.len(), 4);
         assert_eq!(rejected[0], ("c1".into(), "appeal 7 does not exist".into()));
-        assert_eq!(
-            rejected[1],
-            ("c3".into(), "appeal 1 is already closed".into())
-        );
+        assert_eq!(rejected[1], ("c3".into(), "appeal 1 is already closed".into()));
         assert!(rejected[2].1.contains("external_id \"nobody\""));
         assert!(rejected[3].1.contains("collect-phone"));
-        assert_eq!(
-            run.events("appeal.tagged").len(),
-            1,
-            "tagging a closed appeal is allowed"
-        );
+        assert_eq!(run.events("appeal.tagged").len(), 1, "tagging a closed appeal is allowed");
     })
     .await;
 }
@@ -590,24 +410,9 @@ async fn operator_commands_change_appeals_and_cards() {
             "2026-11-21T10:01:00Z",
             r#""appeal_number":1,"group":"vip","operator_id":"op-9""#,
         ),
-        cmd(
-            "set_category",
-            "c2",
-            "2026-11-21T10:02:00Z",
-            r#""appeal_number":1,"category":"cards""#,
-        ),
-        cmd(
-            "comment_appeal",
-            "c3",
-            "2026-11-21T10:03:00Z",
-            r#""appeal_number":1,"text":"called back""#,
-        ),
-        cmd(
-            "rename_client",
-            "c4",
-            "2026-11-21T10:04:00Z",
-            &format!(r#"{client},"name":"Alfred Hitchcock""#),
-        ),
+        cmd("set_category", "c2", "2026-11-21T10:02:00Z", r#""appeal_number":1,"category":"cards""#),
+        cmd("comment_appeal", "c3", "2026-11-21T10:03:00Z", r#""appeal_number":1,"text":"called back""#),
+        cmd("rename_client", "c4", "2026-11-21T10:04:00Z", &format!(r#"{client},"name":"Alfred Hitchcock""#)),
         cmd(
             "set_client_field",
             "c5",
@@ -622,24 +427,14 @@ async fn operator_commands_change_appeals_and_cards() {
         ),
     ];
     run_each(&lines, |run| {
-        let assigned = run
-            .events("appeal.assigned")
-            .into_iter()
-            .find(|e| e["by"] == "operator")
-            .unwrap();
+        let assigned = run.events("appeal.assigned").into_iter().find(|e| e["by"] == "operator").unwrap();
         assert_eq!(assigned["appeal"]["group"], "vip");
         assert_eq!(assigned["appeal"]["operator_id"], "op-9");
-        assert_eq!(
-            run.events("appeal.categorized")[0]["appeal"]["category"],
-            "cards"
-        );
+        assert_eq!(run.events("appeal.categorized")[0]["appeal"]["category"], "cards");
         assert_eq!(run.events("appeal.commented")[0]["operator_id"], "op-7");
         let renamed = run.caused_by("c4");
         assert_eq!(renamed[0]["client"]["name"], "Alfred Hitchcock");
-        assert_eq!(
-            run.caused_by("c5")[0]["changes"],
-            serde_json::json!(["contract_number"])
-        );
+        assert_eq!(run.caused_by("c5")[0]["changes"], serde_json::json!(["contract_number"]));
         assert_eq!(run.caused_by("c6")[0]["type"], "command.rejected");
     })
     .await;
@@ -671,13 +466,7 @@ async fn an_operator_merge_keeps_the_chosen_name_and_an_added_contact_triggers_m
     let lines = [
         msg("m1", "acme-tg", T0, r#"{"id":"t1","name":"Old"}"#, "a"),
         msg("m2", "acme-web", T0, r#"{"id":"w1","name":"New"}"#, "b"),
-        msg(
-            "m3",
-            "acme-tg",
-            T0,
-            r#"{"id":"t3","phone":"+79995550000"}"#,
-            "c",
-        ),
+        msg("m3", "acme-tg", T0, r#"{"id":"t3","phone":"+79995550000"}"#, "c"),
         cmd(
             "merge_clients",
             "c1",
@@ -704,28 +493,12 @@ async fn an_operator_merge_keeps_the_chosen_name_and_an_added_contact_triggers_m
 #[tokio::test]
 async fn outbound_to_whatsapp_after_24_hours_is_refused_but_a_template_passes() {
     let wa = r#"{"id":"79991234567"}"#;
-    let client =
-        r#""client":{"channel_id":"acme-wa","visitor_id":"79991234567"},"channel_id":"acme-wa""#;
+    let client = r#""client":{"channel_id":"acme-wa","visitor_id":"79991234567"},"channel_id":"acme-wa""#;
     let lines = [
         msg("m1", "acme-wa", T0, wa, "a"),
-        cmd(
-            "send_outbound",
-            "c1",
-            "2026-11-21T12:00:00Z",
-            &format!(r#"{client},"text":"Hello!""#),
-        ),
-        cmd(
-            "close_appeal",
-            "c2",
-            "2026-11-21T12:01:00Z",
-            r#""appeal_number":1"#,
-        ),
-        cmd(
-            "send_outbound",
-            "c3",
-            "2026-11-23T12:00:00Z",
-            &format!(r#"{client},"text":"Are you there?""#),
-        ),
+        cmd("send_outbound", "c1", "2026-11-21T12:00:00Z", &format!(r#"{client},"text":"Hello!""#)),
+        cmd("close_appeal", "c2", "2026-11-21T12:01:00Z", r#""appeal_number":1"#),
+        cmd("send_outbound", "c3", "2026-11-23T12:00:00Z", &format!(r#"{client},"text":"Are you there?""#)),
         cmd(
             "send_outbound",
             "c4",
@@ -742,15 +515,9 @@ async fn outbound_to_whatsapp_after_24_hours_is_refused_but_a_template_passes() 
         let refused = run.events("outbound.refused");
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0]["cause"]["id"], "c3");
-        assert!(refused[0]["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("outside_24h_window"));
-        let operator_msg = run
-            .caused_by("c1")
-            .into_iter()
-            .find(|e| e["type"] == "appeal.message_added")
-            .unwrap();
+        assert!(refused[0]["reason"].as_str().unwrap().starts_with("outside_24h_window"));
+        let operator_msg =
+            run.caused_by("c1").into_iter().find(|e| e["type"] == "appeal.message_added").unwrap();
         assert_eq!(operator_msg["message"]["author_kind"], "operator");
     })
     .await;
@@ -759,29 +526,15 @@ async fn outbound_to_whatsapp_after_24_hours_is_refused_but_a_template_passes() 
 #[tokio::test]
 async fn every_new_appeal_of_a_fixed_channel_belongs_to_the_fixed_client() {
     let lines = [
-        msg(
-            "m1",
-            "acme-corp",
-            T0,
-            r#"{"id":"emp-1","phone":"+79990000001"}"#,
-            "a",
-        ),
+        msg("m1", "acme-corp", T0, r#"{"id":"emp-1","phone":"+79990000001"}"#, "a"),
         msg("m2", "acme-corp", T0, r#"{"id":"emp-2"}"#, "b"),
     ];
     run_each(&lines, |run| {
-        assert_eq!(
-            run.events("client.created").len(),
-            1,
-            "the fixed card is created once"
-        );
+        assert_eq!(run.events("client.created").len(), 1, "the fixed card is created once");
         let opened = run.events("appeal.opened");
         assert_eq!(opened.len(), 2, "each visitor has its own appeal");
         assert_eq!(opened[0]["client"]["id"], opened[1]["client"]["id"]);
-        let identified: Vec<&Value> = run
-            .events("client.identified")
-            .iter()
-            .map(|e| &e["method"])
-            .collect();
+        let identified: Vec<&Value> = run.events("client.identified").iter().map(|e| &e["method"]).collect();
         assert_eq!(identified, ["fixed", "fixed"]);
     })
     .await;
@@ -800,18 +553,11 @@ async fn bad_inputs_go_to_the_dlq_with_a_precise_reason_and_the_stream_goes_on()
         msg("ok", "acme-tg", T0, r#"{"id":"t1"}"#, "still flowing"),
     ];
     run_each(&lines, |run| {
-        let reasons: Vec<&str> = run
-            .topic("inbound.dlq")
-            .iter()
-            .map(|d| d["reason"].as_str().unwrap())
-            .collect();
+        let reasons: Vec<&str> =
+            run.topic("inbound.dlq").iter().map(|d| d["reason"].as_str().unwrap()).collect();
         assert_eq!(reasons.len(), 7);
         assert!(reasons[0].starts_with("not JSON"));
-        assert!(
-            reasons[1].contains("visitor") && reasons[1].contains("id"),
-            "{}",
-            reasons[1]
-        );
+        assert!(reasons[1].contains("visitor") && reasons[1].contains("id"), "{}", reasons[1]);
         assert!(reasons[2].contains("sent_at"));
         assert!(reasons[3].contains("unknown project"));
         assert!(reasons[4].contains("unknown channel"));
@@ -833,10 +579,7 @@ async fn an_input_over_the_size_limit_goes_to_the_dlq() {
     let run = replay_lines(&config, &db, &[big]).await;
     let dlq = run.topic("inbound.dlq");
     assert_eq!(dlq.len(), 1);
-    assert!(dlq[0]["reason"]
-        .as_str()
-        .unwrap()
-        .contains("max_input_bytes"));
+    assert!(dlq[0]["reason"].as_str().unwrap().contains("max_input_bytes"));
 }
 
 #[tokio::test]
@@ -844,24 +587,79 @@ async fn event_ids_are_unique_and_every_event_names_its_cause_and_project() {
     let lines = [
         msg("m1", "acme-tg", T0, &tg("a", "+79991234567"), "a"),
         msg("m2", "acme-wa", T0, r#"{"id":"79991234567"}"#, "b"),
-        cmd(
-            "close_appeal",
-            "c1",
-            "2026-11-21T10:01:00Z",
-            r#""appeal_number":1"#,
-        ),
+        cmd("close_appeal", "c1", "2026-11-21T10:01:00Z", r#""appeal_number":1"#),
     ];
     run_each(&lines, |run| {
         let events = run.topic("appeal.events");
-        let ids: std::collections::HashSet<&str> = events
-            .iter()
-            .map(|e| e["event_id"].as_str().unwrap())
-            .collect();
+        let ids: std::collections::HashSet<&str> =
+            events.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
         assert_eq!(ids.len(), events.len());
         for e in events {
             assert_eq!(e["project_id"], "acme");
             assert!(e["cause"]["id"].is_string() && e["occurred_at"].is_string());
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_operator_message_goes_to_the_visitor_whose_appeal_is_open() {
+    // One client, two web visitors (laptop, then phone via the same external ID); the laptop
+    // appeal is closed, the phone one is open: the reply must go to the phone.
+    let lines = [
+        msg("m1", "acme-web", T0, r#"{"id":"z-laptop","external_id":"u-1"}"#, "from the laptop"),
+        cmd("close_appeal", "c1", "2026-11-21T10:01:00Z", r#""appeal_number":1"#),
+        msg(
+            "m2",
+            "acme-web",
+            "2026-11-21T10:02:00Z",
+            r#"{"id":"a-phone","external_id":"u-1"}"#,
+            "from the phone",
+        ),
+        cmd(
+            "send_outbound",
+            "c2",
+            "2026-11-21T10:03:00Z",
+            r#""client":{"external_id":"u-1"},"channel_id":"acme-web","text":"Hi""#,
+        ),
+    ];
+    run_each(&lines, |run| {
+        let outbound = run.topic("outbound.messages");
+        assert_eq!(outbound.len(), 1);
+        assert_eq!(outbound[0]["visitor_id"], "a-phone");
+        assert_eq!(outbound[0]["appeal_number"], 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_external_id_join_beyond_max_merge_group_is_refused() {
+    // Four cards share a phone (a group of 4 = the limit); a fifth, anonymous card then
+    // claims the group's external ID.
+    let mut lines: Vec<String> = (0..4)
+        .map(|i| {
+            let ext = if i == 0 { r#","external_id":"vip""# } else { "" };
+            msg(
+                &format!("m{i}"),
+                "acme-tg",
+                T0,
+                &format!(r#"{{"id":"t{i}","phone":"+79990000001"{ext}}}"#),
+                "x",
+            )
+        })
+        .collect();
+    lines.push(msg("w1", "acme-web", T0, r#"{"id":"w"}"#, "anonymous"));
+    lines.push(msg(
+        "w2",
+        "acme-web",
+        "2026-11-21T10:01:00Z",
+        r#"{"id":"w","external_id":"vip"}"#,
+        "claims it",
+    ));
+    run_each(&lines, |run| {
+        let refused = run.caused_by("w2").into_iter().filter(|e| e["type"] == "client.merge_refused").count();
+        assert_eq!(refused, 1);
+        assert!(run.caused_by("w2").iter().all(|e| e["type"] != "client.merged"));
     })
     .await;
 }

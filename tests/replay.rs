@@ -31,20 +31,9 @@ fn without_dlq_source(run: &Run) -> Vec<String> {
 #[tokio::test]
 async fn a_duplicate_message_id_changes_nothing() {
     let config = config(BASE);
-    let m = msg(
-        "m1",
-        "acme-tg",
-        "2026-11-21T10:00:00Z",
-        r#"{"id":"t1"}"#,
-        "a",
-    );
-    let changed = msg(
-        "m1",
-        "acme-tg",
-        "2026-11-21T10:00:01Z",
-        r#"{"id":"t1","phone":"+79991234567"}"#,
-        "edited",
-    );
+    let m = msg("m1", "acme-tg", "2026-11-21T10:00:00Z", r#"{"id":"t1"}"#, "a");
+    let changed =
+        msg("m1", "acme-tg", "2026-11-21T10:00:01Z", r#"{"id":"t1","phone":"+79991234567"}"#, "edited");
     for kind in kinds() {
         let db = TestDb::new(kind).await;
         let once = replay_lines(&config, &db, std::slice::from_ref(&m)).await;
@@ -64,10 +53,7 @@ async fn rerunning_a_file_on_the_same_database_emits_no_new_state_events() {
         let first = replay_lines(&config, &db, &lines).await;
         assert!(first.records.len() > lines.len());
         let second = replay_lines(&config, &db, &lines).await;
-        assert!(
-            second.topic("appeal.events").is_empty(),
-            "no event the second time"
-        );
+        assert!(second.topic("appeal.events").is_empty(), "no event the second time");
         assert!(second.topic("outbound.messages").is_empty());
         assert_eq!(
             second.topic("inbound.dlq").len(),
@@ -121,11 +107,7 @@ fn assert_same_lines(a: &str, b: &str) {
             b.lines().nth(i).unwrap()
         );
     }
-    assert_eq!(
-        a.lines().count(),
-        b.lines().count(),
-        "same lines, different counts"
-    );
+    assert_eq!(a.lines().count(), b.lines().count(), "same lines, different counts");
 }
 
 #[tokio::test]
@@ -143,38 +125,18 @@ async fn sqlite_and_postgresql_print_the_same_records() {
 #[tokio::test]
 async fn records_committed_but_never_printed_are_printed_by_the_next_replay() {
     let config = config(BASE);
-    let m1 = msg(
-        "m1",
-        "acme-tg",
-        "2026-11-21T10:00:00Z",
-        r#"{"id":"t1"}"#,
-        "a",
-    );
-    let m2 = msg(
-        "m2",
-        "acme-tg",
-        "2026-11-21T10:00:10Z",
-        r#"{"id":"t1"}"#,
-        "b",
-    );
+    let m1 = msg("m1", "acme-tg", "2026-11-21T10:00:00Z", r#"{"id":"t1"}"#, "a");
+    let m2 = msg("m2", "acme-tg", "2026-11-21T10:00:10Z", r#"{"id":"t1"}"#, "b");
     for kind in kinds() {
-        let reference =
-            replay_lines(&config, &TestDb::new(kind).await, &[m1.clone(), m2.clone()]).await;
+        let reference = replay_lines(&config, &TestDb::new(kind).await, &[m1.clone(), m2.clone()]).await;
         let db = TestDb::new(kind).await;
         // A run that committed m1's batch and died before printing it.
         let store = db.store().await;
         let pipeline = Pipeline::new(config.clone(), store.clone());
-        let pos = SourcePos::File {
-            file: "crashed".into(),
-            line: 1,
-        };
+        let pos = SourcePos::File { file: "crashed".into(), line: 1 };
         let batch = Batch {
             partition: "replay".into(),
-            inputs: vec![RawInput {
-                bytes: m1.clone().into_bytes(),
-                pos,
-                key: None,
-            }],
+            inputs: vec![RawInput { bytes: m1.clone().into_bytes(), pos, key: None }],
         };
         pipeline.process(&batch, None).await.unwrap();
         store.close().await;
@@ -189,11 +151,7 @@ async fn records_committed_but_never_printed_are_printed_by_the_next_replay() {
 async fn a_generated_stream_ends_with_the_merges_and_appeals_the_oracle_expects() {
     let config = config(testkit::CONFIG);
     let workload = testkit::generate(1500, 2026);
-    assert!(
-        workload.lines.len() >= 3000,
-        "a few thousand inputs: {}",
-        workload.lines.len()
-    );
+    assert!(workload.lines.len() >= 3000, "a few thousand inputs: {}", workload.lines.len());
     for kind in kinds() {
         let run = replay_lines(&config, &TestDb::new(kind).await, &workload.lines).await;
         let e = &workload.expected;
@@ -201,31 +159,14 @@ async fn a_generated_stream_ends_with_the_merges_and_appeals_the_oracle_expects(
         assert_eq!(run.summary.stats.duplicates, e.duplicates);
         assert_eq!(run.events("appeal.opened").len() as u64, e.appeals_opened);
         assert_eq!(run.summary.stats.inactivity_closes, e.inactivity_closes);
-        let operator_closes = run
-            .events("appeal.closed")
-            .iter()
-            .filter(|c| c["reason"] == "operator")
-            .count() as u64;
+        let operator_closes =
+            run.events("appeal.closed").iter().filter(|c| c["reason"] == "operator").count() as u64;
         assert_eq!(operator_closes, e.operator_closes);
-        assert!(
-            run.events("command.rejected").is_empty(),
-            "every generated close applies"
-        );
-        let numbers: Vec<i64> = run
-            .events("appeal.opened")
-            .iter()
-            .map(|o| o["appeal"]["number"].as_i64().unwrap())
-            .collect();
-        assert_eq!(
-            numbers,
-            (1..=numbers.len() as i64).collect::<Vec<_>>(),
-            "numbers follow opening order"
-        );
-        assert_eq!(
-            visitor_components(&run, &workload.lines),
-            e.components,
-            "on {kind:?}"
-        );
+        assert!(run.events("command.rejected").is_empty(), "every generated close applies");
+        let numbers: Vec<i64> =
+            run.events("appeal.opened").iter().map(|o| o["appeal"]["number"].as_i64().unwrap()).collect();
+        assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>(), "numbers follow opening order");
+        assert_eq!(visitor_components(&run, &workload.lines), e.components, "on {kind:?}");
     }
 }
 
@@ -237,10 +178,7 @@ fn visitor_components(run: &Run, lines: &[String]) -> Vec<Vec<String>> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["type"] == "message")
         .map(|v| {
-            (
-                v["message_id"].as_str().unwrap().to_string(),
-                v["visitor"]["id"].as_str().unwrap().to_string(),
-            )
+            (v["message_id"].as_str().unwrap().to_string(), v["visitor"]["id"].as_str().unwrap().to_string())
         })
         .collect();
     let final_of = final_cards(run);
@@ -248,18 +186,13 @@ fn visitor_components(run: &Run, lines: &[String]) -> Vec<Vec<String>> {
     for e in run.events("appeal.opened") {
         let visitor = &visitor_of[e["cause"]["id"].as_str().unwrap()];
         let key = format!("{}:{visitor}", e["appeal"]["channel_id"].as_str().unwrap());
-        first_card
-            .entry(key)
-            .or_insert_with(|| e["client"]["id"].as_str().unwrap().to_string());
+        first_card.entry(key).or_insert_with(|| e["client"]["id"].as_str().unwrap().to_string());
     }
     let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (visitor, card) in first_card {
         groups.entry(final_of(&card)).or_default().insert(visitor);
     }
-    let mut out: Vec<Vec<String>> = groups
-        .into_values()
-        .map(|g| g.into_iter().collect())
-        .collect();
+    let mut out: Vec<Vec<String>> = groups.into_values().map(|g| g.into_iter().collect()).collect();
     out.sort();
     out
 }

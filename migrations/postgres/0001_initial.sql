@@ -40,6 +40,8 @@ CREATE TABLE appeals (
     client_id TEXT NOT NULL,
     channel_id TEXT NOT NULL,
     visitor_id TEXT NOT NULL,
+    -- `v:<channel>:<visitor>`: one indexed key for "the open appeal of this visitor".
+    visitor_handle TEXT NOT NULL,
     status TEXT NOT NULL,
     opened_at BIGINT NOT NULL,
     last_message_at BIGINT NOT NULL,
@@ -48,7 +50,7 @@ CREATE TABLE appeals (
     doc TEXT NOT NULL,
     UNIQUE (project_id, number)
 );
-CREATE INDEX appeals_open_by_visitor ON appeals (project_id, channel_id, visitor_id) WHERE status = 'open';
+CREATE INDEX appeals_open_by_visitor ON appeals (project_id, visitor_handle) WHERE status = 'open';
 CREATE INDEX appeals_idle ON appeals (partition_key, close_deadline) WHERE status = 'open';
 CREATE INDEX appeals_by_client ON appeals (client_id);
 

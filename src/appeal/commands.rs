@@ -7,6 +7,7 @@ use crate::decode::{ClientRef, Command, CommandAction, ContactSpec, KeepName};
 use crate::emit::{Emitter, EventBody, IdentifyMethod, Outbound};
 use crate::identify::{self, external_handle, normalize, visitor_handle};
 use crate::matching::{self, MergeBy};
+use crate::model::Visitor;
 use crate::model::{
     Appeal, Author, AuthorKind, Client, ClientType, Comment, ContentKind, Millis, StoredMessage,
 };
@@ -48,10 +49,8 @@ pub async fn apply(
         Ok(()) => Ok(()),
         Err(Refusal::Failed(e)) => Err(e),
         Err(Refusal::Rejected(reason)) => {
-            let body = EventBody::CommandRejected {
-                command_type: cmd.action.type_name().to_string(),
-                reason,
-            };
+            let body =
+                EventBody::CommandRejected { command_type: cmd.action.type_name().to_string(), reason };
             em.event(cmd.issued_at, body, None, None);
             Ok(())
         }
@@ -63,23 +62,16 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
     let at = cmd.issued_at;
     match &cmd.action {
         A::CloseAppeal { appeal_number } => close_appeal(ws, cmd, *appeal_number, em).await,
-        A::AssignAppeal {
-            appeal_number,
-            group,
-            operator_id,
-        } => assign(ws, cmd, *appeal_number, group, operator_id, em).await,
-        A::SetCategory {
-            appeal_number,
-            category,
-        } => {
+        A::AssignAppeal { appeal_number, group, operator_id } => {
+            assign(ws, cmd, *appeal_number, group, operator_id, em).await
+        }
+        A::SetCategory { appeal_number, category } => {
             let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
             appeal.doc.category = Some(category.clone());
             ws.put_appeal(appeal.clone());
             em.event(
                 at,
-                EventBody::AppealCategorized {
-                    category: category.clone(),
-                },
+                EventBody::AppealCategorized { category: category.clone() },
                 Some(client.summary()),
                 Some(appeal.summary()),
             );
@@ -100,39 +92,23 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
             );
             Ok(())
         }
-        A::CommentAppeal {
-            appeal_number,
-            text,
-        } => {
+        A::CommentAppeal { appeal_number, text } => {
             let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
             let operator_id = cmd.operator.as_ref().map(|o| o.id.clone());
-            appeal.doc.comments.push(Comment {
-                text: text.clone(),
-                operator_id: operator_id.clone(),
-                at,
-            });
+            appeal.doc.comments.push(Comment { text: text.clone(), operator_id: operator_id.clone(), at });
             ws.put_appeal(appeal.clone());
             em.event(
                 at,
-                EventBody::AppealCommented {
-                    text: text.clone(),
-                    operator_id,
-                },
+                EventBody::AppealCommented { text: text.clone(), operator_id },
                 Some(client.summary()),
                 Some(appeal.summary()),
             );
             Ok(())
         }
-        A::IdentifyClient {
-            appeal_number,
-            identifier,
-            value,
-        } => identify_client(ws, ctx, cmd, *appeal_number, identifier, value, em).await,
-        A::SetClientField {
-            client,
-            field,
-            value,
-        } => {
+        A::IdentifyClient { appeal_number, identifier, value } => {
+            identify_client(ws, ctx, cmd, *appeal_number, identifier, value, em).await
+        }
+        A::SetClientField { client, field, value } => {
             let mut card = resolve(ws, ctx, client).await?;
             let value = normalized(ctx, field, value)?;
             let changed = match field.as_str() {
@@ -144,28 +120,14 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
             }
             updated(ws, ctx, card, vec![field.clone()], at, em).await
         }
-        A::AddContact {
-            client,
-            contact_type,
-            value,
-        } => add_contact(ws, ctx, cmd, client, contact_type, value, em).await,
-        A::RemoveContact {
-            client,
-            contact_type,
-            value,
-        } => {
+        A::AddContact { client, contact_type, value } => {
+            add_contact(ws, ctx, cmd, client, contact_type, value, em).await
+        }
+        A::RemoveContact { client, contact_type, value } => {
             let mut card = resolve(ws, ctx, client).await?;
             let value = normalized(ctx, contact_type, value)?;
-            let Some(values) = card
-                .doc
-                .contacts
-                .get_mut(contact_type)
-                .filter(|v| v.contains(&value))
-            else {
-                return reject(format!(
-                    "client has no {contact_type} contact {:?}",
-                    normalize::mask(&value)
-                ));
+            let Some(values) = card.doc.contacts.get_mut(contact_type).filter(|v| v.contains(&value)) else {
+                return reject(format!("client has no {contact_type} contact {:?}", normalize::mask(&value)));
             };
             values.retain(|v| *v != value);
             if values.is_empty() {
@@ -177,9 +139,7 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
             ws.put_client(card.clone());
             em.event(
                 at,
-                EventBody::ClientUpdated {
-                    changes: vec![contact_type.clone()],
-                },
+                EventBody::ClientUpdated { changes: vec![contact_type.clone()] },
                 Some(card.summary()),
                 None,
             );
@@ -191,60 +151,36 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
             ws.put_client(card.clone());
             em.event(
                 at,
-                EventBody::ClientUpdated {
-                    changes: vec!["name".into()],
-                },
+                EventBody::ClientUpdated { changes: vec!["name".into()] },
                 Some(card.summary()),
                 None,
             );
             Ok(())
         }
         A::CreateClient { name, contacts } => create_client(ws, ctx, cmd, name, contacts, em).await,
-        A::MergeClients {
-            target,
-            source,
-            keep_name_from,
-        } => merge(ws, ctx, cmd, target, source, *keep_name_from, em).await,
-        A::SendOutbound {
-            client,
-            channel_id,
-            text,
-            template,
-        } => send_outbound(ws, ctx, cmd, client, channel_id, text, template, em).await,
-        A::StartScenario {
-            appeal_number,
-            scenario_id,
-        } => {
+        A::MergeClients { target, source, keep_name_from } => {
+            merge(ws, ctx, cmd, target, source, *keep_name_from, em).await
+        }
+        A::SendOutbound { client, channel_id, text, template } => {
+            send_outbound(ws, ctx, cmd, client, channel_id, text, template, em).await
+        }
+        A::StartScenario { appeal_number, scenario_id } => {
             appeal(ws, cmd, *appeal_number).await?;
-            reject(format!(
-                "scenario {scenario_id:?} is not defined in project {:?}",
-                ctx.project.id
-            ))
+            reject(format!("scenario {scenario_id:?} is not defined in project {:?}", ctx.project.id))
         }
     }
 }
 
 /// The appeal a command names and its client.
-async fn appeal(
-    ws: &mut WorkingSet,
-    cmd: &Command,
-    number: i64,
-) -> Result<(Appeal, Client), Refusal> {
+async fn appeal(ws: &mut WorkingSet, cmd: &Command, number: i64) -> Result<(Appeal, Client), Refusal> {
     let Some(appeal) = ws.appeal_by_number(&cmd.project_id, number).await? else {
         return reject(format!("appeal {number} does not exist"));
     };
-    let client = ws
-        .live_client(&appeal.client_id)
-        .await?
-        .expect("an appeal's client exists");
+    let client = ws.live_client(&appeal.client_id).await?.expect("an appeal's client exists");
     Ok((appeal, client))
 }
 
-async fn open_appeal(
-    ws: &mut WorkingSet,
-    cmd: &Command,
-    number: i64,
-) -> Result<(Appeal, Client), Refusal> {
+async fn open_appeal(ws: &mut WorkingSet, cmd: &Command, number: i64) -> Result<(Appeal, Client), Refusal> {
     let (appeal, client) = appeal(ws, cmd, number).await?;
     if !appeal.is_open() {
         return reject(format!("appeal {number} is closed"));
@@ -256,16 +192,9 @@ async fn open_appeal(
 async fn resolve(ws: &mut WorkingSet, ctx: &Ctx<'_>, r: &ClientRef) -> Result<Client, Refusal> {
     let project = &ctx.project.id;
     let found = match r {
-        ClientRef::Id(id) => ws
-            .live_client(id)
-            .await?
-            .filter(|c| c.project_id == *project),
-        ClientRef::Visitor {
-            channel_id,
-            visitor_id,
-        } => {
-            ws.client_by_handle(project, &visitor_handle(channel_id, visitor_id))
-                .await?
+        ClientRef::Id(id) => ws.live_client(id).await?.filter(|c| c.project_id == *project),
+        ClientRef::Visitor { channel_id, visitor_id } => {
+            ws.client_by_handle(project, &visitor_handle(channel_id, visitor_id)).await?
         }
         ClientRef::External(x) => ws.client_by_handle(project, &external_handle(x)).await?,
         ClientRef::Appeal(n) => match ws.appeal_by_number(project, *n).await? {
@@ -282,10 +211,9 @@ async fn resolve(ws: &mut WorkingSet, ctx: &Ctx<'_>, r: &ClientRef) -> Result<Cl
 fn describe(r: &ClientRef) -> String {
     match r {
         ClientRef::Id(id) => format!("client_id {id:?}"),
-        ClientRef::Visitor {
-            channel_id,
-            visitor_id,
-        } => format!("visitor {visitor_id:?} of channel {channel_id:?}"),
+        ClientRef::Visitor { channel_id, visitor_id } => {
+            format!("visitor {visitor_id:?} of channel {channel_id:?}")
+        }
         ClientRef::External(x) => format!("external_id {x:?}"),
         ClientRef::Appeal(n) => format!("appeal {n}"),
     }
@@ -316,36 +244,18 @@ async fn updated(
     em: &mut Emitter,
 ) -> Outcome {
     ws.put_client(card.clone());
-    em.event(
-        at,
-        EventBody::ClientUpdated { changes },
-        Some(card.summary()),
-        None,
-    );
+    em.event(at, EventBody::ClientUpdated { changes }, Some(card.summary()), None);
     matching::run(ws, ctx, &card.id, at, em).await?;
     Ok(())
 }
 
-async fn close_appeal(
-    ws: &mut WorkingSet,
-    cmd: &Command,
-    number: i64,
-    em: &mut Emitter,
-) -> Outcome {
+async fn close_appeal(ws: &mut WorkingSet, cmd: &Command, number: i64, em: &mut Emitter) -> Outcome {
     let (mut appeal, client) = appeal(ws, cmd, number).await?;
     if !appeal.is_open() {
         return reject(format!("appeal {number} is already closed"));
     }
     let note = format!("Operator {} closed the appeal", operator_name(cmd));
-    close(
-        ws,
-        &mut appeal,
-        &client,
-        cmd.issued_at,
-        "operator",
-        note,
-        em,
-    );
+    close(ws, &mut appeal, &client, cmd.issued_at, "operator", note, em);
     Ok(())
 }
 
@@ -368,17 +278,9 @@ async fn assign(
         notes.push(format!("Appeal assigned to operator {op}"));
     }
     ws.put_appeal(appeal.clone());
-    let body = EventBody::AppealAssigned {
-        group: group.clone(),
-        operator_id: operator_id.clone(),
-        by: "operator",
-    };
-    em.event(
-        cmd.issued_at,
-        body,
-        Some(client.summary()),
-        Some(appeal.summary()),
-    );
+    let body =
+        EventBody::AppealAssigned { group: group.clone(), operator_id: operator_id.clone(), by: "operator" };
+    em.event(cmd.issued_at, body, Some(client.summary()), Some(appeal.summary()));
     for note in notes {
         let note = NewMessage::system(em.next_id("system-message"), cmd.issued_at, note);
         append(ws, &mut appeal, &client, note, em);
@@ -407,15 +309,7 @@ async fn identify_client(
     };
     em.event(cmd.issued_at, body, Some(card.summary()), None);
     if changed {
-        updated(
-            ws,
-            ctx,
-            card,
-            vec![identifier.to_string()],
-            cmd.issued_at,
-            em,
-        )
-        .await?;
+        updated(ws, ctx, card, vec![identifier.to_string()], cmd.issued_at, em).await?;
     }
     Ok(())
 }
@@ -433,21 +327,12 @@ async fn add_contact(
     let value = normalized(ctx, kind, value)?;
     let manual = card.doc.manual_contacts.get(kind).map_or(0, Vec::len);
     if manual >= MAX_MANUAL_CONTACTS {
-        return reject(format!(
-            "client already has {MAX_MANUAL_CONTACTS} {kind} contacts added by hand"
-        ));
+        return reject(format!("client already has {MAX_MANUAL_CONTACTS} {kind} contacts added by hand"));
     }
     if !card.add_contact(kind, &value) {
-        return reject(format!(
-            "client already has {kind} contact {}",
-            normalize::mask(&value)
-        ));
+        return reject(format!("client already has {kind} contact {}", normalize::mask(&value)));
     }
-    card.doc
-        .manual_contacts
-        .entry(kind.to_string())
-        .or_default()
-        .push(value);
+    card.doc.manual_contacts.entry(kind.to_string()).or_default().push(value);
     updated(ws, ctx, card, vec![kind.to_string()], cmd.issued_at, em).await
 }
 
@@ -468,16 +353,9 @@ async fn create_client(
     card.doc.name = Some(name.trim().to_string());
     for c in contacts {
         let value = normalized(ctx, &c.contact_type, &c.value)?;
-        let manual = card
-            .doc
-            .manual_contacts
-            .entry(c.contact_type.clone())
-            .or_default();
+        let manual = card.doc.manual_contacts.entry(c.contact_type.clone()).or_default();
         if manual.len() >= MAX_MANUAL_CONTACTS {
-            return reject(format!(
-                "at most {MAX_MANUAL_CONTACTS} {} contacts per card",
-                c.contact_type
-            ));
+            return reject(format!("at most {MAX_MANUAL_CONTACTS} {} contacts per card", c.contact_type));
         }
         if !manual.contains(&value) {
             manual.push(value.clone());
@@ -485,12 +363,7 @@ async fn create_client(
         card.add_contact(&c.contact_type, &value);
     }
     ws.put_client(card.clone());
-    em.event(
-        cmd.issued_at,
-        EventBody::ClientCreated {},
-        Some(card.summary()),
-        None,
-    );
+    em.event(cmd.issued_at, EventBody::ClientCreated {}, Some(card.summary()), None);
     matching::run(ws, ctx, &card.id, cmd.issued_at, em).await?;
     Ok(())
 }
@@ -523,14 +396,8 @@ async fn merge(
     let group = [target, source];
     let survivor = matching::pick_survivor(&group).clone();
     let others: Vec<Client> = group.into_iter().filter(|c| c.id != survivor.id).collect();
-    let operator = cmd
-        .operator
-        .as_ref()
-        .map_or_else(|| "api".to_string(), |o| o.id.clone());
-    let by = MergeBy::Operator {
-        operator,
-        keep_name_of,
-    };
+    let operator = cmd.operator.as_ref().map_or_else(|| "api".to_string(), |o| o.id.clone());
+    let by = MergeBy::Operator { operator, keep_name_of };
     let merged = matching::merge_into(ws, ctx, survivor, others, cmd.issued_at, em, by).await?;
     matching::run(ws, ctx, &merged.id, cmd.issued_at, em).await?;
     Ok(())
@@ -550,39 +417,19 @@ async fn send_outbound(
     let card = resolve(ws, ctx, client).await?;
     let at = cmd.issued_at;
     let refused = |em: &mut Emitter, reason: String| {
-        let body = EventBody::OutboundRefused {
-            reason,
-            channel_id: channel_id.to_string(),
-        };
+        let body = EventBody::OutboundRefused { reason, channel_id: channel_id.to_string() };
         em.event(at, body, Some(card.summary()), None);
         Ok(())
     };
-    let Some(visitor) = card
-        .doc
-        .visitors
-        .iter()
-        .filter(|v| v.channel_id == channel_id)
-        .next_back()
-        .cloned()
-    else {
-        return refused(
-            em,
-            format!("client has no visitor in channel {channel_id:?}"),
-        );
+    let Some((visitor, mut appeal)) = outbound_target(ws, &card, channel_id).await? else {
+        return refused(em, format!("client has no visitor in channel {channel_id:?}"));
     };
     let kind = ctx.channel(channel_id).kind;
-    if let Some(reason) = window_refusal(
-        kind,
-        card.doc.last_inbound.get(channel_id).copied(),
-        at,
-        template.is_some(),
-    ) {
+    let last = card.doc.last_inbound.get(&visitor_handle(channel_id, &visitor.visitor_id)).copied();
+    if let Some(reason) = window_refusal(kind, last, at, template.is_some()) {
         return refused(em, reason);
     }
     let id = em.next_id("outbound");
-    let mut appeal = ws
-        .open_appeal(&ctx.project.id, channel_id, &visitor.visitor_id)
-        .await?;
     let outbound = Outbound {
         outbound_id: id.clone(),
         project_id: ctx.project.id.clone(),
@@ -590,20 +437,13 @@ async fn send_outbound(
         visitor_id: visitor.visitor_id.clone(),
         appeal_number: appeal.as_ref().map(|a| a.number),
         text: text.clone(),
-        template: template
-            .as_ref()
-            .map(|t| serde_json::json!({"name": t.name, "params": t.params})),
+        template: template.as_ref().map(|t| serde_json::json!({"name": t.name, "params": t.params})),
         author_kind: AuthorKind::Operator,
         cause: em.cause().clone(),
     };
     em.outbound(&outbound);
-    let author = Author {
-        kind: AuthorKind::Operator,
-        id: cmd.operator.as_ref().map(|o| o.id.clone()),
-    };
-    let body = text
-        .clone()
-        .or_else(|| template.as_ref().map(|t| format!("[template {}]", t.name)));
+    let author = Author { kind: AuthorKind::Operator, id: cmd.operator.as_ref().map(|o| o.id.clone()) };
+    let body = text.clone().or_else(|| template.as_ref().map(|t| format!("[template {}]", t.name)));
     match appeal.as_mut() {
         Some(appeal) => {
             let m = NewMessage {
@@ -631,14 +471,28 @@ async fn send_outbound(
                 attachment: None,
                 status: None,
             };
-            ws.put_message(StoredMessage {
-                project_id: ctx.project.id.clone(),
-                appeal_id: None,
-                message,
-            });
+            ws.put_message(StoredMessage { project_id: ctx.project.id.clone(), appeal_id: None, message });
         }
     }
     Ok(())
+}
+
+/// Which of the client's visitors in a channel an operator's message goes to: the one with
+/// an open appeal (the conversation in progress), else the one who wrote last.
+async fn outbound_target(
+    ws: &mut WorkingSet,
+    card: &Client,
+    channel_id: &str,
+) -> Result<Option<(Visitor, Option<Appeal>)>, Refusal> {
+    let visitors: Vec<&Visitor> = card.doc.visitors.iter().filter(|v| v.channel_id == channel_id).collect();
+    for v in &visitors {
+        if let Some(appeal) = ws.open_appeal(&card.project_id, channel_id, &v.visitor_id).await? {
+            return Ok(Some(((*v).clone(), Some(appeal))));
+        }
+    }
+    let last_wrote =
+        |v: &&Visitor| card.doc.last_inbound.get(&visitor_handle(channel_id, &v.visitor_id)).copied();
+    Ok(visitors.into_iter().max_by_key(|v| (last_wrote(v), v.visitor_id.clone())).map(|v| (v.clone(), None)))
 }
 
 /// Why a business-initiated message may not go out on this channel now, if it may not.
@@ -659,9 +513,11 @@ pub fn window_refusal(
         return None;
     }
     Some(if kind == ChannelKind::Whatsapp {
-        "outside_24h_window: WhatsApp accepts only approved templates 24 h after the client's last message".into()
+        "outside_24h_window: WhatsApp accepts only approved templates 24 h after the client's last message"
+            .into()
     } else {
-        "outside_24h_window: the channel refuses business messages 24 h after the client's last message".into()
+        "outside_24h_window: the channel refuses business messages 24 h after the client's last message"
+            .into()
     })
 }
 
@@ -673,23 +529,14 @@ mod tests {
 
     #[test]
     fn messengers_without_a_window_always_accept() {
-        assert_eq!(
-            window_refusal(ChannelKind::Telegram, None, 100 * H, false),
-            None
-        );
+        assert_eq!(window_refusal(ChannelKind::Telegram, None, 100 * H, false), None);
     }
 
     #[test]
     fn whatsapp_accepts_text_inside_the_window_and_only_templates_after() {
-        assert_eq!(
-            window_refusal(ChannelKind::Whatsapp, Some(0), 23 * H, false),
-            None
-        );
+        assert_eq!(window_refusal(ChannelKind::Whatsapp, Some(0), 23 * H, false), None);
         assert!(window_refusal(ChannelKind::Whatsapp, Some(0), 25 * H, false).is_some());
-        assert_eq!(
-            window_refusal(ChannelKind::Whatsapp, Some(0), 25 * H, true),
-            None
-        );
+        assert_eq!(window_refusal(ChannelKind::Whatsapp, Some(0), 25 * H, true), None);
     }
 
     #[test]

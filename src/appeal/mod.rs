@@ -11,8 +11,8 @@ pub mod commands;
 use crate::decode::{InboundMessage, StatusUpdate};
 use crate::emit::{derive_id, Cause, CauseKind, Emitter, EventBody, MessageView};
 use crate::model::{
-    format_ts, Appeal, AppealDoc, AppealStatus, Author, AuthorKind, Client, ContentKind,
-    DeliveryStatus, Message, Millis, StoredMessage,
+    format_ts, Appeal, AppealDoc, AppealStatus, Author, AuthorKind, Client, ContentKind, DeliveryStatus,
+    Message, Millis, StoredMessage,
 };
 use crate::pipeline::{ApplyError, Ctx};
 use crate::store::{StoreResult, WorkingSet};
@@ -60,10 +60,7 @@ impl NewMessage {
     pub fn system(id: String, at: Millis, text: String) -> Self {
         NewMessage {
             id,
-            author: Author {
-                kind: AuthorKind::System,
-                id: None,
-            },
+            author: Author { kind: AuthorKind::System, id: None },
             kind: ContentKind::Text,
             sent_at: at,
             text: Some(text),
@@ -74,22 +71,10 @@ impl NewMessage {
 }
 
 /// Appends a message to an appeal (in memory and in the working set) and emits it.
-pub fn append(
-    ws: &mut WorkingSet,
-    appeal: &mut Appeal,
-    client: &Client,
-    m: NewMessage,
-    em: &mut Emitter,
-) {
+pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewMessage, em: &mut Emitter) {
     let counts_for_grouping = m.author.kind != AuthorKind::System;
     let group_id = if counts_for_grouping {
-        group_id(
-            &appeal.doc,
-            appeal.last_message_at,
-            &m.author,
-            m.sent_at,
-            &m.id,
-        )
+        group_id(&appeal.doc, appeal.last_message_at, &m.author, m.sent_at, &m.id)
     } else {
         m.id.clone()
     };
@@ -145,20 +130,15 @@ pub async fn client_message(
     client: Client,
     em: &mut Emitter,
 ) -> StoreResult<(Appeal, bool)> {
-    let (mut appeal, client, opened) = match ws
-        .open_appeal(&m.project_id, &m.channel_id, &m.visitor.id)
-        .await?
-    {
-        Some(a) => (a, client, false),
-        None => {
-            let (a, c) = open(ws, ctx, partition, m, client, em).await?;
-            (a, c, true)
-        }
-    };
-    let author = Author {
-        kind: AuthorKind::Client,
-        id: Some(client.id.clone()),
-    };
+    let (mut appeal, client, opened) =
+        match ws.open_appeal(&m.project_id, &m.channel_id, &m.visitor.id).await? {
+            Some(a) => (a, client, false),
+            None => {
+                let (a, c) = open(ws, ctx, partition, m, client, em).await?;
+                (a, c, true)
+            }
+        };
+    let author = Author { kind: AuthorKind::Client, id: Some(client.id.clone()) };
     let new = NewMessage {
         id: m.message_id.clone(),
         author,
@@ -173,11 +153,7 @@ pub async fn client_message(
         if let Some(group) = appeal.doc.group.clone() {
             em.event(
                 m.sent_at,
-                EventBody::AppealAssigned {
-                    group: Some(group.clone()),
-                    operator_id: None,
-                    by: "routing",
-                },
+                EventBody::AppealAssigned { group: Some(group.clone()), operator_id: None, by: "routing" },
                 Some(client.summary()),
                 Some(appeal.summary()),
             );
@@ -212,20 +188,12 @@ async fn open(
         opened_at: m.sent_at,
         last_message_at: m.sent_at,
         partition: partition.to_string(),
-        doc: AppealDoc {
-            group: ctx.channel(&m.channel_id).group.clone(),
-            ..AppealDoc::default()
-        },
+        doc: AppealDoc { group: ctx.channel(&m.channel_id).group.clone(), ..AppealDoc::default() },
     };
     client.appeal_count += 1;
     ws.put_client(client.clone());
     ws.put_appeal(appeal.clone());
-    em.event(
-        m.sent_at,
-        EventBody::AppealOpened {},
-        Some(client.summary()),
-        Some(appeal.summary()),
-    );
+    em.event(m.sent_at, EventBody::AppealOpened {}, Some(client.summary()), Some(appeal.summary()));
     Ok((appeal, client))
 }
 
@@ -242,12 +210,7 @@ pub fn close(
     appeal.status = AppealStatus::Closed;
     appeal.doc.closed_at = Some(at);
     ws.put_appeal(appeal.clone());
-    em.event(
-        at,
-        EventBody::AppealClosed { reason },
-        Some(client.summary()),
-        Some(appeal.summary()),
-    );
+    em.event(at, EventBody::AppealClosed { reason }, Some(client.summary()), Some(appeal.summary()));
     let note = NewMessage::system(em.next_id("system-message"), at, note);
     append(ws, appeal, client, note, em);
 }
@@ -270,31 +233,28 @@ pub async fn close_idle(
             id: format!("inactivity:{}:{}", appeal.id, appeal.last_message_at),
         };
         let mut em = Emitter::new(&appeal.project_id, cause);
-        let client = ws
-            .live_client(&appeal.client_id)
-            .await?
-            .expect("an appeal's client exists");
-        let note = format!(
-            "Appeal closed after {} of inactivity",
-            humantime::format_duration(std::time::Duration::from_millis(after as u64))
-        );
+        let client = ws.live_client(&appeal.client_id).await?.expect("an appeal's client exists");
+        let note = format!("Appeal closed after {} of inactivity", short_duration(after));
         close(ws, &mut appeal, &client, at, "inactivity", note, &mut em);
         out.push(em);
     }
     Ok(out)
 }
 
+/// `86400000` → `24h`, `5400000` → `90m`: how an operator would write it.
+pub fn short_duration(ms: Millis) -> String {
+    let secs = ms / 1000;
+    match secs {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
 /// Applies a delivery status to a stored message.
-pub async fn status(
-    ws: &mut WorkingSet,
-    s: &StatusUpdate,
-    em: &mut Emitter,
-) -> Result<(), ApplyError> {
+pub async fn status(ws: &mut WorkingSet, s: &StatusUpdate, em: &mut Emitter) -> Result<(), ApplyError> {
     let Some(mut stored) = ws.message(&s.project_id, &s.message_id).await? else {
-        return Err(ApplyError::poison(
-            "appeal",
-            format!("status for unknown message {:?}", s.message_id),
-        ));
+        return Err(ApplyError::poison("appeal", format!("status for unknown message {:?}", s.message_id)));
     };
     if !status_advances(stored.message.status, s.status) {
         return Ok(());
@@ -309,16 +269,8 @@ pub async fn status(
         Some(a) => ws.live_client(&a.client_id).await?,
         None => None,
     };
-    let body = EventBody::AppealMessageStatus {
-        message_id: s.message_id.clone(),
-        status: s.status,
-    };
-    em.event(
-        s.at,
-        body,
-        client.map(|c| c.summary()),
-        appeal.map(|a| a.summary()),
-    );
+    let body = EventBody::AppealMessageStatus { message_id: s.message_id.clone(), status: s.status };
+    em.event(s.at, body, client.map(|c| c.summary()), appeal.map(|a| a.summary()));
     Ok(())
 }
 
@@ -327,10 +279,7 @@ mod tests {
     use super::*;
 
     fn client_author() -> Author {
-        Author {
-            kind: AuthorKind::Client,
-            id: Some("c1".into()),
-        }
+        Author { kind: AuthorKind::Client, id: Some("c1".into()) }
     }
 
     #[test]
@@ -351,10 +300,7 @@ mod tests {
             last_group_id: Some("m1".into()),
             ..Default::default()
         };
-        let operator = Author {
-            kind: AuthorKind::Operator,
-            id: Some("op-7".into()),
-        };
+        let operator = Author { kind: AuthorKind::Operator, id: Some("op-7".into()) };
         assert_eq!(group_id(&doc, 1_000, &operator, 2_000, "m2"), "m2");
     }
 
@@ -369,19 +315,17 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_written_in_the_largest_whole_unit() {
+        assert_eq!(short_duration(86_400_000), "24h");
+        assert_eq!(short_duration(5_400_000), "90m");
+        assert_eq!(short_duration(45_000), "45s");
+    }
+
+    #[test]
     fn statuses_never_move_backwards() {
         assert!(status_advances(None, DeliveryStatus::Delivered));
-        assert!(status_advances(
-            Some(DeliveryStatus::Delivered),
-            DeliveryStatus::Read
-        ));
-        assert!(!status_advances(
-            Some(DeliveryStatus::Read),
-            DeliveryStatus::Delivered
-        ));
-        assert!(!status_advances(
-            Some(DeliveryStatus::Read),
-            DeliveryStatus::Read
-        ));
+        assert!(status_advances(Some(DeliveryStatus::Delivered), DeliveryStatus::Read));
+        assert!(!status_advances(Some(DeliveryStatus::Read), DeliveryStatus::Delivered));
+        assert!(!status_advances(Some(DeliveryStatus::Read), DeliveryStatus::Read));
     }
 }

@@ -28,10 +28,7 @@ mod tests {
     #[test]
     fn hours_minutes_and_millis_parse() {
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(
-            parse_duration("1h 30m").unwrap(),
-            Duration::from_secs(5_400)
-        );
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5_400));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
     }
 

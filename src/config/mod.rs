@@ -95,10 +95,7 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self {
-            url: "sqlite://appealflow.db".into(),
-            max_connections: 4,
-        }
+        Self { url: "sqlite://appealflow.db".into(), max_connections: 4 }
     }
 }
 
@@ -116,11 +113,7 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self {
-            batch_size: 500,
-            batch_max_wait: Duration::from_millis(200),
-            max_input_bytes: 1 << 20,
-        }
+        Self { batch_size: 500, batch_max_wait: Duration::from_millis(200), max_input_bytes: 1 << 20 }
     }
 }
 
@@ -199,10 +192,7 @@ impl ChannelKind {
 
     /// Meta's platforms only let a business write first within 24 h of the client's message.
     pub fn has_reply_window(self) -> bool {
-        matches!(
-            self,
-            ChannelKind::Whatsapp | ChannelKind::Facebook | ChannelKind::Instagram
-        )
+        matches!(self, ChannelKind::Whatsapp | ChannelKind::Facebook | ChannelKind::Instagram)
     }
 }
 
@@ -253,11 +243,8 @@ impl ProjectConfig {
 
 /// A short human description of a valid config, printed by `check-config`.
 pub fn explain(config: &Config) -> String {
-    let mut out = format!(
-        "config OK: store {}, {} project(s)\n",
-        redact_url(&config.store.url),
-        config.projects.len()
-    );
+    let mut out =
+        format!("config OK: store {}, {} project(s)\n", redact_url(&config.store.url), config.projects.len());
     for p in &config.projects {
         out.push_str(&format!(
             "  project {}: region {}, auto-close after {}, max merge group {}, {} blocked value(s)\n",
@@ -302,3 +289,6 @@ pub fn redact_url(url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

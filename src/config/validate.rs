@@ -22,19 +22,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn single(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            problems: vec![Problem {
-                key: key.into(),
-                message: message.into(),
-            }],
-        }
+        Self { problems: vec![Problem { key: key.into(), message: message.into() }] }
     }
 
     pub fn missing_file(path: &Path) -> Self {
-        Self::single(
-            "<file>",
-            format!("config file {} does not exist", path.display()),
-        )
+        Self::single("<file>", format!("config file {} does not exist", path.display()))
     }
 
     /// Turns figment's errors (unknown keys, wrong types, bad durations) into located problems.
@@ -50,10 +42,7 @@ impl ConfigError {
                         None => format!(" (from {})", m.name),
                     })
                     .unwrap_or_default();
-                Problem {
-                    key: key_path(&e.path),
-                    message: format!("{}{source}", e.kind),
-                }
+                Problem { key: key_path(&e.path), message: format!("{}{source}", e.kind) }
             })
             .collect();
         Self { problems }
@@ -82,11 +71,7 @@ fn key_path(path: &[String]) -> String {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "invalid configuration ({} problem(s)):",
-            self.problems.len()
-        )?;
+        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
         for p in &self.problems {
             writeln!(f, "  {}: {}", p.key, p.message)?;
         }
@@ -104,26 +89,13 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         push("pipeline.batch_size".into(), "must be at least 1".into());
     }
     if config.pipeline.max_input_bytes < 64 {
-        push(
-            "pipeline.max_input_bytes".into(),
-            "must be at least 64 bytes".into(),
-        );
+        push("pipeline.max_input_bytes".into(), "must be at least 64 bytes".into());
     }
     let url = &config.store.url;
-    if !(url.starts_with("sqlite:")
-        || url.starts_with("postgres:")
-        || url.starts_with("postgresql:"))
-    {
-        push(
-            "store.url".into(),
-            format!("unsupported store {url:?}: use sqlite://FILE or postgres://..."),
-        );
+    if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+        push("store.url".into(), format!("unsupported store {url:?}: use sqlite://FILE or postgres://..."));
     }
-    duplicates(
-        config.projects.iter().map(|p| p.id.as_str()),
-        "projects",
-        &mut push,
-    );
+    duplicates(config.projects.iter().map(|p| p.id.as_str()), "projects", &mut push);
 
     for (pi, project) in config.projects.iter().enumerate() {
         let at = format!("projects[{pi}]");
@@ -131,36 +103,20 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             push(format!("{at}.id"), "must not be empty".into());
         }
         if phonenumber::country::Id::try_from(project.default_region.as_str()).is_err()
-            && project
-                .default_region
-                .parse::<phonenumber::country::Id>()
-                .is_err()
+            && project.default_region.parse::<phonenumber::country::Id>().is_err()
         {
             push(
                 format!("{at}.default_region"),
-                format!(
-                    "unknown region {:?}: use an ISO 3166 code such as \"RU\"",
-                    project.default_region
-                ),
+                format!("unknown region {:?}: use an ISO 3166 code such as \"RU\"", project.default_region),
             );
         }
         if project.max_merge_group < 2 {
-            push(
-                format!("{at}.max_merge_group"),
-                "must be at least 2 (1 would forbid every merge)".into(),
-            );
+            push(format!("{at}.max_merge_group"), "must be at least 2 (1 would forbid every merge)".into());
         }
         if project.auto_close_after.is_zero() {
-            push(
-                format!("{at}.auto_close_after"),
-                "must be longer than zero".into(),
-            );
+            push(format!("{at}.auto_close_after"), "must be longer than zero".into());
         }
-        duplicates(
-            project.channels.iter().map(|c| c.id.as_str()),
-            &format!("{at}.channels"),
-            &mut push,
-        );
+        duplicates(project.channels.iter().map(|c| c.id.as_str()), &format!("{at}.channels"), &mut push);
         duplicates(
             project.multicontact_rules.iter().map(|r| r.id.as_str()),
             &format!("{at}.multicontact_rules"),
@@ -168,20 +124,10 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         );
         for (ci, channel) in project.channels.iter().enumerate() {
             if channel.id.trim().is_empty() {
-                push(
-                    format!("{at}.channels[{ci}].id"),
-                    "must not be empty".into(),
-                );
+                push(format!("{at}.channels[{ci}].id"), "must not be empty".into());
             }
-            if channel
-                .fixed_client
-                .as_deref()
-                .is_some_and(|s| s.trim().is_empty())
-            {
-                push(
-                    format!("{at}.channels[{ci}].fixed_client"),
-                    "must not be empty when given".into(),
-                );
+            if channel.fixed_client.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                push(format!("{at}.channels[{ci}].fixed_client"), "must not be empty when given".into());
             }
         }
         for (ri, rule) in project.multicontact_rules.iter().enumerate() {
@@ -193,16 +139,9 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
                 );
             }
             if rule.fields.iter().any(|f| f.trim().is_empty()) {
-                push(
-                    format!("{rat}.fields"),
-                    "field names must not be empty".into(),
-                );
+                push(format!("{rat}.fields"), "field names must not be empty".into());
             }
-            duplicates(
-                rule.fields.iter().map(|f| f.as_str()),
-                &format!("{rat}.fields"),
-                &mut push,
-            );
+            duplicates(rule.fields.iter().map(|f| f.as_str()), &format!("{rat}.fields"), &mut push);
         }
     }
     if problems.is_empty() {
@@ -212,11 +151,7 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
     }
 }
 
-fn duplicates<'a>(
-    ids: impl Iterator<Item = &'a str>,
-    at: &str,
-    push: &mut impl FnMut(String, String),
-) {
+fn duplicates<'a>(ids: impl Iterator<Item = &'a str>, at: &str, push: &mut impl FnMut(String, String)) {
     let mut seen = HashSet::new();
     for (i, id) in ids.enumerate() {
         if !seen.insert(id) {

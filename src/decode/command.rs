@@ -46,10 +46,7 @@ pub struct Operator {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRef {
     Id(String),
-    Visitor {
-        channel_id: String,
-        visitor_id: String,
-    },
+    Visitor { channel_id: String, visitor_id: String },
     External(String),
     Appeal(i64),
 }
@@ -69,69 +66,20 @@ pub struct Template {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandAction {
-    CloseAppeal {
-        appeal_number: i64,
-    },
-    AssignAppeal {
-        appeal_number: i64,
-        group: Option<String>,
-        operator_id: Option<String>,
-    },
-    SetCategory {
-        appeal_number: i64,
-        category: String,
-    },
-    TagAppeal {
-        appeal_number: i64,
-        tag: String,
-    },
-    CommentAppeal {
-        appeal_number: i64,
-        text: String,
-    },
-    IdentifyClient {
-        appeal_number: i64,
-        identifier: String,
-        value: String,
-    },
-    SetClientField {
-        client: ClientRef,
-        field: String,
-        value: String,
-    },
-    AddContact {
-        client: ClientRef,
-        contact_type: String,
-        value: String,
-    },
-    RemoveContact {
-        client: ClientRef,
-        contact_type: String,
-        value: String,
-    },
-    RenameClient {
-        client: ClientRef,
-        name: String,
-    },
-    CreateClient {
-        name: String,
-        contacts: Vec<ContactSpec>,
-    },
-    MergeClients {
-        target: ClientRef,
-        source: ClientRef,
-        keep_name_from: KeepName,
-    },
-    SendOutbound {
-        client: ClientRef,
-        channel_id: String,
-        text: Option<String>,
-        template: Option<Template>,
-    },
-    StartScenario {
-        appeal_number: i64,
-        scenario_id: String,
-    },
+    CloseAppeal { appeal_number: i64 },
+    AssignAppeal { appeal_number: i64, group: Option<String>, operator_id: Option<String> },
+    SetCategory { appeal_number: i64, category: String },
+    TagAppeal { appeal_number: i64, tag: String },
+    CommentAppeal { appeal_number: i64, text: String },
+    IdentifyClient { appeal_number: i64, identifier: String, value: String },
+    SetClientField { client: ClientRef, field: String, value: String },
+    AddContact { client: ClientRef, contact_type: String, value: String },
+    RemoveContact { client: ClientRef, contact_type: String, value: String },
+    RenameClient { client: ClientRef, name: String },
+    CreateClient { name: String, contacts: Vec<ContactSpec> },
+    MergeClients { target: ClientRef, source: ClientRef, keep_name_from: KeepName },
+    SendOutbound { client: ClientRef, channel_id: String, text: Option<String>, template: Option<Template> },
+    StartScenario { appeal_number: i64, scenario_id: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -233,10 +181,7 @@ enum Wire {
 pub fn decode(value: serde_json::Value, config: &Config) -> Result<Command, DecodeError> {
     let common: Common = typed(value.clone())?;
     let project = project(config, &common.project_id)?;
-    let located = |e: DecodeError| DecodeError {
-        project_id: Some(project.id.clone()),
-        ..e
-    };
+    let located = |e: DecodeError| DecodeError { project_id: Some(project.id.clone()), ..e };
     non_empty("command_id", &common.command_id).map_err(located)?;
     let issued_at = timestamp("issued_at", &common.issued_at).map_err(located)?;
     let wire: Wire = typed(value).map_err(located)?;
@@ -250,168 +195,80 @@ pub fn decode(value: serde_json::Value, config: &Config) -> Result<Command, Deco
     })
 }
 
-fn action(
-    wire: Wire,
-    project: &crate::config::ProjectConfig,
-) -> Result<CommandAction, DecodeError> {
+fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandAction, DecodeError> {
     use CommandAction as A;
     Ok(match wire {
         Wire::CloseAppeal { appeal_number } => A::CloseAppeal { appeal_number },
-        Wire::AssignAppeal {
-            appeal_number,
-            group,
-            operator_id,
-        } => {
+        Wire::AssignAppeal { appeal_number, group, operator_id } => {
             if group.is_none() && operator_id.is_none() {
-                return Err(DecodeError::new(
-                    "assign_appeal needs `group` or `operator_id`",
-                ));
+                return Err(DecodeError::new("assign_appeal needs `group` or `operator_id`"));
             }
-            A::AssignAppeal {
-                appeal_number,
-                group,
-                operator_id,
-            }
+            A::AssignAppeal { appeal_number, group, operator_id }
         }
-        Wire::SetCategory {
-            appeal_number,
-            category,
-        } => {
+        Wire::SetCategory { appeal_number, category } => {
             non_empty("category", &category)?;
-            A::SetCategory {
-                appeal_number,
-                category,
-            }
+            A::SetCategory { appeal_number, category }
         }
         Wire::TagAppeal { appeal_number, tag } => {
             non_empty("tag", &tag)?;
             A::TagAppeal { appeal_number, tag }
         }
-        Wire::CommentAppeal {
-            appeal_number,
-            text,
-        } => {
+        Wire::CommentAppeal { appeal_number, text } => {
             non_empty("text", &text)?;
-            A::CommentAppeal {
-                appeal_number,
-                text,
-            }
+            A::CommentAppeal { appeal_number, text }
         }
-        Wire::IdentifyClient {
-            appeal_number,
-            identifier,
-            value,
-        } => {
+        Wire::IdentifyClient { appeal_number, identifier, value } => {
             if !["phone", "email", "crm_id"].contains(&identifier.as_str()) {
                 return Err(DecodeError::new(format!(
                     "`identifier` must be phone, email or crm_id, not {identifier:?}"
                 )));
             }
             non_empty("value", &value)?;
-            A::IdentifyClient {
-                appeal_number,
-                identifier,
-                value,
-            }
+            A::IdentifyClient { appeal_number, identifier, value }
         }
-        Wire::SetClientField {
-            client,
-            field,
-            value,
-        } => {
+        Wire::SetClientField { client, field, value } => {
             non_empty("field", &field)?;
             let value = match value {
                 serde_json::Value::String(s) => s,
                 serde_json::Value::Number(n) => n.to_string(),
                 serde_json::Value::Bool(b) => b.to_string(),
-                _ => {
-                    return Err(DecodeError::new(
-                        "`value` must be a string, number or boolean",
-                    ))
-                }
+                _ => return Err(DecodeError::new("`value` must be a string, number or boolean")),
             };
-            A::SetClientField {
-                client: client_ref("client", client, project)?,
-                field,
-                value,
-            }
+            A::SetClientField { client: client_ref("client", client, project)?, field, value }
         }
-        Wire::AddContact {
-            client,
-            contact_type,
-            value,
-        } => {
+        Wire::AddContact { client, contact_type, value } => {
             non_empty("contact_type", &contact_type)?;
-            A::AddContact {
-                client: client_ref("client", client, project)?,
-                contact_type,
-                value,
-            }
+            A::AddContact { client: client_ref("client", client, project)?, contact_type, value }
         }
-        Wire::RemoveContact {
-            client,
-            contact_type,
-            value,
-        } => {
+        Wire::RemoveContact { client, contact_type, value } => {
             non_empty("contact_type", &contact_type)?;
-            A::RemoveContact {
-                client: client_ref("client", client, project)?,
-                contact_type,
-                value,
-            }
+            A::RemoveContact { client: client_ref("client", client, project)?, contact_type, value }
         }
         Wire::RenameClient { client, name } => {
             non_empty("name", &name)?;
-            A::RenameClient {
-                client: client_ref("client", client, project)?,
-                name,
-            }
+            A::RenameClient { client: client_ref("client", client, project)?, name }
         }
         Wire::CreateClient { name, contacts } => {
             non_empty("name", &name)?;
             A::CreateClient { name, contacts }
         }
-        Wire::MergeClients {
-            target,
-            source,
-            keep_name_from,
-        } => A::MergeClients {
+        Wire::MergeClients { target, source, keep_name_from } => A::MergeClients {
             target: client_ref("target", target, project)?,
             source: client_ref("source", source, project)?,
             keep_name_from,
         },
-        Wire::SendOutbound {
-            client,
-            channel_id,
-            text,
-            template,
-        } => {
+        Wire::SendOutbound { client, channel_id, text, template } => {
             super::channel(project, &channel_id)?;
             match (&text, &template) {
                 (Some(t), None) => non_empty("text", t)?,
                 (None, Some(t)) => non_empty("template.name", &t.name)?,
-                _ => {
-                    return Err(DecodeError::new(
-                        "send_outbound needs exactly one of `text` or `template`",
-                    ))
-                }
+                _ => return Err(DecodeError::new("send_outbound needs exactly one of `text` or `template`")),
             }
-            A::SendOutbound {
-                client: client_ref("client", client, project)?,
-                channel_id,
-                text,
-                template,
-            }
+            A::SendOutbound { client: client_ref("client", client, project)?, channel_id, text, template }
         }
-        Wire::StartScenario {
-            appeal_number,
-            scenario_id,
-        } => {
+        Wire::StartScenario { appeal_number, scenario_id } => {
             non_empty("scenario_id", &scenario_id)?;
-            A::StartScenario {
-                appeal_number,
-                scenario_id,
-            }
+            A::StartScenario { appeal_number, scenario_id }
         }
     })
 }
@@ -433,34 +290,14 @@ fn client_ref(
         )));
     }
     Ok(match r {
-        WireRef {
-            client_id: Some(id),
-            ..
-        } => ClientRef::Id(id),
-        WireRef {
-            external_id: Some(x),
-            ..
-        } => ClientRef::External(x),
-        WireRef {
-            appeal_number: Some(n),
-            ..
-        } => ClientRef::Appeal(n),
-        WireRef {
-            channel_id: Some(channel_id),
-            visitor_id: Some(visitor_id),
-            ..
-        } => {
+        WireRef { client_id: Some(id), .. } => ClientRef::Id(id),
+        WireRef { external_id: Some(x), .. } => ClientRef::External(x),
+        WireRef { appeal_number: Some(n), .. } => ClientRef::Appeal(n),
+        WireRef { channel_id: Some(channel_id), visitor_id: Some(visitor_id), .. } => {
             super::channel(project, &channel_id)?;
-            ClientRef::Visitor {
-                channel_id,
-                visitor_id,
-            }
+            ClientRef::Visitor { channel_id, visitor_id }
         }
-        _ => {
-            return Err(DecodeError::new(format!(
-                "`{at}` needs both channel_id and visitor_id"
-            )))
-        }
+        _ => return Err(DecodeError::new(format!("`{at}` needs both channel_id and visitor_id"))),
     })
 }
 

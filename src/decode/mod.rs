@@ -98,10 +98,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(reason: impl Into<String>) -> Self {
-        Self {
-            reason: reason.into(),
-            project_id: None,
-        }
+        Self { reason: reason.into(), project_id: None }
     }
 
     fn in_project(mut self, project: &str) -> Self {
@@ -129,10 +126,7 @@ pub fn decode(bytes: &[u8], config: &Config) -> Result<Input, DecodeError> {
         .as_str()
         .ok_or_else(|| DecodeError::new("`type` must be a string"))?
         .to_string();
-    let project_hint = value
-        .get("project_id")
-        .and_then(|v| v.as_str())
-        .map(str::to_string);
+    let project_hint = value.get("project_id").and_then(|v| v.as_str()).map(str::to_string);
     let result = match kind.as_str() {
         "message" => wire::message(value).and_then(|m| message(m, config)),
         "status" => wire::status(value).and_then(|s| status(s, config)),
@@ -151,20 +145,15 @@ pub fn decode(bytes: &[u8], config: &Config) -> Result<Input, DecodeError> {
 
 /// Checks that the project exists and returns its config.
 pub(crate) fn project<'a>(config: &'a Config, id: &str) -> Result<&'a ProjectConfig, DecodeError> {
-    config
-        .project(id)
-        .ok_or_else(|| DecodeError::new(format!("unknown project {id:?}")))
+    config.project(id).ok_or_else(|| DecodeError::new(format!("unknown project {id:?}")))
 }
 
 /// Checks that the channel belongs to the project.
 pub(crate) fn channel(project: &ProjectConfig, id: &str) -> Result<(), DecodeError> {
     match project.channel(id) {
         Some(_) => Ok(()),
-        None => Err(DecodeError::new(format!(
-            "unknown channel {id:?} in project {:?}",
-            project.id
-        ))
-        .in_project(&project.id)),
+        None => Err(DecodeError::new(format!("unknown channel {id:?} in project {:?}", project.id))
+            .in_project(&project.id)),
     }
 }
 
@@ -208,18 +197,14 @@ fn message(m: wire::Message, config: &Config) -> Result<Input, DecodeError> {
 }
 
 /// Custom fields must be scalars; numbers and booleans are kept as their text.
-fn fields(
-    raw: BTreeMap<String, serde_json::Value>,
-) -> Result<BTreeMap<String, String>, DecodeError> {
+fn fields(raw: BTreeMap<String, serde_json::Value>) -> Result<BTreeMap<String, String>, DecodeError> {
     raw.into_iter()
         .filter(|(_, v)| !v.is_null())
         .map(|(k, v)| match v {
             serde_json::Value::String(s) => Ok((k, s)),
             serde_json::Value::Number(n) => Ok((k, n.to_string())),
             serde_json::Value::Bool(b) => Ok((k, b.to_string())),
-            _ => Err(DecodeError::new(format!(
-                "`visitor.fields.{k}` must be a string, number or boolean"
-            ))),
+            _ => Err(DecodeError::new(format!("`visitor.fields.{k}` must be a string, number or boolean"))),
         })
         .collect()
 }
@@ -229,24 +214,15 @@ fn content(c: wire::Content) -> Result<Content, DecodeError> {
         ContentKind::Text => {
             let text = c.text.filter(|t| !t.is_empty());
             if text.is_none() {
-                return Err(DecodeError::new(
-                    "`content.text` is required for text content",
-                ));
+                return Err(DecodeError::new("`content.text` is required for text content"));
             }
-            Ok(Content {
-                kind: ContentKind::Text,
-                text,
-                attachment: c.attachment,
-            })
+            Ok(Content { kind: ContentKind::Text, text, attachment: c.attachment })
         }
         kind => {
             let Some(attachment) = c.attachment else {
                 return Err(DecodeError::new(format!(
                     "`content.attachment` is required for {} content",
-                    serde_json::to_value(kind)
-                        .unwrap()
-                        .as_str()
-                        .unwrap_or("non-text")
+                    serde_json::to_value(kind).unwrap().as_str().unwrap_or("non-text")
                 )));
             };
             non_empty("content.attachment.url", &attachment.url)?;
@@ -255,24 +231,14 @@ fn content(c: wire::Content) -> Result<Content, DecodeError> {
             } else {
                 kind
             };
-            Ok(Content {
-                kind,
-                text: c.text,
-                attachment: Some(attachment),
-            })
+            Ok(Content { kind, text: c.text, attachment: Some(attachment) })
         }
     }
 }
 
 /// Operator apps render JPEG, GIF, TIFF and PNG inline; any other picture is offered as a file.
 pub fn is_supported_photo(attachment: &Attachment) -> bool {
-    const MIMES: [&str; 5] = [
-        "image/jpeg",
-        "image/jpg",
-        "image/gif",
-        "image/tiff",
-        "image/png",
-    ];
+    const MIMES: [&str; 5] = ["image/jpeg", "image/jpg", "image/gif", "image/tiff", "image/png"];
     const EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "gif", "tif", "tiff", "png"];
     if let Some(mime) = &attachment.mime_type {
         return MIMES.contains(&mime.trim().to_ascii_lowercase().as_str());

@@ -1,1 +1,134 @@
+use super::*;
+use crate::config::Config;
 
+fn config() -> Config {
+    Config::from_toml(
+        r#"
+[pipeline]
+max_input_bytes = 600
+[[projects]]
+id = "acme"
+  [[projects.channels]]
+  id = "acme-tg"
+  kind = "telegram"
+"#,
+    )
+    .unwrap()
+}
+
+fn message(content: &str) -> String {
+    format!(
+        r#"{{"type":"message","message_id":"m1","project_id":"acme","channel_id":"acme-tg","sent_at":"2026-11-21T10:00:00+03:00","visitor":{{"id":"1","fields":{{"n":5,"vip":true}}}},"content":{content}}}"#
+    )
+}
+
+fn reason(input: &str) -> String {
+    decode(input.as_bytes(), &config()).unwrap_err().reason
+}
+
+#[test]
+fn the_spec_message_example_decodes_with_offsets_normalised_to_utc() {
+    let Input::Message(m) =
+        decode(message(r#"{"kind":"text","text":"Hello"}"#).as_bytes(), &config()).unwrap()
+    else {
+        panic!("a message")
+    };
+    assert_eq!(crate::model::format_ts(m.sent_at), "2026-11-21T07:00:00Z");
+    assert_eq!(m.visitor.fields["n"], "5");
+    assert_eq!(m.visitor.fields["vip"], "true");
+}
+
+#[test]
+fn a_missing_nested_field_is_named_by_its_path() {
+    let input = r#"{"type":"message","message_id":"m1","project_id":"acme","channel_id":"acme-tg","sent_at":"2026-11-21T10:00:00Z","visitor":{"name":"x"},"content":{"kind":"text","text":"a"}}"#;
+    assert_eq!(reason(input), "`visitor`: missing field `id`");
+}
+
+#[test]
+fn malformed_inputs_get_precise_reasons() {
+    assert!(reason("{").starts_with("not JSON"));
+    assert!(reason("\u{1}\u{2}").starts_with("not JSON"));
+    assert_eq!(reason(r#"{"a":1}"#), "missing field `type`");
+    assert!(reason(r#"{"type":"fax"}"#).starts_with("unknown input type \"fax\""));
+    assert!(reason(&message(r#"{"kind":"sticker"}"#)).starts_with("`content.kind`: unknown variant"));
+    assert!(reason(&message(r#"{"kind":"photo"}"#)).contains("attachment` is required for photo"));
+    assert!(reason(&message(r#"{"kind":"text"}"#)).contains("content.text"));
+    assert!(reason(
+        &message(r#"{"kind":"text","text":"x"}"#).replace("2026-11-21T10:00:00+03:00", "21.11.2026")
+    )
+    .starts_with("`sent_at`"));
+    assert!(reason(&message(r#"{"kind":"text","text":"x"}"#).replace("\"acme-tg\"", "\"acme-vk\""))
+        .contains("unknown channel"));
+    assert!(reason(
+        &message(r#"{"kind":"text","text":"x"}"#).replace("\"project_id\":\"acme\"", "\"project_id\":\"x\"")
+    )
+    .contains("unknown project"));
+}
+
+#[test]
+fn invalid_utf8_and_oversized_inputs_are_refused_before_parsing() {
+    assert!(decode(b"{\"type\":\"\xff\"}", &config()).unwrap_err().reason.starts_with("not UTF-8"));
+    let big = message(&format!(r#"{{"kind":"text","text":"{}"}}"#, "x".repeat(700)));
+    assert!(reason(&big).contains("exceeds pipeline.max_input_bytes (600)"));
+}
+
+#[test]
+fn a_decode_error_keeps_the_project_when_it_is_known() {
+    let e = decode(message(r#"{"kind":"text"}"#).as_bytes(), &config()).unwrap_err();
+    assert_eq!(e.project_id.as_deref(), Some("acme"));
+}
+
+#[test]
+fn photos_in_formats_operators_cannot_show_become_files() {
+    let photo = |mime: &str| {
+        message(&format!(r#"{{"kind":"photo","attachment":{{"url":"u","mime_type":"{mime}"}}}}"#))
+    };
+    let kind = |input: String| match decode(input.as_bytes(), &config()).unwrap() {
+        Input::Message(m) => m.content.kind,
+        _ => panic!("a message"),
+    };
+    assert_eq!(kind(photo("image/webp")), crate::model::ContentKind::File);
+    assert_eq!(kind(photo("image/TIFF")), crate::model::ContentKind::Photo);
+    let by_name = message(r#"{"kind":"photo","attachment":{"url":"https://x/y.heic"}}"#);
+    assert_eq!(kind(by_name), crate::model::ContentKind::File);
+}
+
+#[test]
+fn every_command_type_decodes() {
+    let fields = [
+        ("close_appeal", r#""appeal_number":1"#),
+        ("assign_appeal", r#""appeal_number":1,"group":"g""#),
+        ("set_category", r#""appeal_number":1,"category":"c""#),
+        ("tag_appeal", r#""appeal_number":1,"tag":"t""#),
+        ("comment_appeal", r#""appeal_number":1,"text":"t""#),
+        ("identify_client", r#""appeal_number":1,"identifier":"phone","value":"+79991234567""#),
+        ("set_client_field", r#""client":{"client_id":"c"},"field":"f","value":7"#),
+        ("add_contact", r#""client":{"external_id":"x"},"contact_type":"email","value":"a@b.c""#),
+        ("remove_contact", r#""client":{"appeal_number":1},"contact_type":"email","value":"a@b.c""#),
+        ("rename_client", r#""client":{"channel_id":"acme-tg","visitor_id":"1"},"name":"N""#),
+        ("create_client", r#""name":"N","contacts":[{"contact_type":"phone","value":"1"}]"#),
+        (
+            "merge_clients",
+            r#""target":{"client_id":"a"},"source":{"client_id":"b"},"keep_name_from":"source""#,
+        ),
+        ("send_outbound", r#""client":{"client_id":"a"},"channel_id":"acme-tg","text":"hi""#),
+        ("start_scenario", r#""appeal_number":1,"scenario_id":"s""#),
+    ];
+    assert_eq!(fields.len(), COMMAND_TYPES.len());
+    for (kind, f) in fields {
+        let input = format!(
+            r#"{{"type":"{kind}","command_id":"c1","project_id":"acme","issued_at":"2026-11-21T11:00:00Z",{f}}}"#
+        );
+        let decoded = decode(input.as_bytes(), &config()).unwrap_or_else(|e| panic!("{kind}: {}", e.reason));
+        let Input::Command(c) = decoded else { panic!("{kind} is a command") };
+        assert_eq!(c.action.type_name(), kind);
+    }
+}
+
+#[test]
+fn a_client_ref_must_hold_exactly_one_form() {
+    let input = r#"{"type":"rename_client","command_id":"c1","project_id":"acme","issued_at":"2026-11-21T11:00:00Z","client":{"client_id":"a","external_id":"b"},"name":"N"}"#;
+    assert!(reason(input).contains("exactly one of"));
+    let half = input.replace(r#""client_id":"a","external_id":"b""#, r#""visitor_id":"1""#);
+    assert!(reason(&half).contains("channel_id and visitor_id"));
+}

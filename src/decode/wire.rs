@@ -66,14 +66,7 @@ pub fn typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DecodeE
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
-        let reason = if path == "." {
-            inner
-        } else {
-            format!("`{path}`: {inner}")
-        };
-        DecodeError {
-            reason,
-            project_id: None,
-        }
+        let reason = if path == "." { inner } else { format!("`{path}`: {inner}") };
+        DecodeError { reason, project_id: None }
     })
 }

@@ -3,9 +3,7 @@
 use serde::Serialize;
 
 use super::Cause;
-use crate::model::{
-    AppealSummary, Attachment, AuthorKind, ClientSummary, ContentKind, DeliveryStatus,
-};
+use crate::model::{AppealSummary, Attachment, AuthorKind, ClientSummary, ContentKind, DeliveryStatus};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -81,20 +79,13 @@ pub enum EventBody {
         matches: Vec<MergeMatch>,
     },
     #[serde(rename = "client.merge_refused")]
-    ClientMergeRefused {
-        reason: String,
-        client_ids: Vec<String>,
-        rule_ids: Vec<String>,
-    },
+    ClientMergeRefused { reason: String, client_ids: Vec<String>, rule_ids: Vec<String> },
     #[serde(rename = "appeal.opened")]
     AppealOpened {},
     #[serde(rename = "appeal.message_added")]
     AppealMessageAdded { message: MessageView },
     #[serde(rename = "appeal.message_status")]
-    AppealMessageStatus {
-        message_id: String,
-        status: DeliveryStatus,
-    },
+    AppealMessageStatus { message_id: String, status: DeliveryStatus },
     #[serde(rename = "appeal.assigned")]
     AppealAssigned {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,8 +109,5 @@ pub enum EventBody {
     #[serde(rename = "outbound.refused")]
     OutboundRefused { reason: String, channel_id: String },
     #[serde(rename = "command.rejected")]
-    CommandRejected {
-        command_type: String,
-        reason: String,
-    },
+    CommandRejected { command_type: String, reason: String },
 }

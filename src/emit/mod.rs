@@ -97,10 +97,7 @@ impl Record {
     pub fn to_line(&self, topics: &TopicsConfig) -> String {
         let topic = serde_json::to_string(self.topic.name(topics)).unwrap_or_default();
         let key = serde_json::to_string(&self.key).unwrap_or_default();
-        format!(
-            "{{\"topic\":{topic},\"key\":{key},\"value\":{}}}",
-            self.value
-        )
+        format!("{{\"topic\":{topic},\"key\":{key},\"value\":{}}}", self.value)
     }
 }
 
@@ -147,12 +144,7 @@ pub struct Emitter {
 
 impl Emitter {
     pub fn new(project_id: &str, cause: Cause) -> Self {
-        Self {
-            project_id: project_id.to_string(),
-            cause,
-            next: 0,
-            records: Vec::new(),
-        }
+        Self { project_id: project_id.to_string(), cause, next: 0, records: Vec::new() }
     }
 
     pub fn cause(&self) -> &Cause {
@@ -167,13 +159,7 @@ impl Emitter {
     pub fn next_id(&mut self, what: &str) -> String {
         let n = self.next.to_string();
         self.next += 1;
-        derive_id(&[
-            &self.project_id,
-            self.cause.kind.as_str(),
-            &self.cause.id,
-            what,
-            &n,
-        ])
+        derive_id(&[&self.project_id, self.cause.kind.as_str(), &self.cause.id, what, &n])
     }
 
     /// Adds an event; its key keeps one client's (or, without one, one project's) events in
@@ -199,25 +185,14 @@ impl Emitter {
             appeal,
         };
         let value = serde_json::to_string(&event).expect("events serialise");
-        self.records.push(Record {
-            topic: Topic::Events,
-            key,
-            value,
-        });
+        self.records.push(Record { topic: Topic::Events, key, value });
     }
 
     /// Adds an outbound record keyed like the visitor's inbound messages.
     pub fn outbound(&mut self, outbound: &Outbound) {
-        let key = format!(
-            "{}:{}:{}",
-            outbound.project_id, outbound.channel_id, outbound.visitor_id
-        );
+        let key = format!("{}:{}:{}", outbound.project_id, outbound.channel_id, outbound.visitor_id);
         let value = serde_json::to_string(outbound).expect("outbound serialises");
-        self.records.push(Record {
-            topic: Topic::Outbound,
-            key,
-            value,
-        });
+        self.records.push(Record { topic: Topic::Outbound, key, value });
     }
 }
 
@@ -232,10 +207,7 @@ pub fn dlq(
 ) -> Record {
     let (input, input_base64) = match std::str::from_utf8(bytes) {
         Ok(text) => (text.to_string(), None),
-        Err(_) => (
-            String::from_utf8_lossy(bytes).into_owned(),
-            Some(base64(bytes)),
-        ),
+        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), Some(base64(bytes))),
     };
     let position = serde_json::to_string(pos).unwrap_or_default();
     let record = DlqRecord {
@@ -249,11 +221,7 @@ pub fn dlq(
         input_base64,
     };
     let key = key.map(str::to_string).unwrap_or(position);
-    Record {
-        topic: Topic::Dlq,
-        key,
-        value: serde_json::to_string(&record).expect("dlq serialises"),
-    }
+    Record { topic: Topic::Dlq, key, value: serde_json::to_string(&record).expect("dlq serialises") }
 }
 
 /// Standard base64 without a crate: DLQ records are the only binary we ever print.
@@ -261,11 +229,7 @@ fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -298,10 +262,7 @@ mod tests {
 
     #[test]
     fn an_emitter_numbers_records_so_the_same_cause_gives_the_same_ids() {
-        let cause = Cause {
-            kind: CauseKind::Message,
-            id: "tg-1".into(),
-        };
+        let cause = Cause { kind: CauseKind::Message, id: "tg-1".into() };
         let mut a = Emitter::new("acme", cause.clone());
         let mut b = Emitter::new("acme", cause);
         assert_eq!(a.next_id("event"), b.next_id("event"));

@@ -34,25 +34,15 @@ pub async fn identify(
     let channel = ctx.channel(&m.channel_id);
     if let Some(external) = &channel.fixed_client {
         let client = fixed_client(ws, ctx, channel, external, m.sent_at, em).await?;
-        return Ok(Identified {
-            client,
-            fixed: true,
-        });
+        return Ok(Identified { client, fixed: true });
     }
-    let by_visitor = ws
-        .client_by_handle(&m.project_id, &visitor_handle(&m.channel_id, &m.visitor.id))
-        .await?;
+    let by_visitor =
+        ws.client_by_handle(&m.project_id, &visitor_handle(&m.channel_id, &m.visitor.id)).await?;
     let by_external = match &m.visitor.external_id {
-        Some(x) => {
-            ws.client_by_handle(&m.project_id, &external_handle(x))
-                .await?
-        }
+        Some(x) => ws.client_by_handle(&m.project_id, &external_handle(x)).await?,
         None => None,
     };
-    let visitor = Visitor {
-        channel_id: m.channel_id.clone(),
-        visitor_id: m.visitor.id.clone(),
-    };
+    let visitor = Visitor { channel_id: m.channel_id.clone(), visitor_id: m.visitor.id.clone() };
     let (mut client, created, linked) = match (by_visitor, by_external) {
         (None, None) => {
             let mut c = new_client(ctx, channel.kind.client_type(), &m.message_id, m.sent_at);
@@ -73,40 +63,47 @@ pub async fn identify(
         }
         (Some(a), Some(b)) if a.id == b.id => (a, false, false),
         (Some(anonymous), Some(known)) => {
-            // The customer's own system vouches for the external ID: the visitor's card joins
-            // the identified card whatever their ages.
-            let merged = matching::merge_into(
-                ws,
-                ctx,
-                known,
-                vec![anonymous],
-                m.sent_at,
-                em,
-                matching::MergeBy::ExternalId,
-            )
-            .await?;
-            (merged, false, true)
+            let size = anonymous.doc.group_size + known.doc.group_size;
+            if size > ctx.project.max_merge_group {
+                // Even the customer's own word does not build a card bigger than the limit:
+                // the visitor stays on its card and the refusal is reported.
+                let reason = format!(
+                    "max_merge_group: the merge would join {size} cards, the limit is {}",
+                    ctx.project.max_merge_group
+                );
+                let body = EventBody::ClientMergeRefused {
+                    reason,
+                    client_ids: vec![known.id.clone(), anonymous.id.clone()],
+                    rule_ids: vec![],
+                };
+                em.event(m.sent_at, body, Some(anonymous.summary()), None);
+                (anonymous, false, false)
+            } else {
+                // The customer's own system vouches for the external ID: the visitor's card
+                // joins the identified card whatever their ages.
+                let merged = matching::merge_into(
+                    ws,
+                    ctx,
+                    known,
+                    vec![anonymous],
+                    m.sent_at,
+                    em,
+                    matching::MergeBy::ExternalId,
+                )
+                .await?;
+                (merged, false, true)
+            }
         }
     };
-    client
-        .doc
-        .last_inbound
-        .insert(m.channel_id.clone(), m.sent_at);
+    client.doc.last_inbound.insert(visitor_handle(&m.channel_id, &m.visitor.id), m.sent_at);
     let changes = record_attributes(&mut client, ctx.project, channel, m);
     ws.put_client(client.clone());
     if created {
-        em.event(
-            m.sent_at,
-            EventBody::ClientCreated {},
-            Some(client.summary()),
-            None,
-        );
+        em.event(m.sent_at, EventBody::ClientCreated {}, Some(client.summary()), None);
     } else if !changes.is_empty() {
         em.event(
             m.sent_at,
-            EventBody::ClientUpdated {
-                changes: changes.clone(),
-            },
+            EventBody::ClientUpdated { changes: changes.clone() },
             Some(client.summary()),
             None,
         );
@@ -117,25 +114,11 @@ pub async fn identify(
     if changes.iter().any(|c| c != "name") {
         client = matching::run(ws, ctx, &client.id, m.sent_at, em).await?;
     }
-    Ok(Identified {
-        client,
-        fixed: false,
-    })
+    Ok(Identified { client, fixed: false })
 }
 
-fn identified(
-    em: &mut Emitter,
-    at: i64,
-    c: &Client,
-    method: IdentifyMethod,
-    identifier: Option<String>,
-) {
-    em.event(
-        at,
-        EventBody::ClientIdentified { method, identifier },
-        Some(c.summary()),
-        None,
-    );
+fn identified(em: &mut Emitter, at: i64, c: &Client, method: IdentifyMethod, identifier: Option<String>) {
+    em.event(at, EventBody::ClientIdentified { method, identifier }, Some(c.summary()), None);
 }
 
 /// A new card with an id derived from what created it (stable across replays).
@@ -152,18 +135,10 @@ async fn fixed_client(
     at: i64,
     em: &mut Emitter,
 ) -> StoreResult<Client> {
-    if let Some(c) = ws
-        .client_by_handle(&ctx.project.id, &external_handle(external))
-        .await?
-    {
+    if let Some(c) = ws.client_by_handle(&ctx.project.id, &external_handle(external)).await? {
         return Ok(c);
     }
-    let mut c = new_client(
-        ctx,
-        channel.kind.client_type(),
-        &format!("fixed:{external}"),
-        at,
-    );
+    let mut c = new_client(ctx, channel.kind.client_type(), &format!("fixed:{external}"), at);
     c.doc.external_ids.insert(external.to_string());
     ws.put_client(c.clone());
     em.event(at, EventBody::ClientCreated {}, Some(c.summary()), None);

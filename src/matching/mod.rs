@@ -23,10 +23,7 @@ pub use rules::{merged_card, pick_survivor, ProjectRules};
 #[derive(Debug, Clone, PartialEq)]
 pub enum MergeBy {
     Rule(Vec<MergeMatch>),
-    Operator {
-        operator: String,
-        keep_name_of: String,
-    },
+    Operator { operator: String, keep_name_of: String },
     ExternalId,
 }
 
@@ -39,10 +36,7 @@ pub async fn run(
     at: Millis,
     em: &mut Emitter,
 ) -> StoreResult<Client> {
-    let card = ws
-        .live_client(client_id)
-        .await?
-        .expect("card exists: it was just written");
+    let card = ws.live_client(client_id).await?.expect("card exists: it was just written");
     if ctx.rules.rules.is_empty() {
         return Ok(card);
     }
@@ -56,10 +50,7 @@ pub async fn run(
             break;
         }
         for (client, rule_id) in found {
-            matches.push(MergeMatch {
-                client_id: client.id.clone(),
-                rule_id,
-            });
+            matches.push(MergeMatch { client_id: client.id.clone(), rule_id });
             group.push(client);
         }
         union = merged_card(&group, None);
@@ -69,15 +60,7 @@ pub async fn run(
     }
     let size: usize = group.iter().map(|c| c.doc.group_size).sum();
     if size > ctx.project.max_merge_group {
-        refuse(
-            em,
-            at,
-            &card,
-            &group,
-            &matches,
-            size,
-            ctx.project.max_merge_group,
-        );
+        refuse(em, at, &card, &group, &matches, size, ctx.project.max_merge_group);
         return Ok(card);
     }
     let survivor = pick_survivor(&group).clone();
@@ -94,25 +77,14 @@ fn absorbed_matches(
     absorbed: &[Client],
     found: &[MergeMatch],
 ) -> Vec<MergeMatch> {
-    let rule_of = |id: &str| {
-        found
-            .iter()
-            .find(|m| m.client_id == id)
-            .map(|m| m.rule_id.clone())
-    };
+    let rule_of = |id: &str| found.iter().find(|m| m.client_id == id).map(|m| m.rule_id.clone());
     absorbed
         .iter()
         .map(|c| {
-            let rule = if c.id == trigger {
-                rule_of(survivor)
-            } else {
-                rule_of(&c.id)
-            };
+            let rule = if c.id == trigger { rule_of(survivor) } else { rule_of(&c.id) };
             MergeMatch {
                 client_id: c.id.clone(),
-                rule_id: rule
-                    .or_else(|| found.first().map(|m| m.rule_id.clone()))
-                    .unwrap_or_default(),
+                rule_id: rule.or_else(|| found.first().map(|m| m.rule_id.clone())).unwrap_or_default(),
             }
         })
         .collect()
@@ -136,10 +108,7 @@ async fn candidates(
     }
     let mut out: Vec<Client> = Vec::new();
     for (field, value) in lookups {
-        for c in ws
-            .clients_with_value(&ctx.project.id, &field, &value)
-            .await?
-        {
+        for c in ws.clients_with_value(&ctx.project.id, &field, &value).await? {
             let known = group.iter().chain(out.iter()).any(|g| g.id == c.id);
             if !known {
                 out.push(c);
@@ -159,8 +128,12 @@ fn refuse(
     size: usize,
     max: usize,
 ) {
-    let mut rule_ids: Vec<String> = matches.iter().map(|m| m.rule_id.clone()).collect();
-    rule_ids.dedup();
+    let rule_ids: Vec<String> = matches
+        .iter()
+        .map(|m| m.rule_id.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let body = EventBody::ClientMergeRefused {
         reason: format!("max_merge_group: the merge would join {size} cards, the limit is {max}"),
         client_ids: group.iter().map(|c| c.id.clone()).collect(),
@@ -198,12 +171,7 @@ pub async fn merge_into(
     ws.put_client(merged.clone());
     ws.record_merge(&survivor.id, &absorbed);
     let (rule_id, operator, matches, how) = match by {
-        MergeBy::Rule(matches) => (
-            matches.first().map(|m| m.rule_id.clone()),
-            None,
-            matches,
-            "rule",
-        ),
+        MergeBy::Rule(matches) => (matches.first().map(|m| m.rule_id.clone()), None, matches, "rule"),
         MergeBy::Operator { operator, .. } => (None, Some(operator), Vec::new(), "operator"),
         MergeBy::ExternalId => (None, None, Vec::new(), "external_id"),
     };

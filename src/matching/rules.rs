@@ -24,10 +24,7 @@ impl ProjectRules {
             blocked.extend(normalize::email(raw).ok());
             blocked.extend(normalize::field(raw).ok());
         }
-        ProjectRules {
-            rules: project.multicontact_rules.clone(),
-            blocked,
-        }
+        ProjectRules { rules: project.multicontact_rules.clone(), blocked }
     }
 
     pub fn is_blocked(&self, value: &str) -> bool {
@@ -37,9 +34,7 @@ impl ProjectRules {
     /// Whether two cards share a non-blocked value of `field`.
     fn shares(&self, a: &Client, b: &Client, field: &str) -> bool {
         let theirs = b.values(field);
-        a.values(field)
-            .into_iter()
-            .any(|v| theirs.contains(v) && !self.is_blocked(v))
+        a.values(field).into_iter().any(|v| theirs.contains(v) && !self.is_blocked(v))
     }
 
     /// The first rule (in config order) every field of which the two cards share.
@@ -47,19 +42,14 @@ impl ProjectRules {
         if a.project_id != b.project_id || a.id == b.id {
             return None;
         }
-        self.rules
-            .iter()
-            .find(|r| r.fields.iter().all(|f| self.shares(a, b, f)))
+        self.rules.iter().find(|r| r.fields.iter().all(|f| self.shares(a, b, f)))
     }
 
     /// The candidates that match `card`, each with the rule that matched it.
     pub fn matches(&self, card: &Client, candidates: &[Client]) -> Vec<(Client, String)> {
         candidates
             .iter()
-            .filter_map(|c| {
-                self.matching_rule(card, c)
-                    .map(|r| (c.clone(), r.id.clone()))
-            })
+            .filter_map(|c| self.matching_rule(card, c).map(|r| (c.clone(), r.id.clone())))
             .collect()
     }
 }
@@ -82,11 +72,7 @@ pub fn merged_card(group: &[Client], keep_name_of: Option<&str>) -> Client {
     let mut out = survivor.clone();
     out.doc.group_size = group.iter().map(|c| c.doc.group_size).sum();
     out.appeal_count = group.iter().map(|c| c.appeal_count).sum();
-    out.kind = group
-        .iter()
-        .map(|c| c.kind)
-        .max_by_key(|k| type_rank(*k))
-        .unwrap_or(ClientType::Internal);
+    out.kind = group.iter().map(|c| c.kind).max_by_key(|k| type_rank(*k)).unwrap_or(ClientType::Internal);
     for c in ordered.iter().skip(1) {
         if out.doc.name.is_none() {
             out.doc.name = c.doc.name.clone();
@@ -108,9 +94,7 @@ pub fn merged_card(group: &[Client], keep_name_of: Option<&str>) -> Client {
             out.doc.fields.entry(f.clone()).or_insert_with(|| v.clone());
         }
         out.doc.visitors.extend(c.doc.visitors.iter().cloned());
-        out.doc
-            .external_ids
-            .extend(c.doc.external_ids.iter().cloned());
+        out.doc.external_ids.extend(c.doc.external_ids.iter().cloned());
         merge_latest(&mut out.doc.last_inbound, &c.doc.last_inbound);
     }
     if let Some(name_of) = keep_name_of.and_then(|id| group.iter().find(|c| c.id == id)) {
@@ -140,10 +124,7 @@ fn merge_latest(into: &mut BTreeMap<String, i64>, from: &BTreeMap<String, i64>) 
 
 /// Every distinct (field, value) a set of rules could compare, for tests and diagnostics.
 pub fn rule_fields(rules: &[RuleConfig]) -> BTreeSet<&str> {
-    rules
-        .iter()
-        .flat_map(|r| r.fields.iter().map(String::as_str))
-        .collect()
+    rules.iter().flat_map(|r| r.fields.iter().map(String::as_str)).collect()
 }
 
 #[cfg(test)]

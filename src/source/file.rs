@@ -23,24 +23,12 @@ impl LineSource {
     pub async fn open(path: &str) -> std::io::Result<Self> {
         if path == "-" {
             let reader = Box::new(BufReader::with_capacity(1 << 16, tokio::io::stdin()));
-            return Ok(Self {
-                name: "-".into(),
-                reader,
-                line: 0,
-                len: None,
-                bytes_read: 0,
-            });
+            return Ok(Self { name: "-".into(), reader, line: 0, len: None, bytes_read: 0 });
         }
         let file = tokio::fs::File::open(Path::new(path)).await?;
         let len = file.metadata().await.ok().map(|m| m.len());
         let reader = Box::new(BufReader::with_capacity(1 << 16, file));
-        Ok(Self {
-            name: path.to_string(),
-            reader,
-            line: 0,
-            len,
-            bytes_read: 0,
-        })
+        Ok(Self { name: path.to_string(), reader, line: 0, len, bytes_read: 0 })
     }
 
     /// The next non-blank line, or `None` at the end of the input.
@@ -59,15 +47,8 @@ impl LineSource {
             if buf.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let pos = SourcePos::File {
-                file: self.name.clone(),
-                line: self.line,
-            };
-            return Ok(Some(RawInput {
-                bytes: buf,
-                pos,
-                key: None,
-            }));
+            let pos = SourcePos::File { file: self.name.clone(), line: self.line };
+            return Ok(Some(RawInput { bytes: buf, pos, key: None }));
         }
     }
 

@@ -9,15 +9,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum SourcePos {
-    File {
-        file: String,
-        line: u64,
-    },
-    Kafka {
-        topic: String,
-        partition: i32,
-        offset: i64,
-    },
+    File { file: String, line: u64 },
+    Kafka { topic: String, partition: i32, offset: i64 },
 }
 
 /// One input as received, before decoding.

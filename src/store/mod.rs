@@ -58,10 +58,8 @@ impl StoreError {
                 // 40001 serialization_failure, 40P01 deadlock, 57P01 admin shutdown,
                 // 08xxx connection exceptions; SQLite BUSY (5) and LOCKED (6).
                 let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-                let transient = [
-                    "40001", "40P01", "57P01", "57P02", "57P03", "5", "6", "517", "261",
-                ]
-                .contains(&code.as_str())
+                let transient = ["40001", "40P01", "57P01", "57P02", "57P03", "5", "6", "517", "261"]
+                    .contains(&code.as_str())
                     || code.starts_with("08");
                 if transient {
                     ErrorClass::Retryable
@@ -87,11 +85,7 @@ impl Store {
     /// Connects and applies pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            Backend::Postgres
-        };
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
                 format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
@@ -109,6 +103,11 @@ impl Store {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        // Card and appeal keys are UUIDs, so writes land on random pages: a
+                        // 2 MiB default cache turns every batch into page reads as tables grow.
+                        conn.execute("PRAGMA cache_size = -131072").await?;
+                        conn.execute("PRAGMA mmap_size = 1073741824").await?;
+                        conn.execute("PRAGMA temp_store = MEMORY").await?;
                         conn.execute("PRAGMA foreign_keys = OFF").await?;
                         Ok(())
                     })
@@ -131,16 +130,9 @@ impl Store {
     async fn migrate(&self) -> StoreResult<()> {
         let result = match self.backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
-            Backend::Postgres => {
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&self.pool)
-                    .await
-            }
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await,
         };
-        result.map_err(|e| StoreError {
-            context: "apply migrations",
-            source: e.into(),
-        })
+        result.map_err(|e| StoreError { context: "apply migrations", source: e.into() })
     }
 
     pub fn backend(&self) -> Backend {
@@ -156,21 +148,16 @@ impl Store {
         &self,
         auto_close_ms: std::sync::Arc<std::collections::HashMap<String, i64>>,
     ) -> StoreResult<WorkingSet> {
-        let tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(StoreError::new("begin transaction"))?;
+        let tx = self.pool.begin().await.map_err(StoreError::new("begin transaction"))?;
         Ok(WorkingSet::new(tx, self.backend, auto_close_ms))
     }
 
     /// Records committed but not yet published (a crash came between commit and publish).
     pub async fn pending_outbox(&self) -> StoreResult<Vec<(String, Vec<Record>)>> {
-        let rows =
-            sqlx::query("SELECT batch_id, topic, record_key, value FROM outbox ORDER BY seq")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::new("read outbox"))?;
+        let rows = sqlx::query("SELECT batch_id, topic, record_key, value FROM outbox ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::new("read outbox"))?;
         let mut batches: Vec<(String, Vec<Record>)> = Vec::new();
         for row in rows {
             let batch: String = row.get(0);

@@ -5,7 +5,7 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, Row, Transaction};
 
-use super::{StoreError, StoreResult};
+use super::{Backend, StoreError, StoreResult};
 use crate::model::{Appeal, AppealStatus, Client, ClientType, Message, StoredMessage};
 
 /// Rows per multi-row statement: far below both backends' parameter limits.
@@ -61,6 +61,28 @@ pub fn bind_all<'q>(
     query
 }
 
+/// SQLite resolves `$N` parameters by name with a linear scan per bind, which is quadratic
+/// on multi-row statements; anonymous `?` are bound by position. Placeholders in our SQL
+/// always appear in ascending order, so the rewrite keeps their meaning.
+pub fn dialect(backend: Backend, sql: String) -> String {
+    if backend != Backend::Sqlite || !sql.contains('$') {
+        return sql;
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `($1,$2),($3,$4)` for `rows` rows of `cols` columns, numbering from `first`.
 pub fn value_tuples(rows: usize, cols: usize, first: usize) -> String {
     let mut out = String::with_capacity(rows * cols * 5);
@@ -82,15 +104,13 @@ pub fn value_tuples(rows: usize, cols: usize, first: usize) -> String {
 
 /// `$first,...` for a list of `n` values.
 pub fn list(n: usize, first: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
 }
 
 /// Runs `INSERT ... VALUES <tuples> <tail>` in chunks.
 pub async fn insert_rows(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     head: &str,
     tail: &str,
     rows: Vec<Vec<Param>>,
@@ -102,15 +122,9 @@ pub async fn insert_rows(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Param>> = rows.by_ref().take(CHUNK_ROWS).collect();
-        let sql = format!(
-            "{head} VALUES {} {tail}",
-            value_tuples(chunk.len(), cols, 1)
-        );
+        let sql = dialect(backend, format!("{head} VALUES {} {tail}", value_tuples(chunk.len(), cols, 1)));
         let params = chunk.into_iter().flatten().collect();
-        bind_all(sqlx::query(&sql), params)
-            .execute(&mut **tx)
-            .await
-            .map_err(StoreError::new(context))?;
+        bind_all(sqlx::query(&sql), params).execute(&mut **tx).await.map_err(StoreError::new(context))?;
     }
     Ok(())
 }
@@ -118,6 +132,7 @@ pub async fn insert_rows(
 /// Runs `<head> IN (<list>) <tail>` in chunks over `keys`, after `fixed` leading parameters.
 pub async fn select_in(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     head: &str,
     tail: &str,
     fixed: Vec<Param>,
@@ -126,7 +141,7 @@ pub async fn select_in(
 ) -> StoreResult<Vec<AnyRow>> {
     let mut out = Vec::new();
     for chunk in keys.chunks(CHUNK_ROWS) {
-        let sql = format!("{head} IN ({}) {tail}", list(chunk.len(), fixed.len() + 1));
+        let sql = dialect(backend, format!("{head} IN ({}) {tail}", list(chunk.len(), fixed.len() + 1)));
         let params = fixed.iter().cloned().chain(chunk.iter().cloned()).collect();
         let rows = bind_all(sqlx::query(&sql), params)
             .fetch_all(&mut **tx)
@@ -140,18 +155,16 @@ pub async fn select_in(
 /// Runs `<head> IN (<list>)` in chunks over `keys`, after `fixed` leading parameters.
 pub async fn execute_in(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     head: &str,
     fixed: Vec<Param>,
     keys: Vec<Param>,
     context: &'static str,
 ) -> StoreResult<()> {
     for chunk in keys.chunks(CHUNK_ROWS) {
-        let sql = format!("{head} IN ({})", list(chunk.len(), fixed.len() + 1));
+        let sql = dialect(backend, format!("{head} IN ({})", list(chunk.len(), fixed.len() + 1)));
         let params = fixed.iter().cloned().chain(chunk.iter().cloned()).collect();
-        bind_all(sqlx::query(&sql), params)
-            .execute(&mut **tx)
-            .await
-            .map_err(StoreError::new(context))?;
+        bind_all(sqlx::query(&sql), params).execute(&mut **tx).await.map_err(StoreError::new(context))?;
     }
     Ok(())
 }
@@ -184,14 +197,15 @@ pub fn client_params(c: &Client) -> Vec<Param> {
         c.created_at.into(),
         c.appeal_count.into(),
         c.merged_into.clone().into(),
-        serde_json::to_string(&c.doc)
-            .expect("client doc serialises")
-            .into(),
+        serde_json::to_string(&c.doc).expect("client doc serialises").into(),
     ]
 }
 
 pub const APPEAL_COLS: &str =
     "id, project_id, number, client_id, channel_id, visitor_id, status, opened_at, last_message_at, partition_key, doc, close_deadline";
+
+/// Columns written on insert: the read columns plus the derived visitor handle.
+pub const APPEAL_INSERT_COLS: &str = "id, project_id, number, client_id, channel_id, visitor_id, status, opened_at, last_message_at, partition_key, doc, close_deadline, visitor_handle";
 
 pub fn appeal_from_row(row: &AnyRow) -> StoreResult<Appeal> {
     let ctx = || StoreError::new("read appeal");
@@ -204,11 +218,7 @@ pub fn appeal_from_row(row: &AnyRow) -> StoreResult<Appeal> {
         client_id: row.try_get(3).map_err(ctx())?,
         channel_id: row.try_get(4).map_err(ctx())?,
         visitor_id: row.try_get(5).map_err(ctx())?,
-        status: if status == "open" {
-            AppealStatus::Open
-        } else {
-            AppealStatus::Closed
-        },
+        status: if status == "open" { AppealStatus::Open } else { AppealStatus::Closed },
         opened_at: row.try_get(7).map_err(ctx())?,
         last_message_at: row.try_get(8).map_err(ctx())?,
         partition: row.try_get(9).map_err(ctx())?,
@@ -228,18 +238,16 @@ pub fn appeal_params(a: &Appeal, close_deadline: Option<i64>) -> Vec<Param> {
         a.opened_at.into(),
         a.last_message_at.into(),
         a.partition.clone().into(),
-        serde_json::to_string(&a.doc)
-            .expect("appeal doc serialises")
-            .into(),
+        serde_json::to_string(&a.doc).expect("appeal doc serialises").into(),
         close_deadline.into(),
+        super::visitor_handle(&a.channel_id, &a.visitor_id).into(),
     ]
 }
 
 pub fn message_from_row(row: &AnyRow) -> StoreResult<StoredMessage> {
     let ctx = || StoreError::new("read message");
     let doc: String = row.try_get(2).map_err(ctx())?;
-    let message: Message =
-        serde_json::from_str(&doc).map_err(|e| decode_error("message doc", e))?;
+    let message: Message = serde_json::from_str(&doc).map_err(|e| decode_error("message doc", e))?;
     Ok(StoredMessage {
         project_id: row.try_get(0).map_err(ctx())?,
         appeal_id: row.try_get(1).map_err(ctx())?,
@@ -248,15 +256,22 @@ pub fn message_from_row(row: &AnyRow) -> StoreResult<StoredMessage> {
 }
 
 fn decode_error(what: &'static str, e: serde_json::Error) -> StoreError {
-    StoreError {
-        context: what,
-        source: sqlx::Error::Decode(Box::new(e)),
-    }
+    StoreError { context: what, source: sqlx::Error::Decode(Box::new(e)) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_gets_positional_placeholders_and_postgres_keeps_numbered_ones() {
+        let sql = "SELECT a FROM t WHERE p = $1 AND x IN ($2,$3) AND note = '$'".to_string();
+        assert_eq!(
+            dialect(Backend::Sqlite, sql.clone()),
+            "SELECT a FROM t WHERE p = ? AND x IN (?,?) AND note = '$'"
+        );
+        assert_eq!(dialect(Backend::Postgres, sql.clone()), sql);
+    }
 
     #[test]
     fn value_tuples_number_placeholders_row_by_row() {

@@ -70,14 +70,8 @@ pub fn external_handle(external_id: &str) -> String {
 }
 
 fn handles_of(c: &Client) -> Vec<String> {
-    let visitors = c
-        .doc
-        .visitors
-        .iter()
-        .map(|v| visitor_handle(&v.channel_id, &v.visitor_id));
-    visitors
-        .chain(c.doc.external_ids.iter().map(|x| external_handle(x)))
-        .collect()
+    let visitors = c.doc.visitors.iter().map(|v| visitor_handle(&v.channel_id, &v.visitor_id));
+    visitors.chain(c.doc.external_ids.iter().map(|x| external_handle(x))).collect()
 }
 
 impl WorkingSet {
@@ -146,6 +140,7 @@ impl WorkingSet {
             let head = "SELECT input_id FROM applied_inputs WHERE project_id = $1 AND input_id";
             let rows = sql::select_in(
                 &mut self.tx,
+                self.backend,
                 head,
                 "",
                 vec![project.into()],
@@ -196,10 +191,7 @@ impl WorkingSet {
         for (field, value) in client.all_values() {
             let key = (client.project_id.clone(), field, value);
             if add {
-                self.mem_values
-                    .entry(key)
-                    .or_default()
-                    .insert(client.id.clone());
+                self.mem_values.entry(key).or_default().insert(client.id.clone());
             } else if let Some(ids) = self.mem_values.get_mut(&key) {
                 ids.remove(&client.id);
             }
@@ -227,7 +219,8 @@ impl WorkingSet {
             return Ok(());
         }
         let head = format!("SELECT {} FROM clients WHERE id", sql::CLIENT_COLS);
-        let rows = sql::select_in(&mut self.tx, &head, "", vec![], missing, "load clients").await?;
+        let rows =
+            sql::select_in(&mut self.tx, self.backend, &head, "", vec![], missing, "load clients").await?;
         for row in &rows {
             let client = sql::client_from_row(row)?;
             self.cache_client(client);
@@ -274,11 +267,7 @@ impl WorkingSet {
     pub async fn prefetch_handles(&mut self, project: &str, handles: &[String]) -> StoreResult<()> {
         let missing: BTreeSet<&String> = handles
             .iter()
-            .filter(|h| {
-                !self
-                    .db_handles
-                    .contains_key(&(project.to_string(), (*h).clone()))
-            })
+            .filter(|h| !self.db_handles.contains_key(&(project.to_string(), (*h).clone())))
             .collect();
         if missing.is_empty() {
             return Ok(());
@@ -287,6 +276,7 @@ impl WorkingSet {
         let head = "SELECT handle, client_id FROM client_handles WHERE project_id = $1 AND handle";
         let rows = sql::select_in(
             &mut self.tx,
+            self.backend,
             head,
             "",
             vec![project.into()],
@@ -298,25 +288,19 @@ impl WorkingSet {
         let ids: Vec<String> = found.values().cloned().collect();
         for handle in missing {
             let id = found.get(handle).cloned();
-            self.db_handles
-                .insert((project.to_string(), handle.clone()), id);
+            self.db_handles.insert((project.to_string(), handle.clone()), id);
         }
         self.load_clients(&ids).await
     }
 
     /// The live card holding a handle (`v:channel:visitor`, `x:external`), if any.
-    pub async fn client_by_handle(
-        &mut self,
-        project: &str,
-        handle: &str,
-    ) -> StoreResult<Option<Client>> {
+    pub async fn client_by_handle(&mut self, project: &str, handle: &str) -> StoreResult<Option<Client>> {
         let key = (project.to_string(), handle.to_string());
         if let Some(id) = self.mem_handles.get(&key).cloned() {
             return self.live_client(&id).await;
         }
         if !self.db_handles.contains_key(&key) {
-            self.prefetch_handles(project, &[handle.to_string()])
-                .await?;
+            self.prefetch_handles(project, &[handle.to_string()]).await?;
         }
         match self.db_handles.get(&key).cloned().flatten() {
             Some(id) => self.live_client(&id).await,
@@ -333,13 +317,15 @@ impl WorkingSet {
     ) -> StoreResult<Vec<Client>> {
         let key = (project.to_string(), field.to_string(), value.to_string());
         if !self.db_values.contains_key(&key) {
-            let rows = sqlx::query("SELECT client_id FROM client_values WHERE project_id = $1 AND field = $2 AND value = $3")
-                .bind(project)
-                .bind(field)
-                .bind(value)
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(StoreError::new("read client values"))?;
+            let rows = sqlx::query(
+                "SELECT client_id FROM client_values WHERE project_id = $1 AND field = $2 AND value = $3",
+            )
+            .bind(project)
+            .bind(field)
+            .bind(value)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(StoreError::new("read client values"))?;
             let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
             self.load_clients(&ids).await?;
             self.db_values.insert(key.clone(), ids);
@@ -360,12 +346,8 @@ impl WorkingSet {
 
     /// Records that `absorbed` cards now live on in `survivor`; their appeals follow it.
     pub fn record_merge(&mut self, survivor: &str, absorbed: &[String]) {
-        let moved: Vec<String> = self
-            .appeals
-            .values()
-            .filter(|a| absorbed.contains(&a.client_id))
-            .map(|a| a.id.clone())
-            .collect();
+        let moved: Vec<String> =
+            self.appeals.values().filter(|a| absorbed.contains(&a.client_id)).map(|a| a.id.clone()).collect();
         for id in moved {
             if let Some(mut appeal) = self.appeals.get(&id).cloned() {
                 appeal.client_id = survivor.to_string();
@@ -379,21 +361,15 @@ impl WorkingSet {
 
     fn deadline(&self, a: &Appeal) -> Option<Millis> {
         let after = self.auto_close_ms.get(&a.project_id)?;
-        a.is_open()
-            .then(|| a.last_message_at.saturating_add(*after))
+        a.is_open().then(|| a.last_message_at.saturating_add(*after))
     }
 
     fn index_appeal(&mut self, a: &Appeal, add: bool) {
-        let open_key = (
-            a.project_id.clone(),
-            a.channel_id.clone(),
-            a.visitor_id.clone(),
-        );
+        let open_key = (a.project_id.clone(), a.channel_id.clone(), a.visitor_id.clone());
         let idle_entry = self.deadline(a).map(|d| (d, a.id.clone()));
         let in_partition = self.idle_partition.as_deref() == Some(a.partition.as_str());
         if add {
-            self.mem_numbers
-                .insert((a.project_id.clone(), a.number), a.id.clone());
+            self.mem_numbers.insert((a.project_id.clone(), a.number), a.id.clone());
             if a.is_open() {
                 self.mem_open.insert(open_key, a.id.clone());
                 if let (Some(e), true) = (idle_entry, in_partition) {
@@ -455,48 +431,35 @@ impl WorkingSet {
     ) -> StoreResult<()> {
         let missing: BTreeSet<&(String, String)> = visitors
             .iter()
-            .filter(|(c, v)| {
-                !self
-                    .db_open
-                    .contains_key(&(project.to_string(), c.clone(), v.clone()))
-            })
+            .filter(|(c, v)| !self.db_open.contains_key(&(project.to_string(), c.clone(), v.clone())))
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
-        let pairs: Vec<&(String, String)> = missing.iter().copied().collect();
-        let mut rows = Vec::new();
-        for chunk in pairs.chunks(400) {
-            let sql = format!(
-                "SELECT {} FROM appeals WHERE project_id = $1 AND status = 'open' AND (channel_id, visitor_id) IN (VALUES {})",
-                sql::APPEAL_COLS,
-                sql::value_tuples(chunk.len(), 2, 2)
-            );
-            let mut params = vec![Param::from(project)];
-            params.extend(
-                chunk
-                    .iter()
-                    .flat_map(|(c, v)| [Param::from(c.clone()), Param::from(v.clone())]),
-            );
-            let found = sql::bind_all(sqlx::query(&sql), params)
-                .fetch_all(&mut *self.tx)
-                .await
-                .map_err(StoreError::new("read open appeals"))?;
-            rows.extend(found);
-        }
+        let handles: Vec<Param> = missing.iter().map(|(c, v)| visitor_handle(c, v).into()).collect();
+        let head = format!(
+            "SELECT {} FROM appeals WHERE project_id = $1 AND status = 'open' AND visitor_handle",
+            sql::APPEAL_COLS
+        );
+        let rows = sql::select_in(
+            &mut self.tx,
+            self.backend,
+            &head,
+            "",
+            vec![project.into()],
+            handles,
+            "read open appeals",
+        )
+        .await?;
         let mut found: HashMap<(String, String), String> = HashMap::new();
         for row in &rows {
             let appeal = sql::appeal_from_row(row)?;
-            found.insert(
-                (appeal.channel_id.clone(), appeal.visitor_id.clone()),
-                appeal.id.clone(),
-            );
+            found.insert((appeal.channel_id.clone(), appeal.visitor_id.clone()), appeal.id.clone());
             self.cache_appeal(appeal);
         }
         for (c, v) in missing {
             let id = found.get(&(c.clone(), v.clone())).cloned();
-            self.db_open
-                .insert((project.to_string(), c.clone(), v.clone()), id);
+            self.db_open.insert((project.to_string(), c.clone(), v.clone()), id);
         }
         Ok(())
     }
@@ -508,38 +471,25 @@ impl WorkingSet {
         channel: &str,
         visitor: &str,
     ) -> StoreResult<Option<Appeal>> {
-        let key = (
-            project.to_string(),
-            channel.to_string(),
-            visitor.to_string(),
-        );
+        let key = (project.to_string(), channel.to_string(), visitor.to_string());
         if let Some(id) = self.mem_open.get(&key) {
             return Ok(self.appeals.get(id).cloned());
         }
         if !self.db_open.contains_key(&key) {
-            self.prefetch_open_appeals(project, &[(channel.to_string(), visitor.to_string())])
-                .await?;
+            self.prefetch_open_appeals(project, &[(channel.to_string(), visitor.to_string())]).await?;
         }
         let id = self.db_open.get(&key).cloned().flatten();
-        Ok(id
-            .and_then(|id| self.appeals.get(&id))
-            .filter(|a| a.is_open())
-            .cloned())
+        Ok(id.and_then(|id| self.appeals.get(&id)).filter(|a| a.is_open()).cloned())
     }
 
     pub async fn appeal_by_id(&mut self, id: &str) -> StoreResult<Option<Appeal>> {
         if !self.appeals.contains_key(id) {
-            self.load_appeals_where("id = $1", vec![id.into()], "read appeal")
-                .await?;
+            self.load_appeals_where("id = $1", vec![id.into()], "read appeal").await?;
         }
         Ok(self.appeals.get(id).cloned())
     }
 
-    pub async fn appeal_by_number(
-        &mut self,
-        project: &str,
-        number: i64,
-    ) -> StoreResult<Option<Appeal>> {
+    pub async fn appeal_by_number(&mut self, project: &str, number: i64) -> StoreResult<Option<Appeal>> {
         let key = (project.to_string(), number);
         if !self.mem_numbers.contains_key(&key) {
             self.load_appeals_where(
@@ -549,30 +499,17 @@ impl WorkingSet {
             )
             .await?;
         }
-        Ok(self
-            .mem_numbers
-            .get(&key)
-            .and_then(|id| self.appeals.get(id))
-            .cloned())
+        Ok(self.mem_numbers.get(&key).and_then(|id| self.appeals.get(id)).cloned())
     }
 
     /// Loads the appeals of `partition` that go idle before `until`, and tracks every open
     /// appeal of that partition the batch touches, for [`WorkingSet::due_idle`].
     pub async fn prefetch_idle(&mut self, partition: &str, until: Millis) -> StoreResult<()> {
         self.idle_partition = Some(partition.to_string());
-        let filter = "partition_key = $1 AND status = 'open' AND close_deadline < $2 ORDER BY close_deadline, id";
-        self.load_appeals_where(
-            filter,
-            vec![partition.into(), until.into()],
-            "read idle appeals",
-        )
-        .await?;
-        let open: Vec<Appeal> = self
-            .appeals
-            .values()
-            .filter(|a| a.partition == partition)
-            .cloned()
-            .collect();
+        let filter =
+            "partition_key = $1 AND status = 'open' AND close_deadline < $2 ORDER BY close_deadline, id";
+        self.load_appeals_where(filter, vec![partition.into(), until.into()], "read idle appeals").await?;
+        let open: Vec<Appeal> = self.appeals.values().filter(|a| a.partition == partition).cloned().collect();
         for a in open {
             if let Some(d) = self.deadline(&a) {
                 self.idle.insert((d, a.id.clone()));
@@ -583,28 +520,19 @@ impl WorkingSet {
 
     /// Open appeals of the batch partition whose deadline is before `clock`, oldest first.
     pub fn due_idle(&mut self, clock: Millis) -> Vec<Appeal> {
-        let due: Vec<(Millis, String)> = self
-            .idle
-            .iter()
-            .take_while(|(d, _)| *d < clock)
-            .cloned()
-            .collect();
-        due.iter()
-            .filter_map(|(_, id)| self.appeals.get(id).cloned())
-            .collect()
+        let due: Vec<(Millis, String)> = self.idle.iter().take_while(|(d, _)| *d < clock).cloned().collect();
+        due.iter().filter_map(|(_, id)| self.appeals.get(id).cloned()).collect()
     }
 
     /// Allocates the next appeal number of a project.
     pub async fn next_appeal_number(&mut self, project: &str) -> StoreResult<i64> {
         if !self.counters.contains_key(project) {
-            let row =
-                sqlx::query("SELECT next_appeal_number FROM project_state WHERE project_id = $1")
-                    .bind(project)
-                    .fetch_optional(&mut *self.tx)
-                    .await
-                    .map_err(StoreError::new("read appeal counter"))?;
-            self.counters
-                .insert(project.to_string(), row.map(|r| r.get(0)).unwrap_or(1));
+            let row = sqlx::query("SELECT next_appeal_number FROM project_state WHERE project_id = $1")
+                .bind(project)
+                .fetch_optional(&mut *self.tx)
+                .await
+                .map_err(StoreError::new("read appeal counter"))?;
+            self.counters.insert(project.to_string(), row.map(|r| r.get(0)).unwrap_or(1));
         }
         let next = self.counters.get_mut(project).expect("loaded above");
         let number = *next;
@@ -618,46 +546,29 @@ impl WorkingSet {
     pub async fn prefetch_messages(&mut self, project: &str, ids: &[String]) -> StoreResult<()> {
         let missing: BTreeSet<&String> = ids
             .iter()
-            .filter(|id| {
-                !self
-                    .messages
-                    .contains_key(&(project.to_string(), (*id).clone()))
-            })
+            .filter(|id| !self.messages.contains_key(&(project.to_string(), (*id).clone())))
             .collect();
         if missing.is_empty() {
             return Ok(());
         }
         let keys: Vec<Param> = missing.iter().map(|id| (*id).clone().into()).collect();
         let head = "SELECT project_id, appeal_id, doc FROM messages WHERE project_id = $1 AND id";
-        let rows = sql::select_in(
-            &mut self.tx,
-            head,
-            "",
-            vec![project.into()],
-            keys,
-            "read messages",
-        )
-        .await?;
+        let rows =
+            sql::select_in(&mut self.tx, self.backend, head, "", vec![project.into()], keys, "read messages")
+                .await?;
         for row in &rows {
             let m = sql::message_from_row(row)?;
-            self.messages
-                .insert((project.to_string(), m.message.id.clone()), Some(m));
+            self.messages.insert((project.to_string(), m.message.id.clone()), Some(m));
         }
         for id in missing {
-            self.messages
-                .entry((project.to_string(), id.clone()))
-                .or_insert(None);
+            self.messages.entry((project.to_string(), id.clone())).or_insert(None);
         }
         Ok(())
     }
 
     pub async fn message(&mut self, project: &str, id: &str) -> StoreResult<Option<StoredMessage>> {
         self.prefetch_messages(project, &[id.to_string()]).await?;
-        Ok(self
-            .messages
-            .get(&(project.to_string(), id.to_string()))
-            .cloned()
-            .flatten())
+        Ok(self.messages.get(&(project.to_string(), id.to_string())).cloned().flatten())
     }
 
     pub fn put_message(&mut self, m: StoredMessage) {
@@ -671,15 +582,12 @@ impl WorkingSet {
     /// The partition's event-time clock (the latest input time seen), if it has one.
     pub async fn clock(&mut self, partition: &str) -> StoreResult<Option<Millis>> {
         if !self.partitions.contains_key(partition) {
-            let row =
-                sqlx::query("SELECT clock, next_offset FROM partitions WHERE partition_key = $1")
-                    .bind(partition)
-                    .fetch_optional(&mut *self.tx)
-                    .await
-                    .map_err(StoreError::new("read partition"))?;
-            let state = row
-                .map(|r| (Some(r.get(0)), r.get(1)))
-                .unwrap_or((None, None));
+            let row = sqlx::query("SELECT clock, next_offset FROM partitions WHERE partition_key = $1")
+                .bind(partition)
+                .fetch_optional(&mut *self.tx)
+                .await
+                .map_err(StoreError::new("read partition"))?;
+            let state = row.map(|r| (Some(r.get(0)), r.get(1))).unwrap_or((None, None));
             self.partitions.insert(partition.to_string(), state);
         }
         Ok(self.partitions[partition].0)
@@ -689,10 +597,7 @@ impl WorkingSet {
         let current = self.clock(partition).await?;
         let clock = current.map_or(to, |c| c.max(to));
         if current != Some(clock) {
-            self.partitions
-                .get_mut(partition)
-                .expect("loaded by clock()")
-                .0 = Some(clock);
+            self.partitions.get_mut(partition).expect("loaded by clock()").0 = Some(clock);
             self.dirty_partitions.insert(partition.to_string());
         }
         Ok(clock)
@@ -701,10 +606,7 @@ impl WorkingSet {
     /// Records the next offset to consume, committed with the batch's state.
     pub async fn set_next_offset(&mut self, partition: &str, offset: i64) -> StoreResult<()> {
         self.clock(partition).await?;
-        self.partitions
-            .get_mut(partition)
-            .expect("loaded by clock()")
-            .1 = Some(offset);
+        self.partitions.get_mut(partition).expect("loaded by clock()").1 = Some(offset);
         self.dirty_partitions.insert(partition.to_string());
         Ok(())
     }
@@ -721,21 +623,15 @@ impl WorkingSet {
         self.flush_applied().await?;
         self.flush_partitions().await?;
         self.flush_outbox(batch_id, records).await?;
-        self.tx
-            .commit()
-            .await
-            .map_err(StoreError::new("commit batch"))
+        self.tx.commit().await.map_err(StoreError::new("commit batch"))
     }
 
     async fn flush_counters(&mut self) -> StoreResult<()> {
-        let rows = self
-            .dirty_counters
-            .iter()
-            .map(|p| vec![p.clone().into(), self.counters[p].into()])
-            .collect();
+        let rows =
+            self.dirty_counters.iter().map(|p| vec![p.clone().into(), self.counters[p].into()]).collect();
         let head = "INSERT INTO project_state (project_id, next_appeal_number)";
         let tail = "ON CONFLICT (project_id) DO UPDATE SET next_appeal_number = excluded.next_appeal_number";
-        sql::insert_rows(&mut self.tx, head, tail, rows, "write appeal counters").await
+        sql::insert_rows(&mut self.tx, self.backend, head, tail, rows, "write appeal counters").await
     }
 
     async fn flush_merges(&mut self) -> StoreResult<()> {
@@ -744,6 +640,7 @@ impl WorkingSet {
             let fixed = vec![Param::from(survivor.clone())];
             sql::execute_in(
                 &mut self.tx,
+                self.backend,
                 "UPDATE appeals SET client_id = $1 WHERE client_id",
                 fixed.clone(),
                 keys.clone(),
@@ -752,6 +649,7 @@ impl WorkingSet {
             .await?;
             sql::execute_in(
                 &mut self.tx,
+                self.backend,
                 "UPDATE clients SET merged_into = $1 WHERE merged_into",
                 fixed,
                 keys,
@@ -763,23 +661,17 @@ impl WorkingSet {
     }
 
     async fn flush_clients(&mut self) -> StoreResult<()> {
-        let dirty: Vec<&Client> = self
-            .dirty_clients
-            .iter()
-            .filter_map(|id| self.clients.get(id))
-            .collect();
+        let dirty: Vec<&Client> = self.dirty_clients.iter().filter_map(|id| self.clients.get(id)).collect();
         if dirty.is_empty() {
             return Ok(());
         }
         let rows = dirty.iter().map(|c| sql::client_params(c)).collect();
         let head = format!("INSERT INTO clients ({})", sql::CLIENT_COLS);
-        let tail = "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, appeal_count = excluded.appeal_count, \
+        let tail =
+            "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, appeal_count = excluded.appeal_count, \
                     merged_into = excluded.merged_into, doc = excluded.doc";
-        let reindexed: Vec<&Client> = dirty
-            .iter()
-            .copied()
-            .filter(|c| self.dirty_index.contains(&c.id))
-            .collect();
+        let reindexed: Vec<&Client> =
+            dirty.iter().copied().filter(|c| self.dirty_index.contains(&c.id)).collect();
         let ids: Vec<Param> = reindexed.iter().map(|c| c.id.clone().into()).collect();
         let mut handles: BTreeMap<(String, String), String> = BTreeMap::new();
         let mut values: BTreeSet<(String, String, String, String)> = BTreeSet::new();
@@ -791,34 +683,32 @@ impl WorkingSet {
                 values.insert((c.project_id.clone(), f, v, c.id.clone()));
             }
         }
-        sql::insert_rows(&mut self.tx, &head, tail, rows, "write clients").await?;
+        sql::insert_rows(&mut self.tx, self.backend, &head, tail, rows, "write clients").await?;
         sql::execute_in(
             &mut self.tx,
+            self.backend,
             "DELETE FROM client_values WHERE client_id",
             vec![],
             ids,
             "clear client values",
         )
         .await?;
-        let rows = values
-            .into_iter()
-            .map(|(p, f, v, id)| vec![p.into(), f.into(), v.into(), id.into()])
-            .collect();
+        let rows =
+            values.into_iter().map(|(p, f, v, id)| vec![p.into(), f.into(), v.into(), id.into()]).collect();
         sql::insert_rows(
             &mut self.tx,
+            self.backend,
             "INSERT INTO client_values (project_id, field, value, client_id)",
             "",
             rows,
             "write client values",
         )
         .await?;
-        let rows = handles
-            .into_iter()
-            .map(|((p, h), id)| vec![p.into(), h.into(), id.into()])
-            .collect();
+        let rows = handles.into_iter().map(|((p, h), id)| vec![p.into(), h.into(), id.into()]).collect();
         let tail = "ON CONFLICT (project_id, handle) DO UPDATE SET client_id = excluded.client_id";
         sql::insert_rows(
             &mut self.tx,
+            self.backend,
             "INSERT INTO client_handles (project_id, handle, client_id)",
             tail,
             rows,
@@ -834,10 +724,10 @@ impl WorkingSet {
             .filter_map(|id| self.appeals.get(id))
             .map(|a| sql::appeal_params(a, self.deadline(a)))
             .collect();
-        let head = format!("INSERT INTO appeals ({})", sql::APPEAL_COLS);
+        let head = format!("INSERT INTO appeals ({})", sql::APPEAL_INSERT_COLS);
         let tail = "ON CONFLICT (id) DO UPDATE SET client_id = excluded.client_id, status = excluded.status, \
                     last_message_at = excluded.last_message_at, doc = excluded.doc, close_deadline = excluded.close_deadline";
-        sql::insert_rows(&mut self.tx, &head, tail, rows, "write appeals").await
+        sql::insert_rows(&mut self.tx, self.backend, &head, tail, rows, "write appeals").await
     }
 
     async fn flush_messages(&mut self) -> StoreResult<()> {
@@ -847,27 +737,20 @@ impl WorkingSet {
             .filter_map(|k| self.messages.get(k).cloned().flatten())
             .map(|m| {
                 let doc = serde_json::to_string(&m.message).expect("message serialises");
-                vec![
-                    m.project_id.into(),
-                    m.message.id.into(),
-                    m.appeal_id.into(),
-                    doc.into(),
-                ]
+                vec![m.project_id.into(), m.message.id.into(), m.appeal_id.into(), doc.into()]
             })
             .collect();
         let head = "INSERT INTO messages (project_id, id, appeal_id, doc)";
-        let tail = "ON CONFLICT (project_id, id) DO UPDATE SET appeal_id = excluded.appeal_id, doc = excluded.doc";
-        sql::insert_rows(&mut self.tx, head, tail, rows, "write messages").await
+        let tail =
+            "ON CONFLICT (project_id, id) DO UPDATE SET appeal_id = excluded.appeal_id, doc = excluded.doc";
+        sql::insert_rows(&mut self.tx, self.backend, head, tail, rows, "write messages").await
     }
 
     async fn flush_applied(&mut self) -> StoreResult<()> {
-        let rows = self
-            .new_applied
-            .iter()
-            .map(|(p, id)| vec![p.clone().into(), id.clone().into()])
-            .collect();
+        let rows = self.new_applied.iter().map(|(p, id)| vec![p.clone().into(), id.clone().into()]).collect();
         sql::insert_rows(
             &mut self.tx,
+            self.backend,
             "INSERT INTO applied_inputs (project_id, input_id)",
             "",
             rows,
@@ -888,23 +771,19 @@ impl WorkingSet {
         let head = "INSERT INTO partitions (partition_key, clock, next_offset)";
         let tail = "ON CONFLICT (partition_key) DO UPDATE SET clock = excluded.clock, \
                     next_offset = COALESCE(excluded.next_offset, partitions.next_offset)";
-        sql::insert_rows(&mut self.tx, head, tail, rows, "write partitions").await
+        sql::insert_rows(&mut self.tx, self.backend, head, tail, rows, "write partitions").await
     }
 
     async fn flush_outbox(&mut self, batch_id: &str, records: &[Record]) -> StoreResult<()> {
         let rows = records
             .iter()
             .map(|r| {
-                vec![
-                    batch_id.into(),
-                    r.topic.code().into(),
-                    r.key.clone().into(),
-                    r.value.clone().into(),
-                ]
+                vec![batch_id.into(), r.topic.code().into(), r.key.clone().into(), r.value.clone().into()]
             })
             .collect();
         sql::insert_rows(
             &mut self.tx,
+            self.backend,
             "INSERT INTO outbox (batch_id, topic, record_key, value)",
             "",
             rows,

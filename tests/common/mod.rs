@@ -39,34 +39,20 @@ impl TestDb {
             Kind::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let url = format!("sqlite://{}", dir.path().join("state.db").display());
-                TestDb {
-                    url,
-                    _dir: Some(dir),
-                    pg_drop: None,
-                }
+                TestDb { url, _dir: Some(dir), pg_drop: None }
             }
             Kind::Postgres => {
-                let admin =
-                    std::env::var("APPEALFLOW_TEST_PG_URL").expect("APPEALFLOW_TEST_PG_URL");
+                let admin = std::env::var("APPEALFLOW_TEST_PG_URL").expect("APPEALFLOW_TEST_PG_URL");
                 let name = format!("appealflow_test_{}", uuid_like());
                 run_admin(&admin, &format!("CREATE DATABASE {name}")).await;
-                let base = admin
-                    .rsplit_once('/')
-                    .map(|(b, _)| b.to_string())
-                    .unwrap_or(admin.clone());
-                TestDb {
-                    url: format!("{base}/{name}"),
-                    _dir: None,
-                    pg_drop: Some((admin, name)),
-                }
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+                TestDb { url: format!("{base}/{name}"), _dir: None, pg_drop: Some((admin, name)) }
             }
         }
     }
 
     pub async fn store(&self) -> Store {
-        Store::connect(&self.url, 4)
-            .await
-            .expect("store connects and migrates")
+        Store::connect(&self.url, 4).await.expect("store connects and migrates")
     }
 }
 
@@ -75,14 +61,8 @@ impl Drop for TestDb {
         if let Some((admin, name)) = self.pg_drop.take() {
             // Dropping needs no connection of ours open; run it on a fresh thread and runtime.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(run_admin(
-                    &admin,
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                ));
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(run_admin(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
             })
             .join();
         }
@@ -91,25 +71,15 @@ impl Drop for TestDb {
 
 async fn run_admin(url: &str, sql: &str) {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url)
-        .await
-        .expect("connect to the test PostgreSQL");
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect to the test PostgreSQL");
     sqlx::Executor::execute(&mut conn, sql).await.expect(sql);
 }
 
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{}_{}_{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{}_{}_{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// One output record, parsed.
@@ -143,18 +113,10 @@ impl Run {
             .collect()
     }
     pub fn topic(&self, topic: &str) -> Vec<&Value> {
-        self.records
-            .iter()
-            .filter(|r| r.topic == topic)
-            .map(|r| &r.value)
-            .collect()
+        self.records.iter().filter(|r| r.topic == topic).map(|r| &r.value).collect()
     }
     pub fn caused_by(&self, id: &str) -> Vec<&Value> {
-        self.records
-            .iter()
-            .filter(|r| r.value["cause"]["id"] == id)
-            .map(|r| &r.value)
-            .collect()
+        self.records.iter().filter(|r| r.value["cause"]["id"] == id).map(|r| &r.value).collect()
     }
 }
 
@@ -174,22 +136,12 @@ pub async fn replay_lines(config: &Arc<Config>, db: &TestDb, lines: &[String]) -
 pub async fn replay_file(config: &Arc<Config>, db: &TestDb, path: &std::path::Path) -> Run {
     let store = db.store().await;
     let mut out = Vec::new();
-    let summary = replay(
-        config.clone(),
-        store.clone(),
-        &[path.display().to_string()],
-        &mut out,
-        false,
-    )
-    .await
-    .expect("replay succeeds");
+    let summary = replay(config.clone(), store.clone(), &[path.display().to_string()], &mut out, false)
+        .await
+        .expect("replay succeeds");
     store.close().await;
     let stdout = String::from_utf8(out).expect("utf-8 output");
-    Run {
-        records: parse(&stdout),
-        summary,
-        stdout,
-    }
+    Run { records: parse(&stdout), summary, stdout }
 }
 
 pub fn parse(stdout: &str) -> Vec<Rec> {
@@ -261,14 +213,7 @@ pub fn msg(id: &str, channel: &str, at: &str, visitor: &str, text: &str) -> Stri
     msg_in("acme", id, channel, at, visitor, text)
 }
 
-pub fn msg_in(
-    project: &str,
-    id: &str,
-    channel: &str,
-    at: &str,
-    visitor: &str,
-    text: &str,
-) -> String {
+pub fn msg_in(project: &str, id: &str, channel: &str, at: &str, visitor: &str, text: &str) -> String {
     format!(
         r#"{{"type":"message","message_id":"{id}","project_id":"{project}","channel_id":"{channel}","sent_at":"{at}","visitor":{visitor},"content":{{"kind":"text","text":{text:?}}}}}"#
     )
