@@ -14,6 +14,7 @@ pub mod matching;
 pub mod model;
 pub mod pipeline;
 pub mod replay;
+pub mod run;
 pub mod source;
 pub mod store;
 pub mod testkit;

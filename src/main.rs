@@ -42,6 +42,12 @@ enum Command {
         #[arg(required = true)]
         inputs: Vec<String>,
     },
+    /// The consumer-group service: inbound and commands topics in, records out.
+    Run {
+        /// TOML config; `APPEALFLOW__SECTION__KEY` variables override it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Validate a config and explain every problem with its key.
     CheckConfig {
         #[arg(long, short)]
@@ -89,6 +95,24 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", appealflow::config::explain(&config));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run { config } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let store = Store::connect(&config.store.url, config.store.max_connections).await?;
+            let stats = appealflow::run::run(Arc::new(config), store.clone(), shutdown_signal()).await?;
+            store.close().await;
+            eprintln!(
+                "appealflow run stopped: {} batches, {} inputs ({} applied, {} duplicates, {} DLQ)",
+                stats.batches,
+                stats.stats.inputs,
+                stats.stats.applied,
+                stats.stats.duplicates,
+                stats.stats.dlq
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay { config, db, no_progress, inputs } => {
             let mut config = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -107,5 +131,15 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("{}", summary.render());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

@@ -158,6 +158,27 @@ impl Pipeline {
         Ok(Committed { batch_id, records, stats })
     }
 
+    /// Advances a partition's event-time clock with no input (a quiet partition in `run`),
+    /// closing the appeals that went idle meanwhile.
+    pub async fn advance_clock(&self, partition: &str, to: i64) -> StoreResult<Committed> {
+        let mut ws = self.store.begin(self.auto_close_ms.clone()).await?;
+        let projects: BTreeSet<String> = self.config.projects.iter().map(|p| p.id.clone()).collect();
+        ws.lock_projects(&projects).await?;
+        ws.prefetch_idle(partition, to).await?;
+        let clock = ws.advance_clock(partition, to).await?;
+        let mut records = Vec::new();
+        let mut stats = Stats::default();
+        let auto_close = &self.auto_close_ms;
+        for em in appeal::close_idle(&mut ws, |p| auto_close.get(p).copied(), clock).await? {
+            stats.inactivity_closes += 1;
+            records.extend(em.records);
+        }
+        let batch_id = uuid::Uuid::new_v4().to_string();
+        ws.commit(&batch_id, &records).await?;
+        count_records(&records, &mut stats);
+        Ok(Committed { batch_id, records, stats })
+    }
+
     /// Warms the working set with a few multi-row reads instead of one read per input.
     async fn prefetch(
         &self,

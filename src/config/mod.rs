@@ -47,8 +47,17 @@ pub struct KafkaConfig {
     /// Consumer group shared by all `run` instances.
     pub group_id: String,
     pub topics: TopicsConfig,
-    /// Raw librdkafka options passed through unchanged (`"fetch.min.bytes" = "1"`).
-    pub options: BTreeMap<String, String>,
+    /// Raw librdkafka consumer options passed through unchanged (`"fetch.min.bytes" = "1"`).
+    pub consumer_options: BTreeMap<String, String>,
+    /// Raw librdkafka producer options passed through unchanged (`"linger.ms" = "10"`).
+    pub producer_options: BTreeMap<String, String>,
+    /// How long shutdown (SIGTERM/SIGINT) may take to finish batches, publish and commit.
+    #[serde(with = "duration::serde_duration")]
+    pub shutdown_deadline: Duration,
+    /// A partition that receives nothing for this long has its event-time clock advanced by
+    /// wall-clock time, so idle appeals still close when traffic stops.
+    #[serde(with = "duration::serde_duration")]
+    pub idle_clock_after: Duration,
 }
 
 impl Default for KafkaConfig {
@@ -57,7 +66,10 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "appealflow".into(),
             topics: TopicsConfig::default(),
-            options: BTreeMap::new(),
+            consumer_options: BTreeMap::new(),
+            producer_options: BTreeMap::new(),
+            shutdown_deadline: Duration::from_secs(20),
+            idle_clock_after: Duration::from_secs(60),
         }
     }
 }

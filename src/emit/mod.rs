@@ -6,6 +6,7 @@
 //! publish a batch twice.
 
 mod event;
+pub mod kafka;
 
 use serde::Serialize;
 use uuid::Uuid;

@@ -2,6 +2,7 @@
 //! it and so a source can resume: a file line in `replay`, a topic/partition/offset in `run`.
 
 pub mod file;
+pub mod kafka;
 
 use serde::Serialize;
 

@@ -69,6 +69,11 @@ pub fn external_handle(external_id: &str) -> String {
     format!("x:{external_id}")
 }
 
+/// The distinct keys a lookup still has to read from the database.
+fn not_cached<'a>(keys: &'a [String], cached: impl Fn(&str) -> bool) -> BTreeSet<&'a String> {
+    keys.iter().filter(|k| !cached(k)).collect()
+}
+
 fn handles_of(c: &Client) -> Vec<String> {
     let visitors = c.doc.visitors.iter().map(|v| visitor_handle(&v.channel_id, &v.visitor_id));
     visitors.chain(c.doc.external_ids.iter().map(|x| external_handle(x))).collect()
@@ -265,10 +270,8 @@ impl WorkingSet {
 
     /// Loads handle → card mappings for these handles of one project.
     pub async fn prefetch_handles(&mut self, project: &str, handles: &[String]) -> StoreResult<()> {
-        let missing: BTreeSet<&String> = handles
-            .iter()
-            .filter(|h| !self.db_handles.contains_key(&(project.to_string(), (*h).clone())))
-            .collect();
+        let missing =
+            not_cached(handles, |h| self.db_handles.contains_key(&(project.to_string(), h.to_string())));
         if missing.is_empty() {
             return Ok(());
         }
@@ -544,10 +547,8 @@ impl WorkingSet {
     // ---- messages -----------------------------------------------------------------------
 
     pub async fn prefetch_messages(&mut self, project: &str, ids: &[String]) -> StoreResult<()> {
-        let missing: BTreeSet<&String> = ids
-            .iter()
-            .filter(|id| !self.messages.contains_key(&(project.to_string(), (*id).clone())))
-            .collect();
+        let missing =
+            not_cached(ids, |id| self.messages.contains_key(&(project.to_string(), id.to_string())));
         if missing.is_empty() {
             return Ok(());
         }

@@ -75,7 +75,7 @@ async fn run_admin(url: &str, sql: &str) {
     sqlx::Executor::execute(&mut conn, sql).await.expect(sql);
 }
 
-fn uuid_like() -> String {
+pub fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
@@ -242,4 +242,14 @@ pub fn final_cards(run: &Run) -> impl Fn(&str) -> String + '_ {
         }
         id
     }
+}
+
+pub mod kafka;
+
+/// Asserts two record lists are equal, showing only the first difference.
+pub fn assert_same(got: &[String], want: &[String], what: &str) {
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!("{what}: first difference at record {}:\n  got:  {}\n  want: {}", i + 1, got[i], want[i]);
+    }
+    assert_eq!(got.len(), want.len(), "{what}: same records, different counts");
 }

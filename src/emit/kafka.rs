@@ -1,0 +1,51 @@
+//! The Kafka sink: publishes a committed batch's records with an idempotent producer and
+//! returns only when the broker acknowledged every one of them (acks=all), so the caller may
+//! then drop the batch from the outbox.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+
+use super::Record;
+use crate::config::{KafkaConfig, TopicsConfig};
+
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topics: TopicsConfig,
+}
+
+impl KafkaSink {
+    pub fn new(kafka: &KafkaConfig) -> Result<Self, KafkaError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000");
+        for (k, v) in &kafka.producer_options {
+            config.set(k, v);
+        }
+        Ok(KafkaSink { producer: config.create()?, topics: kafka.topics.clone() })
+    }
+
+    /// Sends every record and waits for all acknowledgements. Records of one key keep their
+    /// order: the idempotent producer never reorders within a partition.
+    pub async fn publish(&self, records: &[Record]) -> Result<(), KafkaError> {
+        let sends = records.iter().map(|r| {
+            let record = FutureRecord::to(r.topic.name(&self.topics)).key(&r.key).payload(&r.value);
+            self.producer.send(record, Duration::from_secs(30))
+        });
+        for result in join_all(sends).await {
+            result.map_err(|(e, _)| e)?;
+        }
+        Ok(())
+    }
+
+    pub fn flush(&self, timeout: Duration) {
+        let _ = self.producer.flush(timeout);
+    }
+}

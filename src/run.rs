@@ -1,0 +1,287 @@
+//! `appealflow run`: the consumer-group service.
+//!
+//! # Guarantee
+//! Effectively-once: every input of the inbound and commands topics is applied to the state
+//! exactly once, and every output record reaches its topic at least once with a stable
+//! `event_id`/`outbound_id`/`dlq_id`, so a consumer that drops repeated ids sees each exactly
+//! once. How:
+//! - Inputs are applied in micro-batches per partition. One database transaction holds the
+//!   state changes, the ids of the inputs applied, the partition's next offset and event-time
+//!   clock, and the batch's output records (the outbox). That commit is the only commit point.
+//! - After the commit the records are produced with an idempotent producer (acks=all); only
+//!   when every one was acknowledged is the batch deleted from the outbox. At start, records
+//!   left in the outbox by a crash are produced first.
+//! - On assignment a partition is read from the offset the database holds, never from Kafka's
+//!   committed offset (which is only mirrored there for lag monitoring). Inputs below that
+//!   offset are skipped; a replayed input with a known `message_id`/`command_id` is a no-op.
+//!
+//! # Limits
+//! - A crash between the commit and the acknowledgements republishes that batch's records
+//!   (same ids): downstream sees duplicates unless it deduplicates by id.
+//! - Records of different batches of one partition are published in batch order; records of
+//!   different partitions are not ordered with each other.
+//! - While the database or the broker is down the loop retries with backoff and neither
+//!   skips nor dead-letters anything; a consumer stuck longer than `max.poll.interval.ms`
+//!   leaves the group and its partitions move to another instance, which resumes from the
+//!   database offsets.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::CommitMode;
+
+use crate::config::Config;
+use crate::emit::kafka::KafkaSink;
+use crate::emit::Record;
+use crate::pipeline::{Committed, Pipeline, Stats};
+use crate::source::kafka::{partition_key, KafkaSource, Tp};
+use crate::source::{Batch, RawInput, SourcePos};
+use crate::store::{ErrorClass, Store, StoreError};
+
+/// What one partition has buffered and where it stands.
+struct PartitionState {
+    inputs: Vec<RawInput>,
+    first_buffered: Option<Instant>,
+    /// The next offset the database holds; inputs below it were applied already.
+    next_offset: Option<i64>,
+    last_activity: Instant,
+}
+
+/// Counts of a `run`, returned when it stops.
+#[derive(Debug, Default, Clone)]
+pub struct RunStats {
+    pub stats: Stats,
+    pub batches: u64,
+}
+
+/// Runs until `shutdown` resolves, then finishes buffered batches within the configured
+/// deadline, publishes their records and returns.
+pub async fn run(
+    config: Arc<Config>,
+    store: Store,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<RunStats> {
+    let sink = KafkaSink::new(&config.kafka)?;
+    republish_outbox(&store, &sink).await?;
+    let source = KafkaSource::new(&config.kafka)?;
+    let pipeline = Pipeline::new(config.clone(), store.clone());
+    let mut runner = Runner {
+        config: config.clone(),
+        store,
+        sink,
+        source,
+        pipeline,
+        parts: BTreeMap::new(),
+        out: RunStats::default(),
+    };
+    tokio::pin!(shutdown);
+    let poll = Duration::from_millis(50).min(config.pipeline.batch_max_wait);
+    loop {
+        runner.apply_rebalances().await?;
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            next = tokio::time::timeout(poll, runner.source.next()) => match next {
+                Ok(Ok(input)) => runner.buffer(input)?,
+                Ok(Err(e)) => tracing::warn!(error = %e, "consumer error; continuing"),
+                Err(_) => {}
+            },
+        }
+        runner.flush_ready(false).await?;
+        runner.advance_idle_clocks().await?;
+    }
+    tracing::info!("shutdown requested: finishing buffered batches");
+    let deadline = config.kafka.shutdown_deadline;
+    if tokio::time::timeout(deadline, runner.flush_ready(true)).await.is_err() {
+        tracing::warn!(
+            ?deadline,
+            "shutdown deadline passed; unfinished batches will be re-read from the database offsets"
+        );
+    }
+    runner.mirror_all(CommitMode::Sync);
+    runner.sink.flush(Duration::from_secs(5));
+    Ok(runner.out)
+}
+
+struct Runner {
+    config: Arc<Config>,
+    store: Store,
+    sink: KafkaSink,
+    source: KafkaSource,
+    pipeline: Pipeline,
+    parts: BTreeMap<Tp, PartitionState>,
+    out: RunStats,
+}
+
+impl Runner {
+    /// Revoked partitions drop what they buffered (the next owner re-reads it from the
+    /// database offset); assigned ones seek to the database offset.
+    async fn apply_rebalances(&mut self) -> anyhow::Result<()> {
+        let log = self.source.take_rebalances();
+        for tp in log.revoked {
+            if let Some(p) = self.parts.remove(&tp) {
+                tracing::info!(topic = %tp.0, partition = tp.1, dropped = p.inputs.len(), "partition revoked");
+            }
+        }
+        for tp in log.assigned {
+            let key = partition_key(&tp);
+            let stored = retry_store(|| self.store.partition(&key)).await?;
+            let next_offset = stored.and_then(|(_, offset)| offset);
+            if let Some(offset) = next_offset {
+                if let Err(e) = self.source.seek(&tp, offset) {
+                    tracing::debug!(error = %e, "seek after assignment failed; older inputs are skipped instead");
+                }
+            }
+            tracing::info!(topic = %tp.0, partition = tp.1, ?next_offset, "partition assigned");
+            let state = PartitionState {
+                inputs: Vec::new(),
+                first_buffered: None,
+                next_offset,
+                last_activity: Instant::now(),
+            };
+            self.parts.insert(tp, state);
+        }
+        Ok(())
+    }
+
+    fn buffer(&mut self, input: RawInput) -> anyhow::Result<()> {
+        let SourcePos::Kafka { topic, partition, offset } = &input.pos else { unreachable!("kafka inputs") };
+        let tp = (topic.clone(), *partition);
+        let state = self.parts.entry(tp.clone()).or_insert_with(|| PartitionState {
+            inputs: Vec::new(),
+            first_buffered: None,
+            next_offset: None,
+            last_activity: Instant::now(),
+        });
+        if state.next_offset.is_some_and(|next| *offset < next) {
+            return Ok(()); // applied by an earlier batch (ours or a previous owner's)
+        }
+        state.first_buffered.get_or_insert_with(Instant::now);
+        state.last_activity = Instant::now();
+        state.inputs.push(input);
+        Ok(())
+    }
+
+    /// Commits and publishes every partition whose batch is full or old enough (or all).
+    async fn flush_ready(&mut self, all: bool) -> anyhow::Result<()> {
+        let size = self.config.pipeline.batch_size;
+        let wait = self.config.pipeline.batch_max_wait;
+        let ready: Vec<Tp> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.inputs.is_empty())
+            .filter(|(_, p)| {
+                all || p.inputs.len() >= size || p.first_buffered.is_some_and(|t| t.elapsed() >= wait)
+            })
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in ready {
+            let inputs = {
+                let p = self.parts.get_mut(&tp).expect("listed above");
+                p.first_buffered = None;
+                std::mem::take(&mut p.inputs)
+            };
+            for chunk in inputs.chunks(size) {
+                self.process(&tp, chunk.to_vec()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn process(&mut self, tp: &Tp, inputs: Vec<RawInput>) -> anyhow::Result<()> {
+        let Some(SourcePos::Kafka { offset: last, .. }) = inputs.last().map(|i| i.pos.clone()) else {
+            return Ok(());
+        };
+        let batch = Batch { partition: partition_key(tp), inputs };
+        let next = last + 1;
+        let committed = retry_store(|| self.pipeline.process(&batch, Some(next))).await?;
+        self.publish(committed).await?;
+        if let Some(p) = self.parts.get_mut(tp) {
+            p.next_offset = Some(next);
+        }
+        self.source.mirror_offset(tp, next, CommitMode::Async);
+        Ok(())
+    }
+
+    /// Publishes a committed batch, retrying until the broker takes it; then forgets it.
+    async fn publish(&mut self, committed: Committed) -> anyhow::Result<()> {
+        publish_with_retry(&self.sink, &committed.records).await;
+        retry_store(|| self.store.mark_published(&committed.batch_id)).await?;
+        self.out.stats.add(&committed.stats);
+        self.out.batches += 1;
+        Ok(())
+    }
+
+    /// Advances the clock of partitions that went quiet, by the wall-clock time they were
+    /// quiet, so their idle appeals still close.
+    async fn advance_idle_clocks(&mut self) -> anyhow::Result<()> {
+        let after = self.config.kafka.idle_clock_after;
+        let quiet: Vec<(Tp, Duration)> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| p.inputs.is_empty() && p.last_activity.elapsed() >= after)
+            .map(|(tp, p)| (tp.clone(), p.last_activity.elapsed()))
+            .collect();
+        for (tp, elapsed) in quiet {
+            let key = partition_key(&tp);
+            let Some((clock, _)) = retry_store(|| self.store.partition(&key)).await? else {
+                self.parts.get_mut(&tp).expect("listed").last_activity = Instant::now();
+                continue;
+            };
+            let to = clock + elapsed.as_millis() as i64;
+            let committed = retry_store(|| self.pipeline.advance_clock(&key, to)).await?;
+            self.publish(committed).await?;
+            self.parts.get_mut(&tp).expect("listed").last_activity = Instant::now();
+        }
+        Ok(())
+    }
+
+    fn mirror_all(&self, mode: CommitMode) {
+        for (tp, p) in &self.parts {
+            if let Some(next) = p.next_offset {
+                self.source.mirror_offset(tp, next, mode);
+            }
+        }
+    }
+}
+
+/// Produces what a crashed run committed but did not get acknowledged.
+async fn republish_outbox(store: &Store, sink: &KafkaSink) -> anyhow::Result<()> {
+    for (batch_id, records) in retry_store(|| store.pending_outbox()).await? {
+        tracing::info!(batch = %batch_id, records = records.len(), "republishing records of an interrupted batch");
+        publish_with_retry(sink, &records).await;
+        retry_store(|| store.mark_published(&batch_id)).await?;
+    }
+    Ok(())
+}
+
+async fn publish_with_retry(sink: &KafkaSink, records: &[Record]) {
+    let mut delay = Duration::from_millis(100);
+    while let Err(e) = sink.publish(records).await {
+        tracing::warn!(error = %e, retry_in = ?delay, "publishing failed; retrying (records stay in the outbox)");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Retries transient store errors with backoff, forever: an input is never skipped because
+/// the database is down. Fatal errors stop the service.
+async fn retry_store<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Err(e) if e.class() == ErrorClass::Retryable => {
+                tracing::warn!(error = %e, retry_in = ?delay, "store unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}

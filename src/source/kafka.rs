@@ -1,0 +1,125 @@
+//! The Kafka source: a consumer-group member on the inbound and commands topics.
+//!
+//! Offsets are never committed automatically: the database holds the next offset of every
+//! partition, written in the same transaction as the state it produced. Kafka's committed
+//! offsets are only a mirror for lag monitoring. On assignment we seek each partition to the
+//! offset the database holds (see `run`), so a crash between the database commit and Kafka's
+//! cannot make us skip or repeat an input.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{RawInput, SourcePos};
+use crate::config::KafkaConfig;
+
+/// A topic partition.
+pub type Tp = (String, i32);
+
+/// Partitions assigned and revoked since the run loop last looked.
+#[derive(Default)]
+pub struct RebalanceLog {
+    pub assigned: BTreeSet<Tp>,
+    pub revoked: BTreeSet<Tp>,
+}
+
+/// Records rebalances for the run loop; it acts on them between batches.
+#[derive(Clone, Default)]
+pub struct GroupContext {
+    log: Arc<Mutex<RebalanceLog>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut log = self.log.lock().expect("rebalance log");
+            for tp in partitions(tpl) {
+                log.assigned.remove(&tp);
+                log.revoked.insert(tp);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut log = self.log.lock().expect("rebalance log");
+            for tp in partitions(tpl) {
+                log.revoked.remove(&tp);
+                log.assigned.insert(tp);
+            }
+        }
+    }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+pub struct KafkaSource {
+    pub consumer: StreamConsumer<GroupContext>,
+    context: GroupContext,
+}
+
+impl KafkaSource {
+    pub fn new(kafka: &KafkaConfig) -> Result<Self, KafkaError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", &kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000");
+        for (k, v) in &kafka.consumer_options {
+            config.set(k, v);
+        }
+        let context = GroupContext::default();
+        let consumer: StreamConsumer<GroupContext> = config.create_with_context(context.clone())?;
+        let topics = [kafka.topics.inbound.as_str(), kafka.topics.commands.as_str()];
+        consumer.subscribe(&topics)?;
+        Ok(KafkaSource { consumer, context })
+    }
+
+    /// Takes the rebalances that happened since the last call.
+    pub fn take_rebalances(&self) -> RebalanceLog {
+        std::mem::take(&mut *self.context.log.lock().expect("rebalance log"))
+    }
+
+    /// The next input, as an owned raw input with its position.
+    pub async fn next(&self) -> Result<RawInput, KafkaError> {
+        let m = self.consumer.recv().await?;
+        let pos =
+            SourcePos::Kafka { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
+        let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+        Ok(RawInput { bytes: m.payload().unwrap_or_default().to_vec(), pos, key })
+    }
+
+    /// Moves a partition's read position (to the offset the database holds).
+    pub fn seek(&self, tp: &Tp, offset: i64) -> Result<(), KafkaError> {
+        self.consumer.seek(&tp.0, tp.1, Offset::Offset(offset), std::time::Duration::from_secs(10))
+    }
+
+    /// Mirrors a committed offset to the group, for lag monitoring only.
+    pub fn mirror_offset(&self, tp: &Tp, next_offset: i64, mode: rdkafka::consumer::CommitMode) {
+        let mut tpl = TopicPartitionList::new();
+        if tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(next_offset)).is_ok() {
+            if let Err(e) = self.consumer.commit(&tpl, mode) {
+                tracing::debug!(error = %e, topic = %tp.0, partition = tp.1, "offset mirror to the group failed");
+            }
+        }
+    }
+}
+
+/// The store's partition key of a topic partition.
+pub fn partition_key(tp: &Tp) -> String {
+    format!("{}:{}", tp.0, tp.1)
+}
