@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use appealflow::pipeline::Pipeline;
 use appealflow::source::{Batch, RawInput, SourcePos};
 use appealflow::testkit;
@@ -166,33 +164,6 @@ async fn a_generated_stream_ends_with_the_merges_and_appeals_the_oracle_expects(
         let numbers: Vec<i64> =
             run.events("appeal.opened").iter().map(|o| o["appeal"]["number"].as_i64().unwrap()).collect();
         assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>(), "numbers follow opening order");
-        assert_eq!(visitor_components(&run, &workload.lines), e.components, "on {kind:?}");
+        assert_same_groups(&visitor_components(&run, &workload.lines), &e.components);
     }
-}
-
-/// Groups visitors by the card they ended on: each visitor's card is the client of its first
-/// appeal, followed through every `client.merged`.
-fn visitor_components(run: &Run, lines: &[String]) -> Vec<Vec<String>> {
-    let visitor_of: BTreeMap<String, String> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "message")
-        .map(|v| {
-            (v["message_id"].as_str().unwrap().to_string(), v["visitor"]["id"].as_str().unwrap().to_string())
-        })
-        .collect();
-    let final_of = final_cards(run);
-    let mut first_card: BTreeMap<String, String> = BTreeMap::new();
-    for e in run.events("appeal.opened") {
-        let visitor = &visitor_of[e["cause"]["id"].as_str().unwrap()];
-        let key = format!("{}:{visitor}", e["appeal"]["channel_id"].as_str().unwrap());
-        first_card.entry(key).or_insert_with(|| e["client"]["id"].as_str().unwrap().to_string());
-    }
-    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (visitor, card) in first_card {
-        groups.entry(final_of(&card)).or_default().insert(visitor);
-    }
-    let mut out: Vec<Vec<String>> = groups.into_values().map(|g| g.into_iter().collect()).collect();
-    out.sort();
-    out
 }

@@ -100,21 +100,24 @@ url = "{store_url}"
     }
 }
 
-/// Produces lines to a topic in order, keyed as gateways key them (project:channel:visitor).
-pub async fn produce(brokers: &str, topic: &str, lines: &[String]) {
+/// Produces lines to a topic in order with their record keys.
+pub async fn produce(brokers: &str, topic: &str, lines: &[String], keys: &[String]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .create()
         .expect("producer");
-    for chunk in lines.chunks(500) {
-        let sends = chunk.iter().map(|line| {
-            let key = input_key(line);
+    let keyed: Vec<(&String, &String)> = lines.iter().zip(keys).collect();
+    for chunk in keyed.chunks(500) {
+        let sends = chunk.iter().map(|(line, key)| {
             let producer = &producer;
             async move {
                 producer
-                    .send(FutureRecord::to(topic).key(&key).payload(line), Duration::from_secs(30))
+                    .send(
+                        FutureRecord::to(topic).key(key.as_str()).payload(line.as_str()),
+                        Duration::from_secs(30),
+                    )
                     .await
                     .map_err(|(e, _)| e)
                     .expect("produced")
@@ -124,18 +127,71 @@ pub async fn produce(brokers: &str, topic: &str, lines: &[String]) {
     }
 }
 
-/// SPEC keys: messages by visitor; commands and anything unreadable by project.
-pub fn input_key(line: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-    let project = v["project_id"].as_str().unwrap_or("?");
-    match (v["channel_id"].as_str(), v["visitor"]["id"].as_str()) {
-        (Some(c), Some(visitor)) => format!("{project}:{c}:{visitor}"),
-        _ => project.to_string(),
+/// Reads output topics from the start until nothing new came for `quiet` (after at least
+/// one record), or `timeout` passed.
+pub fn read_all(brokers: &str, topics: &[String], quiet: Duration, timeout: Duration) -> Vec<Rec> {
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let consumer = reader(brokers, &names);
+    let started = Instant::now();
+    let mut last_new = Instant::now();
+    let mut out = Vec::new();
+    while started.elapsed() < timeout && (out.is_empty() || last_new.elapsed() < quiet) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(rec(&m));
+            last_new = Instant::now();
+        }
+    }
+    out
+}
+
+/// Waits until the store has applied `inputs` inputs (sum of next offsets over the inbound
+/// topic's partitions) and published everything (empty outbox).
+pub async fn wait_until_applied(url: &str, inbound: &str, inputs: i64, timeout: Duration) {
+    use sqlx::Row;
+    let pool = sqlx::PgPool::connect(url).await.expect("connect");
+    let started = Instant::now();
+    loop {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(next_offset), 0)::BIGINT, (SELECT COUNT(*) FROM outbox) FROM partitions WHERE partition_key LIKE $1",
+        )
+        .bind(format!("{inbound}:%"))
+        .fetch_one(&pool)
+        .await
+        .expect("progress query");
+        let (applied, pending): (i64, i64) = (row.get(0), row.get(1));
+        if applied >= inputs && pending == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "only {applied} of {inputs} inputs applied ({pending} outbox records) after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-/// Reads output topics from the start until `want` records arrived and nothing new came
-/// for `quiet`, or `timeout` passed. Records come back in per-topic offset order.
+fn reader(brokers: &str, topics: &[&str]) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", super::uuid_like()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    consumer.subscribe(topics).expect("subscribe");
+    consumer
+}
+
+fn rec(m: &rdkafka::message::BorrowedMessage<'_>) -> Rec {
+    let value: serde_json::Value =
+        serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON value");
+    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+    let line = serde_json::json!({"topic": m.topic(), "key": key, "value": value}).to_string();
+    Rec { line, topic: m.topic().to_string(), key, value }
+}
+
+/// Reads output topics from the start until `want` records arrived or `timeout` passed.
+/// Records come back in per-topic offset order.
 pub fn read_outputs(brokers: &str, topics: &[&str], want: usize, timeout: Duration) -> Vec<Rec> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)

@@ -2,6 +2,7 @@
 //! a fresh PostgreSQL database when `APPEALFLOW_TEST_PG_URL` is set) and read its records.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use appealflow::config::Config;
@@ -252,4 +253,41 @@ pub fn assert_same(got: &[String], want: &[String], what: &str) {
         panic!("{what}: first difference at record {}:\n  got:  {}\n  want: {}", i + 1, got[i], want[i]);
     }
     assert_eq!(got.len(), want.len(), "{what}: same records, different counts");
+}
+
+/// Groups visitors by the card they ended on: each visitor's card is the client of its first
+/// appeal, followed through every `client.merged`.
+pub fn visitor_components(run: &Run, lines: &[String]) -> Vec<Vec<String>> {
+    let visitor_of: BTreeMap<String, String> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "message")
+        .map(|v| {
+            (v["message_id"].as_str().unwrap().to_string(), v["visitor"]["id"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let final_of = final_cards(run);
+    let mut first_card: BTreeMap<String, String> = BTreeMap::new();
+    for e in run.events("appeal.opened") {
+        let visitor = &visitor_of[e["cause"]["id"].as_str().unwrap()];
+        let key = format!("{}:{visitor}", e["appeal"]["channel_id"].as_str().unwrap());
+        first_card.entry(key).or_insert_with(|| e["client"]["id"].as_str().unwrap().to_string());
+    }
+    let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (visitor, card) in first_card {
+        groups.entry(final_of(&card)).or_default().insert(visitor);
+    }
+    let mut out: Vec<Vec<String>> = groups.into_values().map(|g| g.into_iter().collect()).collect();
+    out.sort();
+    out
+}
+
+/// Asserts two groupings are equal, listing only the groups each side has alone.
+pub fn assert_same_groups(got: &[Vec<String>], want: &[Vec<String>]) {
+    let only_got: Vec<&Vec<String>> = got.iter().filter(|g| !want.contains(g)).take(5).collect();
+    let only_want: Vec<&Vec<String>> = want.iter().filter(|g| !got.contains(g)).take(5).collect();
+    assert!(
+        only_got.is_empty() && only_want.is_empty(),
+        "groups differ:\n  only got:  {only_got:?}\n  only want: {only_want:?}"
+    );
 }
