@@ -96,12 +96,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
+            let shutdown = shutdown_signal();
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
             let store = Store::connect(&config.store.url, config.store.max_connections).await?;
-            let stats = appealflow::run::run(Arc::new(config), store.clone(), shutdown_signal()).await?;
+            let stats = appealflow::run::run(Arc::new(config), store.clone(), shutdown).await?;
             store.close().await;
             eprintln!(
                 "appealflow run stopped: {} batches, {} inputs ({} applied, {} duplicates, {} DLQ)",
@@ -134,12 +135,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (before
+/// connecting to anything), so a signal that arrives during start-up is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -176,3 +176,64 @@ fn dedupe(records: Vec<Rec>) -> Vec<Rec> {
         })
         .collect()
 }
+
+/// A `run` process of the real binary.
+fn spawn_process(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_appealflow"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "appealflow=warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start appealflow run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice() {
+    use rand::Rng;
+    let Some(brokers) = kafka::brokers() else { return };
+    let workload = testkit::generate(400, 99);
+    let expected =
+        replay_lines(&config(testkit::CONFIG), &TestDb::new(Kind::Sqlite).await, &workload.lines).await;
+    let topics = Topics::random();
+    topics.create(&brokers, 1).await;
+    let db = TestDb::new(kinds().into_iter().last().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("run.toml");
+    std::fs::write(&config_path, topics.config_toml(&brokers, &db.url, testkit::CONFIG)).unwrap();
+
+    // Inputs arrive while the service is being killed: half before, half during the kills.
+    let half = workload.lines.len() / 2;
+    kafka::produce(&brokers, &topics.inbound, &workload.lines[..half], &workload.keys[..half]).await;
+    for round in 0..4 {
+        let mut child = spawn_process(&config_path);
+        let ms = rand::thread_rng().gen_range(1_500..4_500);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().unwrap();
+        if round == 1 {
+            kafka::produce(&brokers, &topics.inbound, &workload.lines[half..], &workload.keys[half..]).await;
+        }
+    }
+    let mut child = spawn_process(&config_path);
+    kafka::wait_until_applied(
+        &db.url,
+        &topics.inbound,
+        workload.lines.len() as i64,
+        Duration::from_secs(180),
+    )
+    .await;
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success(), "SIGTERM ends run cleanly");
+
+    let got = canonical(read_all(&brokers, &topics).await, &topics);
+    let got = dedupe(got);
+    for topic in ["appeal.events", "outbound.messages"] {
+        let lines = |records: &[Rec]| {
+            records.iter().filter(|r| r.topic == topic).map(|r| r.value.to_string()).collect::<Vec<_>>()
+        };
+        assert_same(&lines(&got), &lines(&expected.records), topic);
+    }
+    let dlq = |records: &[Rec]| records.iter().filter(|r| r.topic == "inbound.dlq").count();
+    assert_eq!(dlq(&got), dlq(&expected.records));
+}

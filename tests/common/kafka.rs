@@ -69,6 +69,11 @@ impl Topics {
 
     /// A config for `run` on these topics, `toml` giving the projects.
     pub fn config(&self, brokers: &str, store_url: &str, toml: &str) -> Arc<Config> {
+        Arc::new(Config::from_toml(&self.config_toml(brokers, store_url, toml)).expect("config"))
+    }
+
+    /// The TOML text of [`Topics::config`], for a `run` process.
+    pub fn config_toml(&self, brokers: &str, store_url: &str, toml: &str) -> String {
         let head = format!(
             r#"
 [kafka]
@@ -85,18 +90,15 @@ dlq = "{}"
 [kafka.consumer_options]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
+# A member killed mid-rebalance is waited for up to this long (the rebalance timeout).
+"max.poll.interval.ms" = "15000"
 [store]
 url = "{store_url}"
 "#,
             self.group, self.inbound, self.commands, self.events, self.outbound, self.dlq
         );
         let toml = toml.replace("[pipeline]\nbatch_size = 500\n", "");
-        Arc::new(
-            Config::from_toml(&format!(
-                "{head}\n[pipeline]\nbatch_size = 200\nbatch_max_wait = \"100ms\"\n{toml}"
-            ))
-            .expect("config"),
-        )
+        format!("{head}\n[pipeline]\nbatch_size = 200\nbatch_max_wait = \"100ms\"\n{toml}")
     }
 }
 
