@@ -17,4 +17,5 @@ pub mod replay;
 pub mod run;
 pub mod source;
 pub mod store;
+pub mod telemetry;
 pub mod testkit;

@@ -82,6 +82,7 @@ pub struct Committed {
     pub batch_id: String,
     pub records: Vec<Record>,
     pub stats: Stats,
+    pub timings: crate::telemetry::Timings,
 }
 
 /// Configuration compiled once at start, shared by every batch.
@@ -147,15 +148,14 @@ impl Pipeline {
         let batch_id = uuid::Uuid::new_v4().to_string();
         let applied = started.elapsed();
         ws.commit(&batch_id, &records).await?;
-        tracing::debug!(
-            inputs = batch.inputs.len(),
-            prefetch_ms = prefetched.as_millis() as u64,
-            apply_ms = (applied - prefetched).as_millis() as u64,
-            commit_ms = (started.elapsed() - applied).as_millis() as u64,
-            "batch committed"
-        );
+        let timings = crate::telemetry::Timings {
+            prefetch: prefetched,
+            apply: applied - prefetched,
+            commit: started.elapsed() - applied,
+        };
+        tracing::debug!(inputs = batch.inputs.len(), ?timings, "batch committed");
         count_records(&records, &mut stats);
-        Ok(Committed { batch_id, records, stats })
+        Ok(Committed { batch_id, records, stats, timings })
     }
 
     /// Advances a partition's event-time clock with no input (a quiet partition in `run`),
@@ -176,7 +176,7 @@ impl Pipeline {
         let batch_id = uuid::Uuid::new_v4().to_string();
         ws.commit(&batch_id, &records).await?;
         count_records(&records, &mut stats);
-        Ok(Committed { batch_id, records, stats })
+        Ok(Committed { batch_id, records, stats, timings: Default::default() })
     }
 
     /// Warms the working set with a few multi-row reads instead of one read per input.

@@ -39,6 +39,7 @@ use crate::pipeline::{Committed, Pipeline, Stats};
 use crate::source::kafka::{partition_key, KafkaSource, Tp};
 use crate::source::{Batch, RawInput, SourcePos};
 use crate::store::{ErrorClass, Store, StoreError};
+use crate::telemetry;
 
 /// What one partition has buffered and where it stands.
 struct PartitionState {
@@ -63,9 +64,15 @@ pub async fn run(
     store: Store,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunStats> {
+    let ready = telemetry::Readiness::default();
+    if !config.ops.listen.is_empty() {
+        let addr = telemetry::serve(&config.ops.listen, telemetry::recorder(), ready.clone()).await?;
+        tracing::info!(%addr, "metrics and health endpoint listening");
+    }
     let sink = KafkaSink::new(&config.kafka)?;
     republish_outbox(&store, &sink).await?;
     let source = KafkaSource::new(&config.kafka)?;
+    ready.set(true);
     let pipeline = Pipeline::new(config.clone(), store.clone());
     let mut runner = Runner {
         config: config.clone(),
@@ -92,6 +99,7 @@ pub async fn run(
         runner.flush_ready(false).await?;
         runner.advance_idle_clocks().await?;
     }
+    ready.set(false);
     tracing::info!("shutdown requested: finishing buffered batches");
     let deadline = config.kafka.shutdown_deadline;
     if tokio::time::timeout(deadline, runner.flush_ready(true)).await.is_err() {
@@ -202,13 +210,21 @@ impl Runner {
             p.next_offset = Some(next);
         }
         self.source.mirror_offset(tp, next, CommitMode::Async);
+        if let Some(high) = self.source.high_watermark(tp) {
+            telemetry::consumer_lag(&tp.0, tp.1, (high - next).max(0));
+        }
         Ok(())
     }
 
     /// Publishes a committed batch, retrying until the broker takes it; then forgets it.
     async fn publish(&mut self, committed: Committed) -> anyhow::Result<()> {
+        telemetry::batch_committed(&committed.stats, committed.timings);
+        telemetry::outbox_backlog(committed.records.len());
+        let started = Instant::now();
         publish_with_retry(&self.sink, &committed.records).await;
+        telemetry::published(started.elapsed());
         retry_store(|| self.store.mark_published(&committed.batch_id)).await?;
+        telemetry::outbox_backlog(0);
         self.out.stats.add(&committed.stats);
         self.out.batches += 1;
         Ok(())

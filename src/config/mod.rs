@@ -34,6 +34,9 @@ pub struct Config {
     /// Micro-batching and input limits shared by `run` and `replay`.
     #[serde(default)]
     pub pipeline: PipelineConfig,
+    /// The operations endpoint of `run`: Prometheus metrics and health checks.
+    #[serde(default)]
+    pub ops: OpsConfig,
     /// Tenants. Every lookup, rule and merge is scoped to one project.
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
@@ -93,6 +96,19 @@ impl Default for TopicsConfig {
             outbound: "outbound.messages".into(),
             dlq: "inbound.dlq".into(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpsConfig {
+    /// Address of `/metrics`, `/health/live` and `/health/ready`; empty disables it.
+    pub listen: String,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9464".into() }
     }
 }
 

@@ -108,6 +108,26 @@ impl KafkaSource {
         self.consumer.seek(&tp.0, tp.1, Offset::Offset(offset), std::time::Duration::from_secs(10))
     }
 
+    /// The partition's high watermark as last seen by the fetcher (no network round trip).
+    pub fn high_watermark(&self, tp: &Tp) -> Option<i64> {
+        let topic = std::ffi::CString::new(tp.0.as_str()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer lives as long as `self.consumer`; librdkafka only reads
+        // the topic string and writes the two offsets. rust-rdkafka wraps only the networked
+        // `fetch_watermarks`, which would cost a broker round trip per batch.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                tp.1,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+            .then_some(high)
+    }
+
     /// Mirrors a committed offset to the group, for lag monitoring only.
     pub fn mirror_offset(&self, tp: &Tp, next_offset: i64, mode: rdkafka::consumer::CommitMode) {
         let mut tpl = TopicPartitionList::new();

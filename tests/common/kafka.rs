@@ -94,6 +94,8 @@ dlq = "{}"
 "max.poll.interval.ms" = "15000"
 [store]
 url = "{store_url}"
+[ops]
+listen = "127.0.0.1:0"
 "#,
             self.group, self.inbound, self.commands, self.events, self.outbound, self.dlq
         );

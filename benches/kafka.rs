@@ -1,0 +1,205 @@
+//! `cargo bench --bench kafka`: the production path (broker + PostgreSQL) against a
+//! passthrough baseline on the same broker in the same run.
+//!
+//! Passthrough consumes the input topic and produces every record unchanged to another topic
+//! (idempotent producer, acks=all, offsets committed after the acknowledgements): what any
+//! consume-produce service pays. `run` does the same plus the whole pipeline and its database
+//! transaction. The ratio is the figure that matters.
+//!
+//! Needs a broker and PostgreSQL: `BENCH_KAFKA` (or `APPEALFLOW_TEST_KAFKA`) and `BENCH_PG_URL`
+//! (or `APPEALFLOW_TEST_PG_URL`); `scripts/test-env.sh` provides both. `BENCH_INPUTS` sets the
+//! size (default 20000).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use appealflow::config::Config;
+use appealflow::store::Store;
+use appealflow::testkit;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message};
+use sqlx::{Connection, Executor, Row};
+
+const PARTITIONS: i32 = 4;
+
+fn env(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| std::env::var(n).ok())
+}
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let (Some(brokers), Some(pg)) =
+        (env(&["BENCH_KAFKA", "APPEALFLOW_TEST_KAFKA"]), env(&["BENCH_PG_URL", "APPEALFLOW_TEST_PG_URL"]))
+    else {
+        println!("kafka bench: no broker/PostgreSQL configured (run scripts/test-env.sh); skipped");
+        return;
+    };
+    let inputs: usize = std::env::var("BENCH_INPUTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { 20_000 } else { 500 });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(bench(&brokers, &pg, inputs));
+}
+
+async fn bench(brokers: &str, pg: &str, inputs: usize) {
+    let tag = format!("bench-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
+    let topic = |name: &str| format!("{name}-{tag}");
+    create_topics(
+        brokers,
+        &[
+            (topic("in"), PARTITIONS),
+            (topic("pt"), PARTITIONS),
+            (topic("ev"), PARTITIONS),
+            (topic("out"), 1),
+            (topic("dlq"), 1),
+            (topic("cmd"), 1),
+        ],
+    )
+    .await;
+    let workload = testkit::generate_with(inputs / 2, 7, false);
+    let lines: Vec<String> = workload.lines.into_iter().take(inputs).collect();
+    let keys: Vec<String> = workload.keys.into_iter().take(lines.len()).collect();
+    produce(brokers, &topic("in"), &lines, &keys).await;
+    println!(
+        "appealflow kafka benchmark: {} inputs on {PARTITIONS} partitions (tansu/Kafka at {brokers})",
+        lines.len()
+    );
+
+    let pt = passthrough(brokers, &topic("in"), &topic("pt"), lines.len()).await;
+    println!("  passthrough (consume, produce acks=all, commit)  {pt:>8.0} inputs/s");
+
+    let url = fresh_db(pg, &tag).await;
+    let config = config(brokers, &url, &tag);
+    let store = Store::connect(&url, config.store.max_connections).await.unwrap();
+    let started = Instant::now();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(appealflow::run::run(config, store, async move {
+        let _ = stopped.await;
+    }));
+    wait_applied(&url, &topic("in"), lines.len() as i64).await;
+    let full = lines.len() as f64 / started.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    println!(
+        "  appealflow run, PostgreSQL                       {full:>8.0} inputs/s  ({:.2} of passthrough)",
+        full / pt
+    );
+}
+
+async fn create_topics(brokers: &str, topics: &[(String, i32)]) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let new: Vec<NewTopic> =
+        topics.iter().map(|(n, p)| NewTopic::new(n, *p, TopicReplication::Fixed(1))).collect();
+    for r in admin.create_topics(&new, &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+}
+
+fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap()
+}
+
+async fn produce(brokers: &str, topic: &str, lines: &[String], keys: &[String]) {
+    let producer = producer(brokers);
+    let pairs: Vec<(&String, &String)> = lines.iter().zip(keys).collect();
+    for chunk in pairs.chunks(1000) {
+        let sends = chunk.iter().map(|(l, k)| {
+            producer
+                .send(FutureRecord::to(topic).key(k.as_str()).payload(l.as_str()), Duration::from_secs(30))
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).unwrap();
+        }
+    }
+}
+
+/// Consume-produce with no processing, batches of 500, offsets committed after the acks.
+async fn passthrough(brokers: &str, from: &str, to: &str, n: usize) -> f64 {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("pt-{from}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[from]).unwrap();
+    let producer = producer(brokers);
+    let mut started = None;
+    let mut done = 0;
+    while done < n {
+        let mut batch = Vec::new();
+        while batch.len() < 500 && done + batch.len() < n {
+            let m = consumer.recv().await.unwrap();
+            started.get_or_insert_with(Instant::now);
+            batch.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
+            consumer.store_offset_from_message(&m).unwrap();
+        }
+        let sends = batch
+            .iter()
+            .map(|(k, v)| producer.send(FutureRecord::to(to).key(k).payload(v), Duration::from_secs(30)));
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).unwrap();
+        }
+        consumer.commit_consumer_state(CommitMode::Async).unwrap();
+        done += batch.len();
+    }
+    n as f64 / started.unwrap().elapsed().as_secs_f64()
+}
+
+async fn fresh_db(admin: &str, tag: &str) -> String {
+    let name = tag.replace('-', "_");
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+fn config(brokers: &str, url: &str, tag: &str) -> Arc<Config> {
+    let toml = format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "run-{tag}"
+[kafka.topics]
+inbound = "in-{tag}"
+commands = "cmd-{tag}"
+events = "ev-{tag}"
+outbound = "out-{tag}"
+dlq = "dlq-{tag}"
+[store]
+url = "{url}"
+[ops]
+listen = ""
+{}"#,
+        testkit::CONFIG
+    );
+    Arc::new(Config::from_toml(&toml).unwrap())
+}
+
+async fn wait_applied(url: &str, inbound: &str, n: i64) {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    loop {
+        let row = sqlx::query("SELECT COALESCE(SUM(next_offset),0)::BIGINT, (SELECT COUNT(*) FROM outbox) FROM partitions WHERE partition_key LIKE $1")
+            .bind(format!("{inbound}:%"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let (applied, pending): (i64, i64) = (row.get(0), row.get(1));
+        if applied >= n && pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

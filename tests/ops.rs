@@ -1,0 +1,41 @@
+//! The operations endpoint over real HTTP: health and Prometheus metrics.
+
+use std::time::Duration;
+
+use appealflow::pipeline::Stats;
+use appealflow::telemetry::{self, Readiness, Timings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response)
+}
+
+#[tokio::test]
+async fn readiness_follows_the_service_and_metrics_expose_batch_counts() {
+    let ready = Readiness::default();
+    let addr = telemetry::serve("127.0.0.1:0", telemetry::recorder(), ready.clone()).await.unwrap();
+    assert_eq!(get(addr, "/health/live").await.0, 200);
+    assert_eq!(get(addr, "/health/ready").await.0, 503);
+    ready.set(true);
+    assert_eq!(get(addr, "/health/ready").await.0, 200);
+
+    let mut stats = Stats { inputs: 3, applied: 2, dlq: 1, ..Stats::default() };
+    stats.events.insert("client.merged".into(), 1);
+    telemetry::batch_committed(&stats, Timings::default());
+    telemetry::consumer_lag("inbound.messages", 3, 42);
+    let (status, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains(r#"appealflow_inputs_total{outcome="dlq"} 1"#), "{body}");
+    assert!(body.contains("appealflow_merges_total 1"));
+    assert!(body.contains(r#"appealflow_consumer_lag{topic="inbound.messages",partition="3"} 42"#));
+    assert!(body.contains("appealflow_stage_seconds_bucket"));
+}
