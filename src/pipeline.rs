@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use tracing::Instrument;
+
 use crate::appeal;
 use crate::config::{ChannelConfig, Config, ProjectConfig};
 use crate::decode::{self, Input};
@@ -110,6 +112,7 @@ impl Pipeline {
     }
 
     /// Applies a batch and commits it with its outputs; `next_offset` is stored with it.
+    #[tracing::instrument(name = "batch", skip_all, fields(partition = %batch.partition, inputs = batch.inputs.len()))]
     pub async fn process(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {
         let started = std::time::Instant::now();
         let decoded: Vec<Result<Input, decode::DecodeError>> =
@@ -138,7 +141,14 @@ impl Pipeline {
                     ));
                 }
                 Ok(input) => {
-                    self.apply(&mut ws, &batch.partition, raw, &input, &mut records, &mut stats).await?
+                    let span = tracing::debug_span!(
+                        "input",
+                        source = ?raw.pos,
+                        client = tracing::field::Empty,
+                        appeal = tracing::field::Empty
+                    );
+                    let apply = self.apply(&mut ws, &batch.partition, raw, &input, &mut records, &mut stats);
+                    apply.instrument(span).await?
                 }
             }
         }
@@ -305,7 +315,9 @@ async fn message(
             emit::EventBody::ClientIdentified { method: emit::IdentifyMethod::Fixed, identifier: None };
         em.event(m.sent_at, body, Some(identified.client.summary()), None);
     }
-    appeal::client_message(ws, ctx, partition, m, identified.client, em).await?;
+    tracing::Span::current().record("client", identified.client.id.as_str());
+    let (appeal, _) = appeal::client_message(ws, ctx, partition, m, identified.client, em).await?;
+    tracing::Span::current().record("appeal", appeal.number);
     Ok(())
 }
 

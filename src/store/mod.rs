@@ -118,6 +118,15 @@ impl Store {
             Backend::Postgres => AnyPoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // Prepared statements get a generic plan after five runs; planned while
+                        // the tables were empty it scans them, and a batch slows as they grow.
+                        // Lookups here are all by key: always plan for the actual values.
+                        conn.execute("SET plan_cache_mode = force_custom_plan").await?;
+                        Ok(())
+                    })
+                })
                 .connect_with(options)
                 .await
                 .map_err(StoreError::new("connect to PostgreSQL"))?,
