@@ -277,6 +277,7 @@ async fn publish_with_retry(sink: &KafkaSink, records: &[Record]) {
     let mut delay = Duration::from_millis(100);
     while let Err(e) = sink.publish(records).await {
         tracing::warn!(error = %e, retry_in = ?delay, "publishing failed; retrying (records stay in the outbox)");
+        telemetry::retry("publish");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     }
@@ -294,6 +295,7 @@ where
         match attempt().await {
             Err(e) if e.class() == ErrorClass::Retryable => {
                 tracing::warn!(error = %e, retry_in = ?delay, "store unavailable; retrying");
+                telemetry::retry("store");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }

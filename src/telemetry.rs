@@ -115,3 +115,8 @@ pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     gauge!("appealflow_consumer_lag", "topic" => topic.to_string(), "partition" => partition.to_string())
         .set(lag as f64);
 }
+
+/// A transient failure being retried (`store` or `publish`).
+pub fn retry(what: &'static str) {
+    counter!("appealflow_retries_total", "what" => what).increment(1);
+}
