@@ -56,22 +56,9 @@ async fn a_one_partition_topic_yields_the_records_replay_prints_for_the_same_fil
     let db = TestDb::new(kinds().into_iter().last().unwrap()).await;
     let config = topics.config(&brokers, &db.url, testkit::CONFIG);
     let (stop, task) = spawn_run(config, db.store().await);
-    let got = tokio::task::spawn_blocking({
-        let brokers = brokers.clone();
-        let outputs: Vec<String> = topics.outputs().iter().map(|s| s.to_string()).collect();
-        let want = expected.records.len();
-        move || {
-            kafka::read_outputs(
-                &brokers,
-                &outputs.iter().map(String::as_str).collect::<Vec<_>>(),
-                want,
-                Duration::from_secs(90),
-            )
-        }
-    })
-    .await
-    .unwrap();
+    kafka::wait_until_applied(&db.url, &topics.inbound, lines.len() as i64, Duration::from_secs(120)).await;
     let _ = stop.send(());
+    let got = kafka::read_all_async(&brokers, &topics).await;
     let stats = task.await.unwrap();
     assert_eq!(stats.stats.inputs as usize, lines.len());
 
@@ -112,7 +99,7 @@ async fn two_instances_on_four_partitions_end_with_the_cards_and_appeals_the_ora
     )
     .await;
     let _ = (stop_a.send(()), stop_b.send(()));
-    let got = read_all(&brokers, &topics).await;
+    let got = kafka::read_all_async(&brokers, &topics).await;
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     assert!(
         a.stats.inputs > 0 && b.stats.inputs > 0,
@@ -149,16 +136,6 @@ fn canonical(records: Vec<Rec>, topics: &Topics) -> Vec<Rec> {
             r
         })
         .collect()
-}
-
-async fn read_all(brokers: &str, topics: &Topics) -> Vec<Rec> {
-    let brokers = brokers.to_string();
-    let outputs: Vec<String> = topics.outputs().iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        kafka::read_all(&brokers, &outputs, Duration::from_secs(3), Duration::from_secs(120))
-    })
-    .await
-    .unwrap()
 }
 
 /// Keeps the first record of each id (a republished batch repeats ids).
@@ -226,7 +203,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success(), "SIGTERM ends run cleanly");
 
-    let got = canonical(read_all(&brokers, &topics).await, &topics);
+    let got = canonical(kafka::read_all_async(&brokers, &topics).await, &topics);
     let got = dedupe(got);
     for topic in ["appeal.events", "outbound.messages"] {
         let lines = |records: &[Rec]| {

@@ -98,13 +98,7 @@ async fn postgres_and_broker_restarts_during_a_run_lose_and_repeat_nothing() {
     );
     assert!(retries("store") > 0, "the run retried while PostgreSQL was down");
 
-    let brokers2 = brokers.clone();
-    let outputs: Vec<String> = topics.outputs().iter().map(|s| s.to_string()).collect();
-    let got = tokio::task::spawn_blocking(move || {
-        kafka::read_all(&brokers2, &outputs, Duration::from_secs(3), Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
+    let got = kafka::read_all_async(&brokers, &topics).await;
     let mut seen = std::collections::HashSet::new();
     let values =
         |records: &[Rec], topic: &str, seen: &mut std::collections::HashSet<String>| -> Vec<String> {

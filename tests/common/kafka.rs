@@ -194,27 +194,13 @@ fn rec(m: &rdkafka::message::BorrowedMessage<'_>) -> Rec {
     Rec { line, topic: m.topic().to_string(), key, value }
 }
 
-/// Reads output topics from the start until `want` records arrived or `timeout` passed.
-/// Records come back in per-topic offset order.
-pub fn read_outputs(brokers: &str, topics: &[&str], want: usize, timeout: Duration) -> Vec<Rec> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("reader-{}", super::uuid_like()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("reader");
-    consumer.subscribe(topics).expect("subscribe");
-    let started = Instant::now();
-    let mut out = Vec::new();
-    while started.elapsed() < timeout && out.len() < want {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let value: serde_json::Value =
-                serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON value");
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            let line = serde_json::json!({"topic": m.topic(), "key": key, "value": value}).to_string();
-            out.push(Rec { line, topic: m.topic().to_string(), key, value });
-        }
-    }
-    out
+/// [`read_all`] of a test's output topics, off the async runtime.
+pub async fn read_all_async(brokers: &str, topics: &Topics) -> Vec<Rec> {
+    let brokers = brokers.to_string();
+    let outputs: Vec<String> = topics.outputs().iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        read_all(&brokers, &outputs, Duration::from_secs(3), Duration::from_secs(120))
+    })
+    .await
+    .unwrap()
 }
