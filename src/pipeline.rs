@@ -103,14 +103,6 @@ impl Pipeline {
         Pipeline { config, rules, auto_close_ms: Arc::new(auto_close_ms), store }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// Applies a batch and commits it with its outputs; `next_offset` is stored with it.
     #[tracing::instrument(name = "batch", skip_all, fields(partition = %batch.partition, inputs = batch.inputs.len()))]
     pub async fn process(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {

@@ -152,10 +152,6 @@ impl Emitter {
         &self.cause
     }
 
-    pub fn project_id(&self) -> &str {
-        &self.project_id
-    }
-
     /// The next stable id under this cause (events, outbound ids, system message ids).
     pub fn next_id(&mut self, what: &str) -> String {
         let n = self.next.to_string();

@@ -1,7 +1,7 @@
 //! Pure matching decisions: which cards a rule joins, who survives, what the merged card
 //! holds. No I/O: unit-tested on plain cards.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use crate::config::{ProjectConfig, RuleConfig};
 use crate::identify::normalize;
@@ -120,11 +120,6 @@ fn merge_latest(into: &mut BTreeMap<String, i64>, from: &BTreeMap<String, i64>) 
         let e = into.entry(k.clone()).or_insert(*v);
         *e = (*e).max(*v);
     }
-}
-
-/// Every distinct (field, value) a set of rules could compare, for tests and diagnostics.
-pub fn rule_fields(rules: &[RuleConfig]) -> BTreeSet<&str> {
-    rules.iter().flat_map(|r| r.fields.iter().map(String::as_str)).collect()
 }
 
 #[cfg(test)]

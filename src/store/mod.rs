@@ -144,14 +144,6 @@ impl Store {
         result.map_err(|e| StoreError { context: "apply migrations", source: e.into() })
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
-    }
-
     /// Starts a batch: a transaction plus the cache the stages read and write through.
     pub async fn begin(
         &self,
