@@ -192,6 +192,7 @@ impl Pipeline {
         let mut handles: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut visitors: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
         let mut messages: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut values: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         let mut latest = i64::MIN;
         for input in inputs.iter().flatten() {
             latest = latest.max(input.event_time());
@@ -205,6 +206,7 @@ impl Pipeline {
                     h.push(visitor_handle(&m.channel_id, &m.visitor.id));
                     h.extend(m.visitor.external_id.as_deref().map(external_handle));
                     visitors.entry(project).or_default().push((m.channel_id.clone(), m.visitor.id.clone()));
+                    self.matching_lookups(m, &mut values);
                 }
                 Input::Status(s) => messages.entry(project).or_default().push(s.message_id.clone()),
                 Input::Command(_) => {}
@@ -220,8 +222,32 @@ impl Pipeline {
         for (project, ids) in messages {
             ws.prefetch_messages(project, &ids).await?;
         }
+        for ((project, field), vs) in values {
+            ws.prefetch_values(&project, &field, &vs).await?;
+        }
         let clock = ws.clock(partition).await?.unwrap_or(i64::MIN);
         ws.prefetch_idle(partition, clock.max(latest)).await
+    }
+
+    /// The matching lookups a message will cause: its visitor's values of every rule's first
+    /// field (matching looks candidates up by that field).
+    fn matching_lookups(
+        &self,
+        m: &decode::InboundMessage,
+        out: &mut BTreeMap<(String, String), Vec<String>>,
+    ) {
+        let (Some(project), Some(rules)) =
+            (self.config.project(&m.project_id), self.rules.get(&m.project_id))
+        else {
+            return;
+        };
+        let Some(channel) = project.channel(&m.channel_id) else { return };
+        for (field, value) in identify::revealed_values(project, channel.kind, &m.visitor) {
+            let first_field = rules.rules.iter().any(|r| r.fields[0] == field);
+            if first_field && !rules.is_blocked(&value) {
+                out.entry((m.project_id.clone(), field)).or_default().push(value);
+            }
+        }
     }
 
     async fn apply(

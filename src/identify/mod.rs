@@ -8,7 +8,7 @@
 pub mod normalize;
 
 use crate::config::{ChannelConfig, ChannelKind, ProjectConfig};
-use crate::decode::InboundMessage;
+use crate::decode::{InboundMessage, VisitorInfo};
 use crate::emit::{derive_id, Emitter, EventBody, IdentifyMethod};
 use crate::matching;
 use crate::model::{Client, ClientType, Visitor};
@@ -164,17 +164,33 @@ pub fn record_attributes(
             changes.push("name".to_string());
         }
     }
+    for (field, value) in revealed_values(project, channel.kind, v) {
+        let changed = match field.as_str() {
+            "phone" | "email" | "crm_id" => client.add_contact(&field, &value),
+            _ => client.set_field(&field, &value),
+        };
+        if changed {
+            push_once(&mut changes, &field);
+        }
+    }
+    changes
+}
+
+/// The (field, value) pairs a visitor reveals, normalised: its phone and e-mail (and, in
+/// WhatsApp and e-mail channels, its visitor ID as one), then its custom fields. Values that
+/// do not normalise are left out, so they can never match by accident.
+pub fn revealed_values(project: &ProjectConfig, kind: ChannelKind, v: &VisitorInfo) -> Vec<(String, String)> {
     let mut phones: Vec<&str> = v.phone.iter().map(String::as_str).collect();
     let mut emails: Vec<&str> = v.email.iter().map(String::as_str).collect();
-    match channel.kind {
+    match kind {
         ChannelKind::Whatsapp => phones.push(&v.id),
         ChannelKind::Email => emails.push(&v.id),
         _ => {}
     }
+    let mut out = Vec::new();
     for raw in phones {
         match normalize::phone(raw, &project.default_region) {
-            Ok(p) if client.add_contact("phone", &p) => push_once(&mut changes, "phone"),
-            Ok(_) => {}
+            Ok(p) => out.push(("phone".to_string(), p)),
             Err(e) => {
                 tracing::debug!(value = %normalize::mask(raw), reason = %e, "visitor phone left off the card")
             }
@@ -182,8 +198,7 @@ pub fn record_attributes(
     }
     for raw in emails {
         match normalize::email(raw) {
-            Ok(e) if client.add_contact("email", &e) => push_once(&mut changes, "email"),
-            Ok(_) => {}
+            Ok(e) => out.push(("email".to_string(), e)),
             Err(e) => {
                 tracing::debug!(value = %normalize::mask(raw), reason = %e, "visitor e-mail left off the card")
             }
@@ -191,16 +206,10 @@ pub fn record_attributes(
     }
     for (field, raw) in &v.fields {
         if let Ok(value) = normalize::value(field, raw, &project.default_region) {
-            let changed = match field.as_str() {
-                "phone" | "email" | "crm_id" => client.add_contact(field, &value),
-                _ => client.set_field(field, &value),
-            };
-            if changed {
-                push_once(&mut changes, field);
-            }
+            out.push((field.clone(), value));
         }
     }
-    changes
+    out
 }
 
 fn push_once(changes: &mut Vec<String>, what: &str) {

@@ -311,6 +311,37 @@ impl WorkingSet {
         }
     }
 
+    /// Loads which cards hold these values of one field (one statement for a whole batch).
+    pub async fn prefetch_values(
+        &mut self,
+        project: &str,
+        field: &str,
+        values: &[String],
+    ) -> StoreResult<()> {
+        let missing = not_cached(values, |v| {
+            self.db_values.contains_key(&(project.to_string(), field.to_string(), v.to_string()))
+        });
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Param> = missing.iter().map(|v| (*v).clone().into()).collect();
+        let head =
+            "SELECT value, client_id FROM client_values WHERE project_id = $1 AND field = $2 AND value";
+        let fixed = vec![project.into(), field.into()];
+        let rows =
+            sql::select_in(&mut self.tx, self.backend, head, "", fixed, keys, "read client values").await?;
+        let mut found: HashMap<String, Vec<String>> = HashMap::new();
+        for row in &rows {
+            found.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        let ids: Vec<String> = found.values().flatten().cloned().collect();
+        for v in missing {
+            let key = (project.to_string(), field.to_string(), v.clone());
+            self.db_values.insert(key, found.remove(v).unwrap_or_default());
+        }
+        self.load_clients(&ids).await
+    }
+
     /// Live cards of the project holding `value` in `field`, oldest first.
     pub async fn clients_with_value(
         &mut self,
