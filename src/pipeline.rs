@@ -313,7 +313,7 @@ fn cause(input: &Input) -> Cause {
         Input::Message(m) => Cause { kind: CauseKind::Message, id: m.message_id.clone() },
         Input::Status(s) => Cause {
             kind: CauseKind::Message,
-            id: format!("status:{}:{:?}", s.message_id, s.status).to_lowercase(),
+            id: format!("status:{}:{}", s.message_id, status_name(s.status)),
         },
         Input::Command(c) => Cause { kind: CauseKind::Command, id: c.command_id.clone() },
     }
@@ -339,6 +339,11 @@ async fn message(
     Ok(())
 }
 
+/// The wire name of a delivery status (`delivered`, `read`).
+fn status_name(status: crate::model::DeliveryStatus) -> String {
+    serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 /// Counts events by type, outbound records and DLQ records of a batch.
 fn count_records(records: &[Record], stats: &mut Stats) {
     for r in records {
@@ -357,4 +362,28 @@ fn count_records(records: &[Record], stats: &mut Stats) {
 fn event_type(value: &str) -> String {
     let start = value.find("\"type\":\"").map(|i| i + 8);
     start.and_then(|s| value[s..].find('"').map(|e| value[s..s + e].to_string())).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::StatusUpdate;
+    use crate::model::DeliveryStatus;
+
+    fn status(message_id: &str) -> Input {
+        let s = StatusUpdate {
+            message_id: message_id.into(),
+            project_id: "acme".into(),
+            channel_id: "tg".into(),
+            status: DeliveryStatus::Read,
+            at: 0,
+        };
+        Input::Status(s)
+    }
+
+    #[test]
+    fn statuses_of_message_ids_differing_only_in_case_have_different_causes() {
+        assert_eq!(cause(&status("Out-1")).id, "status:Out-1:read");
+        assert_ne!(cause(&status("Out-1")).id, cause(&status("out-1")).id);
+    }
 }

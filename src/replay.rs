@@ -17,7 +17,7 @@ use crate::emit::Record;
 use crate::pipeline::{Pipeline, Stats};
 use crate::source::file::{LineSource, REPLAY_PARTITION};
 use crate::source::Batch;
-use crate::store::{ErrorClass, Store, StoreResult};
+use crate::store::{self, Store};
 
 /// What a replay did, for the summary on stderr.
 #[derive(Debug, Default, Clone)]
@@ -90,7 +90,7 @@ pub async fn replay(
                 break;
             }
             let batch = Batch { partition: REPLAY_PARTITION.to_string(), inputs };
-            let committed = with_retry(|| pipeline.process(&batch, None)).await?;
+            let committed = store::retry(Some(8), || pipeline.process(&batch, None)).await?;
             write_records(out, &committed.records, &config)?;
             store.mark_published(&committed.batch_id).await?;
             summary.stats.add(&committed.stats);
@@ -120,25 +120,4 @@ fn write_records(out: &mut dyn Write, records: &[Record], config: &Config) -> st
         out.write_all(b"\n")?;
     }
     out.flush()
-}
-
-/// Retries a batch after transient store errors (a locked SQLite file, a PostgreSQL
-/// failover), with backoff; anything else, or too many tries, is returned.
-async fn with_retry<T, F, Fut>(mut attempt: F) -> StoreResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = StoreResult<T>>,
-{
-    let mut delay = Duration::from_millis(100);
-    for _ in 0..8 {
-        match attempt().await {
-            Err(e) if e.class() == ErrorClass::Retryable => {
-                tracing::warn!(error = %e, retry_in = ?delay, "transient store error; retrying the batch");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            other => return other,
-        }
-    }
-    attempt().await
 }

@@ -38,7 +38,7 @@ use crate::emit::Record;
 use crate::pipeline::{Committed, Pipeline, Stats};
 use crate::source::kafka::{partition_key, KafkaSource, Tp};
 use crate::source::{Batch, RawInput, SourcePos};
-use crate::store::{ErrorClass, Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::telemetry;
 
 /// What one partition has buffered and where it stands.
@@ -91,7 +91,7 @@ pub async fn run(
             biased;
             _ = &mut shutdown => break,
             next = tokio::time::timeout(poll, runner.source.next()) => match next {
-                Ok(Ok(input)) => runner.buffer(input)?,
+                Ok(Ok(input)) => runner.buffer(input),
                 Ok(Err(e)) => tracing::warn!(error = %e, "consumer error; continuing"),
                 Err(_) => {}
             },
@@ -154,7 +154,7 @@ impl Runner {
         Ok(())
     }
 
-    fn buffer(&mut self, input: RawInput) -> anyhow::Result<()> {
+    fn buffer(&mut self, input: RawInput) {
         let SourcePos::Kafka { topic, partition, offset } = &input.pos else { unreachable!("kafka inputs") };
         let tp = (topic.clone(), *partition);
         let state = self.parts.entry(tp.clone()).or_insert_with(|| PartitionState {
@@ -164,12 +164,11 @@ impl Runner {
             last_activity: Instant::now(),
         });
         if state.next_offset.is_some_and(|next| *offset < next) {
-            return Ok(()); // applied by an earlier batch (ours or a previous owner's)
+            return; // applied by an earlier batch (ours or a previous owner's)
         }
         state.first_buffered.get_or_insert_with(Instant::now);
         state.last_activity = Instant::now();
         state.inputs.push(input);
-        Ok(())
     }
 
     /// Commits and publishes every partition whose batch is full or old enough (or all).
@@ -283,23 +282,11 @@ async fn publish_with_retry(sink: &KafkaSink, records: &[Record]) {
     }
 }
 
-/// Retries transient store errors with backoff, forever: an input is never skipped because
-/// the database is down. Fatal errors stop the service.
-async fn retry_store<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+/// An input is never skipped because the database is down: retry until it is back.
+async fn retry_store<T, F, Fut>(attempt: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
 {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match attempt().await {
-            Err(e) if e.class() == ErrorClass::Retryable => {
-                tracing::warn!(error = %e, retry_in = ?delay, "store unavailable; retrying");
-                telemetry::retry("store");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-            other => return other,
-        }
-    }
+    store::retry(None, attempt).await
 }

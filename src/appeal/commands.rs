@@ -398,7 +398,7 @@ async fn merge(
     let others: Vec<Client> = group.into_iter().filter(|c| c.id != survivor.id).collect();
     let operator = cmd.operator.as_ref().map_or_else(|| "api".to_string(), |o| o.id.clone());
     let by = MergeBy::Operator { operator, keep_name_of };
-    let merged = matching::merge_into(ws, ctx, survivor, others, cmd.issued_at, em, by).await?;
+    let merged = matching::merge_into(ws, survivor, others, cmd.issued_at, em, by).await?;
     matching::run(ws, ctx, &merged.id, cmd.issued_at, em).await?;
     Ok(())
 }

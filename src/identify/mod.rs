@@ -17,7 +17,7 @@ use crate::store::{StoreResult, WorkingSet};
 
 pub use crate::store::{external_handle, visitor_handle};
 
-/// The card a message belongs to, and whether this message created it.
+/// The card a message belongs to.
 pub struct Identified {
     pub client: Client,
     /// The channel names a fixed client: every new appeal gets `client.identified` (fixed).
@@ -83,7 +83,6 @@ pub async fn identify(
                 // joins the identified card whatever their ages.
                 let merged = matching::merge_into(
                     ws,
-                    ctx,
                     known,
                     vec![anonymous],
                     m.sent_at,

@@ -66,7 +66,7 @@ pub async fn run(
     let survivor = pick_survivor(&group).clone();
     let others: Vec<Client> = group.into_iter().filter(|c| c.id != survivor.id).collect();
     let matches = absorbed_matches(&card.id, &survivor.id, &others, &matches);
-    merge_into(ws, ctx, survivor, others, at, em, MergeBy::Rule(matches)).await
+    merge_into(ws, survivor, others, at, em, MergeBy::Rule(matches)).await
 }
 
 /// Which rule brought each absorbed card in. The card that triggered matching was not found
@@ -146,14 +146,12 @@ fn refuse(
 /// appeals follow the survivor, the absorbed cards point at it forever.
 pub async fn merge_into(
     ws: &mut WorkingSet,
-    ctx: &Ctx<'_>,
     survivor: Client,
     others: Vec<Client>,
     at: Millis,
     em: &mut Emitter,
     by: MergeBy,
 ) -> StoreResult<Client> {
-    let _ = ctx;
     let keep_name = match &by {
         MergeBy::Operator { keep_name_of, .. } => Some(keep_name_of.as_str()),
         _ => None,

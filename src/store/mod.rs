@@ -74,6 +74,30 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Retries an operation after transient store errors (a locked SQLite file, PostgreSQL down
+/// or failing over) with exponential backoff, `limit` times or forever; any other error, or
+/// the last one, is returned. Each retry is logged and counted (`appealflow_retries_total`).
+pub async fn retry<T, F, Fut>(limit: Option<u32>, mut attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(e) if e.class() == ErrorClass::Retryable && limit.is_none_or(|l| tries < l) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "store unavailable; retrying");
+                crate::telemetry::retry("store");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A connection pool and the backend it talks to.
 #[derive(Clone)]
 pub struct Store {
