@@ -191,7 +191,7 @@ listen = ""
 async fn wait_applied(url: &str, inbound: &str, n: i64) {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
     loop {
-        let row = sqlx::query("SELECT COALESCE(SUM(next_offset),0)::BIGINT, (SELECT COUNT(*) FROM outbox) FROM partitions WHERE partition_key LIKE $1")
+        let row = sqlx::query("SELECT COALESCE(SUM(next_offset),0)::BIGINT, (SELECT COUNT(*) FROM outbox_batches) FROM partitions WHERE partition_key LIKE $1")
             .bind(format!("{inbound}:%"))
             .fetch_one(&pool)
             .await

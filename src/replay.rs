@@ -77,7 +77,7 @@ pub async fn replay(
     let mut summary = Summary::default();
     for (batch_id, records) in store.pending_outbox().await? {
         write_records(out, &records, &config)?;
-        store.mark_published(&batch_id).await?;
+        store.mark_published(std::slice::from_ref(&batch_id)).await?;
         summary.recovered_records += records.len() as u64;
     }
     for path in inputs {
@@ -92,7 +92,7 @@ pub async fn replay(
             let batch = Batch { partition: REPLAY_PARTITION.to_string(), inputs };
             let committed = store::retry(Some(8), || pipeline.process(&batch, None)).await?;
             write_records(out, &committed.records, &config)?;
-            store.mark_published(&committed.batch_id).await?;
+            store.mark_published(std::slice::from_ref(&committed.batch_id)).await?;
             summary.stats.add(&committed.stats);
             bar.set_position(source.bytes_read);
         }

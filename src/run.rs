@@ -8,8 +8,9 @@
 //! - Inputs are applied in micro-batches per partition. One database transaction holds the
 //!   state changes, the ids of the inputs applied, the partition's next offset and event-time
 //!   clock, and the batch's output records (the outbox). That commit is the only commit point.
-//! - After the commit the records are produced with an idempotent producer (acks=all); only
-//!   when every one was acknowledged is the batch deleted from the outbox. At start, records
+//! - After the commit a relay task produces the records with an idempotent producer
+//!   (acks=all), in commit order, while the next batch is already being applied; only when
+//!   every record was acknowledged is the batch deleted from the outbox. At start, records
 //!   left in the outbox by a crash are produced first.
 //! - On assignment a partition is read from the offset the database holds, never from Kafka's
 //!   committed offset (which is only mirrored there for lag monitoring). Inputs below that
@@ -31,6 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::CommitMode;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::emit::kafka::KafkaSink;
@@ -71,15 +74,16 @@ pub async fn run(
     }
     let sink = KafkaSink::new(&config.kafka)?;
     republish_outbox(&store, &sink).await?;
+    let relay = Relay::start(store.clone(), sink);
     let source = KafkaSource::new(&config.kafka)?;
     ready.set(true);
     let pipeline = Pipeline::new(config.clone(), store.clone());
     let mut runner = Runner {
         config: config.clone(),
         store,
-        sink,
         source,
         pipeline,
+        relay,
         parts: BTreeMap::new(),
         out: RunStats::default(),
     };
@@ -109,16 +113,17 @@ pub async fn run(
         );
     }
     runner.mirror_all(CommitMode::Sync);
-    runner.sink.flush(Duration::from_secs(5));
-    Ok(runner.out)
+    let Runner { relay, out, .. } = runner;
+    relay.finish().await?;
+    Ok(out)
 }
 
 struct Runner {
     config: Arc<Config>,
     store: Store,
-    sink: KafkaSink,
     source: KafkaSource,
     pipeline: Pipeline,
+    relay: Relay,
     parts: BTreeMap<Tp, PartitionState>,
     out: RunStats,
 }
@@ -215,18 +220,13 @@ impl Runner {
         Ok(())
     }
 
-    /// Publishes a committed batch, retrying until the broker takes it; then forgets it.
+    /// Hands a committed batch to the relay; waits only when the relay is `RELAY_DEPTH`
+    /// batches behind, so a slow broker slows consumption instead of growing memory.
     async fn publish(&mut self, committed: Committed) -> anyhow::Result<()> {
         telemetry::batch_committed(&committed.stats, committed.timings);
-        telemetry::outbox_backlog(committed.records.len());
-        let started = Instant::now();
-        publish_with_retry(&self.sink, &committed.records).await;
-        telemetry::published(started.elapsed());
-        retry_store(|| self.store.mark_published(&committed.batch_id)).await?;
-        telemetry::outbox_backlog(0);
         self.out.stats.add(&committed.stats);
         self.out.batches += 1;
-        Ok(())
+        self.relay.send(committed).await
     }
 
     /// Advances the clock of partitions that went quiet, by the wall-clock time they were
@@ -262,12 +262,71 @@ impl Runner {
     }
 }
 
+/// Committed batches the relay may hold before `publish` waits.
+const RELAY_DEPTH: usize = 4;
+/// Batches published together at most (one produce round, one outbox delete).
+const RELAY_GROUP: usize = 16;
+
+/// Publishes committed batches in commit order, off the processing path: while batch N's
+/// records wait for their acknowledgements, batch N+1 is already being applied. Batches
+/// waiting together are produced as one round and forgotten in one outbox delete.
+struct Relay {
+    tx: mpsc::Sender<Committed>,
+    task: JoinHandle<Result<(), StoreError>>,
+}
+
+impl Relay {
+    fn start(store: Store, sink: KafkaSink) -> Relay {
+        let (tx, rx) = mpsc::channel(RELAY_DEPTH);
+        Relay { tx, task: tokio::spawn(relay(store, sink, rx)) }
+    }
+
+    async fn send(&mut self, committed: Committed) -> anyhow::Result<()> {
+        if self.tx.send(committed).await.is_err() {
+            // The relay only stops early on a fatal store error; surface it.
+            let outcome = (&mut self.task).await?;
+            outcome?;
+            anyhow::bail!("the outbox relay stopped unexpectedly");
+        }
+        Ok(())
+    }
+
+    /// Publishes what is queued and returns once the outbox is empty.
+    async fn finish(self) -> anyhow::Result<()> {
+        drop(self.tx);
+        self.task.await??;
+        Ok(())
+    }
+}
+
+async fn relay(store: Store, sink: KafkaSink, mut rx: mpsc::Receiver<Committed>) -> Result<(), StoreError> {
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < RELAY_GROUP {
+            match rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let ids: Vec<String> = group.iter().map(|c| c.batch_id.clone()).collect();
+        let records: Vec<Record> = group.into_iter().flat_map(|c| c.records).collect();
+        telemetry::outbox_backlog(records.len());
+        let started = Instant::now();
+        publish_with_retry(&sink, &records).await;
+        telemetry::published(started.elapsed());
+        retry_store(|| store.mark_published(&ids)).await?;
+        telemetry::outbox_backlog(0);
+    }
+    sink.flush(Duration::from_secs(5));
+    Ok(())
+}
+
 /// Produces what a crashed run committed but did not get acknowledged.
 async fn republish_outbox(store: &Store, sink: &KafkaSink) -> anyhow::Result<()> {
     for (batch_id, records) in retry_store(|| store.pending_outbox()).await? {
         tracing::info!(batch = %batch_id, records = records.len(), "republishing records of an interrupted batch");
         publish_with_retry(sink, &records).await;
-        retry_store(|| store.mark_published(&batch_id)).await?;
+        retry_store(|| store.mark_published(std::slice::from_ref(&batch_id))).await?;
     }
     Ok(())
 }

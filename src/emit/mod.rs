@@ -100,6 +100,25 @@ impl Record {
         let key = serde_json::to_string(&self.key).unwrap_or_default();
         format!("{{\"topic\":{topic},\"key\":{key},\"value\":{}}}", self.value)
     }
+
+    /// A batch's records as one outbox value: a JSON array of `[topic, key, value]`.
+    pub fn encode_batch(records: &[Record]) -> String {
+        let triples: Vec<(&str, &str, &str)> =
+            records.iter().map(|r| (r.topic.code(), r.key.as_str(), r.value.as_str())).collect();
+        serde_json::to_string(&triples).expect("strings always serialise")
+    }
+
+    pub fn decode_batch(text: &str) -> Result<Vec<Record>, serde_json::Error> {
+        let triples: Vec<(String, String, String)> = serde_json::from_str(text)?;
+        triples
+            .into_iter()
+            .map(|(topic, key, value)| {
+                let topic = Topic::from_code(&topic)
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown topic code {topic:?}")))?;
+                Ok(Record { topic, key, value })
+            })
+            .collect()
+    }
 }
 
 /// An outbound message for a gateway to deliver.

@@ -17,7 +17,7 @@ use sqlx::{AnyPool, Executor, Row};
 pub use sql::Param;
 pub use working_set::{external_handle, visitor_handle, WorkingSet};
 
-use crate::emit::{Record, Topic};
+use crate::emit::Record;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -177,37 +177,31 @@ impl Store {
         Ok(WorkingSet::new(tx, self.backend, auto_close_ms))
     }
 
-    /// Records committed but not yet published (a crash came between commit and publish).
+    /// Records committed but not yet published (a crash came between commit and publish),
+    /// batch by batch in commit order.
     pub async fn pending_outbox(&self) -> StoreResult<Vec<(String, Vec<Record>)>> {
-        let rows = sqlx::query("SELECT batch_id, topic, record_key, value FROM outbox ORDER BY seq")
+        let rows = sqlx::query("SELECT batch_id, records FROM outbox_batches ORDER BY seq")
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::new("read outbox"))?;
-        let mut batches: Vec<(String, Vec<Record>)> = Vec::new();
-        for row in rows {
-            let batch: String = row.get(0);
-            let topic: String = row.get(1);
-            let record = Record {
-                topic: Topic::from_code(&topic).unwrap_or(Topic::Dlq),
-                key: row.get(2),
-                value: row.get(3),
-            };
-            match batches.last_mut() {
-                Some((id, records)) if *id == batch => records.push(record),
-                _ => batches.push((batch, vec![record])),
-            }
-        }
-        Ok(batches)
+        rows.iter()
+            .map(|row| {
+                let batch: String = row.get(0);
+                let records = Record::decode_batch(&row.get::<String, _>(1))
+                    .map_err(|e| StoreError::new("read outbox")(sqlx::Error::Decode(e.into())))?;
+                Ok((batch, records))
+            })
+            .collect()
     }
 
-    /// Forgets a batch's records once the sink acknowledged all of them.
-    pub async fn mark_published(&self, batch_id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM outbox WHERE batch_id = $1")
-            .bind(batch_id)
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::new("delete published outbox records"))?;
-        Ok(())
+    /// Forgets batches whose records the sink acknowledged, in one statement.
+    pub async fn mark_published(&self, batch_ids: &[String]) -> StoreResult<()> {
+        let keys = batch_ids.iter().map(|id| id.clone().into()).collect();
+        let context = "delete published outbox batches";
+        let mut tx = self.pool.begin().await.map_err(StoreError::new(context))?;
+        let head = "DELETE FROM outbox_batches WHERE batch_id";
+        sql::execute_in(&mut tx, self.backend, head, Vec::new(), keys, context).await?;
+        tx.commit().await.map_err(StoreError::new(context))
     }
 
     /// The stored clock and next offset of a partition.

@@ -806,21 +806,13 @@ impl WorkingSet {
         sql::insert_rows(&mut self.tx, self.backend, head, tail, rows, "write partitions").await
     }
 
+    /// The batch's records as one row: see migration 0002 for why.
     async fn flush_outbox(&mut self, batch_id: &str, records: &[Record]) -> StoreResult<()> {
-        let rows = records
-            .iter()
-            .map(|r| {
-                vec![batch_id.into(), r.topic.code().into(), r.key.clone().into(), r.value.clone().into()]
-            })
-            .collect();
-        sql::insert_rows(
-            &mut self.tx,
-            self.backend,
-            "INSERT INTO outbox (batch_id, topic, record_key, value)",
-            "",
-            rows,
-            "write outbox",
-        )
-        .await
+        if records.is_empty() {
+            return Ok(());
+        }
+        let row = vec![batch_id.into(), Record::encode_batch(records).into()];
+        let head = "INSERT INTO outbox_batches (batch_id, records)";
+        sql::insert_rows(&mut self.tx, self.backend, head, "", vec![row], "write outbox").await
     }
 }

@@ -156,7 +156,7 @@ pub async fn wait_until_applied(url: &str, inbound: &str, inputs: i64, timeout: 
     let started = Instant::now();
     loop {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(next_offset), 0)::BIGINT, (SELECT COUNT(*) FROM outbox) FROM partitions WHERE partition_key LIKE $1",
+            "SELECT COALESCE(SUM(next_offset), 0)::BIGINT, (SELECT COUNT(*) FROM outbox_batches) FROM partitions WHERE partition_key LIKE $1",
         )
         .bind(format!("{inbound}:%"))
         .fetch_one(&pool)
@@ -168,7 +168,7 @@ pub async fn wait_until_applied(url: &str, inbound: &str, inputs: i64, timeout: 
         }
         assert!(
             started.elapsed() < timeout,
-            "only {applied} of {inputs} inputs applied ({pending} outbox records) after {timeout:?}"
+            "only {applied} of {inputs} inputs applied ({pending} outbox batches) after {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
