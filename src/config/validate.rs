@@ -196,7 +196,7 @@ fn scenario(
         push(
             format!("{at}.blocks[{}]", group[0]),
             format!(
-                "blocks {} form a loop without an ask block: a run would never stop to wait for the client",
+                "a loop without an ask block runs through {}: the bot would never stop to wait for the client",
                 ids.join(", ")
             ),
         );
