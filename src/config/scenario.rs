@@ -8,7 +8,7 @@
 //!
 //! The graph helpers here are pure and shared by start-up validation and the bot engine.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -231,7 +231,8 @@ impl ScenarioConfig {
         let Some(start) = self.index_of(&self.start) else {
             return Vec::new(); // a missing start is an error of its own, not n warnings
         };
-        let reached = self.reachable_from(start, |_| true);
+        let mut reached = successors_closure(&self.edges(|_| true), start);
+        reached.insert(start);
         (0..self.blocks.len()).filter(|i| !reached.contains(i)).collect()
     }
 
@@ -239,9 +240,9 @@ impl ScenarioConfig {
     /// entering one would spin forever without waiting for the client.
     pub fn askless_cycles(&self) -> Vec<Vec<usize>> {
         // An ask ends a walk, so its exits are not edges of a walk.
-        let walks_on = |i: usize| self.blocks[i].kind() != BlockKind::Ask;
+        let edges = self.edges(|b| b.kind() != BlockKind::Ask);
         let reach: Vec<BTreeSet<usize>> =
-            (0..self.blocks.len()).map(|i| self.successors_closure(i, walks_on)).collect();
+            (0..self.blocks.len()).map(|i| successors_closure(&edges, i)).collect();
         let mut grouped = BTreeSet::new();
         let mut cycles = Vec::new();
         for i in 0..self.blocks.len() {
@@ -255,31 +256,28 @@ impl ScenarioConfig {
         cycles
     }
 
-    /// `from` and every block reachable from it.
-    fn reachable_from(&self, from: usize, walks_on: impl Fn(usize) -> bool) -> BTreeSet<usize> {
-        let mut reached = self.successors_closure(from, walks_on);
-        reached.insert(from);
-        reached
+    /// For each block, the indices its exits lead to (exits naming no block left out), or
+    /// none for blocks a walk does not go on from.
+    fn edges(&self, walks_on: impl Fn(&BlockConfig) -> bool) -> Vec<Vec<usize>> {
+        let index: HashMap<&str, usize> =
+            self.blocks.iter().enumerate().rev().map(|(i, b)| (b.id(), i)).collect();
+        let targets = |b: &BlockConfig| b.exits().iter().filter_map(|(_, t)| index.get(t).copied()).collect();
+        self.blocks.iter().map(|b| if walks_on(b) { targets(b) } else { Vec::new() }).collect()
     }
+}
 
-    /// Blocks reachable from `from` by one or more edges (so `from` is in it iff it loops).
-    fn successors_closure(&self, from: usize, walks_on: impl Fn(usize) -> bool) -> BTreeSet<usize> {
-        let mut reached = BTreeSet::new();
-        let mut stack = vec![from];
-        while let Some(i) = stack.pop() {
-            if !walks_on(i) {
-                continue;
-            }
-            for (_, target) in self.blocks[i].exits() {
-                if let Some(j) = self.index_of(target) {
-                    if reached.insert(j) {
-                        stack.push(j);
-                    }
-                }
+/// Blocks reachable from `from` by one or more edges (so `from` is in it iff it loops).
+fn successors_closure(edges: &[Vec<usize>], from: usize) -> BTreeSet<usize> {
+    let mut reached = BTreeSet::new();
+    let mut stack = vec![from];
+    while let Some(i) = stack.pop() {
+        for &j in &edges[i] {
+            if reached.insert(j) {
+                stack.push(j);
             }
         }
-        reached
     }
+    reached
 }
 
 /// Compiles an `ask` pattern so that it must match the whole answer, not a part of it. The
