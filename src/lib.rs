@@ -3,9 +3,11 @@
 //! Stages, in the order an input meets them: [`source`] → [`decode`] → [`identify`] →
 //! [`matching`] → [`appeal`] → [`emit`]; [`store`] keeps state and the outbox, [`config`]
 //! is read once at start, [`pipeline`] drives a batch through the stages, and [`replay`]
-//! is the file-in, stdout-out front end.
+//! is the file-in, stdout-out front end. [`bot`] is the pure engine of bot scenarios
+//! (contact collection): it decides what the bot says and saves, the stages carry it out.
 
 pub mod appeal;
+pub mod bot;
 pub mod config;
 pub mod decode;
 pub mod emit;

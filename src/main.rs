@@ -85,6 +85,13 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
+/// The services start despite warnings, but an operator reading the log should see them.
+fn log_warnings(config: &Config) {
+    for w in config.warnings() {
+        tracing::warn!(key = %w.key, "config: {}", w.message);
+    }
+}
+
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::CheckConfig { config } => {
@@ -93,6 +100,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             print!("{}", appealflow::config::explain(&config));
+            print!("{}", appealflow::config::explain_warnings(&config.warnings()));
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {
@@ -101,6 +109,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            log_warnings(&config);
             let store = Store::connect(&config.store.url, config.store.max_connections).await?;
             let stats = appealflow::run::run(Arc::new(config), store.clone(), shutdown).await?;
             store.close().await;
@@ -119,6 +128,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            log_warnings(&config);
             if let Some(db) = db {
                 config.store.url = db;
             }

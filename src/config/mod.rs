@@ -6,6 +6,7 @@
 //! errors, never silently ignored: a misspelt `auto_close_afer` must not fall back to a default.
 
 mod duration;
+pub mod scenario;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,10 @@ use figment::Figment;
 use serde::Deserialize;
 
 pub use duration::parse_duration;
+pub use scenario::{
+    AskBlock, BlockConfig, BlockKind, CheckFieldBlock, EndBlock, Expect, IdentifyBlock, MessageBlock,
+    OnInvalid, ScenarioConfig,
+};
 pub use validate::{ConfigError, Problem};
 
 /// Environment variables with this prefix override file keys; `__` separates levels.
@@ -165,6 +170,9 @@ pub struct ProjectConfig {
     pub channels: Vec<ChannelConfig>,
     #[serde(default)]
     pub multicontact_rules: Vec<RuleConfig>,
+    /// Bot scenarios channels and `start_scenario` commands name by id.
+    #[serde(default)]
+    pub scenarios: Vec<ScenarioConfig>,
 }
 
 fn default_region() -> String {
@@ -188,6 +196,9 @@ pub struct ChannelConfig {
     /// External ID of the client every new appeal of this channel belongs to.
     #[serde(default)]
     pub fixed_client: Option<String>,
+    /// Bot scenario (id in this project) started when an appeal opens in this channel.
+    #[serde(default)]
+    pub scenario: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
@@ -258,6 +269,12 @@ impl Config {
         Ok(config)
     }
 
+    /// Things that are legal but probably not meant (a scenario block no run can reach):
+    /// printed by `check-config` and logged at start-up, never fatal.
+    pub fn warnings(&self) -> Vec<Problem> {
+        validate::check(self).warnings
+    }
+
     pub fn project(&self, id: &str) -> Option<&ProjectConfig> {
         self.projects.iter().find(|p| p.id == id)
     }
@@ -266,6 +283,10 @@ impl Config {
 impl ProjectConfig {
     pub fn channel(&self, id: &str) -> Option<&ChannelConfig> {
         self.channels.iter().find(|c| c.id == id)
+    }
+
+    pub fn scenario(&self, id: &str) -> Option<&ScenarioConfig> {
+        self.scenarios.iter().find(|s| s.id == id)
     }
 }
 
@@ -295,11 +316,34 @@ pub fn explain(config: &Config) -> String {
             if let Some(f) = &c.fixed_client {
                 out.push_str(&format!(", fixed client {f}"));
             }
+            if let Some(s) = &c.scenario {
+                out.push_str(&format!(", scenario {s}"));
+            }
             out.push('\n');
         }
         for r in &p.multicontact_rules {
             out.push_str(&format!("    rule {}: {}\n", r.id, r.fields.join(" AND ")));
         }
+        for s in &p.scenarios {
+            out.push_str(&format!(
+                "    scenario {}: {} block(s), starts at {}\n",
+                s.id,
+                s.blocks.len(),
+                s.start
+            ));
+        }
+    }
+    out
+}
+
+/// Warnings as `check-config` prints them after the explanation (empty when there are none).
+pub fn explain_warnings(warnings: &[Problem]) -> String {
+    let mut out = String::new();
+    if !warnings.is_empty() {
+        out.push_str(&format!("{} warning(s):\n", warnings.len()));
+    }
+    for w in warnings {
+        out.push_str(&format!("  {}: {}\n", w.key, w.message));
     }
     out
 }

@@ -83,3 +83,274 @@ fn a_password_in_the_store_url_is_hidden() {
     assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
     assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
 }
+
+/// A project with one scenario starting at `start` and the given `[[...blocks]]` tables.
+fn scenario(start: &str, blocks: &str) -> String {
+    format!("[[projects]]\nid = \"a\"\n[[projects.scenarios]]\nid = \"s\"\nstart = \"{start}\"\n{blocks}")
+}
+
+fn block(fields: &str) -> String {
+    format!("[[projects.scenarios.blocks]]\n{fields}\n")
+}
+
+fn end(id: &str) -> String {
+    block(&format!("id = \"{id}\"\ntype = \"end\""))
+}
+
+fn ask(id: &str, extra: &str) -> String {
+    block(&format!("id = \"{id}\"\ntype = \"ask\"\ntext = \"?\"\nexpect = \"any\"\nnext = \"done\"\n{extra}"))
+}
+
+const FULL_SCENARIO: &str = r#"
+[[projects]]
+id = "acme"
+  [[projects.channels]]
+  id = "acme-wa"
+  kind = "whatsapp"
+  scenario = "onboarding"
+
+  [[projects.scenarios]]
+  id = "onboarding"
+  start = "has-phone"
+    [[projects.scenarios.blocks]]
+    id = "has-phone"
+    type = "check_field"
+    field = "phone"
+    filled = "identify"
+    empty = "ask-phone"
+    [[projects.scenarios.blocks]]
+    id = "ask-phone"
+    type = "ask"
+    text = "Please send your mobile phone number"
+    expect = "phone"
+    save_to = "phone"
+    on_invalid = "repeat"
+    error_text = "That does not look like a phone number, please try again"
+    max_repeats = 3
+    invalid = "operator"
+    next = "identify"
+    [[projects.scenarios.blocks]]
+    id = "identify"
+    type = "identify"
+    next = "has-contract"
+    [[projects.scenarios.blocks]]
+    id = "has-contract"
+    type = "check_field"
+    field = "contract_number"
+    filled = "thanks"
+    empty = "ask-contract"
+    [[projects.scenarios.blocks]]
+    id = "ask-contract"
+    type = "ask"
+    text = "Your contract number, please (like D-100)"
+    expect = "regex"
+    pattern = '[A-Za-z]-\d{1,6}'
+    save_to = "contract_number"
+    on_invalid = "continue"
+    invalid = "operator"
+    next = "thanks"
+    [[projects.scenarios.blocks]]
+    id = "operator"
+    type = "message"
+    text = "An operator will help you shortly"
+    next = "done"
+    [[projects.scenarios.blocks]]
+    id = "thanks"
+    type = "message"
+    text = "Thank you!"
+    next = "done"
+    [[projects.scenarios.blocks]]
+    id = "done"
+    type = "end"
+"#;
+
+#[test]
+fn a_full_scenario_with_every_block_type_parses_and_is_valid_without_warnings() {
+    let config = Config::from_toml(FULL_SCENARIO).unwrap();
+    let project = &config.projects[0];
+    assert_eq!(project.channels[0].scenario.as_deref(), Some("onboarding"));
+    let s = project.scenario("onboarding").unwrap();
+    let kinds: Vec<&str> = s.blocks.iter().map(|b| b.kind().as_str()).collect();
+    assert_eq!(kinds, ["check_field", "ask", "identify", "check_field", "ask", "message", "message", "end"]);
+    let BlockConfig::Ask(ask) = &s.blocks[4] else { panic!("block 4 is an ask") };
+    assert_eq!((ask.expect, ask.on_invalid), (Expect::Regex, OnInvalid::Continue));
+    assert_eq!(ask.pattern.as_deref(), Some(r"[A-Za-z]-\d{1,6}"));
+    assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    assert!(explain(&config).contains("scenario onboarding: 8 block(s), starts at has-phone"));
+}
+
+#[test]
+fn an_ask_without_on_invalid_repeats_with_a_default_error_text() {
+    let config = Config::from_toml(&scenario("q", &(ask("q", "") + &end("done")))).unwrap();
+    let BlockConfig::Ask(ask) = &config.projects[0].scenarios[0].blocks[0] else { panic!("an ask") };
+    assert_eq!(ask.on_invalid, OnInvalid::Repeat);
+    assert!(!ask.error_text().is_empty());
+}
+
+#[test]
+fn an_unknown_key_in_a_block_is_reported_at_that_block() {
+    let p = problems(&scenario("q", &(ask("q", "error_txt = \"oops\"") + &end("done"))));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].key.starts_with("projects[0].scenarios[0].blocks[0]"), "{}", p[0].key);
+    assert!(p[0].message.contains("error_txt"), "{}", p[0].message);
+}
+
+#[test]
+fn a_key_of_another_block_type_is_unknown_too() {
+    let p = problems(&scenario("done", &block("id = \"done\"\ntype = \"end\"\nnext = \"x\"")));
+    assert!(p[0].key.starts_with("projects[0].scenarios[0].blocks[0]"), "{}", p[0].key);
+    assert!(p[0].message.contains("next"), "{}", p[0].message);
+}
+
+#[test]
+fn an_unknown_block_type_is_reported_with_the_known_ones() {
+    let p = problems(&scenario("x", &block("id = \"x\"\ntype = \"jump\"")));
+    assert!(p[0].key.starts_with("projects[0].scenarios[0].blocks[0]"), "{}", p[0].key);
+    assert!(p[0].message.contains("jump") && p[0].message.contains("check_field"), "{}", p[0].message);
+}
+
+#[test]
+fn duplicate_scenario_ids_and_duplicate_block_ids_are_reported() {
+    let one = scenario("done", &(end("done") + &end("done")));
+    let toml = format!("{one}[[projects.scenarios]]\nid = \"s\"\nstart = \"e\"\n{}", end("e"));
+    assert_eq!(keys(&toml), ["projects[0].scenarios[1]", "projects[0].scenarios[0].blocks[1]"]);
+}
+
+#[test]
+fn a_start_that_names_no_block_is_an_error() {
+    assert_eq!(keys(&scenario("nowhere", &end("done"))), ["projects[0].scenarios[0].start"]);
+}
+
+#[test]
+fn every_exit_that_names_no_block_is_reported_by_its_key() {
+    let blocks = [
+        block("id = \"c\"\ntype = \"check_field\"\nfield = \"phone\"\nfilled = \"x1\"\nempty = \"x2\""),
+        block("id = \"m\"\ntype = \"message\"\ntext = \"hi\"\nnext = \"x3\""),
+        block("id = \"i\"\ntype = \"identify\"\nnext = \"x4\""),
+        ask("q", "on_invalid = \"continue\"\ninvalid = \"x5\"").replace("next = \"done\"", "next = \"x6\""),
+    ]
+    .concat();
+    let at = "projects[0].scenarios[0].blocks";
+    assert_eq!(
+        keys(&scenario("c", &blocks)),
+        [
+            format!("{at}[0].filled"),
+            format!("{at}[0].empty"),
+            format!("{at}[1].next"),
+            format!("{at}[2].next"),
+            format!("{at}[3].next"),
+            format!("{at}[3].invalid"),
+        ]
+    );
+}
+
+#[test]
+fn a_regex_ask_needs_a_pattern_that_compiles_and_other_asks_take_none() {
+    let missing = ask("a", "").replace("\"any\"", "\"regex\"");
+    let broken = ask("b", "pattern = \"(unclosed\"").replace("\"any\"", "\"regex\"");
+    let stray = ask("c", "pattern = \"x\"");
+    let p = problems(&scenario("a", &[missing, broken, stray, end("done")].concat()));
+    let at = "projects[0].scenarios[0].blocks";
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, [format!("{at}[0].pattern"), format!("{at}[1].pattern"), format!("{at}[2].pattern")]);
+    assert!(p[1].message.contains("does not compile"), "{}", p[1].message);
+    assert!(!p[1].message.contains('\n'), "one line for check-config: {}", p[1].message);
+}
+
+#[test]
+fn the_invalid_exit_and_max_repeats_must_fit_on_invalid() {
+    let blocks = [
+        ask("a", "on_invalid = \"continue\""),
+        ask("b", "invalid = \"done\""),
+        ask("c", "on_invalid = \"continue\"\ninvalid = \"done\"\nmax_repeats = 2"),
+        ask("d", "max_repeats = 0"),
+        ask("e", "max_repeats = 2"),
+        ask("f", "max_repeats = 2\ninvalid = \"done\""),
+        end("done"),
+    ]
+    .concat();
+    let at = "projects[0].scenarios[0].blocks";
+    let found = keys(&scenario("a", &blocks));
+    assert_eq!(
+        found,
+        [
+            format!("{at}[0].invalid"),
+            format!("{at}[1].invalid"),
+            format!("{at}[2].max_repeats"),
+            format!("{at}[3].max_repeats")
+        ]
+    );
+}
+
+#[test]
+fn a_channel_scenario_must_be_one_of_its_project() {
+    let toml = format!(
+        "{}[[projects.channels]]\nid = \"c\"\nkind = \"vk\"\nscenario = \"other\"\n",
+        scenario("done", &end("done"))
+    );
+    let p = problems(&toml);
+    assert_eq!(p[0].key, "projects[0].channels[0].scenario");
+    assert!(p[0].message.contains("other"));
+}
+
+#[test]
+fn a_loop_without_an_ask_is_an_error_named_at_its_first_block() {
+    let blocks = [
+        block("id = \"m\"\ntype = \"message\"\ntext = \"hi\"\nnext = \"c\""),
+        block("id = \"c\"\ntype = \"check_field\"\nfield = \"phone\"\nfilled = \"done\"\nempty = \"i\""),
+        block("id = \"i\"\ntype = \"identify\"\nnext = \"m\""),
+        end("done"),
+    ]
+    .concat();
+    let p = problems(&scenario("m", &blocks));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].key, "projects[0].scenarios[0].blocks[0]");
+    assert!(p[0].message.contains("m, c, i") && p[0].message.contains("without an ask"), "{}", p[0].message);
+}
+
+#[test]
+fn a_block_that_jumps_to_itself_is_a_loop() {
+    let p = problems(&scenario("m", &block("id = \"m\"\ntype = \"message\"\ntext = \"hi\"\nnext = \"m\"")));
+    assert_eq!(p[0].key, "projects[0].scenarios[0].blocks[0]");
+}
+
+#[test]
+fn a_loop_through_an_ask_is_fine_because_the_bot_waits_there() {
+    let blocks = [
+        ask("q", "on_invalid = \"continue\"\ninvalid = \"sorry\""),
+        block("id = \"sorry\"\ntype = \"message\"\ntext = \"Once more\"\nnext = \"q\""),
+        end("done"),
+    ]
+    .concat();
+    let config = Config::from_toml(&scenario("q", &blocks)).unwrap();
+    assert!(config.warnings().is_empty());
+}
+
+#[test]
+fn an_unreachable_block_is_a_warning_not_an_error() {
+    let blocks =
+        [end("done"), block("id = \"orphan\"\ntype = \"message\"\ntext = \"hi\"\nnext = \"done\"")].concat();
+    let config = Config::from_toml(&scenario("done", &blocks)).unwrap();
+    let warnings = config.warnings();
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].key, "projects[0].scenarios[0].blocks[1]");
+    assert!(warnings[0].message.contains("orphan"));
+    let text = explain_warnings(&warnings);
+    assert!(text.starts_with("1 warning(s):\n  projects[0].scenarios[0].blocks[1]: "), "{text}");
+}
+
+#[test]
+fn all_scenario_problems_are_reported_at_once() {
+    let blocks = [ask("q", "on_invalid = \"continue\""), block("id = \"q\"\ntype = \"end\"")].concat();
+    let k = keys(&scenario("nowhere", &blocks));
+    let at = "projects[0].scenarios[0]";
+    assert_eq!(
+        k,
+        [
+            format!("{at}.blocks[1]"),
+            format!("{at}.start"),
+            format!("{at}.blocks[0].next"),
+            format!("{at}.blocks[0].invalid")
+        ]
+    );
+}

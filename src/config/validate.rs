@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
+use super::scenario::{full_match_regex, AskBlock, BlockConfig, Expect, OnInvalid, ScenarioConfig};
 use super::Config;
 
 /// One thing wrong with the configuration, located by its key path.
@@ -81,8 +82,24 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// What one pass over a configuration found: errors refuse it, warnings are only shown.
+pub(super) struct Checked {
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
 pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
+    let problems = check(config).problems;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+pub(super) fn check(config: &Config) -> Checked {
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let mut push = |key: String, message: String| problems.push(Problem { key, message });
 
     if config.pipeline.batch_size == 0 {
@@ -129,6 +146,16 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             if channel.fixed_client.as_deref().is_some_and(|s| s.trim().is_empty()) {
                 push(format!("{at}.channels[{ci}].fixed_client"), "must not be empty when given".into());
             }
+            if let Some(id) = channel.scenario.as_deref().filter(|id| project.scenario(id).is_none()) {
+                push(
+                    format!("{at}.channels[{ci}].scenario"),
+                    format!("no scenario {id:?} in project {:?}", project.id),
+                );
+            }
+        }
+        duplicates(project.scenarios.iter().map(|s| s.id.as_str()), &format!("{at}.scenarios"), &mut push);
+        for (si, s) in project.scenarios.iter().enumerate() {
+            scenario(s, &format!("{at}.scenarios[{si}]"), &mut push, &mut warnings);
         }
         for (ri, rule) in project.multicontact_rules.iter().enumerate() {
             let rat = format!("{at}.multicontact_rules[{ri}]");
@@ -144,10 +171,104 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             duplicates(rule.fields.iter().map(|f| f.as_str()), &format!("{rat}.fields"), &mut push);
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigError { problems })
+    Checked { problems, warnings }
+}
+
+/// A scenario's graph: unique ids, exits that name blocks, consistent `ask` options, and no
+/// loop a run could spin in without waiting for the client. Blocks no run reaches are legal
+/// (a scenario being edited) but almost always a mistake, so they are warnings.
+fn scenario(
+    s: &ScenarioConfig,
+    at: &str,
+    push: &mut impl FnMut(String, String),
+    warnings: &mut Vec<Problem>,
+) {
+    not_empty(&s.id, &format!("{at}.id"), push);
+    duplicates(s.blocks.iter().map(BlockConfig::id), &format!("{at}.blocks"), push);
+    if s.index_of(&s.start).is_none() {
+        push(format!("{at}.start"), format!("no block {:?} in scenario {:?}", s.start, s.id));
+    }
+    for (bi, block) in s.blocks.iter().enumerate() {
+        block_rules(s, block, &format!("{at}.blocks[{bi}]"), push);
+    }
+    for group in s.askless_cycles() {
+        let ids: Vec<&str> = group.iter().map(|&i| s.blocks[i].id()).collect();
+        push(
+            format!("{at}.blocks[{}]", group[0]),
+            format!(
+                "a loop without an ask block runs through {}: the bot would never stop to wait for the client",
+                ids.join(", ")
+            ),
+        );
+    }
+    for i in s.unreachable() {
+        let message = format!("block {:?} is never reached from start {:?}", s.blocks[i].id(), s.start);
+        warnings.push(Problem { key: format!("{at}.blocks[{i}]"), message });
+    }
+}
+
+fn block_rules(s: &ScenarioConfig, block: &BlockConfig, at: &str, push: &mut impl FnMut(String, String)) {
+    not_empty(block.id(), &format!("{at}.id"), push);
+    for (key, target) in block.exits() {
+        if s.index_of(target).is_none() {
+            push(format!("{at}.{key}"), format!("no block {target:?} in scenario {:?}", s.id));
+        }
+    }
+    match block {
+        BlockConfig::CheckField(b) => not_empty(&b.field, &format!("{at}.field"), push),
+        BlockConfig::Message(b) => not_empty(&b.text, &format!("{at}.text"), push),
+        BlockConfig::Ask(b) => ask_rules(b, at, push),
+        BlockConfig::Identify(_) | BlockConfig::End(_) => {}
+    }
+}
+
+fn ask_rules(ask: &AskBlock, at: &str, push: &mut impl FnMut(String, String)) {
+    not_empty(&ask.text, &format!("{at}.text"), push);
+    if let Some(field) = &ask.save_to {
+        not_empty(field, &format!("{at}.save_to"), push);
+    }
+    match (ask.expect, &ask.pattern) {
+        (Expect::Regex, None) => push(format!("{at}.pattern"), "required when expect = \"regex\"".into()),
+        (Expect::Regex, Some(p)) => {
+            if let Err(e) = full_match_regex(p) {
+                push(format!("{at}.pattern"), e);
+            }
+        }
+        (other, Some(_)) => push(
+            format!("{at}.pattern"),
+            format!("only used with expect = \"regex\", this block expects {:?}", other.as_str()),
+        ),
+        (_, None) => {}
+    }
+    invalid_exit_rules(ask, at, push);
+}
+
+/// `invalid` is where `continue` goes, and where `repeat` goes once `max_repeats` ran out;
+/// an option that could never take effect is refused rather than silently ignored.
+fn invalid_exit_rules(ask: &AskBlock, at: &str, push: &mut impl FnMut(String, String)) {
+    match (ask.on_invalid, &ask.invalid, ask.max_repeats) {
+        (OnInvalid::Continue, None, _) => {
+            push(format!("{at}.invalid"), "required when on_invalid = \"continue\"".into())
+        }
+        (OnInvalid::Continue, Some(_), Some(_)) => {
+            push(format!("{at}.max_repeats"), "only used with on_invalid = \"repeat\"".into())
+        }
+        (OnInvalid::Repeat, Some(_), None) => push(
+            format!("{at}.invalid"),
+            "never taken: with on_invalid = \"repeat\" it is followed only once max_repeats is reached"
+                .into(),
+        ),
+        (OnInvalid::Repeat, _, Some(0)) => push(
+            format!("{at}.max_repeats"),
+            "must be at least 1 (to never repeat, use on_invalid = \"continue\")".into(),
+        ),
+        _ => {}
+    }
+}
+
+fn not_empty(value: &str, key: &str, push: &mut impl FnMut(String, String)) {
+    if value.trim().is_empty() {
+        push(key.to_string(), "must not be empty".into());
     }
 }
 
