@@ -3,10 +3,12 @@
 //! Stages, in the order an input meets them: [`source`] → [`decode`] → [`identify`] →
 //! [`matching`] → [`appeal`] → [`emit`]; [`store`] keeps state and the outbox, [`config`]
 //! is read once at start, [`pipeline`] drives a batch through the stages, and [`replay`]
-//! is the file-in, stdout-out front end.
+//! is the file-in, stdout-out front end. [`crm`] calls a project's CRM for automatic
+//! identification.
 
 pub mod appeal;
 pub mod config;
+pub mod crm;
 pub mod decode;
 pub mod emit;
 pub mod identify;

@@ -5,6 +5,7 @@
 //! so `appealflow check-config` can tell an operator exactly what to fix. Unknown keys are
 //! errors, never silently ignored: a misspelt `auto_close_afer` must not fall back to a default.
 
+pub mod crm;
 mod duration;
 mod validate;
 
@@ -16,6 +17,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
+pub use crm::{CrmConfig, IdentificationConfig, IdentifierType, Secret};
 pub use duration::parse_duration;
 pub use validate::{ConfigError, Problem};
 
@@ -165,6 +167,9 @@ pub struct ProjectConfig {
     pub channels: Vec<ChannelConfig>,
     #[serde(default)]
     pub multicontact_rules: Vec<RuleConfig>,
+    /// The project's CRM, for automatic identification; none means no CRM calls at all.
+    #[serde(default)]
+    pub crm: Option<CrmConfig>,
 }
 
 fn default_region() -> String {
@@ -188,6 +193,9 @@ pub struct ChannelConfig {
     /// External ID of the client every new appeal of this channel belongs to.
     #[serde(default)]
     pub fixed_client: Option<String>,
+    /// Automatic CRM identification when an appeal opens; needs the project's `[projects.crm]`.
+    #[serde(default)]
+    pub identification: Option<IdentificationConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
@@ -295,13 +303,41 @@ pub fn explain(config: &Config) -> String {
             if let Some(f) = &c.fixed_client {
                 out.push_str(&format!(", fixed client {f}"));
             }
+            if let Some(i) = &c.identification {
+                out.push_str(&explain_identification(i));
+            }
             out.push('\n');
+        }
+        if let Some(crm) = &p.crm {
+            out.push_str(&explain_crm(crm));
         }
         for r in &p.multicontact_rules {
             out.push_str(&format!("    rule {}: {}\n", r.id, r.fields.join(" AND ")));
         }
     }
     out
+}
+
+/// One line about a project's CRM. The token is only said to be set, never shown.
+fn explain_crm(crm: &CrmConfig) -> String {
+    format!(
+        "    crm {} (token {}): timeout {}, {} retr(y/ies) from {}, cache {}, {} parallel call(s), \
+         breaker after {} failure(s) for {}\n",
+        redact_url(&crm.url),
+        if crm.token.is_some() { "set" } else { "none" },
+        humantime::format_duration(crm.timeout),
+        crm.retries,
+        humantime::format_duration(crm.backoff),
+        humantime::format_duration(crm.cache_ttl),
+        crm.concurrency,
+        crm.breaker_failures,
+        humantime::format_duration(crm.breaker_cooldown),
+    )
+}
+
+fn explain_identification(i: &IdentificationConfig) -> String {
+    let ask = if i.ask_client { format!(", asks up to {} time(s)", i.max_attempts) } else { String::new() };
+    format!(", CRM identification {:?} by {}{ask}", i.name, i.identifier)
 }
 
 /// Hides a password in a store URL (`postgres://user:secret@host` → `postgres://user:***@host`).

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
+use super::crm::{CrmConfig, IdentificationConfig};
 use super::Config;
 
 /// One thing wrong with the configuration, located by its key path.
@@ -129,6 +130,13 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
             if channel.fixed_client.as_deref().is_some_and(|s| s.trim().is_empty()) {
                 push(format!("{at}.channels[{ci}].fixed_client"), "must not be empty when given".into());
             }
+            if let Some(rule) = &channel.identification {
+                let iat = format!("{at}.channels[{ci}].identification");
+                identification(rule, project.crm.is_some(), &iat, &mut push);
+            }
+        }
+        if let Some(crm_config) = &project.crm {
+            crm(crm_config, &format!("{at}.crm"), &mut push);
         }
         for (ri, rule) in project.multicontact_rules.iter().enumerate() {
             let rat = format!("{at}.multicontact_rules[{ri}]");
@@ -148,6 +156,60 @@ pub(super) fn validate(config: &Config) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(ConfigError { problems })
+    }
+}
+
+fn crm(crm: &CrmConfig, at: &str, push: &mut impl FnMut(String, String)) {
+    if let Err(why) = crm_url(&crm.url) {
+        push(format!("{at}.url"), why);
+    }
+    if crm.timeout.is_zero() {
+        push(format!("{at}.timeout"), "must be longer than zero".into());
+    }
+    if crm.concurrency == 0 {
+        push(format!("{at}.concurrency"), "must be at least 1".into());
+    }
+    if crm.breaker_failures == 0 {
+        push(format!("{at}.breaker_failures"), "must be at least 1".into());
+    }
+    // NB: the backoff doubles per retry; beyond this the stream would wait minutes per call.
+    if crm.retries > 10 {
+        push(format!("{at}.retries"), "at most 10: a slow CRM must not stall the stream".into());
+    }
+}
+
+/// Only plain HTTP: this build carries no TLS stack (terminate TLS in a sidecar or proxy).
+fn crm_url(url: &str) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e}): write e.g. \"http://crm:8099\""))?;
+    match parsed.scheme() {
+        "http" if parsed.host_str().is_some() => Ok(()),
+        "http" => Err("the URL has no host".into()),
+        "https" => Err("https is not supported by this build: reach the CRM over http \
+                        (a TLS-terminating sidecar or proxy)"
+            .into()),
+        other => Err(format!("unsupported scheme {other:?}: use http://")),
+    }
+}
+
+fn identification(
+    rule: &IdentificationConfig,
+    project_has_crm: bool,
+    at: &str,
+    push: &mut impl FnMut(String, String),
+) {
+    if !project_has_crm {
+        push(at.into(), "channel has identification but project has no [projects.crm]".into());
+    }
+    if rule.name.trim().is_empty() {
+        push(format!("{at}.name"), "must not be empty".into());
+    }
+    let no_question = rule.question.as_deref().is_none_or(|q| q.trim().is_empty());
+    if rule.ask_client && no_question {
+        push(format!("{at}.question"), "required when ask_client = true".into());
+    }
+    if rule.ask_client && rule.max_attempts == 0 {
+        push(format!("{at}.max_attempts"), "must be at least 1 when ask_client = true".into());
     }
 }
 
