@@ -321,8 +321,8 @@ pub fn explain(config: &Config) -> String {
 /// One line about a project's CRM. The token is only said to be set, never shown.
 fn explain_crm(crm: &CrmConfig) -> String {
     format!(
-        "    crm {} (token {}): timeout {}, {} retr(y/ies) from {}, cache {}, {} parallel call(s), \
-         breaker after {} failure(s) for {}\n",
+        "    crm {} (token {}): timeout {}, retries {} with backoff from {}, cache {}, concurrency {}, \
+         breaker after {} failed call(s) for {}\n",
         redact_url(&crm.url),
         if crm.token.is_some() { "set" } else { "none" },
         humantime::format_duration(crm.timeout),
