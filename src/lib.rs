@@ -5,10 +5,12 @@
 //! is read once at start, [`pipeline`] drives a batch through the stages, and [`replay`]
 //! is the file-in, stdout-out front end. [`bot`] is the pure engine of bot scenarios
 //! (contact collection): it decides what the bot says and saves, the stages carry it out.
+//! [`crm`] calls a project's CRM for automatic identification.
 
 pub mod appeal;
 pub mod bot;
 pub mod config;
+pub mod crm;
 pub mod decode;
 pub mod emit;
 pub mod identify;

@@ -120,3 +120,15 @@ pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
 pub fn retry(what: &'static str) {
     counter!("appealflow_retries_total", "what" => what).increment(1);
 }
+
+/// A CRM search ended: `outcome` is `found`, `not_found` or a failure reason
+/// (`crm_unavailable` when the breaker skipped the call). Cache hits are counted apart.
+pub fn crm_call(project: &str, outcome: &'static str) {
+    counter!("appealflow_crm_calls_total", "project" => project.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// A CRM search answered from the cache, without a request.
+pub fn crm_cache_hit(project: &str) {
+    counter!("appealflow_crm_cache_hits_total", "project" => project.to_string()).increment(1);
+}

@@ -299,3 +299,86 @@ async fn fixture_inputs_match_their_schema_exactly_when_the_decoder_accepts_them
     }
     assert!(checked >= 30, "only {checked} fixture inputs checked");
 }
+
+/// The Search Client API examples of SPEC, verbatim.
+const SPEC_CRM_REQUEST: &str =
+    r#"{ "project_id": "acme", "identifier": { "type": "phone", "value": "+79991234567" } }"#;
+const SPEC_CRM_NOT_FOUND: &str = r#"{"found": false}"#;
+const SPEC_CRM_FOUND: &str = r#"{"found": true, "client": {"crm_id": "CRM-1001",
+  "name": "Alfred Hitchcock",
+  "contacts": [{"type": "email", "value": "alfred@example.com"}], "fields": {"contract_number": "D-100"}}}"#;
+
+const CRM_REQUEST: &str = "crm.search-client.request.json";
+const CRM_RESPONSE: &str = "crm.search-client.response.json";
+
+#[test]
+fn spec_search_client_examples_are_accepted_by_the_crm_schemas() {
+    let v = validators();
+    for (schema, text) in
+        [(CRM_REQUEST, SPEC_CRM_REQUEST), (CRM_RESPONSE, SPEC_CRM_NOT_FOUND), (CRM_RESPONSE, SPEC_CRM_FOUND)]
+    {
+        let problems = errors(&v[schema], &spec_example(text));
+        assert!(problems.is_empty(), "{schema}: {problems:?}");
+    }
+}
+
+#[test]
+fn search_client_messages_breaking_the_protocol_are_rejected() {
+    let v = validators();
+    let cases = [
+        (CRM_REQUEST, json!({"project_id": "acme", "identifier": {"type": "skype", "value": "x"}})),
+        (CRM_REQUEST, json!({"project_id": "acme", "identifier": {"type": "phone", "value": "8 999 123"}})),
+        (CRM_REQUEST, json!({"identifier": {"type": "email", "value": "a@b.c"}})),
+        (CRM_RESPONSE, json!({"found": true})),
+        (CRM_RESPONSE, json!({"found": false, "client": {"crm_id": "C"}})),
+        (CRM_RESPONSE, json!({"found": true, "client": {"name": "no crm id"}})),
+        (CRM_RESPONSE, json!({"found": true, "client": {"crm_id": "C", "fields": {"n": 1}}})),
+    ];
+    for (schema, instance) in cases {
+        assert!(!v[schema].is_valid(&instance), "{schema} accepted {instance}");
+    }
+}
+
+/// What appealflow's client sends is what the request schema describes.
+#[test]
+fn the_request_appealflow_sends_matches_the_request_schema() {
+    use appealflow::crm::protocol::SearchRequest;
+    use appealflow::crm::{Identifier, IdentifierType};
+    let v = &validators()[CRM_REQUEST];
+    for id in [
+        Identifier::normalise(IdentifierType::Phone, "8 (999) 123-45-67", "RU").unwrap(),
+        Identifier::normalise(IdentifierType::Email, " Alfred@Example.com", "RU").unwrap(),
+        Identifier::normalise(IdentifierType::CrmId, "CRM-1001 ", "RU").unwrap(),
+    ] {
+        let request =
+            serde_json::to_value(SearchRequest { project_id: "acme".into(), identifier: id }).unwrap();
+        assert!(errors(v, &request).is_empty(), "{:?}", errors(v, &request));
+    }
+}
+
+#[tokio::test]
+async fn every_answer_of_the_crm_double_matches_the_response_schema() {
+    use appealflow::crm::double::{self, DoubleOptions};
+    let v = validators();
+    let clients_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/crm-clients.json");
+    let clients = double::load_clients(&clients_file).unwrap();
+    let (addr, _handle) = double::serve(clients, DoubleOptions::default(), "127.0.0.1:0").await.unwrap();
+    let searches = [
+        ("phone", "+79991234567"),
+        ("email", "alfred@example.com"),
+        ("crm_id", "CRM-1003"),
+        ("crm_id", "CRM-1004"),
+        ("phone", "+79990000000"),
+    ];
+    let http = reqwest::Client::new();
+    for (kind, value) in searches {
+        let request = json!({"project_id": "acme", "identifier": {"type": kind, "value": value}});
+        assert!(v[CRM_REQUEST].is_valid(&request), "{request}");
+        let response = http.post(format!("http://{addr}/search-client")).json(&request).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let problems = errors(&v[CRM_RESPONSE], &body);
+        assert!(problems.is_empty(), "{kind} {value}: {problems:?} in {body}");
+        assert_eq!(body["found"], json!(value != "+79990000000"), "{kind} {value}");
+    }
+}

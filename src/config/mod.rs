@@ -5,6 +5,7 @@
 //! so `appealflow check-config` can tell an operator exactly what to fix. Unknown keys are
 //! errors, never silently ignored: a misspelt `auto_close_afer` must not fall back to a default.
 
+pub mod crm;
 mod duration;
 pub mod scenario;
 mod validate;
@@ -17,6 +18,7 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
+pub use crm::{CrmConfig, IdentificationConfig, IdentifierType, Secret};
 pub use duration::parse_duration;
 pub use scenario::{
     AskBlock, BlockConfig, BlockKind, CheckFieldBlock, EndBlock, Expect, IdentifyBlock, MessageBlock,
@@ -173,6 +175,9 @@ pub struct ProjectConfig {
     /// Bot scenarios channels and `start_scenario` commands name by id.
     #[serde(default)]
     pub scenarios: Vec<ScenarioConfig>,
+    /// The project's CRM, for automatic identification; none means no CRM calls at all.
+    #[serde(default)]
+    pub crm: Option<CrmConfig>,
 }
 
 fn default_region() -> String {
@@ -199,6 +204,9 @@ pub struct ChannelConfig {
     /// Bot scenario (id in this project) started when an appeal opens in this channel.
     #[serde(default)]
     pub scenario: Option<String>,
+    /// Automatic CRM identification when an appeal opens; needs the project's `[projects.crm]`.
+    #[serde(default)]
+    pub identification: Option<IdentificationConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
@@ -319,7 +327,13 @@ pub fn explain(config: &Config) -> String {
             if let Some(s) = &c.scenario {
                 out.push_str(&format!(", scenario {s}"));
             }
+            if let Some(i) = &c.identification {
+                out.push_str(&explain_identification(i));
+            }
             out.push('\n');
+        }
+        if let Some(crm) = &p.crm {
+            out.push_str(&explain_crm(crm));
         }
         for r in &p.multicontact_rules {
             out.push_str(&format!("    rule {}: {}\n", r.id, r.fields.join(" AND ")));
@@ -346,6 +360,28 @@ pub fn explain_warnings(warnings: &[Problem]) -> String {
         out.push_str(&format!("  {}: {}\n", w.key, w.message));
     }
     out
+}
+
+/// One line about a project's CRM. The token is only said to be set, never shown.
+fn explain_crm(crm: &CrmConfig) -> String {
+    format!(
+        "    crm {} (token {}): timeout {}, retries {} with backoff from {}, cache {}, concurrency {}, \
+         breaker after {} failed call(s) for {}\n",
+        redact_url(&crm.url),
+        if crm.token.is_some() { "set" } else { "none" },
+        humantime::format_duration(crm.timeout),
+        crm.retries,
+        humantime::format_duration(crm.backoff),
+        humantime::format_duration(crm.cache_ttl),
+        crm.concurrency,
+        crm.breaker_failures,
+        humantime::format_duration(crm.breaker_cooldown),
+    )
+}
+
+fn explain_identification(i: &IdentificationConfig) -> String {
+    let ask = if i.ask_client { format!(", asks up to {} time(s)", i.max_attempts) } else { String::new() };
+    format!(", CRM identification {:?} by {}{ask}", i.name, i.identifier)
 }
 
 /// Hides a password in a store URL (`postgres://user:secret@host` → `postgres://user:***@host`).

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 use super::scenario::{full_match_regex, AskBlock, BlockConfig, Expect, OnInvalid, ScenarioConfig};
+use super::crm::{CrmConfig, IdentificationConfig};
 use super::Config;
 
 /// One thing wrong with the configuration, located by its key path.
@@ -152,10 +153,17 @@ pub(super) fn check(config: &Config) -> Checked {
                     format!("no scenario {id:?} in project {:?}", project.id),
                 );
             }
+            if let Some(rule) = &channel.identification {
+                let iat = format!("{at}.channels[{ci}].identification");
+                identification(rule, project.crm.is_some(), &iat, &mut push);
+            }
         }
         duplicates(project.scenarios.iter().map(|s| s.id.as_str()), &format!("{at}.scenarios"), &mut push);
         for (si, s) in project.scenarios.iter().enumerate() {
             scenario(s, &format!("{at}.scenarios[{si}]"), &mut push, &mut warnings);
+        }
+        if let Some(crm_config) = &project.crm {
+            crm(crm_config, &format!("{at}.crm"), &mut push);
         }
         for (ri, rule) in project.multicontact_rules.iter().enumerate() {
             let rat = format!("{at}.multicontact_rules[{ri}]");
@@ -269,6 +277,60 @@ fn invalid_exit_rules(ask: &AskBlock, at: &str, push: &mut impl FnMut(String, St
 fn not_empty(value: &str, key: &str, push: &mut impl FnMut(String, String)) {
     if value.trim().is_empty() {
         push(key.to_string(), "must not be empty".into());
+    }
+}
+
+fn crm(crm: &CrmConfig, at: &str, push: &mut impl FnMut(String, String)) {
+    if let Err(why) = crm_url(&crm.url) {
+        push(format!("{at}.url"), why);
+    }
+    if crm.timeout.is_zero() {
+        push(format!("{at}.timeout"), "must be longer than zero".into());
+    }
+    if crm.concurrency == 0 {
+        push(format!("{at}.concurrency"), "must be at least 1".into());
+    }
+    if crm.breaker_failures == 0 {
+        push(format!("{at}.breaker_failures"), "must be at least 1".into());
+    }
+    // NB: the backoff doubles per retry; beyond this the stream would wait minutes per call.
+    if crm.retries > 10 {
+        push(format!("{at}.retries"), "at most 10: a slow CRM must not stall the stream".into());
+    }
+}
+
+/// Only plain HTTP: this build carries no TLS stack (terminate TLS in a sidecar or proxy).
+fn crm_url(url: &str) -> Result<(), String> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e}): write e.g. \"http://crm:8099\""))?;
+    match parsed.scheme() {
+        "http" if parsed.host_str().is_some() => Ok(()),
+        "http" => Err("the URL has no host".into()),
+        "https" => Err("https is not supported by this build: reach the CRM over http \
+                        (a TLS-terminating sidecar or proxy)"
+            .into()),
+        other => Err(format!("unsupported scheme {other:?}: use http://")),
+    }
+}
+
+fn identification(
+    rule: &IdentificationConfig,
+    project_has_crm: bool,
+    at: &str,
+    push: &mut impl FnMut(String, String),
+) {
+    if !project_has_crm {
+        push(at.into(), "channel has identification but project has no [projects.crm]".into());
+    }
+    if rule.name.trim().is_empty() {
+        push(format!("{at}.name"), "must not be empty".into());
+    }
+    let no_question = rule.question.as_deref().is_none_or(|q| q.trim().is_empty());
+    if rule.ask_client && no_question {
+        push(format!("{at}.question"), "required when ask_client = true".into());
+    }
+    if rule.ask_client && rule.max_attempts == 0 {
+        push(format!("{at}.max_attempts"), "must be at least 1 when ask_client = true".into());
     }
 }
 

@@ -1,0 +1,252 @@
+//! The HTTP side of a project's CRM: cache → breaker → `POST {url}/search-client` with a
+//! timeout per attempt and bounded retries. Every path ends in an [`Answer`], never an error:
+//! a slow or broken CRM costs the stream at most the retry budget, then the appeal proceeds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt};
+use tokio::sync::Semaphore;
+
+use super::answer::{self, Answer, Attempt, FailReason};
+use super::breaker::Breaker;
+use super::cache::{AnswerCache, DEFAULT_CAPACITY};
+use super::protocol::{Identifier, SearchRequest, SEARCH_PATH};
+use crate::config::{CrmConfig, Secret};
+use crate::telemetry;
+
+/// A client for one project's CRM. Cloning is cheap and shares cache, breaker and limits.
+#[derive(Clone)]
+pub struct CrmClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    project_id: String,
+    endpoint: String,
+    token: Option<Secret>,
+    http: reqwest::Client,
+    retries: u32,
+    backoff: Duration,
+    concurrency: usize,
+    /// Bounds calls in flight across every caller of this project's client.
+    permits: Semaphore,
+    /// NB: a std Mutex is enough: it is held for map and counter updates only, never across
+    /// an `.await`.
+    state: Mutex<State>,
+}
+
+struct State {
+    cache: AnswerCache,
+    breaker: Breaker,
+}
+
+/// The client could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum CrmError {
+    #[error("project {project}: crm.url {url:?} is not usable: {reason}")]
+    BadUrl { project: String, url: String, reason: String },
+    #[error("project {project}: HTTP client: {source}")]
+    Http { project: String, source: reqwest::Error },
+}
+
+impl CrmClient {
+    pub fn new(project_id: &str, config: &CrmConfig) -> Result<Self, CrmError> {
+        let endpoint = endpoint(project_id, &config.url)?;
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .pool_max_idle_per_host(config.concurrency)
+            // A redirected POST would turn into a GET elsewhere: a 3xx is a misconfigured URL.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|source| CrmError::Http { project: project_id.into(), source })?;
+        let state = State {
+            cache: AnswerCache::new(config.cache_ttl, DEFAULT_CAPACITY),
+            breaker: Breaker::new(config.breaker_failures, config.breaker_cooldown),
+        };
+        let concurrency = config.concurrency.max(1);
+        let inner = Inner {
+            project_id: project_id.into(),
+            endpoint,
+            token: config.token.clone(),
+            http,
+            retries: config.retries,
+            backoff: config.backoff,
+            concurrency,
+            permits: Semaphore::new(concurrency),
+            state: Mutex::new(state),
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    pub fn project_id(&self) -> &str {
+        &self.inner.project_id
+    }
+
+    /// Searches the CRM for one identifier: from the cache if answered recently, skipped while
+    /// the breaker is open, otherwise over HTTP within the retry budget.
+    pub async fn search(&self, id: &Identifier) -> Answer {
+        if let Some(answer) = self.cached(id) {
+            telemetry::crm_cache_hit(self.project_id());
+            return answer;
+        }
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _permit = self.inner.permits.acquire().await.expect("CRM permits are never closed");
+        if !self.state().breaker.admit(Instant::now()) {
+            return self.finish(id, Answer::failed(FailReason::CrmUnavailable), 0);
+        }
+        let (answer, attempts) = self.call_with_retries(id).await;
+        self.settle(id, &answer);
+        self.finish(id, answer, attempts)
+    }
+
+    /// Searches several identifiers, each distinct one once, at most `crm.concurrency` at a time.
+    pub async fn search_many(
+        &self,
+        ids: impl IntoIterator<Item = Identifier>,
+    ) -> BTreeMap<Identifier, Answer> {
+        let distinct: BTreeSet<Identifier> = ids.into_iter().collect();
+        stream::iter(distinct)
+            .map(|id| async move {
+                let answer = self.search(&id).await;
+                (id, answer)
+            })
+            .buffer_unordered(self.inner.concurrency)
+            .collect()
+            .await
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves a consistent cache and breaker: keep going.
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn cached(&self, id: &Identifier) -> Option<Answer> {
+        let hit = self.state().cache.get(id, Instant::now())?;
+        Some(hit.map_or(Answer::NotFound, Answer::Found))
+    }
+
+    async fn call_with_retries(&self, id: &Identifier) -> (Answer, u32) {
+        let mut retry = 0;
+        loop {
+            match self.attempt(id).await {
+                Attempt::Answered(answer) => return (answer, retry + 1),
+                Attempt::Retry(reason) if retry >= self.inner.retries => {
+                    return (Answer::failed(reason), retry + 1)
+                }
+                Attempt::Retry(reason) => {
+                    tracing::debug!(project = %self.project_id(), identifier = %id, reason = reason.as_str(),
+                        retry = retry + 1, "CRM call failed, retrying");
+                    telemetry::retry("crm");
+                    tokio::time::sleep(answer::backoff(self.inner.backoff, retry)).await;
+                    retry += 1;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, id: &Identifier) -> Attempt {
+        let body = SearchRequest { project_id: self.inner.project_id.clone(), identifier: id.clone() };
+        let mut request = self.inner.http.post(&self.inner.endpoint).json(&body);
+        if let Some(token) = &self.inner.token {
+            request = request.bearer_auth(token.expose());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => return Attempt::Retry(transport_failure(e)),
+        };
+        if let Some(verdict) = answer::status_verdict(response.status().as_u16()) {
+            return verdict;
+        }
+        match response.bytes().await {
+            Ok(body) => Attempt::Answered(answer::read_body(&body)),
+            Err(e) => Attempt::Retry(transport_failure(e)),
+        }
+    }
+
+    /// Feeds the breaker and the cache with a call's answer.
+    fn settle(&self, id: &Identifier, answer: &Answer) {
+        let now = Instant::now();
+        let mut state = self.state();
+        let outage = matches!(answer, Answer::Failed { reason } if reason.is_outage());
+        if outage && state.breaker.failed(now) {
+            tracing::warn!(project = %self.project_id(), "CRM circuit breaker opened: calls are skipped");
+        } else if !outage && state.breaker.succeeded() {
+            tracing::info!(project = %self.project_id(), "CRM circuit breaker closed: the CRM answers again");
+        }
+        match answer {
+            Answer::Found(client) => state.cache.put(id.clone(), Some(client.clone()), now),
+            Answer::NotFound => state.cache.put(id.clone(), None, now),
+            Answer::Failed { .. } => {}
+        }
+    }
+
+    /// Counts and logs a search's end. Identifiers are masked; the token is never near a log.
+    fn finish(&self, id: &Identifier, answer: Answer, attempts: u32) -> Answer {
+        let project = self.project_id();
+        telemetry::crm_call(project, answer.outcome());
+        match &answer {
+            Answer::Failed { reason: reason @ FailReason::CrmUnavailable } => {
+                tracing::debug!(project, identifier = %id, reason = reason.as_str(), "CRM call skipped")
+            }
+            Answer::Failed { reason } => tracing::warn!(project, identifier = %id, reason = reason.as_str(),
+                detail = %reason.detail(), attempts, "CRM search failed"),
+            _ => {
+                tracing::debug!(project, identifier = %id, outcome = answer.outcome(), attempts, "CRM searched")
+            }
+        }
+        answer
+    }
+}
+
+/// `{url}/search-client`, after checking the URL is one this build can call.
+fn endpoint(project: &str, url: &str) -> Result<String, CrmError> {
+    let bad = |reason: String| CrmError::BadUrl { project: project.into(), url: url.into(), reason };
+    let parsed = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    if parsed.scheme() != "http" {
+        return Err(bad("only http:// is supported".into()));
+    }
+    Ok(format!("{}{SEARCH_PATH}", url.trim_end_matches('/')))
+}
+
+/// A request that got no status line, or whose body broke off.
+fn transport_failure(error: reqwest::Error) -> FailReason {
+    if error.is_timeout() {
+        return FailReason::Timeout;
+    }
+    // NB: without the URL, which may carry credentials; the cause chain says what happened.
+    let error = error.without_url();
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    FailReason::Connection { message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_is_the_base_url_plus_the_search_path() {
+        assert_eq!(endpoint("a", "http://crm:8099/").unwrap(), "http://crm:8099/search-client");
+        assert_eq!(endpoint("a", "http://crm/api").unwrap(), "http://crm/api/search-client");
+    }
+
+    #[test]
+    fn a_url_this_build_cannot_call_is_refused_at_construction() {
+        assert!(CrmClient::new("a", &CrmConfig::with_url("https://crm")).is_err());
+        assert!(CrmClient::new("a", &CrmConfig::with_url("crm:8099")).is_err());
+    }
+
+    #[test]
+    fn the_client_can_be_shared_between_tasks() {
+        fn shared<T: Send + Sync + Clone + 'static>() {}
+        shared::<CrmClient>();
+    }
+}
