@@ -220,6 +220,29 @@ pub struct AppealDoc {
     pub last_group_id: Option<String>,
     #[serde(default)]
     pub message_count: i64,
+    /// Where the automatic conversation (identification question, bot scenario) stands.
+    #[serde(default, skip_serializing_if = "Dialogue::is_idle")]
+    pub dialogue: Dialogue,
+}
+
+/// The automatic conversation of an appeal, persisted with it so a restart resumes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dialogue {
+    /// Identification asked the client for an identifier this many times and waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ident_asked: Option<u32>,
+    /// The running scenario (waiting at an `ask`, or at an `identify` until it finishes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot: Option<crate::bot::BotState>,
+    /// A scenario that starts once identification stopped asking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_pending: Option<String>,
+}
+
+impl Dialogue {
+    pub fn is_idle(&self) -> bool {
+        *self == Dialogue::default()
+    }
 }
 
 /// One support conversation of one client, in one channel, with one visitor of that channel.

@@ -11,10 +11,13 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use crate::appeal;
+use crate::bot::Scenarios;
 use crate::config::{ChannelConfig, Config, ProjectConfig};
+use crate::crm::{Answer, CrmDirectory, CrmError, Identifier};
 use crate::decode::{self, Input};
 use crate::emit::{self, Cause, CauseKind, Emitter, Record};
 use crate::identify;
+use crate::identify::crm::{CrmLookups, Lookup};
 use crate::matching::ProjectRules;
 use crate::source::{Batch, RawInput};
 use crate::store::{external_handle, visitor_handle, Store, StoreError, StoreResult, WorkingSet};
@@ -23,6 +26,9 @@ use crate::store::{external_handle, visitor_handle, Store, StoreError, StoreResu
 pub struct Ctx<'a> {
     pub project: &'a ProjectConfig,
     pub rules: &'a ProjectRules,
+    pub scenarios: &'a Scenarios,
+    /// CRM answers looked up before the batch's transaction began.
+    pub lookups: &'a CrmLookups,
 }
 
 impl Ctx<'_> {
@@ -87,20 +93,37 @@ pub struct Committed {
     pub timings: crate::telemetry::Timings,
 }
 
+/// Rounds of "apply, look up what was missing, apply again" before a batch commits with
+/// the lookups it still lacks counted as CRM failures (each round adds lookups, so this
+/// only bounds pathological chains).
+const MAX_LOOKUP_ROUNDS: usize = 4;
+
 /// Configuration compiled once at start, shared by every batch.
 pub struct Pipeline {
     config: Arc<Config>,
     rules: HashMap<String, ProjectRules>,
+    scenarios: Scenarios,
+    crm: CrmDirectory,
     auto_close_ms: Arc<HashMap<String, i64>>,
     store: Store,
 }
 
+/// A batch applied but not yet committed.
+struct Applied {
+    ws: WorkingSet,
+    records: Vec<Record>,
+    stats: Stats,
+    prefetched: std::time::Duration,
+}
+
 impl Pipeline {
-    pub fn new(config: Arc<Config>, store: Store) -> Self {
+    pub fn new(config: Arc<Config>, store: Store) -> Result<Self, CrmError> {
         let rules = config.projects.iter().map(|p| (p.id.clone(), ProjectRules::new(p))).collect();
         let auto_close_ms =
             config.projects.iter().map(|p| (p.id.clone(), p.auto_close_after.as_millis() as i64)).collect();
-        Pipeline { config, rules, auto_close_ms: Arc::new(auto_close_ms), store }
+        let scenarios = Scenarios::compile(&config);
+        let crm = CrmDirectory::from_config(&config)?;
+        Ok(Pipeline { config, rules, scenarios, crm, auto_close_ms: Arc::new(auto_close_ms), store })
     }
 
     /// Applies a batch and commits it with its outputs; `next_offset` is stored with it.
@@ -109,11 +132,51 @@ impl Pipeline {
         let started = std::time::Instant::now();
         let decoded: Vec<Result<Input, decode::DecodeError>> =
             batch.inputs.iter().map(|raw| decode::decode(&raw.bytes, &self.config)).collect();
+        // CRM calls happen here, outside the transaction: a slow CRM holds no locks.
+        let mut lookups = CrmLookups::default();
+        lookups.extend(self.look_up(self.predicted_lookups(&decoded)).await);
+        let mut round = 1;
+        let applied = loop {
+            let applied = self.apply_batch(batch, &decoded, &lookups, started).await?;
+            let missing = lookups.take_missing();
+            if missing.is_empty() || round >= MAX_LOOKUP_ROUNDS {
+                break applied;
+            }
+            drop(applied); // rolls the transaction back
+            tracing::debug!(lookups = missing.len(), "batch needs CRM answers nobody predicted; re-applying");
+            lookups.extend(self.look_up(missing).await);
+            round += 1;
+        };
+        let Applied { mut ws, records, mut stats, prefetched } = applied;
+        if let Some(offset) = next_offset {
+            ws.set_next_offset(&batch.partition, offset).await?;
+        }
+        let batch_id = uuid::Uuid::new_v4().to_string();
+        let applied = started.elapsed();
+        ws.commit(&batch_id, &records).await?;
+        let timings = crate::telemetry::Timings {
+            prefetch: prefetched,
+            apply: applied - prefetched,
+            commit: started.elapsed() - applied,
+        };
+        tracing::debug!(inputs = batch.inputs.len(), ?timings, "batch committed");
+        count_records(&records, &mut stats);
+        Ok(Committed { batch_id, records, stats, timings })
+    }
+
+    /// One attempt at a batch inside a fresh transaction.
+    async fn apply_batch(
+        &self,
+        batch: &Batch,
+        decoded: &[Result<Input, decode::DecodeError>],
+        lookups: &CrmLookups,
+        started: std::time::Instant,
+    ) -> StoreResult<Applied> {
         let mut ws = self.store.begin(self.auto_close_ms.clone()).await?;
         let projects: BTreeSet<String> =
             decoded.iter().flatten().map(|i| i.project_id().to_string()).collect();
         ws.lock_projects(&projects).await?;
-        self.prefetch(&mut ws, &batch.partition, &decoded).await?;
+        self.prefetch(&mut ws, &batch.partition, decoded).await?;
         let prefetched = started.elapsed();
         let mut records = Vec::new();
         let mut stats = Stats::default();
@@ -129,7 +192,7 @@ impl Pipeline {
                         raw.key.as_deref(),
                         &e.reason,
                         "decode",
-                        e.project_id,
+                        e.project_id.clone(),
                     ));
                 }
                 Ok(input) => {
@@ -139,25 +202,69 @@ impl Pipeline {
                         client = tracing::field::Empty,
                         appeal = tracing::field::Empty
                     );
-                    let apply = self.apply(&mut ws, &batch.partition, raw, &input, &mut records, &mut stats);
+                    let apply =
+                        self.apply(&mut ws, &batch.partition, raw, input, lookups, &mut records, &mut stats);
                     apply.instrument(span).await?
                 }
             }
         }
-        if let Some(offset) = next_offset {
-            ws.set_next_offset(&batch.partition, offset).await?;
+        Ok(Applied { ws, records, stats, prefetched })
+    }
+
+    /// The CRM lookups a batch will most likely need, known from the inputs alone: the
+    /// identifiers visitors reveal in channels with identification, answers to the
+    /// identification question, and `identify_client` values. Whatever this misses is
+    /// looked up in a second round (see [`CrmLookups`]).
+    fn predicted_lookups(&self, inputs: &[Result<Input, decode::DecodeError>]) -> BTreeSet<Lookup> {
+        let mut out = BTreeSet::new();
+        for input in inputs.iter().flatten() {
+            let Some(project) = self.config.project(input.project_id()) else { continue };
+            if self.crm.get(&project.id).is_none() {
+                continue;
+            }
+            let region = &project.default_region;
+            match input {
+                Input::Message(m) => {
+                    let Some(channel) = project.channel(&m.channel_id) else { continue };
+                    let Some(rule) = &channel.identification else { continue };
+                    let kind = rule.identifier;
+                    for (field, value) in identify::revealed_values(project, channel.kind, &m.visitor) {
+                        if field == kind.as_str() {
+                            out.insert((project.id.clone(), Identifier::new(kind, value)));
+                        }
+                    }
+                    let answer = m.content.text.as_deref().filter(|_| rule.ask_client);
+                    if let Some(id) = answer.and_then(|t| Identifier::from_answer(kind, t, region).ok()) {
+                        out.insert((project.id.clone(), id));
+                    }
+                }
+                Input::Command(c) => {
+                    if let Some((kind, value)) = c.identify_value() {
+                        if let Ok(id) = Identifier::normalise(kind, value, region) {
+                            out.insert((project.id.clone(), id));
+                        }
+                    }
+                }
+                Input::Status(_) => {}
+            }
         }
-        let batch_id = uuid::Uuid::new_v4().to_string();
-        let applied = started.elapsed();
-        ws.commit(&batch_id, &records).await?;
-        let timings = crate::telemetry::Timings {
-            prefetch: prefetched,
-            apply: applied - prefetched,
-            commit: started.elapsed() - applied,
-        };
-        tracing::debug!(inputs = batch.inputs.len(), ?timings, "batch committed");
-        count_records(&records, &mut stats);
-        Ok(Committed { batch_id, records, stats, timings })
+        out
+    }
+
+    /// Searches the CRMs concurrently (bounded per project), through their caches.
+    async fn look_up(&self, wanted: BTreeSet<Lookup>) -> Vec<(Lookup, Answer)> {
+        let mut by_project: BTreeMap<String, Vec<Identifier>> = BTreeMap::new();
+        for (project, id) in wanted {
+            by_project.entry(project).or_default().push(id);
+        }
+        let searches = by_project.into_iter().filter_map(|(project, ids)| {
+            let client = self.crm.get(&project)?;
+            Some(async move {
+                let answers = client.search_many(ids).await;
+                answers.into_iter().map(move |(id, a)| ((project.clone(), id), a)).collect::<Vec<_>>()
+            })
+        });
+        futures::future::join_all(searches).await.into_iter().flatten().collect()
     }
 
     /// Advances a partition's event-time clock with no input (a quiet partition in `run`),
@@ -256,6 +363,7 @@ impl Pipeline {
         partition: &str,
         raw: &RawInput,
         input: &Input,
+        lookups: &CrmLookups,
         records: &mut Vec<Record>,
         stats: &mut Stats,
     ) -> StoreResult<()> {
@@ -277,6 +385,8 @@ impl Pipeline {
         let ctx = Ctx {
             project: self.config.project(project).expect("decode checks projects"),
             rules: &self.rules[project],
+            scenarios: &self.scenarios,
+            lookups,
         };
         let mut em = Emitter::new(project, cause(input));
         let result = match input {
@@ -334,8 +444,16 @@ async fn message(
         em.event(m.sent_at, body, Some(identified.client.summary()), None);
     }
     tracing::Span::current().record("client", identified.client.id.as_str());
-    let (appeal, _) = appeal::client_message(ws, ctx, partition, m, identified.client, em).await?;
+    let (mut appeal, opened) = appeal::client_message(ws, ctx, partition, m, identified.client, em).await?;
     tracing::Span::current().record("appeal", appeal.number);
+    let client = ws.live_client(&appeal.client_id).await?.expect("an appeal's client exists");
+    if opened {
+        appeal::dialogue::on_open(ws, ctx, &mut appeal, client, m.sent_at, em).await?;
+    } else {
+        let text = m.content.text.as_deref();
+        appeal::dialogue::on_client_message(ws, ctx, &mut appeal, client, &m.message_id, text, m.sent_at, em)
+            .await?;
+    }
     Ok(())
 }
 

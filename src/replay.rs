@@ -73,7 +73,7 @@ pub async fn replay(
     progress: bool,
 ) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let pipeline = Pipeline::new(config.clone(), store.clone());
+    let pipeline = Pipeline::new(config.clone(), store.clone())?;
     let mut summary = Summary::default();
     for (batch_id, records) in store.pending_outbox().await? {
         write_records(out, &records, &config)?;

@@ -77,7 +77,7 @@ pub async fn run(
     let relay = Relay::start(store.clone(), sink);
     let source = KafkaSource::new(&config.kafka)?;
     ready.set(true);
-    let pipeline = Pipeline::new(config.clone(), store.clone());
+    let pipeline = Pipeline::new(config.clone(), store.clone())?;
     let mut runner = Runner {
         config: config.clone(),
         store,

@@ -130,7 +130,7 @@ async fn records_committed_but_never_printed_are_printed_by_the_next_replay() {
         let db = TestDb::new(kind).await;
         // A run that committed m1's batch and died before printing it.
         let store = db.store().await;
-        let pipeline = Pipeline::new(config.clone(), store.clone());
+        let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
         let pos = SourcePos::File { file: "crashed".into(), line: 1 };
         let batch = Batch {
             partition: "replay".into(),

@@ -5,6 +5,7 @@
 use crate::config::ChannelKind;
 use crate::decode::{ClientRef, Command, CommandAction, ContactSpec, KeepName};
 use crate::emit::{Emitter, EventBody, IdentifyMethod, Outbound};
+use crate::identify::crm as crm_ident;
 use crate::identify::{self, external_handle, normalize, visitor_handle};
 use crate::matching::{self, MergeBy};
 use crate::model::Visitor;
@@ -165,8 +166,18 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
             send_outbound(ws, ctx, cmd, client, channel_id, text, template, em).await
         }
         A::StartScenario { appeal_number, scenario_id } => {
-            appeal(ws, cmd, *appeal_number).await?;
-            reject(format!("scenario {scenario_id:?} is not defined in project {:?}", ctx.project.id))
+            let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
+            let Some(scenario) = ctx.scenarios.get(&ctx.project.id, scenario_id) else {
+                return reject(format!(
+                    "scenario {scenario_id:?} is not defined in project {:?}",
+                    ctx.project.id
+                ));
+            };
+            if !appeal.is_open() {
+                return reject(format!("appeal {appeal_number} is closed"));
+            }
+            super::dialogue::start(ws, ctx, &mut appeal, client, scenario, at, em).await?;
+            Ok(())
         }
     }
 }
@@ -290,6 +301,8 @@ async fn assign(
 
 /// Manual identification. With no CRM to ask, the operator's word is the identification:
 /// the identifier goes on the card, and matching may join the card with others.
+/// Manual identification: with a CRM, the value is searched there and a found client's data
+/// joins the card; either way the operator's identifier is saved on the card.
 async fn identify_client(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
@@ -299,17 +312,26 @@ async fn identify_client(
     value: &str,
     em: &mut Emitter,
 ) -> Outcome {
-    let (_, mut card) = appeal(ws, cmd, number).await?;
+    let (appeal, mut card) = appeal(ws, cmd, number).await?;
     let value = normalized(ctx, identifier, value)?;
+    let at = cmd.issued_at;
+    if let (Some((kind, _)), Some(_)) = (cmd.identify_value(), &ctx.project.crm) {
+        let id = crate::crm::Identifier::new(kind, value.clone());
+        let outcome = crm_ident::search(ws, ctx, card, &id, IdentifyMethod::Manual, at, em).await?;
+        if let crm_ident::Identification::Found(_) = outcome {
+            return Ok(());
+        }
+        card = outcome.client();
+    }
     let changed = card.add_contact(identifier, &value);
     ws.put_client(card.clone());
     let body = EventBody::ClientIdentified {
         method: IdentifyMethod::Manual,
         identifier: Some(identifier.to_string()),
     };
-    em.event(cmd.issued_at, body, Some(card.summary()), None);
+    em.event(at, body, Some(card.summary()), Some(appeal.summary()));
     if changed {
-        updated(ws, ctx, card, vec![identifier.to_string()], cmd.issued_at, em).await?;
+        updated(ws, ctx, card, vec![identifier.to_string()], at, em).await?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! small functions at the top; the rest applies them through the working set.
 
 pub mod commands;
+pub mod dialogue;
 
 use crate::decode::{InboundMessage, StatusUpdate};
 use crate::emit::{derive_id, Cause, CauseKind, Emitter, EventBody, MessageView};

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 
-use super::scenario::{full_match_regex, AskBlock, BlockConfig, Expect, OnInvalid, ScenarioConfig};
 use super::crm::{CrmConfig, IdentificationConfig};
+use super::scenario::{full_match_regex, AskBlock, BlockConfig, Expect, OnInvalid, ScenarioConfig};
 use super::Config;
 
 /// One thing wrong with the configuration, located by its key path.

@@ -35,6 +35,21 @@ pub struct Command {
     pub action: CommandAction,
 }
 
+impl Command {
+    /// What an `identify_client` command identifies by, as given (not yet normalised).
+    pub fn identify_value(&self) -> Option<(crate::config::IdentifierType, &str)> {
+        use crate::config::IdentifierType as T;
+        let CommandAction::IdentifyClient { identifier, value, .. } = &self.action else { return None };
+        let kind = match identifier.as_str() {
+            "phone" => T::Phone,
+            "email" => T::Email,
+            "crm_id" => T::CrmId,
+            _ => return None,
+        };
+        Some((kind, value))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Operator {
     pub id: String,

@@ -110,4 +110,24 @@ pub enum EventBody {
     OutboundRefused { reason: String, channel_id: String },
     #[serde(rename = "command.rejected")]
     CommandRejected { command_type: String, reason: String },
+    #[serde(rename = "identification.failed")]
+    IdentificationFailed {
+        /// `not_found`, `no_identifier`, `no_valid_answer`, or the CRM failure (`timeout`, ...).
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        identifier: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    #[serde(rename = "bot.block_entered")]
+    BotBlockEntered { scenario_id: String, block_id: String, block_type: &'static str },
+    #[serde(rename = "bot.answer_rejected")]
+    BotAnswerRejected {
+        scenario_id: String,
+        block_id: String,
+        expect: &'static str,
+        on_invalid: &'static str,
+        message_id: String,
+        reason: String,
+    },
 }

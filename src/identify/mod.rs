@@ -5,6 +5,7 @@
 //! a channel; and the attributes a gateway sends (name, phone, e-mail, fields, and the visitor
 //! ID itself in WhatsApp and e-mail channels) recorded on the card, normalised.
 
+pub mod crm;
 pub mod normalize;
 
 use crate::config::{ChannelConfig, ChannelKind, ProjectConfig};

@@ -57,6 +57,9 @@ pub struct WorkingSet {
 
     partitions: HashMap<String, (Option<Millis>, Option<i64>)>,
     dirty_partitions: BTreeSet<String>,
+
+    /// Bot block entries of this batch by (project, scenario, block), added on commit.
+    block_entries: BTreeMap<(String, String, String), i64>,
 }
 
 /// The handle of a visitor of a channel.
@@ -108,6 +111,7 @@ impl WorkingSet {
             dirty_counters: BTreeSet::new(),
             messages: HashMap::new(),
             dirty_messages: BTreeSet::new(),
+            block_entries: BTreeMap::new(),
             applied: HashMap::new(),
             new_applied: Vec::new(),
             partitions: HashMap::new(),
@@ -643,6 +647,12 @@ impl WorkingSet {
         Ok(())
     }
 
+    /// Counts one entry into a bot block (the scenario report reads the totals).
+    pub fn count_block_entry(&mut self, project_id: &str, scenario_id: &str, block_id: &str) {
+        let key = (project_id.to_string(), scenario_id.to_string(), block_id.to_string());
+        *self.block_entries.entry(key).or_default() += 1;
+    }
+
     // ---- commit -------------------------------------------------------------------------
 
     /// Writes everything the batch changed plus its output records, then commits.
@@ -654,6 +664,7 @@ impl WorkingSet {
         self.flush_messages().await?;
         self.flush_applied().await?;
         self.flush_partitions().await?;
+        self.flush_block_entries().await?;
         self.flush_outbox(batch_id, records).await?;
         self.tx.commit().await.map_err(StoreError::new("commit batch"))
     }
@@ -804,6 +815,17 @@ impl WorkingSet {
         let tail = "ON CONFLICT (partition_key) DO UPDATE SET clock = excluded.clock, \
                     next_offset = COALESCE(excluded.next_offset, partitions.next_offset)";
         sql::insert_rows(&mut self.tx, self.backend, head, tail, rows, "write partitions").await
+    }
+
+    async fn flush_block_entries(&mut self) -> StoreResult<()> {
+        let rows = std::mem::take(&mut self.block_entries)
+            .into_iter()
+            .map(|((p, s, b), n)| vec![p.into(), s.into(), b.into(), n.into()])
+            .collect();
+        let head = "INSERT INTO bot_block_entries (project_id, scenario_id, block_id, entries)";
+        let tail = "ON CONFLICT (project_id, scenario_id, block_id) \
+                    DO UPDATE SET entries = bot_block_entries.entries + excluded.entries";
+        sql::insert_rows(&mut self.tx, self.backend, head, tail, rows, "count bot block entries").await
     }
 
     /// The batch's records as one row: see migration 0002 for why.
