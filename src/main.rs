@@ -53,6 +53,23 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Reports over the stored state.
+    Report {
+        #[command(subcommand)]
+        report: Report,
+    },
+}
+
+#[derive(Subcommand)]
+enum Report {
+    /// Per bot scenario and block: entries so far, and the blocks never reached.
+    Scenarios {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Store URL, overriding `store.url`.
+        #[arg(long)]
+        db: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -120,6 +137,23 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 stats.stats.applied,
                 stats.stats.duplicates,
                 stats.stats.dlq
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { report: Report::Scenarios { config, db } } => {
+            let mut config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            if let Some(db) = db {
+                config.store.url = db;
+            }
+            let store = Store::connect(&config.store.url, config.store.max_connections).await?;
+            let entries = store.bot_block_entries().await?;
+            store.close().await;
+            print!(
+                "{}",
+                appealflow::bot::render_reports(&appealflow::bot::Scenarios::compile(&config), &entries)
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -202,8 +202,14 @@ impl Pipeline {
                         client = tracing::field::Empty,
                         appeal = tracing::field::Empty
                     );
-                    let apply =
-                        self.apply(&mut ws, &batch.partition, raw, input, lookups, &mut records, &mut stats);
+                    let apply = self.apply(
+                        &mut ws,
+                        &batch.partition,
+                        raw,
+                        input,
+                        lookups,
+                        (&mut records, &mut stats),
+                    );
                     apply.instrument(span).await?
                 }
             }
@@ -364,8 +370,7 @@ impl Pipeline {
         raw: &RawInput,
         input: &Input,
         lookups: &CrmLookups,
-        records: &mut Vec<Record>,
-        stats: &mut Stats,
+        (records, stats): (&mut Vec<Record>, &mut Stats),
     ) -> StoreResult<()> {
         let clock = ws.advance_clock(partition, input.event_time()).await?;
         let auto_close = &self.auto_close_ms;
@@ -450,9 +455,7 @@ async fn message(
     if opened {
         appeal::dialogue::on_open(ws, ctx, &mut appeal, client, m.sent_at, em).await?;
     } else {
-        let text = m.content.text.as_deref();
-        appeal::dialogue::on_client_message(ws, ctx, &mut appeal, client, &m.message_id, text, m.sent_at, em)
-            .await?;
+        appeal::dialogue::on_client_message(ws, ctx, &mut appeal, client, m, em).await?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::appeal::{append, NewMessage};
 use crate::bot::{self, Action, Outcome, Scenario};
 use crate::config::IdentificationConfig;
 use crate::crm::Identifier;
+use crate::decode::InboundMessage;
 use crate::emit::{Emitter, EventBody, IdentifyMethod, Outbound};
 use crate::identify::crm as crm_ident;
 use crate::matching;
@@ -50,12 +51,10 @@ pub async fn on_client_message(
     ctx: &Ctx<'_>,
     appeal: &mut Appeal,
     client: Client,
-    message_id: &str,
-    text: Option<&str>,
-    at: Millis,
+    m: &InboundMessage,
     em: &mut Emitter,
 ) -> StoreResult<()> {
-    let text = text.unwrap_or_default();
+    let (text, at, message_id) = (m.content.text.as_deref().unwrap_or_default(), m.sent_at, &m.message_id);
     if let Some(asked) = appeal.doc.dialogue.ident_asked {
         let channel = ctx.channel(&appeal.channel_id);
         if let Some(rule) = &channel.identification {

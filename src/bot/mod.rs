@@ -20,7 +20,7 @@ use crate::config::scenario::full_match_regex;
 use crate::config::{BlockConfig, BlockKind, Config, Expect, OnInvalid, ScenarioConfig};
 use crate::model::Client;
 
-pub use report::{ReportRow, ScenarioReport};
+pub use report::{render_reports, ReportRow, ScenarioReport};
 
 /// Blocks one walk may enter before it is cut off. Validation refuses loops without an
 /// `ask`, so only a config that skipped validation can get here; it must not hang the stream.

@@ -73,3 +73,18 @@ impl fmt::Display for ScenarioReport {
         Ok(())
     }
 }
+
+/// The report of every configured scenario, for `appealflow report scenarios`.
+pub fn render_reports(scenarios: &super::Scenarios, entries: &crate::store::BotBlockEntries) -> String {
+    let none = BTreeMap::new();
+    let mut out = String::new();
+    for scenario in scenarios.iter() {
+        let key = (scenario.project_id().to_string(), scenario.id().to_string());
+        out.push_str(&scenario.report(entries.get(&key).unwrap_or(&none)).to_string());
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out.push_str("no bot scenarios are configured\n");
+    }
+    out
+}

@@ -74,6 +74,10 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// (project, scenario) → block → entries.
+pub type BotBlockEntries =
+    std::collections::BTreeMap<(String, String), std::collections::BTreeMap<String, u64>>;
+
 /// Retries an operation after transient store errors (a locked SQLite file, PostgreSQL down
 /// or failing over) with exponential backoff, `limit` times or forever; any other error, or
 /// the last one, is returned. Each retry is logged and counted (`appealflow_retries_total`).
@@ -202,6 +206,20 @@ impl Store {
         let head = "DELETE FROM outbox_batches WHERE batch_id";
         sql::execute_in(&mut tx, self.backend, head, Vec::new(), keys, context).await?;
         tx.commit().await.map_err(StoreError::new(context))
+    }
+
+    /// Bot block entries so far, by project, scenario and block.
+    pub async fn bot_block_entries(&self) -> StoreResult<BotBlockEntries> {
+        let rows = sqlx::query("SELECT project_id, scenario_id, block_id, entries FROM bot_block_entries")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::new("read bot block entries"))?;
+        let mut out = BotBlockEntries::new();
+        for row in rows {
+            let key = (row.get::<String, _>(0), row.get::<String, _>(1));
+            out.entry(key).or_default().insert(row.get(2), row.get::<i64, _>(3).max(0) as u64);
+        }
+        Ok(out)
     }
 
     /// The stored clock and next offset of a partition.

@@ -73,7 +73,7 @@ pub fn external_handle(external_id: &str) -> String {
 }
 
 /// The distinct keys a lookup still has to read from the database.
-fn not_cached<'a>(keys: &'a [String], cached: impl Fn(&str) -> bool) -> BTreeSet<&'a String> {
+fn not_cached(keys: &[String], cached: impl Fn(&str) -> bool) -> BTreeSet<&String> {
     keys.iter().filter(|k| !cached(k)).collect()
 }
 

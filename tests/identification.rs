@@ -1,0 +1,371 @@
+//! CRM identification, manual identification and bot contact collection through the whole
+//! pipeline (replay), against the CRM test double over real HTTP, on SQLite and PostgreSQL.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use appealflow::config::Config;
+use appealflow::crm::double::{self, DoubleHandle, DoubleOptions};
+use common::{cmd, kinds, msg, replay_lines, Run, TestDb};
+use serde_json::Value;
+
+/// A running CRM double serving examples/crm-clients.json.
+struct Crm {
+    url: String,
+    _handle: DoubleHandle,
+}
+
+impl Crm {
+    async fn start() -> Crm {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/crm-clients.json");
+        let clients = double::load_clients(&path).unwrap();
+        let options = DoubleOptions { token: Some("s3cret".into()), ..DoubleOptions::default() };
+        let (addr, handle) = double::serve(clients, options, "127.0.0.1:0").await.unwrap();
+        Crm { url: format!("http://{addr}"), _handle: handle }
+    }
+}
+
+/// WhatsApp identifies by the phone it knows; Telegram asks for one (twice at most); the web
+/// chat runs the collect-phone scenario; rules join cards by phone.
+fn config(crm_url: &str) -> Arc<Config> {
+    common::config(&format!(
+        r#"
+[[projects]]
+id = "acme"
+default_region = "RU"
+  [projects.crm]
+  url = "{crm_url}"
+  token = "s3cret"
+  timeout = "500ms"
+  backoff = "10ms"
+  retries = 1
+  [[projects.channels]]
+  id = "wa"
+  kind = "whatsapp"
+    [projects.channels.identification]
+    name = "by phone"
+    identifier = "phone"
+    success = "You are identified"
+  [[projects.channels]]
+  id = "tg"
+  kind = "telegram"
+    [projects.channels.identification]
+    name = "ask phone"
+    identifier = "phone"
+    ask_client = true
+    question = "Please send your phone number"
+    success = "You are identified"
+    max_attempts = 2
+  [[projects.channels]]
+  id = "web"
+  kind = "web_chat"
+  scenario = "collect-phone"
+  [[projects.multicontact_rules]]
+  id = "by-phone"
+  fields = ["phone"]
+  [[projects.scenarios]]
+  id = "collect-phone"
+  start = "has-phone"
+    [[projects.scenarios.blocks]]
+    id = "has-phone"
+    type = "check_field"
+    field = "phone"
+    filled = "thanks"
+    empty = "ask-phone"
+    [[projects.scenarios.blocks]]
+    id = "ask-phone"
+    type = "ask"
+    text = "Please send your mobile phone number"
+    expect = "phone"
+    save_to = "phone"
+    on_invalid = "repeat"
+    error_text = "That does not look like a phone number"
+    next = "thanks"
+    [[projects.scenarios.blocks]]
+    id = "thanks"
+    type = "message"
+    text = "Thank you!"
+    next = "done"
+    [[projects.scenarios.blocks]]
+    id = "done"
+    type = "end"
+  [[projects.scenarios]]
+  id = "contract"
+  start = "ask-contract"
+    [[projects.scenarios.blocks]]
+    id = "ask-contract"
+    type = "ask"
+    text = "Your contract number, please"
+    expect = "regex"
+    pattern = '[A-Za-z]-\d{{1,6}}'
+    save_to = "contract_number"
+    on_invalid = "continue"
+    invalid = "operator"
+    next = "done"
+    [[projects.scenarios.blocks]]
+    id = "operator"
+    type = "message"
+    text = "An operator will help you"
+    next = "done"
+    [[projects.scenarios.blocks]]
+    id = "done"
+    type = "end"
+"#
+    ))
+}
+
+fn visitor(id: &str) -> String {
+    format!(r#"{{"id":"{id}"}}"#)
+}
+
+fn outbound_texts(run: &Run) -> Vec<String> {
+    run.topic("outbound.messages").iter().map(|o| o["text"].as_str().unwrap_or("").to_string()).collect()
+}
+
+fn types(events: &[&Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap_or("(outbound)").to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_whatsapp_client_known_to_the_crm_is_identified_when_the_appeal_opens() {
+    let crm = Crm::start().await;
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let lines = [msg("m1", "wa", "2026-11-21T10:00:00Z", &visitor("79991234567"), "hello")];
+        let run = replay_lines(&config(&crm.url), &db, &lines).await;
+        let identified = run.events("client.identified");
+        assert_eq!(identified.len(), 1, "{kind:?}: {}", run.stdout);
+        assert_eq!(identified[0]["method"], "crm");
+        assert_eq!(identified[0]["client"]["type"], "crm");
+        assert_eq!(identified[0]["client"]["name"], "Alfred Hitchcock");
+        assert_eq!(outbound_texts(&run), ["You are identified"]);
+        assert!(run.events("identification.failed").is_empty());
+        assert!(run.topic("inbound.dlq").is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_client_the_crm_does_not_know_gets_identification_failed_and_the_appeal_proceeds() {
+    let crm = Crm::start().await;
+    let db = TestDb::new(common::Kind::Sqlite).await;
+    let lines = [msg("m1", "wa", "2026-11-21T10:00:00Z", &visitor("79990000001"), "hello")];
+    let run = replay_lines(&config(&crm.url), &db, &lines).await;
+    let failed = run.events("identification.failed");
+    assert_eq!(failed.len(), 1, "{}", run.stdout);
+    assert_eq!(failed[0]["reason"], "not_found");
+    assert_eq!(run.events("appeal.opened").len(), 1);
+    assert!(outbound_texts(&run).is_empty());
+}
+
+#[tokio::test]
+async fn with_the_crm_down_the_appeal_opens_and_an_event_says_why() {
+    // Nothing listens on port 9 of localhost: every call is refused at once.
+    let db = TestDb::new(common::Kind::Sqlite).await;
+    let lines: Vec<String> = (0..8)
+        .map(|i| {
+            msg(&format!("m{i}"), "wa", "2026-11-21T10:00:00Z", &visitor(&format!("7999000000{i}")), "hi")
+        })
+        .collect();
+    let run = replay_lines(&config("http://127.0.0.1:9"), &db, &lines).await;
+    assert_eq!(run.events("appeal.opened").len(), 8);
+    let reasons: Vec<&str> =
+        run.events("identification.failed").iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons.len(), 8, "{}", run.stdout);
+    assert!(reasons.iter().all(|r| ["connection", "crm_unavailable"].contains(r)), "{reasons:?}");
+    assert!(run.topic("inbound.dlq").is_empty());
+}
+
+#[tokio::test]
+async fn telegram_asks_for_a_phone_repeats_on_nonsense_and_identifies_by_the_answer() {
+    let crm = Crm::start().await;
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let v = visitor("tg-1");
+        let lines = [
+            msg("m1", "tg", "2026-11-21T10:00:00Z", &v, "hi, my order is late"),
+            msg("m2", "tg", "2026-11-21T10:01:00Z", &v, "why do you need it?"),
+            msg("m3", "tg", "2026-11-21T10:02:00Z", &v, "8 999 123-45-67"),
+        ];
+        let run = replay_lines(&config(&crm.url), &db, &lines).await;
+        assert_eq!(
+            outbound_texts(&run),
+            ["Please send your phone number", "Please send your phone number", "You are identified"],
+            "{kind:?}"
+        );
+        let identified = run.caused_by("m3").into_iter().filter(|e| e["type"] == "client.identified").count();
+        assert_eq!(identified, 1, "{}", run.stdout);
+        // Every client message still lands in the appeal.
+        let client_messages = run
+            .events("appeal.message_added")
+            .iter()
+            .filter(|e| e["message"]["author_kind"] == "client")
+            .count();
+        assert_eq!(client_messages, 3);
+    }
+}
+
+#[tokio::test]
+async fn identification_gives_up_after_max_attempts_of_invalid_answers() {
+    let crm = Crm::start().await;
+    let db = TestDb::new(common::Kind::Sqlite).await;
+    let v = visitor("tg-2");
+    let lines = [
+        msg("m1", "tg", "2026-11-21T10:00:00Z", &v, "hi"),
+        msg("m2", "tg", "2026-11-21T10:01:00Z", &v, "no"),
+        msg("m3", "tg", "2026-11-21T10:02:00Z", &v, "still no"),
+        msg("m4", "tg", "2026-11-21T10:03:00Z", &v, "+7 999 123 45 67"),
+    ];
+    let run = replay_lines(&config(&crm.url), &db, &lines).await;
+    let failed = run.events("identification.failed");
+    assert_eq!(failed.len(), 1, "{}", run.stdout);
+    assert_eq!(failed[0]["reason"], "no_valid_answer");
+    assert_eq!(failed[0]["cause"]["id"], "m3");
+    assert!(run.events("client.identified").is_empty(), "m4 comes after identification gave up");
+}
+
+#[tokio::test]
+async fn a_bot_answer_merges_the_web_card_with_the_whatsapp_card_by_phone() {
+    let crm = Crm::start().await;
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let web = visitor("web-1");
+        let lines = [
+            msg("m1", "wa", "2026-11-21T10:00:00Z", &visitor("79991234567"), "hello from WhatsApp"),
+            msg("m2", "web", "2026-11-21T10:05:00Z", &web, "hello from the site"),
+            msg("m3", "web", "2026-11-21T10:06:00Z", &web, "what?"),
+            msg("m4", "web", "2026-11-21T10:07:00Z", &web, "+7 (999) 123-45-67"),
+        ];
+        let run = replay_lines(&config(&crm.url), &db, &lines).await;
+        let texts = outbound_texts(&run);
+        assert_eq!(
+            texts,
+            [
+                "You are identified",
+                "Please send your mobile phone number",
+                "That does not look like a phone number",
+                "Thank you!"
+            ],
+            "{kind:?}"
+        );
+        let rejected = run.events("bot.answer_rejected");
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0]["message_id"], "m3");
+        let merged = run.events("client.merged");
+        assert_eq!(merged.len(), 1, "{}", run.stdout);
+        assert_eq!(merged[0]["rule_id"], "by-phone");
+        assert_eq!(merged[0]["cause"]["id"], "m4");
+        let blocks: Vec<&str> =
+            run.events("bot.block_entered").iter().map(|e| e["block_id"].as_str().unwrap()).collect();
+        assert_eq!(blocks, ["has-phone", "ask-phone", "thanks", "done"]);
+        let store = db.store().await;
+        let entries = store.bot_block_entries().await.unwrap();
+        let counts = &entries[&("acme".to_string(), "collect-phone".to_string())];
+        assert_eq!(counts.values().sum::<u64>(), 4);
+    }
+}
+
+#[tokio::test]
+async fn a_dialogue_interrupted_by_a_restart_resumes_where_it_was() {
+    let crm = Crm::start().await;
+    let web = visitor("web-9");
+    let lines = [
+        msg("m1", "web", "2026-11-21T10:05:00Z", &web, "hello"),
+        msg("m2", "web", "2026-11-21T10:06:00Z", &web, "not a phone"),
+        msg("m3", "web", "2026-11-21T10:07:00Z", &web, "89121234567"),
+    ];
+    let config = config(&crm.url);
+    let whole = replay_lines(&config, &TestDb::new(common::Kind::Sqlite).await, &lines).await;
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let first = replay_lines(&config, &db, &lines[..2]).await;
+        let second = replay_lines(&config, &db, &lines[2..]).await;
+        let split: Vec<String> =
+            first.records.iter().chain(&second.records).map(|r| r.line.clone()).collect();
+        let once: Vec<String> = whole.records.iter().map(|r| r.line.clone()).collect();
+        assert_eq!(split, once, "{kind:?}");
+        assert_eq!(outbound_texts(&second), ["Thank you!"]);
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_answer_with_continue_follows_the_invalid_exit() {
+    let crm = Crm::start().await;
+    let db = TestDb::new(common::Kind::Sqlite).await;
+    let lines = [
+        msg("m1", "wa", "2026-11-21T10:00:00Z", &visitor("79990000002"), "hello"),
+        cmd("start_scenario", "c1", "2026-11-21T10:01:00Z", r#""appeal_number":1,"scenario_id":"contract""#),
+        msg("m2", "wa", "2026-11-21T10:02:00Z", &visitor("79990000002"), "I do not know it"),
+        cmd("start_scenario", "c2", "2026-11-21T10:03:00Z", r#""appeal_number":1,"scenario_id":"contract""#),
+        msg("m3", "wa", "2026-11-21T10:04:00Z", &visitor("79990000002"), "d-42"),
+        cmd("start_scenario", "c3", "2026-11-21T10:05:00Z", r#""appeal_number":1,"scenario_id":"nope""#),
+    ];
+    let run = replay_lines(&config(&crm.url), &db, &lines).await;
+    let texts = outbound_texts(&run);
+    assert_eq!(
+        texts,
+        ["Your contract number, please", "An operator will help you", "Your contract number, please"],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(types(&run.caused_by("m2")).iter().filter(|t| *t == "bot.answer_rejected").count(), 1);
+    let updated: Vec<&Value> =
+        run.caused_by("m3").into_iter().filter(|e| e["type"] == "client.updated").collect();
+    assert_eq!(updated.len(), 1, "the regex answer is saved: {}", run.stdout);
+    assert_eq!(updated[0]["changes"][0], "contract_number");
+    let rejected = run.events("command.rejected");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["cause"]["id"], "c3");
+}
+
+#[tokio::test]
+async fn identify_client_by_phone_links_the_crm_client_manually() {
+    let crm = Crm::start().await;
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let lines = [
+            msg("m1", "web", "2026-11-21T10:00:00Z", &visitor("web-5"), "hi"),
+            cmd(
+                "identify_client",
+                "c1",
+                "2026-11-21T10:01:00Z",
+                r#""appeal_number":1,"identifier":"email","value":"ALMA@example.com""#,
+            ),
+        ];
+        let run = replay_lines(&config(&crm.url), &db, &lines).await;
+        let identified: Vec<&Value> =
+            run.caused_by("c1").into_iter().filter(|e| e["type"] == "client.identified").collect();
+        assert_eq!(identified.len(), 1, "{kind:?}: {}", run.stdout);
+        assert_eq!(identified[0]["method"], "manual");
+        assert_eq!(identified[0]["client"]["name"], "Alma Reville");
+        assert_eq!(identified[0]["client"]["type"], "crm");
+    }
+}
+
+#[tokio::test]
+async fn identify_client_without_a_crm_saves_the_identifier_on_the_card() {
+    let db = TestDb::new(common::Kind::Sqlite).await;
+    let config = common::config(
+        r#"
+[[projects]]
+id = "acme"
+  [[projects.channels]]
+  id = "web"
+  kind = "web_chat"
+"#,
+    );
+    let lines = [
+        msg("m1", "web", "2026-11-21T10:00:00Z", &visitor("web-5"), "hi"),
+        cmd(
+            "identify_client",
+            "c1",
+            "2026-11-21T10:01:00Z",
+            r#""appeal_number":1,"identifier":"phone","value":"8 999 111 22 33""#,
+        ),
+    ];
+    let run = replay_lines(&config, &db, &lines).await;
+    let kinds = types(&run.caused_by("c1"));
+    assert_eq!(kinds, ["client.identified", "client.updated"], "{}", run.stdout);
+    assert_eq!(run.caused_by("c1")[0]["method"], "manual");
+}
