@@ -2,6 +2,10 @@
 //! pipeline and prints inputs/s next to a decode-only baseline measured in the same run, so
 //! the figure that matters is the ratio (machines here are shared and noisy).
 //!
+//! It also replays the same stream with CRM identification on the WhatsApp and e-mail
+//! channels, once against the CRM test double and once with the CRM down (connections
+//! refused), to show what identification costs and that an outage does not stall the stream.
+//!
 //! Options (environment): `BENCH_INPUTS` (default 100000), `BENCH_PG_URL` (also replay on a
 //! fresh PostgreSQL database created under that server URL).
 
@@ -34,6 +38,25 @@ fn main() {
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let sqlite = runtime.block_on(full(&config, &url, &path));
     println!("  full pipeline, SQLite  {:>9.0} inputs/s  ({:.3} of baseline)", sqlite, sqlite / baseline);
+
+    let crm = runtime.block_on(start_crm_double());
+    let up = Arc::new(Config::from_toml(&with_crm(&crm)).unwrap());
+    let url = format!("sqlite://{}", dir.path().join("bench-crm.db").display());
+    let with_up = runtime.block_on(full(&up, &url, &path));
+    println!(
+        "  SQLite + CRM double    {:>9.0} inputs/s  ({:.2} of SQLite without CRM)",
+        with_up,
+        with_up / sqlite
+    );
+    // Nothing listens on port 9: every call is refused, then the circuit breaker opens.
+    let down = Arc::new(Config::from_toml(&with_crm("http://127.0.0.1:9")).unwrap());
+    let url = format!("sqlite://{}", dir.path().join("bench-crm-down.db").display());
+    let with_down = runtime.block_on(full(&down, &url, &path));
+    println!(
+        "  SQLite + CRM down      {:>9.0} inputs/s  ({:.2} of SQLite without CRM)",
+        with_down,
+        with_down / sqlite
+    );
 
     if let Ok(admin) = std::env::var("BENCH_PG_URL") {
         let url = runtime.block_on(fresh_pg(&admin));
@@ -77,6 +100,30 @@ async fn full(config: &Arc<Config>, url: &str, path: &std::path::Path) -> f64 {
         summary.stats.event("client.merged")
     );
     summary.inputs_per_second()
+}
+
+/// The benchmark config plus a CRM and identification by phone (WhatsApp) and e-mail.
+fn with_crm(url: &str) -> String {
+    let identification = |kind: &str| {
+        format!("\n    [projects.channels.identification]\n    name = \"by {kind}\"\n    identifier = \"{kind}\"\n    success = \"You are identified\"")
+    };
+    testkit::CONFIG
+        .replace(
+            "blocked_values = [\"+7 495 000-00-00\"]",
+            &format!("blocked_values = [\"+7 495 000-00-00\"]\n  [projects.crm]\n  url = \"{url}\"\n  timeout = \"500ms\""),
+        )
+        .replace("kind = \"whatsapp\"\n  group = \"first-line\"", &format!("kind = \"whatsapp\"\n  group = \"first-line\"{}", identification("phone")))
+        .replace("kind = \"email\"\n  group = \"back-office\"", &format!("kind = \"email\"\n  group = \"back-office\"{}", identification("email")))
+}
+
+/// The CRM test double with the example clients, in-process; returns its base URL.
+async fn start_crm_double() -> String {
+    use appealflow::crm::double;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/crm-clients.json");
+    let clients = double::load_clients(&path).unwrap();
+    let (addr, handle) = double::serve(clients, Default::default(), "127.0.0.1:0").await.unwrap();
+    std::mem::forget(handle); // serves until the benchmark exits
+    format!("http://{addr}")
 }
 
 async fn fresh_pg(admin: &str) -> String {
