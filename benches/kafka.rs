@@ -8,7 +8,7 @@
 //!
 //! Needs a broker and PostgreSQL: `BENCH_KAFKA` (or `APPEALFLOW_TEST_KAFKA`) and `BENCH_PG_URL`
 //! (or `APPEALFLOW_TEST_PG_URL`); `scripts/test-env.sh` provides both. `BENCH_INPUTS` sets the
-//! size (default 20000).
+//! size (default 20000), `BENCH_BATCH_SIZE` the pipeline's batch size (default 500).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -183,9 +183,13 @@ url = "{url}"
 [ops]
 listen = ""
 {}"#,
-        testkit::CONFIG
+        testkit::CONFIG.replace("batch_size = 500", &format!("batch_size = {}", batch_size()))
     );
     Arc::new(Config::from_toml(&toml).unwrap())
+}
+
+fn batch_size() -> usize {
+    std::env::var("BENCH_BATCH_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(500)
 }
 
 async fn wait_applied(url: &str, inbound: &str, n: i64) {
