@@ -13,7 +13,7 @@ use tracing::Instrument;
 use crate::appeal;
 use crate::bot::Scenarios;
 use crate::config::{ChannelConfig, Config, ProjectConfig};
-use crate::crm::{Answer, CrmDirectory, CrmError, Identifier};
+use crate::crm::{Answer, CrmDirectory, CrmError, FailReason, Identifier};
 use crate::decode::{self, Input};
 use crate::emit::{self, Cause, CauseKind, Emitter, Record};
 use crate::identify;
@@ -263,12 +263,15 @@ impl Pipeline {
         for (project, id) in wanted {
             by_project.entry(project).or_default().push(id);
         }
-        let searches = by_project.into_iter().filter_map(|(project, ids)| {
-            let client = self.crm.get(&project)?;
-            Some(async move {
-                let answers = client.search_many(ids).await;
-                answers.into_iter().map(move |(id, a)| ((project.clone(), id), a)).collect::<Vec<_>>()
-            })
+        let searches = by_project.into_iter().map(|(project, ids)| async move {
+            let Some(client) = self.crm.get(&project) else {
+                // Validation keeps identification out of projects without a CRM; should a
+                // lookup still be asked for, answering it stops the batch from re-applying.
+                let unavailable = Answer::Failed { reason: FailReason::CrmUnavailable };
+                return ids.into_iter().map(|id| ((project.clone(), id), unavailable.clone())).collect();
+            };
+            let answers = client.search_many(ids).await;
+            answers.into_iter().map(|(id, a)| ((project.clone(), id), a)).collect::<Vec<_>>()
         });
         futures::future::join_all(searches).await.into_iter().flatten().collect()
     }

@@ -252,6 +252,13 @@ async fn a_bot_answer_merges_the_web_card_with_the_whatsapp_card_by_phone() {
         let rejected = run.events("bot.answer_rejected");
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0]["message_id"], "m3");
+        let by_bot: Vec<&Value> =
+            run.events("client.identified").into_iter().filter(|e| e["method"] == "bot").collect();
+        assert_eq!(by_bot.len(), 1);
+        assert_eq!(
+            (&by_bot[0]["identifier"], &by_bot[0]["cause"]["id"]),
+            (&Value::from("phone"), &Value::from("m4"))
+        );
         let merged = run.events("client.merged");
         assert_eq!(merged.len(), 1, "{}", run.stdout);
         assert_eq!(merged[0]["rule_id"], "by-phone");

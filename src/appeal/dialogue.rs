@@ -283,6 +283,12 @@ async fn save(
         return Ok(client);
     }
     ws.put_client(client.clone());
+    if ["phone", "email", "crm_id"].contains(&field) {
+        // The client told the bot who they are: operators see it like any identification.
+        let body =
+            EventBody::ClientIdentified { method: IdentifyMethod::Bot, identifier: Some(field.to_string()) };
+        em.event(at, body, Some(client.summary()), Some(appeal.summary()));
+    }
     let body = EventBody::ClientUpdated { changes: vec![field.to_string()] };
     em.event(at, body, Some(client.summary()), None);
     let client = matching::run(ws, ctx, &client.id, at, em).await?;
