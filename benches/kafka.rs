@@ -8,7 +8,8 @@
 //!
 //! Needs a broker and PostgreSQL: `BENCH_KAFKA` (or `APPEALFLOW_TEST_KAFKA`) and `BENCH_PG_URL`
 //! (or `APPEALFLOW_TEST_PG_URL`); `scripts/test-env.sh` provides both. `BENCH_INPUTS` sets the
-//! size (default 20000), `BENCH_BATCH_SIZE` the pipeline's batch size (default 500).
+//! size (default 20000), `BENCH_BATCH_SIZE` the pipeline's batch size (default 500), `BENCH_PRODUCER` extra
+//! librdkafka producer options for `run` (`compression.type=lz4,linger.ms=20`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -172,6 +173,7 @@ fn config(brokers: &str, url: &str, tag: &str) -> Arc<Config> {
 [kafka]
 brokers = "{brokers}"
 group_id = "run-{tag}"
+{}
 [kafka.topics]
 inbound = "in-{tag}"
 commands = "cmd-{tag}"
@@ -183,9 +185,25 @@ url = "{url}"
 [ops]
 listen = ""
 {}"#,
+        producer_options(),
         testkit::CONFIG.replace("batch_size = 500", &format!("batch_size = {}", batch_size()))
     );
     Arc::new(Config::from_toml(&toml).unwrap())
+}
+
+/// `BENCH_PRODUCER="compression.type=lz4,linger.ms=20"`: librdkafka producer options for `run`.
+fn producer_options() -> String {
+    let options = std::env::var("BENCH_PRODUCER").unwrap_or_default();
+    let pairs: Vec<String> = options
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("{k:?} = {v:?}"))
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("[kafka.producer_options]\n{}", pairs.join("\n"))
+    }
 }
 
 fn batch_size() -> usize {

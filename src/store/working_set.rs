@@ -62,6 +62,31 @@ pub struct WorkingSet {
     block_entries: BTreeMap<(String, String, String), i64>,
 }
 
+/// Rows per merge-mapping statement.
+const CHUNK_ROWS: usize = 400;
+
+/// Each absorbed card → the card it finally lives on in, following merges of this batch in
+/// order (a survivor absorbed later passes its absorbed cards on to its own survivor).
+fn final_survivors(merges: &[(String, Vec<String>)]) -> BTreeMap<String, String> {
+    let mut into: BTreeMap<String, String> = BTreeMap::new();
+    for (survivor, absorbed) in merges {
+        for id in absorbed {
+            into.insert(id.clone(), survivor.clone());
+        }
+    }
+    let resolve = |start: &String| {
+        let mut at = start;
+        for _ in 0..=into.len() {
+            match into.get(at) {
+                Some(next) => at = next,
+                None => break,
+            }
+        }
+        at.clone()
+    };
+    into.keys().map(|id| (id.clone(), resolve(id))).collect()
+}
+
 /// The handle of a visitor of a channel.
 pub fn visitor_handle(channel_id: &str, visitor_id: &str) -> String {
     format!("v:{channel_id}:{visitor_id}")
@@ -490,16 +515,18 @@ impl WorkingSet {
         )
         .await?;
         let mut found: HashMap<(String, String), String> = HashMap::new();
+        let mut cards = Vec::with_capacity(rows.len());
         for row in &rows {
             let appeal = sql::appeal_from_row(row)?;
             found.insert((appeal.channel_id.clone(), appeal.visitor_id.clone()), appeal.id.clone());
+            cards.push(appeal.client_id.clone());
             self.cache_appeal(appeal);
         }
         for (c, v) in missing {
             let id = found.get(&(c.clone(), v.clone())).cloned();
             self.db_open.insert((project.to_string(), c.clone(), v.clone()), id);
         }
-        Ok(())
+        self.load_clients(&cards).await
     }
 
     /// The open appeal of a visitor in a channel, if any.
@@ -548,12 +575,14 @@ impl WorkingSet {
             "partition_key = $1 AND status = 'open' AND close_deadline < $2 ORDER BY close_deadline, id";
         self.load_appeals_where(filter, vec![partition.into(), until.into()], "read idle appeals").await?;
         let open: Vec<Appeal> = self.appeals.values().filter(|a| a.partition == partition).cloned().collect();
-        for a in open {
-            if let Some(d) = self.deadline(&a) {
+        for a in &open {
+            if let Some(d) = self.deadline(a) {
                 self.idle.insert((d, a.id.clone()));
             }
         }
-        Ok(())
+        // Closing an appeal reads its card: one statement now instead of one per appeal.
+        let cards: Vec<String> = open.into_iter().map(|a| a.client_id).collect();
+        self.load_clients(&cards).await
     }
 
     /// Open appeals of the batch partition whose deadline is before `clock`, oldest first.
@@ -657,16 +686,27 @@ impl WorkingSet {
 
     /// Writes everything the batch changed plus its output records, then commits.
     pub async fn commit(mut self, batch_id: &str, records: &[Record]) -> StoreResult<()> {
+        let t = std::time::Instant::now();
+        let mut marks = Vec::new();
         self.flush_counters().await?;
         self.flush_merges().await?;
+        marks.push(("merges", t.elapsed()));
         self.flush_clients().await?;
+        marks.push(("clients", t.elapsed()));
         self.flush_appeals().await?;
+        marks.push(("appeals", t.elapsed()));
         self.flush_messages().await?;
+        marks.push(("messages", t.elapsed()));
         self.flush_applied().await?;
+        marks.push(("applied", t.elapsed()));
         self.flush_partitions().await?;
         self.flush_block_entries().await?;
         self.flush_outbox(batch_id, records).await?;
-        self.tx.commit().await.map_err(StoreError::new("commit batch"))
+        marks.push(("outbox", t.elapsed()));
+        self.tx.commit().await.map_err(StoreError::new("commit batch"))?;
+        marks.push(("commit", t.elapsed()));
+        tracing::debug!(?marks, "flushed");
+        Ok(())
     }
 
     async fn flush_counters(&mut self) -> StoreResult<()> {
@@ -677,28 +717,29 @@ impl WorkingSet {
         sql::insert_rows(&mut self.tx, self.backend, head, tail, rows, "write appeal counters").await
     }
 
+    /// Moves the appeals of absorbed cards to their final survivor and repoints cards merged
+    /// into them earlier, in two statements for the whole batch whatever the merge count.
     async fn flush_merges(&mut self) -> StoreResult<()> {
-        for (survivor, absorbed) in std::mem::take(&mut self.merges) {
-            let keys: Vec<Param> = absorbed.iter().map(|id| id.clone().into()).collect();
-            let fixed = vec![Param::from(survivor.clone())];
-            sql::execute_in(
-                &mut self.tx,
-                self.backend,
-                "UPDATE appeals SET client_id = $1 WHERE client_id",
-                fixed.clone(),
-                keys.clone(),
-                "move appeals to survivor",
-            )
-            .await?;
-            sql::execute_in(
-                &mut self.tx,
-                self.backend,
-                "UPDATE clients SET merged_into = $1 WHERE merged_into",
-                fixed,
-                keys,
-                "repoint merged cards",
-            )
-            .await?;
+        let rows: Vec<Vec<Param>> = final_survivors(&std::mem::take(&mut self.merges))
+            .into_iter()
+            .map(|(absorbed, survivor)| vec![absorbed.into(), survivor.into()])
+            .collect();
+        for (table, column, context) in [
+            ("appeals", "client_id", "move appeals to survivor"),
+            ("clients", "merged_into", "repoint merged cards"),
+        ] {
+            for chunk in rows.chunks(CHUNK_ROWS) {
+                let statement = format!(
+                    "WITH m (absorbed, survivor) AS (VALUES {}) \
+                     UPDATE {table} SET {column} = m.survivor FROM m WHERE {table}.{column} = m.absorbed",
+                    sql::value_tuples(chunk.len(), 2, 1)
+                );
+                let params = chunk.iter().flatten().cloned().collect();
+                sql::bind_all(sqlx::query(&sql::dialect(self.backend, statement)), params)
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(StoreError::new(context))?;
+            }
         }
         Ok(())
     }
@@ -836,5 +877,29 @@ impl WorkingSet {
         let row = vec![batch_id.into(), Record::encode_batch(records).into()];
         let head = "INSERT INTO outbox_batches (batch_id, records)";
         sql::insert_rows(&mut self.tx, self.backend, head, "", vec![row], "write outbox").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merges(list: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+        list.iter().map(|(s, a)| (s.to_string(), a.iter().map(|x| x.to_string()).collect())).collect()
+    }
+
+    #[test]
+    fn cards_absorbed_by_a_card_that_is_absorbed_later_end_on_the_last_survivor() {
+        let out = final_survivors(&merges(&[("b", &["a"]), ("c", &["b", "x"]), ("d", &["y"])]));
+        let expected: BTreeMap<String, String> = [("a", "c"), ("b", "c"), ("x", "c"), ("y", "d")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn no_merges_need_no_mapping() {
+        assert!(final_survivors(&[]).is_empty());
     }
 }
