@@ -84,10 +84,20 @@ async fn bench(brokers: &str, pg: &str, inputs: usize) {
     wait_applied(&url, &topic("in"), lines.len() as i64).await;
     let full = lines.len() as f64 / started.elapsed().as_secs_f64();
     let _ = stop.send(());
-    task.await.unwrap().unwrap();
+    let out = task.await.unwrap().unwrap();
     println!(
         "  appealflow run, PostgreSQL                       {full:>8.0} inputs/s  ({:.2} of passthrough)",
         full / pt
+    );
+    // `run` writes several records per input (events, outbound, DLQ); plain passthrough
+    // writes one. This baseline writes as many records as `run` did, with no processing,
+    // to show how much of the gap is the broker's work on those records.
+    let written = out.stats.events.values().sum::<u64>() + out.stats.outbound + out.stats.dlq;
+    let fanout = written as f64 / lines.len() as f64;
+    let wide = passthrough_fanout(brokers, &topic("in"), &topic("pt"), lines.len(), fanout).await;
+    println!(
+        "  passthrough writing {fanout:.2} records per input     {wide:>8.0} inputs/s  (run is {:.2} of it)",
+        full / wide
     );
 }
 
@@ -127,9 +137,15 @@ async fn produce(brokers: &str, topic: &str, lines: &[String], keys: &[String]) 
 
 /// Consume-produce with no processing, batches of 500, offsets committed after the acks.
 async fn passthrough(brokers: &str, from: &str, to: &str, n: usize) -> f64 {
+    passthrough_fanout(brokers, from, to, n, 1.0).await
+}
+
+/// Like [`passthrough`], writing `fanout` records per consumed input on average (copies of
+/// the input under its key, so per-key order is kept as `run`'s per-client keys keep it).
+async fn passthrough_fanout(brokers: &str, from: &str, to: &str, n: usize, fanout: f64) -> f64 {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", format!("pt-{from}"))
+        .set("group.id", format!("pt-{from}-{fanout}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("partition.assignment.strategy", "cooperative-sticky")
@@ -147,8 +163,13 @@ async fn passthrough(brokers: &str, from: &str, to: &str, n: usize) -> f64 {
             batch.push((m.key().unwrap_or_default().to_vec(), m.payload().unwrap_or_default().to_vec()));
             consumer.store_offset_from_message(&m).unwrap();
         }
+        let copies = |i: usize| {
+            ((done + i + 1) as f64 * fanout).round() as usize - ((done + i) as f64 * fanout).round() as usize
+        };
         let sends = batch
             .iter()
+            .enumerate()
+            .flat_map(|(i, kv)| std::iter::repeat_n(kv, copies(i)))
             .map(|(k, v)| producer.send(FutureRecord::to(to).key(k).payload(v), Duration::from_secs(30)));
         for r in futures::future::join_all(sends).await {
             r.map_err(|(e, _)| e).unwrap();

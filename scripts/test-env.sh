@@ -287,6 +287,15 @@ stop_tansu() {
     rm -f "$pid_file"
 }
 
+wait_port_closed() {
+    local i
+    for ((i = 0; i < 50; i++)); do
+        port_open "$kafka_host" "$kafka_port" || return 0
+        sleep 0.2
+    done
+    die "tansu: $kafka_host:$kafka_port still accepts connections after stopping our broker"
+}
+
 ensure_tansu() {
     tansu_started=0
     if [[ -n ${APPEALFLOW_TEST_KAFKA:-} && $APPEALFLOW_TEST_KAFKA != "$kafka_host:$kafka_port" ]]; then
@@ -303,12 +312,20 @@ ensure_tansu() {
     local t0=$SECONDS pid
     if port_open "$kafka_host" "$kafka_port"; then
         pid=$(our_tansu_pid)
-        if [[ -n $pid ]]; then
+        if [[ -n $pid && ${APPEALFLOW_TANSU_FRESH:-0} == 1 ]]; then
+            # A broker that served earlier runs and benchmarks carries their topics and
+            # consumer groups; a long-lived one was seen to stall group rebalances. The
+            # test command asks for a fresh one (tests use random topic names anyway).
+            say "tansu: restarting the broker of an earlier test-env.sh (pid $pid) with empty state"
+            stop_tansu
+            wait_port_closed
+        elif [[ -n $pid ]]; then
             say "tansu: already running on $kafka_addr (pid $pid, started by an earlier test-env.sh)"
+            return 0
         else
             say "tansu: something already listens on $kafka_addr; using it"
+            return 0
         fi
-        return 0
     fi
     # A broker of ours that is alive but not listening is broken: replace it.
     if [[ -n $(our_tansu_pid) ]]; then

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: bring up PostgreSQL and the tansu broker (scripts/test-env.sh),
 # run `cargo test --all-targets` against them, stop the broker again if this
-# run started it. Extra arguments go to `cargo test`, e.g.
+# run started it. A broker an earlier `scripts/test-env.sh` of this checkout left
+# running is restarted with empty state first, so every run gets a fresh one.
+# Extra arguments go to `cargo test`, e.g.
 #     scripts/test.sh -- --nocapture
 #     scripts/test.sh --test store_pg
 # CARGO_TARGET_DIR defaults to ~/.cache/appealflow/target (shared between runs).
@@ -26,7 +28,8 @@ trap 'exit 143' TERM
 
 t0=$SECONDS
 # Status lines arrive on stderr; stdout carries the export lines.
-env_out=$(bash "$repo/scripts/test-env.sh" start)
+# A broker this checkout started earlier is restarted empty (APPEALFLOW_TANSU_FRESH=0 keeps it).
+env_out=$(APPEALFLOW_TANSU_FRESH=${APPEALFLOW_TANSU_FRESH:-1} bash "$repo/scripts/test-env.sh" start)
 eval "$env_out"
 started_tansu=${APPEALFLOW_TEST_ENV_STARTED_TANSU:-0}
 unset APPEALFLOW_TEST_ENV_STARTED_TANSU
