@@ -101,20 +101,37 @@ impl Record {
         format!("{{\"topic\":{topic},\"key\":{key},\"value\":{}}}", self.value)
     }
 
-    /// A batch's records as one outbox value: a JSON array of `[topic, key, value]`.
+    /// A batch's records as one outbox value: a JSON array of `[topic, key, value]` where
+    /// the value is embedded as the JSON it already is. (Embedding it as a string would
+    /// escape every quote of every record again, which showed up in batch profiles.)
     pub fn encode_batch(records: &[Record]) -> String {
-        let triples: Vec<(&str, &str, &str)> =
-            records.iter().map(|r| (r.topic.code(), r.key.as_str(), r.value.as_str())).collect();
-        serde_json::to_string(&triples).expect("strings always serialise")
+        let size: usize = records.iter().map(|r| r.key.len() + r.value.len() + 16).sum();
+        let mut out = String::with_capacity(size + 2);
+        out.push('[');
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let key = serde_json::to_string(&r.key).expect("strings always serialise");
+            out.push_str(&format!("[\"{}\",{key},{}]", r.topic.code(), r.value));
+        }
+        out.push(']');
+        out
     }
 
+    /// Reads [`Record::encode_batch`]'s format, and the older one where each value was a
+    /// JSON string (batches left in the outbox by an older version).
     pub fn decode_batch(text: &str) -> Result<Vec<Record>, serde_json::Error> {
-        let triples: Vec<(String, String, String)> = serde_json::from_str(text)?;
+        let triples: Vec<(String, String, Box<serde_json::value::RawValue>)> = serde_json::from_str(text)?;
         triples
             .into_iter()
             .map(|(topic, key, value)| {
                 let topic = Topic::from_code(&topic)
                     .ok_or_else(|| serde::de::Error::custom(format!("unknown topic code {topic:?}")))?;
+                let value = match value.get() {
+                    quoted if quoted.starts_with('"') => serde_json::from_str::<String>(quoted)?,
+                    raw => raw.to_string(),
+                };
                 Ok(Record { topic, key, value })
             })
             .collect()
@@ -261,6 +278,40 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample_records() -> Vec<Record> {
+        vec![
+            Record {
+                topic: Topic::Events,
+                key: "acme:c-1".into(),
+                value: r#"{"type":"x","text":"say \"hi\"\n"}"#.into(),
+            },
+            Record {
+                topic: Topic::Outbound,
+                key: "k \"q\"".into(),
+                value: r#"{"a":[1,2,{"b":null}]}"#.into(),
+            },
+            Record { topic: Topic::Dlq, key: String::new(), value: "{}".into() },
+        ]
+    }
+
+    #[test]
+    fn an_outbox_batch_decodes_to_the_same_records_byte_for_byte() {
+        let records = sample_records();
+        let text = Record::encode_batch(&records);
+        assert!(text.contains(r#""text":"say \"hi\"\n""#), "values are embedded, not re-escaped: {text}");
+        assert_eq!(Record::decode_batch(&text).unwrap(), records);
+        assert_eq!(Record::decode_batch(&Record::encode_batch(&[])).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn an_outbox_batch_written_by_an_older_version_with_string_values_still_decodes() {
+        let records = sample_records();
+        let triples: Vec<(&str, &str, &str)> =
+            records.iter().map(|r| (r.topic.code(), r.key.as_str(), r.value.as_str())).collect();
+        let old = serde_json::to_string(&triples).unwrap();
+        assert_eq!(Record::decode_batch(&old).unwrap(), records);
+    }
 
     #[test]
     fn derived_ids_are_stable_and_depend_on_every_part() {
