@@ -163,6 +163,52 @@ async fn the_breaker_opens_after_repeated_failures_and_half_opens_after_the_cool
 }
 
 #[tokio::test]
+async fn breaker_opens_within_one_batch_of_lookups() {
+    // Every search waits, then fails: a batch's calls would all be under way before the first
+    // failure came back if nothing held them.
+    let options =
+        DoubleOptions { delay: Duration::from_millis(100), fail_status: Some(503), ..Default::default() };
+    let crm = Crm::start(options).await;
+    let config = CrmConfig { retries: 1, breaker_failures: 3, concurrency: 8, ..crm.config() };
+    let client = crm.client(config);
+    let answers = client.search_many(unknown_phones(8)).await;
+    let mut reasons: Vec<&str> = answers.into_values().map(|a| reason(a).as_str()).collect();
+    reasons.sort();
+    // Calls whose outcome is unknown never outnumber the failures the breaker still needs, so
+    // exactly `breaker_failures` calls reach the CRM (each with its retry) and the rest are
+    // skipped once the breaker opened.
+    let skipped = ["crm_unavailable"; 5];
+    assert_eq!(reasons, [&skipped[..], &["server_error"; 3]].concat());
+    assert_eq!(crm.searches().await, 3 * 2, "3 calls of 2 attempts each");
+}
+
+#[tokio::test]
+async fn a_healthy_crm_gets_as_many_calls_at_once_as_the_breaker_can_absorb() {
+    let delay = Duration::from_millis(200);
+    let crm = Crm::start(DoubleOptions { delay, ..Default::default() }).await;
+    let config =
+        CrmConfig { timeout: Duration::from_secs(5), concurrency: 8, breaker_failures: 4, ..crm.config() };
+    let started = Instant::now();
+    let answers = crm.client(config).search_many(unknown_phones(8)).await;
+    assert!(answers.values().all(|a| *a == Answer::NotFound));
+    let took = started.elapsed();
+    assert!(took >= delay * 2 && took < delay * 6, "8 searches, 4 at a time, took {took:?}");
+}
+
+#[tokio::test]
+async fn a_cancelled_search_gives_its_place_in_the_breaker_back() {
+    let crm = Crm::start(DoubleOptions { delay: Duration::from_secs(2), ..Default::default() }).await;
+    let client =
+        crm.client(CrmConfig { timeout: Duration::from_secs(5), breaker_failures: 1, ..crm.config() });
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(100), client.search(&phone("+79990000001"))).await;
+    assert!(cancelled.is_err(), "the slow search was cancelled");
+    crm.control(json!({"delay_ms": 0})).await;
+    let next = tokio::time::timeout(Duration::from_secs(1), client.search(&phone("+79991234567"))).await;
+    assert!(matches!(next, Ok(Answer::Found(_))), "the next search went ahead: {next:?}");
+}
+
+#[tokio::test]
 async fn a_failed_trial_call_keeps_the_breaker_open() {
     let crm = Crm::start(DoubleOptions { fail_status: Some(502), ..Default::default() }).await;
     let cooldown = Duration::from_millis(200);
@@ -200,7 +246,9 @@ async fn a_failure_is_not_cached_so_the_next_search_asks_again() {
 #[tokio::test]
 async fn search_many_runs_distinct_searches_concurrently() {
     let crm = Crm::start(DoubleOptions { delay: Duration::from_millis(200), ..Default::default() }).await;
-    let client = crm.client(CrmConfig { timeout: Duration::from_secs(5), concurrency: 8, ..crm.config() });
+    let config =
+        CrmConfig { timeout: Duration::from_secs(5), concurrency: 8, breaker_failures: 8, ..crm.config() };
+    let client = crm.client(config);
     let mut ids = unknown_phones(8);
     ids.push(ids[0].clone());
     let started = Instant::now();

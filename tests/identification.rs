@@ -124,6 +124,11 @@ fn outbound_texts(run: &Run) -> Vec<String> {
     run.topic("outbound.messages").iter().map(|o| o["text"].as_str().unwrap_or("").to_string()).collect()
 }
 
+/// The number of the appeal an event carries; `Value::Null` when it carries none.
+fn appeal_number(event: &Value) -> &Value {
+    &event["appeal"]["number"]
+}
+
 fn types(events: &[&Value]) -> Vec<String> {
     events.iter().map(|e| e["type"].as_str().unwrap_or("(outbound)").to_string()).collect()
 }
@@ -140,6 +145,7 @@ async fn a_whatsapp_client_known_to_the_crm_is_identified_when_the_appeal_opens(
         assert_eq!(identified[0]["method"], "crm");
         assert_eq!(identified[0]["client"]["type"], "crm");
         assert_eq!(identified[0]["client"]["name"], "Alfred Hitchcock");
+        assert_eq!(appeal_number(identified[0]), 1, "the appeal the identification ran for");
         assert_eq!(outbound_texts(&run), ["You are identified"]);
         assert!(run.events("identification.failed").is_empty());
         assert!(run.topic("inbound.dlq").is_empty());
@@ -155,6 +161,7 @@ async fn a_client_the_crm_does_not_know_gets_identification_failed_and_the_appea
     let failed = run.events("identification.failed");
     assert_eq!(failed.len(), 1, "{}", run.stdout);
     assert_eq!(failed[0]["reason"], "not_found");
+    assert_eq!(appeal_number(failed[0]), 1);
     assert_eq!(run.events("appeal.opened").len(), 1);
     assert!(outbound_texts(&run).is_empty());
 }
@@ -173,7 +180,14 @@ async fn with_the_crm_down_the_appeal_opens_and_an_event_says_why() {
     let reasons: Vec<&str> =
         run.events("identification.failed").iter().map(|e| e["reason"].as_str().unwrap()).collect();
     assert_eq!(reasons.len(), 8, "{}", run.stdout);
-    assert!(reasons.iter().all(|r| ["connection", "crm_unavailable"].contains(r)), "{reasons:?}");
+    let refused = reasons.iter().filter(|r| **r == "connection").count();
+    let skipped = reasons.iter().filter(|r| **r == "crm_unavailable").count();
+    assert_eq!((refused, skipped), (5, 3), "the breaker opens after 5 failed calls: {reasons:?}");
+    for failed in run.events("identification.failed") {
+        let cause = failed["cause"]["id"].as_str().unwrap();
+        let opened = run.caused_by(cause).into_iter().find(|e| e["type"] == "appeal.opened").unwrap();
+        assert_eq!(appeal_number(failed), appeal_number(opened), "{cause}: {failed}");
+    }
     assert!(run.topic("inbound.dlq").is_empty());
 }
 
@@ -194,8 +208,14 @@ async fn telegram_asks_for_a_phone_repeats_on_nonsense_and_identifies_by_the_ans
             ["Please send your phone number", "Please send your phone number", "You are identified"],
             "{kind:?}"
         );
-        let identified = run.caused_by("m3").into_iter().filter(|e| e["type"] == "client.identified").count();
-        assert_eq!(identified, 1, "{}", run.stdout);
+        let identified: Vec<&Value> =
+            run.caused_by("m3").into_iter().filter(|e| e["type"] == "client.identified").collect();
+        assert_eq!(identified.len(), 1, "{}", run.stdout);
+        assert_eq!(
+            (&identified[0]["method"], appeal_number(identified[0])),
+            (&Value::from("crm"), &Value::from(1)),
+            "identified by the answer, in the appeal that asked"
+        );
         // Every client message still lands in the appeal.
         let client_messages = run
             .events("appeal.message_added")
@@ -222,6 +242,7 @@ async fn identification_gives_up_after_max_attempts_of_invalid_answers() {
     assert_eq!(failed.len(), 1, "{}", run.stdout);
     assert_eq!(failed[0]["reason"], "no_valid_answer");
     assert_eq!(failed[0]["cause"]["id"], "m3");
+    assert_eq!(appeal_number(failed[0]), 1);
     assert!(run.events("client.identified").is_empty(), "m4 comes after identification gave up");
 }
 
@@ -346,6 +367,7 @@ async fn identify_client_by_phone_links_the_crm_client_manually() {
         assert_eq!(identified.len(), 1, "{kind:?}: {}", run.stdout);
         assert_eq!(identified[0]["method"], "manual");
         assert_eq!(identified[0]["client"]["name"], "Alma Reville");
+        assert_eq!(appeal_number(identified[0]), 1, "the appeal the command names");
         assert_eq!(identified[0]["client"]["type"], "crm");
     }
 }

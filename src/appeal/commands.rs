@@ -317,7 +317,7 @@ async fn identify_client(
     let at = cmd.issued_at;
     if let (Some((kind, _)), Some(_)) = (cmd.identify_value(), &ctx.project.crm) {
         let id = crate::crm::Identifier::new(kind, value.clone());
-        let outcome = crm_ident::search(ws, ctx, card, &id, IdentifyMethod::Manual, at, em).await?;
+        let outcome = crm_ident::search(ws, ctx, card, &appeal, &id, IdentifyMethod::Manual, at, em).await?;
         if let crm_ident::Identification::Found(_) = outcome {
             return Ok(());
         }

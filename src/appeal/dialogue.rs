@@ -112,7 +112,7 @@ async fn identify_now(
             Ok(client)
         }
         None => {
-            crm_ident::failed(em, at, &client, "no_identifier", Some(kind.as_str()), None);
+            crm_ident::failed(em, at, &client, appeal, "no_identifier", Some(kind.as_str()), None);
             Ok(client)
         }
     }
@@ -146,7 +146,7 @@ async fn identification_answer(
         }
         Err(_) => {
             appeal.doc.dialogue.ident_asked = None;
-            crm_ident::failed(em, at, &client, "no_valid_answer", Some(kind.as_str()), None);
+            crm_ident::failed(em, at, &client, appeal, "no_valid_answer", Some(kind.as_str()), None);
             client
         }
     };
@@ -189,7 +189,7 @@ async fn search(
     at: Millis,
     em: &mut Emitter,
 ) -> StoreResult<Client> {
-    let outcome = crm_ident::search(ws, ctx, client, id, IdentifyMethod::Crm, at, em).await?;
+    let outcome = crm_ident::search(ws, ctx, client, appeal, id, IdentifyMethod::Crm, at, em).await?;
     let found = matches!(outcome, crm_ident::Identification::Found(_));
     let client = outcome.client();
     refresh(ws, appeal).await?;
@@ -256,7 +256,7 @@ async fn carry_out(
         let channel = ctx.channel(&appeal.channel_id);
         match &channel.identification {
             Some(rule) => client = identify_now(ws, ctx, appeal, client, rule, at, em).await?,
-            None => crm_ident::failed(em, at, &client, "no_identification_rule", None, None),
+            None => crm_ident::failed(em, at, &client, appeal, "no_identification_rule", None, None),
         }
         if appeal.doc.dialogue.ident_asked.is_some() {
             return Ok(());

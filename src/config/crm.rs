@@ -60,10 +60,12 @@ pub struct CrmConfig {
     /// Wait before the first retry; it doubles for every further retry.
     #[serde(default = "default_backoff", with = "serde_duration")]
     pub backoff: Duration,
-    /// Most calls in flight to this CRM at once (per project).
+    /// Most calls in flight to this CRM at once (per project). The breaker lowers it to
+    /// `breaker_failures` minus the consecutive failures so far (see `crm::breaker`).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// Consecutive failed calls (retries exhausted) that open the circuit breaker.
+    /// Consecutive failed calls (retries exhausted) that open the circuit breaker; also the
+    /// most calls in flight at once, so no more than this many can fail before it opens.
     #[serde(default = "default_breaker_failures")]
     pub breaker_failures: u32,
     /// How long an open breaker skips calls before one trial call may test the CRM again.

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::answer::{self, Answer, Attempt, FailReason};
-use super::breaker::Breaker;
+use super::breaker::{Admission, Breaker, Ticket};
 use super::cache::{AnswerCache, DEFAULT_CAPACITY};
 use super::protocol::{Identifier, SearchRequest, SEARCH_PATH};
 use crate::config::{CrmConfig, Secret};
@@ -32,6 +32,8 @@ struct Inner {
     concurrency: usize,
     /// Bounds calls in flight across every caller of this project's client.
     permits: Semaphore,
+    /// Wakes the calls the breaker told to wait whenever an admitted call reported.
+    reported: Notify,
     /// NB: a std Mutex is enough: it is held for map and counter updates only, never across
     /// an `.await`.
     state: Mutex<State>,
@@ -76,6 +78,7 @@ impl CrmClient {
             backoff: config.backoff,
             concurrency,
             permits: Semaphore::new(concurrency),
+            reported: Notify::new(),
             state: Mutex::new(state),
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -94,12 +97,34 @@ impl CrmClient {
         }
         // The semaphore is never closed, so acquiring cannot fail.
         let _permit = self.inner.permits.acquire().await.expect("CRM permits are never closed");
-        if !self.state().breaker.admit(Instant::now()) {
+        let Some(call) = self.admitted().await else {
             return self.finish(id, Answer::failed(FailReason::CrmUnavailable), 0);
-        }
+        };
         let (answer, attempts) = self.call_with_retries(id).await;
-        self.settle(id, &answer);
+        self.settle(id, call, &answer);
         self.finish(id, answer, attempts)
+    }
+
+    /// Asks the breaker until it admits the call (`Some`) or skips it (`None`).
+    ///
+    /// NB: the breaker admits no more calls than could still fail before it opens (see
+    /// [`Breaker`]), so a batch of lookups against a dead CRM makes `breaker_failures` calls
+    /// and the others, waiting here, are skipped once those failed. That is also why the
+    /// retries of an admitted call need no second look at the breaker: the failures it still
+    /// needs to open include this call's own, so it cannot open while this call is retrying.
+    async fn admitted(&self) -> Option<InFlight<'_>> {
+        loop {
+            let reported = self.inner.reported.notified();
+            tokio::pin!(reported);
+            // Registered before asking, so a report between the answer and the wait is not lost.
+            reported.as_mut().enable();
+            let admission = self.state().breaker.admit(Instant::now());
+            match admission {
+                Admission::Call(ticket) => return Some(InFlight { client: self, ticket: Some(ticket) }),
+                Admission::Skip => return None,
+                Admission::Wait => reported.await,
+            }
+        }
     }
 
     /// Searches several identifiers, each distinct one once, at most `crm.concurrency` at a time.
@@ -166,14 +191,17 @@ impl CrmClient {
         }
     }
 
-    /// Feeds the breaker and the cache with a call's answer.
-    fn settle(&self, id: &Identifier, answer: &Answer) {
+    /// Feeds the breaker and the cache with a call's answer, then wakes the calls waiting.
+    fn settle(&self, id: &Identifier, mut call: InFlight<'_>, answer: &Answer) {
+        let ticket = call.ticket.take().expect("an admitted call reports once");
         let now = Instant::now();
         let mut state = self.state();
         let outage = matches!(answer, Answer::Failed { reason } if reason.is_outage());
-        if outage && state.breaker.failed(now) {
-            tracing::warn!(project = %self.project_id(), "CRM circuit breaker opened: calls are skipped");
-        } else if !outage && state.breaker.succeeded() {
+        if outage {
+            if state.breaker.failed(ticket, now) {
+                tracing::warn!(project = %self.project_id(), "CRM circuit breaker opened: calls are skipped");
+            }
+        } else if state.breaker.succeeded(ticket) {
             tracing::info!(project = %self.project_id(), "CRM circuit breaker closed: the CRM answers again");
         }
         match answer {
@@ -181,6 +209,8 @@ impl CrmClient {
             Answer::NotFound => state.cache.put(id.clone(), None, now),
             Answer::Failed { .. } => {}
         }
+        drop(state);
+        self.inner.reported.notify_waiters();
     }
 
     /// Counts and logs a search's end. Identifiers are masked; the token is never near a log.
@@ -198,6 +228,23 @@ impl CrmClient {
             }
         }
         answer
+    }
+}
+
+/// A call the breaker admitted. Settled, it reports its outcome; dropped unsettled (the
+/// search was cancelled mid-call) it reports itself abandoned, so the breaker's count of calls
+/// in flight stays true and the calls waiting on it go on.
+struct InFlight<'a> {
+    client: &'a CrmClient,
+    ticket: Option<Ticket>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.client.state().breaker.abandoned(ticket);
+            self.client.inner.reported.notify_waiters();
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::crm::{Answer, FailReason, FoundClient, Identifier};
 use crate::emit::{Emitter, EventBody, IdentifyMethod};
 use crate::identify::normalize;
 use crate::matching;
-use crate::model::{Client, ClientType, Millis};
+use crate::model::{Appeal, Client, ClientType, Millis};
 use crate::pipeline::Ctx;
 use crate::store::{StoreResult, WorkingSet};
 
@@ -67,11 +67,14 @@ impl Identification {
     }
 }
 
-/// Searches the CRM for `id` and applies the answer to the card.
+/// Searches the CRM for `id` and applies the answer to the card. Its events carry `appeal`, the
+/// appeal the identification runs for (opened, asking, or named by `identify_client`).
+#[allow(clippy::too_many_arguments)]
 pub async fn search(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
     client: Client,
+    appeal: &Appeal,
     id: &Identifier,
     method: IdentifyMethod,
     at: Millis,
@@ -84,32 +87,33 @@ pub async fn search(
     };
     match answer {
         Answer::Found(found) => {
-            let card = apply_found(ws, ctx, client, &found, id, method, at, em).await?;
+            let card = apply_found(ws, ctx, client, appeal, &found, id, method, at, em).await?;
             Ok(Identification::Found(card))
         }
         Answer::NotFound => {
-            failed(em, at, &client, "not_found", Some(id.kind.as_str()), None);
+            failed(em, at, &client, appeal, "not_found", Some(id.kind.as_str()), None);
             Ok(Identification::Failed(client))
         }
         Answer::Failed { reason } => {
             tracing::info!(identifier = %id.masked(), reason = reason.as_str(), "CRM identification failed");
-            failed(em, at, &client, reason.as_str(), Some(id.kind.as_str()), Some(reason.detail()));
+            failed(em, at, &client, appeal, reason.as_str(), Some(id.kind.as_str()), Some(reason.detail()));
             Ok(Identification::Failed(client))
         }
     }
 }
 
-/// Emits `identification.failed`; the appeal goes on unidentified.
+/// Emits `identification.failed` for `appeal`, which goes on unidentified.
 pub fn failed(
     em: &mut Emitter,
     at: Millis,
     client: &Client,
+    appeal: &Appeal,
     reason: &str,
     identifier: Option<&'static str>,
     detail: Option<String>,
 ) {
     let body = EventBody::IdentificationFailed { reason: reason.to_string(), identifier, detail };
-    em.event(at, body, Some(client.summary()), None);
+    em.event(at, body, Some(client.summary()), Some(appeal.summary()));
 }
 
 /// The card takes the CRM id, name, contacts and fields; then the rules may join it with
@@ -119,6 +123,7 @@ async fn apply_found(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
     mut card: Client,
+    appeal: &Appeal,
     found: &FoundClient,
     id: &Identifier,
     method: IdentifyMethod,
@@ -131,7 +136,7 @@ async fn apply_found(
     }
     ws.put_client(card.clone());
     let body = EventBody::ClientIdentified { method, identifier: Some(id.kind.as_str().to_string()) };
-    em.event(at, body, Some(card.summary()), None);
+    em.event(at, body, Some(card.summary()), Some(appeal.summary()));
     if !changes.is_empty() {
         let body = EventBody::ClientUpdated { changes: changes.iter().cloned().collect() };
         em.event(at, body, Some(card.summary()), None);
