@@ -4,12 +4,14 @@
 //! Passthrough consumes the input topic and produces every record unchanged to another topic
 //! (idempotent producer, acks=all, offsets committed after the acknowledgements): what any
 //! consume-produce service pays. `run` does the same plus the whole pipeline and its database
-//! transaction. The ratio is the figure that matters.
+//! transaction. The ratio is the figure that matters. `run` writes several records per input,
+//! so a last line repeats the passthrough writing as many records as `run` did: the broker's
+//! share of the gap.
 //!
 //! Needs a broker and PostgreSQL: `BENCH_KAFKA` (or `APPEALFLOW_TEST_KAFKA`) and `BENCH_PG_URL`
 //! (or `APPEALFLOW_TEST_PG_URL`); `scripts/test-env.sh` provides both. `BENCH_INPUTS` sets the
-//! size (default 20000), `BENCH_BATCH_SIZE` the pipeline's batch size (default 500), `BENCH_PRODUCER` extra
-//! librdkafka producer options for `run` (`compression.type=lz4,linger.ms=20`).
+//! size (default 20000), `BENCH_BATCH_SIZE` the pipeline's batch size (default 500),
+//! `BENCH_PRODUCER` extra librdkafka producer options for `run` (`compression.type=lz4`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
