@@ -155,6 +155,25 @@ fn dedupe(records: Vec<Rec>) -> Vec<Rec> {
 }
 
 /// A `run` process of the real binary.
+/// Waits until process `pid` has a SIGTERM handler (Linux: the `SigCgt` mask of its status).
+fn wait_until_catching_sigterm(pid: u32) {
+    const SIGTERM_BIT: u64 = 1 << (15 - 1);
+    let started = std::time::Instant::now();
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & SIGTERM_BIT != 0);
+        if caught {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "run never installed its SIGTERM handler");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn spawn_process(config: &std::path::Path) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_appealflow"))
         .args(["run", "--config"])
@@ -200,6 +219,10 @@ async fn sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice() {
         Duration::from_secs(180),
     )
     .await;
+    // All inputs may have been applied by the killed instances already, so the wait above
+    // can return while this one is still starting: a SIGTERM before its handler is installed
+    // would kill it by default action. Wait until it catches the signal.
+    wait_until_catching_sigterm(child.id());
     std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success(), "SIGTERM ends run cleanly");
 
