@@ -21,16 +21,21 @@
 //!   (same ids): downstream sees duplicates unless it deduplicates by id.
 //! - Records of different batches of one partition are published in batch order; records of
 //!   different partitions are not ordered with each other.
+//! - Batches of different partitions are applied concurrently (at most one per partition,
+//!   at most `store.max_connections - 1` at once on PostgreSQL, one on SQLite). Batches that
+//!   touch the same project still take turns on its lock, so this helps when partitions carry
+//!   different projects; one project's batches are applied one at a time.
 //! - While the database or the broker is down the loop retries with backoff and neither
 //!   skips nor dead-letters anything; a consumer stuck longer than `max.poll.interval.ms`
 //!   leaves the group and its partitions move to another instance, which resumes from the
 //!   database offsets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::CommitMode;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -77,7 +82,13 @@ pub async fn run(
     let relay = Relay::start(store.clone(), sink);
     let source = KafkaSource::new(&config.kafka)?;
     ready.set(true);
-    let pipeline = Pipeline::new(config.clone(), store.clone())?;
+    let pipeline = Arc::new(Pipeline::new(config.clone(), store.clone())?);
+    let max_in_flight = match store.backend() {
+        // One connection: a second batch would only wait for it.
+        store::Backend::Sqlite => 1,
+        // One connection is left for the relay's outbox deletes.
+        store::Backend::Postgres => (config.store.max_connections as usize).saturating_sub(1).max(1),
+    };
     let mut runner = Runner {
         config: config.clone(),
         store,
@@ -85,6 +96,9 @@ pub async fn run(
         pipeline,
         relay,
         parts: BTreeMap::new(),
+        busy: BTreeSet::new(),
+        in_flight: FuturesUnordered::new(),
+        max_in_flight,
         out: RunStats::default(),
     };
     tokio::pin!(shutdown);
@@ -94,23 +108,29 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            Some(done) = runner.in_flight.next() => runner.finish(done?).await?,
             next = tokio::time::timeout(poll, runner.source.next()) => match next {
                 Ok(Ok(input)) => runner.buffer(input),
                 Ok(Err(e)) => tracing::warn!(error = %e, "consumer error; continuing"),
                 Err(_) => {}
             },
         }
-        runner.flush_ready(false).await?;
+        runner.start_ready(false);
         runner.advance_idle_clocks().await?;
     }
     ready.set(false);
     tracing::info!("shutdown requested: finishing buffered batches");
     let deadline = config.kafka.shutdown_deadline;
-    if tokio::time::timeout(deadline, runner.flush_ready(true)).await.is_err() {
-        tracing::warn!(
-            ?deadline,
-            "shutdown deadline passed; unfinished batches will be re-read from the database offsets"
-        );
+    match tokio::time::timeout(deadline, runner.drain()).await {
+        Ok(outcome) => outcome?,
+        Err(_) => {
+            // Unfinished batches roll back; their inputs are re-read from the database offsets.
+            runner.in_flight.iter().for_each(JoinHandle::abort);
+            tracing::warn!(
+                ?deadline,
+                "shutdown deadline passed; unfinished batches will be re-read from the database offsets"
+            );
+        }
     }
     runner.mirror_all(CommitMode::Sync);
     let Runner { relay, out, .. } = runner;
@@ -118,13 +138,23 @@ pub async fn run(
     Ok(out)
 }
 
+/// A batch being applied: its partition, the offset after it, and how it ended.
+type BatchDone = (Tp, i64, Result<Committed, StoreError>);
+
 struct Runner {
     config: Arc<Config>,
     store: Store,
     source: KafkaSource,
-    pipeline: Pipeline,
+    pipeline: Arc<Pipeline>,
     relay: Relay,
     parts: BTreeMap<Tp, PartitionState>,
+    /// Partitions with a batch in flight: their next batch waits for it (order per partition).
+    /// Kept apart from `parts` so a partition revoked and assigned back meanwhile stays busy.
+    busy: BTreeSet<Tp>,
+    /// Spawned, not just polled here: a batch holds a transaction and locks, and must not
+    /// stall while this loop awaits something else (an idle-clock advance wanting that lock).
+    in_flight: FuturesUnordered<JoinHandle<BatchDone>>,
+    max_in_flight: usize,
     out: RunStats,
 }
 
@@ -176,48 +206,75 @@ impl Runner {
         state.inputs.push(input);
     }
 
-    /// Commits and publishes every partition whose batch is full or old enough (or all).
-    async fn flush_ready(&mut self, all: bool) -> anyhow::Result<()> {
+    /// Starts a batch for every idle partition whose buffer is full or old enough (or, with
+    /// `all`, has anything), as far as `max_in_flight` allows.
+    fn start_ready(&mut self, all: bool) {
         let size = self.config.pipeline.batch_size;
         let wait = self.config.pipeline.batch_max_wait;
         let ready: Vec<Tp> = self
             .parts
             .iter()
-            .filter(|(_, p)| !p.inputs.is_empty())
+            .filter(|(tp, p)| !p.inputs.is_empty() && !self.busy.contains(*tp))
             .filter(|(_, p)| {
                 all || p.inputs.len() >= size || p.first_buffered.is_some_and(|t| t.elapsed() >= wait)
             })
             .map(|(tp, _)| tp.clone())
             .collect();
         for tp in ready {
-            let inputs = {
-                let p = self.parts.get_mut(&tp).expect("listed above");
-                p.first_buffered = None;
-                std::mem::take(&mut p.inputs)
-            };
-            for chunk in inputs.chunks(size) {
-                self.process(&tp, chunk.to_vec()).await?;
+            if self.in_flight.len() >= self.max_in_flight {
+                break;
             }
+            let p = self.parts.get_mut(&tp).expect("listed above");
+            let rest = p.inputs.split_off(p.inputs.len().min(size));
+            let inputs = std::mem::replace(&mut p.inputs, rest);
+            if p.inputs.is_empty() {
+                p.first_buffered = None;
+            }
+            self.start(tp, inputs);
+        }
+    }
+
+    fn start(&mut self, tp: Tp, inputs: Vec<RawInput>) {
+        let Some(SourcePos::Kafka { offset: last, .. }) = inputs.last().map(|i| i.pos.clone()) else {
+            return;
+        };
+        let next = last + 1;
+        let batch = Batch { partition: partition_key(&tp), inputs };
+        let pipeline = self.pipeline.clone();
+        self.busy.insert(tp.clone());
+        self.in_flight.push(tokio::spawn(async move {
+            let committed = retry_store(|| pipeline.process(&batch, Some(next))).await;
+            (tp, next, committed)
+        }));
+    }
+
+    /// Books a finished batch: records to the relay, offsets forward.
+    async fn finish(&mut self, (tp, next, committed): BatchDone) -> anyhow::Result<()> {
+        self.busy.remove(&tp);
+        self.publish(committed?).await?;
+        // A partition revoked meanwhile belongs to another instance now: its offsets are
+        // that instance's to move (it resumes from the database, which has this batch).
+        let Some(p) = self.parts.get_mut(&tp) else { return Ok(()) };
+        p.next_offset = Some(next);
+        // Assigned back while this batch ran, it may have re-read inputs this batch applied.
+        p.inputs.retain(|i| !matches!(i.pos, SourcePos::Kafka { offset, .. } if offset < next));
+        self.source.mirror_offset(&tp, next, CommitMode::Async);
+        if let Some(high) = self.source.high_watermark(&tp) {
+            telemetry::consumer_lag(&tp.0, tp.1, (high - next).max(0));
         }
         Ok(())
     }
 
-    async fn process(&mut self, tp: &Tp, inputs: Vec<RawInput>) -> anyhow::Result<()> {
-        let Some(SourcePos::Kafka { offset: last, .. }) = inputs.last().map(|i| i.pos.clone()) else {
-            return Ok(());
-        };
-        let batch = Batch { partition: partition_key(tp), inputs };
-        let next = last + 1;
-        let committed = retry_store(|| self.pipeline.process(&batch, Some(next))).await?;
-        self.publish(committed).await?;
-        if let Some(p) = self.parts.get_mut(tp) {
-            p.next_offset = Some(next);
+    /// Applies everything buffered and waits for every batch in flight (shutdown).
+    async fn drain(&mut self) -> anyhow::Result<()> {
+        loop {
+            self.start_ready(true);
+            match self.in_flight.next().await {
+                Some(done) => self.finish(done?).await?,
+                None if self.parts.values().all(|p| p.inputs.is_empty()) => return Ok(()),
+                None => {}
+            }
         }
-        self.source.mirror_offset(tp, next, CommitMode::Async);
-        if let Some(high) = self.source.high_watermark(tp) {
-            telemetry::consumer_lag(&tp.0, tp.1, (high - next).max(0));
-        }
-        Ok(())
     }
 
     /// Hands a committed batch to the relay; waits only when the relay is `RELAY_DEPTH`
@@ -236,7 +293,9 @@ impl Runner {
         let quiet: Vec<(Tp, Duration)> = self
             .parts
             .iter()
-            .filter(|(_, p)| p.inputs.is_empty() && p.last_activity.elapsed() >= after)
+            .filter(|(tp, p)| {
+                p.inputs.is_empty() && !self.busy.contains(*tp) && p.last_activity.elapsed() >= after
+            })
             .map(|(tp, p)| (tp.clone(), p.last_activity.elapsed()))
             .collect();
         for (tp, elapsed) in quiet {

@@ -237,3 +237,84 @@ async fn sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     let dlq = |records: &[Rec]| records.iter().filter(|r| r.topic == "inbound.dlq").count();
     assert_eq!(dlq(&got), dlq(&expected.records));
 }
+
+/// Produces one line to one partition of a topic.
+async fn produce_to(brokers: &str, topic: &str, partition: i32, line: &str) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().expect("producer");
+    let record = FutureRecord::to(topic).partition(partition).key("k").payload(line);
+    producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("produced");
+}
+
+/// The next offset the store holds for one partition of the inbound topic (0 before any).
+async fn stored_offset(pool: &sqlx::PgPool, partition_key: &str) -> i64 {
+    sqlx::query_scalar::<_, Option<i64>>("SELECT next_offset FROM partitions WHERE partition_key = $1")
+        .bind(partition_key)
+        .fetch_optional(pool)
+        .await
+        .expect("read partition")
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// Polls `check` every 100 ms until it holds or `what` times out after a minute.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_waiting_for_its_lock_does_not_hold_up_another_projects_partition() {
+    let Some(brokers) = kafka::brokers() else { return };
+    if !kinds().contains(&Kind::Postgres) {
+        return; // the per-project lock exists on PostgreSQL only
+    }
+    let topics = Topics::random();
+    topics.create(&brokers, 2).await;
+    let db = TestDb::new(Kind::Postgres).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    // Stands for another instance busy with project acme for as long as it likes.
+    let mut other_instance = pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(hashtext('appealflow:acme'))")
+        .execute(&mut *other_instance)
+        .await
+        .expect("lock acme");
+
+    let acme = msg("a-1", "acme-tg", "2026-11-20T10:00:00Z", r#"{"id":"t1"}"#, "hello");
+    let globex = msg_in("globex", "g-1", "globex-tg", "2026-11-20T10:00:00Z", r#"{"id":"t2"}"#, "hi");
+    produce_to(&brokers, &topics.inbound, 0, &acme).await;
+    let (stop, task) = spawn_run(topics.config(&brokers, &db.url, BASE), db.store().await);
+    let lock_waiters = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("read locks")
+    };
+    eventually("acme's batch waits for acme's lock", || async { lock_waiters().await > 0 }).await;
+
+    produce_to(&brokers, &topics.inbound, 1, &globex).await;
+    let (p0, p1) = (format!("{}:0", topics.inbound), format!("{}:1", topics.inbound));
+    eventually("globex's input is applied", || async { stored_offset(&pool, &p1).await == 1 }).await;
+    assert_eq!(stored_offset(&pool, &p0).await, 0, "acme's batch is still waiting for its lock");
+
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('appealflow:acme'))")
+        .execute(&mut *other_instance)
+        .await
+        .expect("unlock acme");
+    kafka::wait_until_applied(&db.url, &topics.inbound, 2, Duration::from_secs(60)).await;
+    let _ = stop.send(());
+    let stats = task.await.unwrap();
+    assert_eq!(stats.stats.inputs, 2);
+    assert_eq!(stats.stats.event("appeal.opened"), 2, "each project opened its appeal once");
+}
