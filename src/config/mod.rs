@@ -124,7 +124,8 @@ impl Default for OpsConfig {
 pub struct StoreConfig {
     /// `sqlite://appealflow.db` or `postgres://user@host/db`.
     pub url: String,
-    /// Connections in the pool (PostgreSQL; SQLite always writes through one).
+    /// Connections in the pool (PostgreSQL; SQLite always writes through one). `run` applies
+    /// up to this many minus one batches of different partitions at once.
     pub max_connections: u32,
 }
 
