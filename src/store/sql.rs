@@ -9,7 +9,7 @@ use super::{Backend, StoreError, StoreResult};
 use crate::model::{Appeal, AppealStatus, Client, ClientType, Message, StoredMessage};
 
 /// Rows per multi-row statement: far below both backends' parameter limits.
-const CHUNK_ROWS: usize = 400;
+pub(super) const CHUNK_ROWS: usize = 400;
 
 /// A bound value. `Any` supports few types; these are all the schema uses.
 #[derive(Debug, Clone, PartialEq)]

@@ -62,9 +62,6 @@ pub struct WorkingSet {
     block_entries: BTreeMap<(String, String, String), i64>,
 }
 
-/// Rows per merge-mapping statement.
-const CHUNK_ROWS: usize = 400;
-
 /// Each absorbed card → the card it finally lives on in, following merges of this batch in
 /// order (a survivor absorbed later passes its absorbed cards on to its own survivor).
 fn final_survivors(merges: &[(String, Vec<String>)]) -> BTreeMap<String, String> {
@@ -728,7 +725,7 @@ impl WorkingSet {
             ("appeals", "client_id", "move appeals to survivor"),
             ("clients", "merged_into", "repoint merged cards"),
         ] {
-            for chunk in rows.chunks(CHUNK_ROWS) {
+            for chunk in rows.chunks(sql::CHUNK_ROWS) {
                 let statement = format!(
                     "WITH m (absorbed, survivor) AS (VALUES {}) \
                      UPDATE {table} SET {column} = m.survivor FROM m WHERE {table}.{column} = m.absorbed",
