@@ -72,35 +72,53 @@ async fn bench(brokers: &str, pg: &str, inputs: usize) {
         lines.len()
     );
 
+    let cpu = Cpu::now();
     let pt = passthrough(brokers, &topic("in"), &topic("pt"), lines.len()).await;
     println!("  passthrough (consume, produce acks=all, commit)  {pt:>8.0} inputs/s");
+    println!("    {}", Cpu::now().since(cpu).line(lines.len()));
 
     let url = fresh_db(pg, &tag).await;
     let config = config(brokers, &url, &tag);
     let store = Store::connect(&url, config.store.max_connections).await.unwrap();
+    let task_store = store.clone();
+    let cpu = Cpu::now();
     let started = Instant::now();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(appealflow::run::run(config, store, async move {
+    let task = tokio::spawn(appealflow::run::run(config, task_store, async move {
         let _ = stopped.await;
     }));
     wait_applied(&url, &topic("in"), lines.len() as i64).await;
-    let full = lines.len() as f64 / started.elapsed().as_secs_f64();
+    let finished = Instant::now();
+    let run_cpu = Cpu::now().since(cpu);
     let _ = stop.send(());
     let out = task.await.unwrap().unwrap();
+    store.close().await;
+    drop_db(pg, &url).await;
+    // Like the passthrough's, the clock starts at the first input: joining the group and
+    // the assignment are not the pipeline's work (tansu takes a few seconds over them).
+    let first = out.first_input.unwrap_or(started);
+    println!(
+        "  (run joined the group and got its first input after {:.2}s)",
+        (first - started).as_secs_f64()
+    );
+    let full = lines.len() as f64 / (finished - first).as_secs_f64();
     println!(
         "  appealflow run, PostgreSQL                       {full:>8.0} inputs/s  ({:.2} of passthrough)",
         full / pt
     );
+    println!("    {}", run_cpu.line(lines.len()));
     // `run` writes several records per input (events, outbound, DLQ); plain passthrough
     // writes one. This baseline writes as many records as `run` did, with no processing,
     // to show how much of the gap is the broker's work on those records.
     let written = out.stats.events.values().sum::<u64>() + out.stats.outbound + out.stats.dlq;
     let fanout = written as f64 / lines.len() as f64;
+    let cpu = Cpu::now();
     let wide = passthrough_fanout(brokers, &topic("in"), &topic("pt"), lines.len(), fanout).await;
     println!(
         "  passthrough writing {fanout:.2} records per input     {wide:>8.0} inputs/s  (run is {:.2} of it)",
         full / wide
     );
+    println!("    {}", Cpu::now().since(cpu).line(lines.len()));
 }
 
 async fn create_topics(brokers: &str, topics: &[(String, i32)]) {
@@ -182,6 +200,15 @@ async fn passthrough_fanout(brokers: &str, from: &str, to: &str, n: usize, fanou
     n as f64 / started.unwrap().elapsed().as_secs_f64()
 }
 
+/// Benchmark databases are dropped afterwards: each holds a run's worth of state.
+async fn drop_db(admin: &str, url: &str) {
+    let name = url.rsplit_once('/').map_or(url, |(_, n)| n);
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    if let Err(e) = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await {
+        println!("  (could not drop benchmark database {name}: {e})");
+    }
+}
+
 async fn fresh_db(admin: &str, tag: &str) -> String {
     let name = tag.replace('-', "_");
     let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
@@ -247,4 +274,81 @@ async fn wait_applied(url: &str, inbound: &str, n: i64) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// CPU seconds spent so far by this process, the broker and PostgreSQL, read from `/proc`
+/// (Linux; zeros elsewhere). The machine is shared, so where a phase's CPU went says more than
+/// its wall time: which of the three a faster `run` has to save on.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    bench: f64,
+    broker: f64,
+    postgres: f64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let procs = processes();
+        let sum = |pred: &dyn Fn(&Proc) -> bool| {
+            procs.iter().filter(|p| pred(p)).map(|p| p.own + p.children_if_root).sum()
+        };
+        Cpu {
+            bench: procs.iter().find(|p| p.pid == std::process::id()).map_or(0.0, |p| p.own),
+            broker: sum(&|p| p.comm == "tansu"),
+            // Every PostgreSQL process, plus what exited backends spent (reaped by the
+            // postmaster, so counted in its children's time).
+            postgres: sum(&|p| p.comm == "postgres"),
+        }
+    }
+
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu {
+            bench: self.bench - start.bench,
+            broker: self.broker - start.broker,
+            postgres: self.postgres - start.postgres,
+        }
+    }
+
+    fn line(self, inputs: usize) -> String {
+        let per = |s: f64| s * 1e6 / inputs as f64;
+        format!(
+            "CPU µs per input: appealflow/bench {:.0}, broker {:.0}, PostgreSQL {:.0}",
+            per(self.bench),
+            per(self.broker),
+            per(self.postgres)
+        )
+    }
+}
+
+struct Proc {
+    pid: u32,
+    comm: String,
+    own: f64,
+    /// Children's time, counted only for the root of a process tree of that name.
+    children_if_root: f64,
+}
+
+fn processes() -> Vec<Proc> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut all: Vec<(Proc, u32)> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // `pid (comm) state ppid ...`: comm may hold spaces, so split at the last ')'.
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+            let ppid = f.get(1)?.parse().ok()?;
+            Some((Proc { pid, comm, own: tick(11) + tick(12), children_if_root: tick(13) + tick(14) }, ppid))
+        })
+        .collect();
+    let comms: std::collections::HashMap<u32, String> =
+        all.iter().map(|(p, _)| (p.pid, p.comm.clone())).collect();
+    for (p, ppid) in &mut all {
+        if comms.get(ppid) == Some(&p.comm) {
+            p.children_if_root = 0.0;
+        }
+    }
+    all.into_iter().map(|(p, _)| p).collect()
 }

@@ -7,6 +7,12 @@
 //! (contact collection): it decides what the bot says and saves, the stages carry it out.
 //! [`crm`] calls a project's CRM for automatic identification.
 
+/// A batch allocates and frees many small strings (ids, keys, JSON fields); under glibc's
+/// malloc that was about a quarter of `run`'s CPU in `perf`. Set here rather than in the
+/// binary so that benches and tests measure what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod appeal;
 pub mod bot;
 pub mod config;

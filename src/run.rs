@@ -63,6 +63,9 @@ struct PartitionState {
 pub struct RunStats {
     pub stats: Stats,
     pub batches: u64,
+    /// When the first input arrived: joining the group and being assigned partitions come
+    /// before it, so throughput measured from here is the pipeline's, not the group join's.
+    pub first_input: Option<Instant>,
 }
 
 /// Runs until `shutdown` resolves, then finishes buffered batches within the configured
@@ -190,6 +193,7 @@ impl Runner {
     }
 
     fn buffer(&mut self, input: RawInput) {
+        self.out.first_input.get_or_insert_with(Instant::now);
         let SourcePos::Kafka { topic, partition, offset } = &input.pos else { unreachable!("kafka inputs") };
         let tp = (topic.clone(), *partition);
         let state = self.parts.entry(tp.clone()).or_insert_with(|| PartitionState {
