@@ -6,7 +6,9 @@
 //! consume-produce service pays. `run` does the same plus the whole pipeline and its database
 //! transaction. The ratio is the figure that matters. `run` writes several records per input,
 //! so a last line repeats the passthrough writing as many records as `run` did: the broker's
-//! share of the gap.
+//! share of the gap. Both clocks start at the first input consumed (the group join is not
+//! counted), and under each line the CPU time per input of this process, the broker and
+//! PostgreSQL shows where a phase's work went (Linux `/proc`).
 //!
 //! Needs a broker and PostgreSQL: `BENCH_KAFKA` (or `APPEALFLOW_TEST_KAFKA`) and `BENCH_PG_URL`
 //! (or `APPEALFLOW_TEST_PG_URL`); `scripts/test-env.sh` provides both. `BENCH_INPUTS` sets the
