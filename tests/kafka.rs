@@ -55,12 +55,17 @@ async fn a_one_partition_topic_yields_the_records_replay_prints_for_the_same_fil
     kafka::produce(&brokers, &topics.inbound, &lines, &workload.keys).await;
     let db = TestDb::new(kinds().into_iter().last().unwrap()).await;
     let config = topics.config(&brokers, &db.url, testkit::CONFIG);
+    let started = std::time::Instant::now();
     let (stop, task) = spawn_run(config, db.store().await);
     kafka::wait_until_applied(&db.url, &topics.inbound, lines.len() as i64, Duration::from_secs(120)).await;
+    let applied = std::time::Instant::now();
     let _ = stop.send(());
     let got = kafka::read_all_async(&brokers, &topics).await;
     let stats = task.await.unwrap();
     assert_eq!(stats.stats.inputs as usize, lines.len());
+    // The bench measures throughput from here; it must fall between start and the last apply.
+    let first = stats.first_input.expect("the first input's arrival is recorded");
+    assert!(started < first && first < applied);
 
     // Each output topic has one partition, so per-topic order must equal replay's.
     let by_topic = |records: &[Rec]| {

@@ -1,5 +1,6 @@
 //! Migrations that reshape data keep it: a database upgraded with records still waiting in
 //! the old per-record outbox publishes exactly those records, in order, after the upgrade.
+//! Storage settings the migrations choose for speed are in place.
 
 mod common;
 
@@ -67,4 +68,27 @@ async fn records_waiting_in_the_old_outbox_survive_the_upgrade_in_order() {
         assert_eq!(got, want, "{kind:?}");
         pool.close().await;
     }
+}
+
+#[tokio::test]
+async fn postgres_compresses_the_outbox_with_lz4_where_it_was_built_with_lz4() {
+    if !kinds().contains(&Kind::Postgres) {
+        return;
+    }
+    let db = TestDb::new(Kind::Postgres).await;
+    db.store().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    // A server built without lz4 refuses the method; the migration then keeps the outbox
+    // uncompressed, out of line (0004).
+    let lz4 = sqlx::raw_sql("CREATE TEMP TABLE probe (t text COMPRESSION lz4)").execute(&pool).await.is_ok();
+    let (compression, storage): (String, String) = sqlx::query_as(
+        "SELECT attcompression::text, attstorage::text FROM pg_attribute \
+         WHERE attrelid = 'outbox_batches'::regclass AND attname = 'records'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let want = if lz4 { ("l", "x") } else { ("", "e") };
+    assert_eq!((compression.as_str(), storage.as_str()), want, "lz4 available: {lz4}");
+    pool.close().await;
 }
