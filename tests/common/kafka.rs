@@ -28,6 +28,7 @@ pub fn brokers() -> Option<String> {
 }
 
 /// Fresh topic names for one test.
+#[derive(Clone)]
 pub struct Topics {
     pub inbound: String,
     pub commands: String,
