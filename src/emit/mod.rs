@@ -106,17 +106,22 @@ impl Record {
     /// escape every quote of every record again, which showed up in batch profiles.)
     pub fn encode_batch(records: &[Record]) -> String {
         let size: usize = records.iter().map(|r| r.key.len() + r.value.len() + 16).sum();
-        let mut out = String::with_capacity(size + 2);
-        out.push('[');
+        let mut out = Vec::with_capacity(size + 2);
+        out.push(b'[');
         for (i, r) in records.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            let key = serde_json::to_string(&r.key).expect("strings always serialise");
-            out.push_str(&format!("[\"{}\",{key},{}]", r.topic.code(), r.value));
+            out.extend_from_slice(b"[\"");
+            out.extend_from_slice(r.topic.code().as_bytes());
+            out.extend_from_slice(b"\",");
+            serde_json::to_writer(&mut out, &r.key).expect("strings always serialise");
+            out.push(b',');
+            out.extend_from_slice(r.value.as_bytes());
+            out.push(b']');
         }
-        out.push(']');
-        out
+        out.push(b']');
+        String::from_utf8(out).expect("built from UTF-8 strings")
     }
 
     /// Reads [`Record::encode_batch`]'s format, and the older one where each value was a

@@ -7,28 +7,31 @@
 use phonenumber::country::Id as Region;
 use phonenumber::Mode;
 
-/// Parsed numbers remembered per thread. Parsing runs the metadata regexes and was about a
+/// Parsed numbers remembered per thread and region. Parsing runs the metadata regexes and was about a
 /// tenth of a batch's CPU; the same visitor's number is seen with each of their messages.
 const PHONE_MEMO_LIMIT: usize = 50_000;
 
+type PhoneMemo = std::collections::HashMap<String, std::collections::HashMap<String, Result<String, String>>>;
+
 thread_local! {
-    static PHONE_MEMO: std::cell::RefCell<std::collections::HashMap<(String, String), Result<String, String>>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
+    /// Region → raw number → outcome: keyed this way a hit is looked up without allocating.
+    static PHONE_MEMO: std::cell::RefCell<PhoneMemo> = std::cell::RefCell::new(PhoneMemo::new());
 }
 
 /// Normalises a phone number to E.164, or says why it cannot.
 pub fn phone(raw: &str, region: &str) -> Result<String, String> {
-    let key = (raw.to_string(), region.to_string());
-    if let Some(hit) = PHONE_MEMO.with(|m| m.borrow().get(&key).cloned()) {
+    let hit = PHONE_MEMO.with(|m| m.borrow().get(region).and_then(|numbers| numbers.get(raw)).cloned());
+    if let Some(hit) = hit {
         return hit;
     }
     let out = parse_phone(raw, region);
     PHONE_MEMO.with(|m| {
         let mut memo = m.borrow_mut();
-        if memo.len() >= PHONE_MEMO_LIMIT {
-            memo.clear(); // a bound, not an LRU: a miss only costs one parse
+        let numbers = memo.entry(region.to_string()).or_default();
+        if numbers.len() >= PHONE_MEMO_LIMIT {
+            numbers.clear(); // a bound, not an LRU: a miss only costs one parse
         }
-        memo.insert(key, out.clone());
+        numbers.insert(raw.to_string(), out.clone());
     });
     out
 }
