@@ -7,8 +7,9 @@
 use phonenumber::country::Id as Region;
 use phonenumber::Mode;
 
-/// Parsed numbers remembered per thread and region. Parsing runs the metadata regexes and was about a
-/// tenth of a batch's CPU; the same visitor's number is seen with each of their messages.
+/// Parsed numbers remembered per thread, at most this many per region. Parsing runs the
+/// metadata regexes and was about a tenth of a batch's CPU; the same visitor's number is seen
+/// with each of their messages.
 const PHONE_MEMO_LIMIT: usize = 50_000;
 
 type PhoneMemo = std::collections::HashMap<String, std::collections::HashMap<String, Result<String, String>>>;
