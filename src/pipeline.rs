@@ -154,6 +154,7 @@ impl Pipeline {
         let batch_id = uuid::Uuid::new_v4().to_string();
         let applied = started.elapsed();
         ws.commit(&batch_id, &records).await?;
+        self.store.note_committed(batch.inputs.len());
         let timings = crate::telemetry::Timings {
             prefetch: prefetched,
             apply: applied - prefetched,

@@ -167,3 +167,32 @@ async fn a_generated_stream_ends_with_the_merges_and_appeals_the_oracle_expects(
         assert_same_groups(&visitor_components(&run, &workload.lines), &e.components);
     }
 }
+
+#[tokio::test]
+async fn postgres_refreshes_planner_statistics_once_a_fresh_database_has_grown() {
+    if !kinds().contains(&Kind::Postgres) {
+        return;
+    }
+    let db = TestDb::new(Kind::Postgres).await;
+    let lines: Vec<String> = testkit::generate(1000, 11).lines.into_iter().take(1500).collect();
+    replay_lines(&config(testkit::CONFIG), &db, &lines).await;
+    // Only an explicit ANALYZE sets `last_analyze` (autovacuum sets `last_autoanalyze`); it
+    // runs in the background, so wait for it.
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let analyzed = loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL AND relname IN \
+             ('clients','client_handles','client_values','appeals','messages','applied_inputs')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if n == 6 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    pool.close().await;
+    assert_eq!(analyzed, 6, "every growing table has planner statistics");
+}

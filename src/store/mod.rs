@@ -9,6 +9,8 @@
 mod sql;
 mod working_set;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -107,7 +109,31 @@ where
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    url: Arc<str>,
+    planner: Arc<PlannerStatistics>,
 }
+
+/// When the planner statistics of the growing tables were last refreshed, in inputs committed
+/// by this process.
+///
+/// Why: a fresh database grows from nothing to many thousands of rows within minutes, and
+/// until PostgreSQL has statistics it assumes default selectivities: lookups of a batch's
+/// handles, values and merged cards then scan whole tables, and every batch gets slower as the
+/// tables grow. Autovacuum fixes that within minutes where it is on, and never where it is
+/// off (as on these machines). Refreshing each time the input count doubles costs a few
+/// `ANALYZE` runs (each samples at most 30,000 rows per table) over the life of a process.
+#[derive(Default)]
+struct PlannerStatistics {
+    committed: AtomicU64,
+    next_refresh: AtomicU64,
+    refreshing: AtomicBool,
+}
+
+/// Inputs committed before the first refresh; each later one waits for twice as many.
+const FIRST_ANALYZE_AFTER: u64 = 1_000;
+
+/// The tables that grow with the stream and are read by key in every batch.
+const ANALYZED_TABLES: &str = "clients, client_handles, client_values, appeals, messages, applied_inputs";
 
 impl Store {
     /// Connects and applies pending migrations.
@@ -159,7 +185,8 @@ impl Store {
                 .await
                 .map_err(StoreError::new("connect to PostgreSQL"))?,
         };
-        let store = Store { pool, backend };
+        let planner = PlannerStatistics { next_refresh: FIRST_ANALYZE_AFTER.into(), ..Default::default() };
+        let store = Store { pool, backend, url: url.into(), planner: Arc::new(planner) };
         store.migrate().await?;
         Ok(store)
     }
@@ -236,7 +263,45 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
+    /// Counts committed inputs and, on PostgreSQL, refreshes the planner statistics in the
+    /// background each time their number doubled (see [`PlannerStatistics`]).
+    pub fn note_committed(&self, inputs: usize) {
+        if self.backend != Backend::Postgres || inputs == 0 {
+            return;
+        }
+        let planner = &self.planner;
+        let total = planner.committed.fetch_add(inputs as u64, Ordering::Relaxed) + inputs as u64;
+        if total < planner.next_refresh.load(Ordering::Relaxed)
+            || planner.refreshing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        planner.next_refresh.store(total.saturating_mul(2), Ordering::Relaxed);
+        let (url, planner) = (self.url.clone(), self.planner.clone());
+        tokio::spawn(async move {
+            refresh_planner_statistics(&url, total).await;
+            planner.refreshing.store(false, Ordering::Release);
+        });
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// `ANALYZE` on a connection of its own, so batches keep the pool. It takes a lock that
+/// writers and readers do not wait for. A failure only costs plan quality: logged, not raised.
+async fn refresh_planner_statistics(url: &str, inputs: u64) {
+    use sqlx::Connection;
+    let started = std::time::Instant::now();
+    let result = async {
+        let mut conn = sqlx::AnyConnection::connect(url).await?;
+        conn.execute(format!("ANALYZE {ANALYZED_TABLES}").as_str()).await?;
+        conn.close().await
+    }
+    .await;
+    match result {
+        Ok(()) => tracing::debug!(inputs, took = ?started.elapsed(), "planner statistics refreshed"),
+        Err(e) => tracing::warn!(error = %e, "could not refresh planner statistics; continuing"),
     }
 }

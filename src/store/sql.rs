@@ -116,17 +116,32 @@ pub async fn insert_rows(
     rows: Vec<Vec<Param>>,
     context: &'static str,
 ) -> StoreResult<()> {
+    insert_rows_returning(tx, backend, head, tail, rows, context).await.map(drop)
+}
+
+/// Like [`insert_rows`], returning the rows a `RETURNING` tail yields.
+pub async fn insert_rows_returning(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    head: &str,
+    tail: &str,
+    rows: Vec<Vec<Param>>,
+    context: &'static str,
+) -> StoreResult<Vec<AnyRow>> {
     let Some(cols) = rows.first().map(Vec::len) else {
-        return Ok(());
+        return Ok(Vec::new());
     };
+    let mut out = Vec::new();
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Param>> = rows.by_ref().take(CHUNK_ROWS).collect();
         let sql = dialect(backend, format!("{head} VALUES {} {tail}", value_tuples(chunk.len(), cols, 1)));
         let params = chunk.into_iter().flatten().collect();
-        bind_all(sqlx::query(&sql), params).execute(&mut **tx).await.map_err(StoreError::new(context))?;
+        let returned =
+            bind_all(sqlx::query(&sql), params).fetch_all(&mut **tx).await.map_err(StoreError::new(context))?;
+        out.extend(returned);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Runs `<head> IN (<list>) <tail>` in chunks over `keys`, after `fixed` leading parameters.

@@ -53,6 +53,8 @@ pub struct WorkingSet {
     dirty_messages: BTreeSet<ProjectKey>,
 
     applied: HashMap<ProjectKey, bool>,
+    /// Ids written to `applied_inputs` by [`WorkingSet::prefetch_applied`] already.
+    claimed: HashSet<ProjectKey>,
     new_applied: Vec<ProjectKey>,
 
     partitions: HashMap<String, (Option<Millis>, Option<i64>)>,
@@ -135,6 +137,7 @@ impl WorkingSet {
             dirty_messages: BTreeSet::new(),
             block_entries: BTreeMap::new(),
             applied: HashMap::new(),
+            claimed: HashSet::new(),
             new_applied: Vec::new(),
             partitions: HashMap::new(),
             dirty_partitions: BTreeSet::new(),
@@ -159,33 +162,33 @@ impl WorkingSet {
 
     // ---- inputs already applied -------------------------------------------------------
 
-    /// Loads which of these input ids were applied by earlier batches.
+    /// Claims these input ids for the batch: one `INSERT ... ON CONFLICT DO NOTHING
+    /// RETURNING` both tells which ids earlier batches applied (not returned) and writes the
+    /// rest, so a new input costs no separate read. Every input with an id reaches
+    /// [`WorkingSet::mark_applied`] or fails the whole transaction, so a claimed id is never
+    /// left marked without its input applied.
     pub async fn prefetch_applied(&mut self, ids: &[(String, String)]) -> StoreResult<()> {
-        let mut by_project: BTreeMap<&str, Vec<Param>> = BTreeMap::new();
-        for (p, id) in ids {
-            if !self.applied.contains_key(&(p.clone(), id.clone())) {
-                by_project.entry(p).or_default().push(id.clone().into());
-            }
+        let wanted: BTreeSet<&(String, String)> =
+            ids.iter().filter(|key| !self.applied.contains_key(*key)).collect();
+        if wanted.is_empty() {
+            return Ok(());
         }
-        for (project, keys) in by_project {
-            let head = "SELECT input_id FROM applied_inputs WHERE project_id = $1 AND input_id";
-            let rows = sql::select_in(
-                &mut self.tx,
-                self.backend,
-                head,
-                "",
-                vec![project.into()],
-                keys.clone(),
-                "read applied inputs",
-            )
-            .await?;
-            let found: HashSet<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
-            for key in keys {
-                if let Param::Text(id) = key {
-                    let applied = found.contains(&id);
-                    self.applied.insert((project.to_string(), id), applied);
-                }
-            }
+        let rows = wanted.iter().map(|(p, id)| vec![p.clone().into(), id.clone().into()]).collect();
+        let claimed = sql::insert_rows_returning(
+            &mut self.tx,
+            self.backend,
+            "INSERT INTO applied_inputs (project_id, input_id)",
+            "ON CONFLICT DO NOTHING RETURNING project_id, input_id",
+            rows,
+            "claim applied inputs",
+        )
+        .await?;
+        for row in &claimed {
+            self.claimed.insert((row.get(0), row.get(1)));
+        }
+        for key in wanted {
+            let applied_before = !self.claimed.contains(key);
+            self.applied.insert(key.clone(), applied_before);
         }
         Ok(())
     }
@@ -200,7 +203,7 @@ impl WorkingSet {
 
     pub fn mark_applied(&mut self, project: &str, id: &str) {
         let key = (project.to_string(), id.to_string());
-        if self.applied.insert(key.clone(), true) != Some(true) {
+        if self.applied.insert(key.clone(), true) != Some(true) && !self.claimed.contains(&key) {
             self.new_applied.push(key);
         }
     }
