@@ -6,9 +6,11 @@
 //! consume-produce service pays. `run` does the same plus the whole pipeline and its database
 //! transaction. The ratio is the figure that matters. `run` writes several records per input,
 //! so a last line repeats the passthrough writing as many records as `run` did: the broker's
-//! share of the gap. Both clocks start at the first input consumed (the group join is not
-//! counted), and under each line the CPU time per input of this process, the broker and
-//! PostgreSQL shows where a phase's work went (Linux `/proc`).
+//! share of the gap. The line before it replays the same inputs through the pipeline and
+//! PostgreSQL with no broker at all: the pipeline's share. Both clocks start at the first
+//! input consumed (the group join is not counted), and under each line the CPU time per
+//! input of this process, the broker and PostgreSQL shows where a phase's work went (Linux
+//! `/proc`).
 //!
 //! Needs a broker and PostgreSQL: `BENCH_KAFKA` (or `APPEALFLOW_TEST_KAFKA`) and `BENCH_PG_URL`
 //! (or `APPEALFLOW_TEST_PG_URL`); `scripts/test-env.sh` provides both. `BENCH_INPUTS` sets the
@@ -109,6 +111,15 @@ async fn bench(brokers: &str, pg: &str, inputs: usize) {
         full / pt
     );
     println!("    {}", run_cpu.line(lines.len()));
+    // The same inputs through the same pipeline and database with no broker at all: what
+    // `run` could reach if consuming and producing cost nothing.
+    let cpu = Cpu::now();
+    let alone = pipeline_alone(brokers, pg, &tag, &lines).await;
+    println!(
+        "  pipeline alone (replay, PostgreSQL, no broker)   {alone:>8.0} inputs/s  ({:.2} of passthrough)",
+        alone / pt
+    );
+    println!("    {}", Cpu::now().since(cpu).line(lines.len()));
     // `run` writes several records per input (events, outbound, DLQ); plain passthrough
     // writes one. This baseline writes as many records as `run` did, with no processing,
     // to show how much of the gap is the broker's work on those records.
@@ -200,6 +211,25 @@ async fn passthrough_fanout(brokers: &str, from: &str, to: &str, n: usize, fanou
         done += batch.len();
     }
     n as f64 / started.unwrap().elapsed().as_secs_f64()
+}
+
+/// `replay` of the inputs on a fresh database, records discarded: the pipeline and
+/// PostgreSQL with no broker, one partition, the same batch size.
+async fn pipeline_alone(brokers: &str, pg: &str, tag: &str, lines: &[String]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inputs.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let url = fresh_db(pg, &format!("{tag}-alone")).await;
+    let config = config(brokers, &url, tag);
+    let store = Store::connect(&url, config.store.max_connections).await.unwrap();
+    let inputs = [path.display().to_string()];
+    let summary = appealflow::replay::replay(config, store.clone(), &inputs, &mut std::io::sink(), false)
+        .await
+        .unwrap();
+    store.close().await;
+    drop_db(pg, &url).await;
+    assert_eq!(summary.stats.inputs as usize, lines.len());
+    summary.inputs_per_second()
 }
 
 /// Benchmark databases are dropped afterwards: each holds a run's worth of state.
