@@ -19,7 +19,7 @@ use crate::emit::{self, Cause, CauseKind, Emitter, Record};
 use crate::identify;
 use crate::identify::crm::{CrmLookups, Lookup};
 use crate::matching::ProjectRules;
-use crate::source::{Batch, RawInput};
+use crate::source::{Batch, RawInput, SourcePos};
 use crate::store::{external_handle, visitor_handle, Store, StoreError, StoreResult, WorkingSet};
 
 /// What a stage needs to know about the input's project.
@@ -113,7 +113,23 @@ struct Applied {
     ws: WorkingSet,
     records: Vec<Record>,
     stats: Stats,
+    rejected: Vec<Rejection>,
     prefetched: std::time::Duration,
+}
+
+/// An input the batch sends to the DLQ. It is logged once the batch committed: a batch
+/// applied again (a second CRM round, a retry after a transient store error) would log it
+/// once per attempt otherwise.
+struct Rejection {
+    reason: String,
+    stage: &'static str,
+    source: SourcePos,
+}
+
+impl Rejection {
+    fn log(&self) {
+        tracing::warn!(reason = %self.reason, stage = self.stage, source = ?self.source, "input sent to the DLQ");
+    }
 }
 
 impl Pipeline {
@@ -147,7 +163,7 @@ impl Pipeline {
             lookups.extend(self.look_up(missing).await);
             round += 1;
         };
-        let Applied { mut ws, records, mut stats, prefetched } = applied;
+        let Applied { mut ws, records, mut stats, rejected, prefetched } = applied;
         if let Some(offset) = next_offset {
             ws.set_next_offset(&batch.partition, offset).await?;
         }
@@ -155,6 +171,7 @@ impl Pipeline {
         let applied = started.elapsed();
         ws.commit(&batch_id, &records).await?;
         self.store.note_committed(batch.inputs.len());
+        rejected.iter().for_each(Rejection::log);
         let timings = crate::telemetry::Timings {
             prefetch: prefetched,
             apply: applied - prefetched,
@@ -181,12 +198,17 @@ impl Pipeline {
         let prefetched = started.elapsed();
         let mut records = Vec::new();
         let mut stats = Stats::default();
+        let mut rejected = Vec::new();
         for (raw, input) in batch.inputs.iter().zip(decoded) {
             stats.inputs += 1;
             match input {
                 Err(e) => {
                     stats.dlq += 1;
-                    tracing::warn!(reason = %e.reason, source = ?raw.pos, "input sent to the DLQ");
+                    rejected.push(Rejection {
+                        reason: e.reason.clone(),
+                        stage: "decode",
+                        source: raw.pos.clone(),
+                    });
                     records.push(emit::dlq(
                         &raw.bytes,
                         &raw.pos,
@@ -209,13 +231,13 @@ impl Pipeline {
                         raw,
                         input,
                         lookups,
-                        (&mut records, &mut stats),
+                        (&mut records, &mut stats, &mut rejected),
                     );
                     apply.instrument(span).await?
                 }
             }
         }
-        Ok(Applied { ws, records, stats, prefetched })
+        Ok(Applied { ws, records, stats, rejected, prefetched })
     }
 
     /// The CRM lookups a batch will most likely need, known from the inputs alone: the
@@ -374,7 +396,7 @@ impl Pipeline {
         raw: &RawInput,
         input: &Input,
         lookups: &CrmLookups,
-        (records, stats): (&mut Vec<Record>, &mut Stats),
+        (records, stats, rejected): (&mut Vec<Record>, &mut Stats, &mut Vec<Rejection>),
     ) -> StoreResult<()> {
         let clock = ws.advance_clock(partition, input.event_time()).await?;
         let auto_close = &self.auto_close_ms;
@@ -411,7 +433,7 @@ impl Pipeline {
             }
             Err(ApplyError::Poison { stage, reason }) => {
                 stats.dlq += 1;
-                tracing::warn!(%reason, stage, source = ?raw.pos, "input sent to the DLQ");
+                rejected.push(Rejection { reason: reason.clone(), stage, source: raw.pos.clone() });
                 records.push(emit::dlq(
                     &raw.bytes,
                     &raw.pos,

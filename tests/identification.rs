@@ -30,7 +30,11 @@ impl Crm {
 /// WhatsApp identifies by the phone it knows; Telegram asks for one (twice at most); the web
 /// chat runs the collect-phone scenario; rules join cards by phone.
 fn config(crm_url: &str) -> Arc<Config> {
-    common::config(&format!(
+    common::config(&config_toml(crm_url))
+}
+
+fn config_toml(crm_url: &str) -> String {
+    format!(
         r#"
 [[projects]]
 id = "acme"
@@ -113,7 +117,7 @@ default_region = "RU"
     id = "done"
     type = "end"
 "#
-    ))
+    )
 }
 
 fn visitor(id: &str) -> String {
@@ -397,4 +401,75 @@ id = "acme"
     let kinds = types(&run.caused_by("c1"));
     assert_eq!(kinds, ["client.identified", "client.updated"], "{}", run.stdout);
     assert_eq!(run.caused_by("c1")[0]["method"], "manual");
+}
+
+#[tokio::test]
+async fn an_input_sent_to_the_dlq_is_logged_once_though_its_batch_was_applied_twice() {
+    // The web chat's bot identifies the visitor by the phone it has just collected: a CRM lookup
+    // nobody could predict from the inputs, so the batch is rolled back, looked up and
+    // applied again, and the poison input in it is rejected in both attempts.
+    let crm = Crm::start().await;
+    let toml = config_toml(&crm.url)
+        .replace(
+            "scenario = \"collect-phone\"\n",
+            "scenario = \"collect-phone\"\n    [projects.channels.identification]\n    name = \"by phone\"\n    \
+             identifier = \"phone\"\n    success = \"You are identified\"\n",
+        )
+        .replace(
+        "error_text = \"That does not look like a phone number\"\n    next = \"thanks\"",
+        "error_text = \"That does not look like a phone number\"\n    next = \"who\"\n    \
+         [[projects.scenarios.blocks]]\n    id = \"who\"\n    type = \"identify\"\n    next = \"thanks\"",
+    );
+    assert!(toml.contains("type = \"identify\""));
+    let config = common::config(&toml);
+    let logs = LogCapture::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt().with_writer(logs.clone()).with_max_level(tracing::Level::DEBUG).finish(),
+    );
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let web = visitor("web-7");
+        let lines = [
+            msg("m1", "web", "2026-11-21T10:05:00Z", &web, "hello"),
+            "{not json".to_string(),
+            msg("m2", "web", "2026-11-21T10:06:00Z", &web, "+7 (999) 123-45-67"),
+        ];
+        let before = logs.text();
+        let run = replay_lines(&config, &db, &lines).await;
+        assert_eq!(run.topic("inbound.dlq").len(), 1, "{kind:?}");
+        let text = logs.text()[before.len()..].to_string();
+        assert!(
+            text.contains("re-applying"),
+            "the batch was applied twice ({kind:?}): {text}\n{}",
+            run.stdout
+        );
+        assert_eq!(text.matches("input sent to the DLQ").count(), 1, "{kind:?}: {text}");
+    }
+}
+
+/// Log lines written through `tracing`, kept for the test to read.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> LogCapture {
+        self.clone()
+    }
 }

@@ -137,8 +137,10 @@ pub async fn insert_rows_returning(
         let chunk: Vec<Vec<Param>> = rows.by_ref().take(CHUNK_ROWS).collect();
         let sql = dialect(backend, format!("{head} VALUES {} {tail}", value_tuples(chunk.len(), cols, 1)));
         let params = chunk.into_iter().flatten().collect();
-        let returned =
-            bind_all(sqlx::query(&sql), params).fetch_all(&mut **tx).await.map_err(StoreError::new(context))?;
+        let returned = bind_all(sqlx::query(&sql), params)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(StoreError::new(context))?;
         out.extend(returned);
     }
     Ok(out)
