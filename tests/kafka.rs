@@ -230,8 +230,8 @@ async fn sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice() {
     // Inputs arrive while the service is being killed: half before, half during the kills.
     let half = workload.lines.len() / 2;
     kafka::produce(&brokers, &topics.inbound, &workload.lines[..half], &workload.keys[..half]).await;
-    for round in 0..4 {
-        let mut child = spawn_process(&configs[round]);
+    for (round, config) in configs[..4].iter().enumerate() {
+        let mut child = spawn_process(config);
         let ms = rand::thread_rng().gen_range(1_500..4_500);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         child.0.kill().expect("SIGKILL");
