@@ -85,18 +85,13 @@ pub fn dialect(backend: Backend, sql: String) -> String {
 
 /// `($1,$2),($3,$4)` for `rows` rows of `cols` columns, numbering from `first`.
 pub fn value_tuples(rows: usize, cols: usize, first: usize) -> String {
-    let mut out = String::with_capacity(rows * cols * 5);
+    let mut out = String::with_capacity(rows * cols * 6);
     for r in 0..rows {
         if r > 0 {
             out.push(',');
         }
         out.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                out.push(',');
-            }
-            out.push_str(&format!("${}", first + r * cols + c));
-        }
+        push_list(&mut out, cols, first + r * cols);
         out.push(')');
     }
     out
@@ -104,7 +99,21 @@ pub fn value_tuples(rows: usize, cols: usize, first: usize) -> String {
 
 /// `$first,...` for a list of `n` values.
 pub fn list(n: usize, first: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+    let mut out = String::with_capacity(n * 6);
+    push_list(&mut out, n, first);
+    out
+}
+
+/// Appends `$first,...,$(first+n-1)`. A batch's statements carry thousands of placeholders:
+/// writing them in place spares an allocation each.
+fn push_list(out: &mut String, n: usize, first: usize) {
+    use std::fmt::Write;
+    for i in first..first + n {
+        if i > first {
+            out.push(',');
+        }
+        write!(out, "${i}").expect("writing to a String cannot fail");
+    }
 }
 
 /// Runs `INSERT ... VALUES <tuples> <tail>` in chunks.

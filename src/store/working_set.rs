@@ -818,10 +818,15 @@ impl WorkingSet {
         let rows = self
             .dirty_messages
             .iter()
-            .filter_map(|k| self.messages.get(k).cloned().flatten())
+            .filter_map(|k| self.messages.get(k).and_then(Option::as_ref))
             .map(|m| {
                 let doc = serde_json::to_string(&m.message).expect("message serialises");
-                vec![m.project_id.into(), m.message.id.into(), m.appeal_id.into(), doc.into()]
+                vec![
+                    m.project_id.clone().into(),
+                    m.message.id.clone().into(),
+                    m.appeal_id.clone().into(),
+                    doc.into(),
+                ]
             })
             .collect();
         let head = "INSERT INTO messages (project_id, id, appeal_id, doc)";
