@@ -1,8 +1,9 @@
 //! Store: SQLite (embedded default) or PostgreSQL through sqlx, one schema, one code path.
 //!
 //! The same SQL runs on both backends through `sqlx::Any`; the only backend-specific parts
-//! are the migrations folder, connection pragmas and the per-project lock PostgreSQL takes so
-//! that several instances never interleave inside one project. A batch's state changes, the
+//! are the migrations folder, connection pragmas, the per-project lock PostgreSQL takes so
+//! that several instances never interleave inside one project, and the planner statistics
+//! PostgreSQL is given as a fresh database grows. A batch's state changes, the
 //! ids of the inputs it applied, its partition clock/offset and its output records (the
 //! outbox) are written in one transaction: that transaction is the commit point.
 
