@@ -61,6 +61,7 @@ fn main() {
     if let Ok(admin) = std::env::var("BENCH_PG_URL") {
         let url = runtime.block_on(fresh_pg(&admin));
         let pg = runtime.block_on(full(&config, &url, &path));
+        runtime.block_on(drop_pg(&admin, &url));
         println!(
             "  full pipeline, PostgreSQL {:>6.0} inputs/s  ({:.3} of baseline, {:.2} of SQLite)",
             pg,
@@ -134,4 +135,14 @@ async fn fresh_pg(admin: &str) -> String {
     conn.execute(format!("CREATE DATABASE {name}").as_str()).await.unwrap();
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
     format!("{base}/{name}")
+}
+
+/// The benchmark database holds a run's worth of state: dropped once measured.
+async fn drop_pg(admin: &str, url: &str) {
+    use sqlx::{Connection, Executor};
+    let name = url.rsplit_once('/').map_or(url, |(_, n)| n);
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    if let Err(e) = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await {
+        println!("  (could not drop benchmark database {name}: {e})");
+    }
 }
