@@ -39,3 +39,22 @@ async fn readiness_follows_the_service_and_metrics_expose_batch_counts() {
     assert!(body.contains(r#"appealflow_consumer_lag{topic="inbound.messages",partition="3"} 42"#));
     assert!(body.contains("appealflow_stage_seconds_bucket"));
 }
+
+#[test]
+fn logs_written_to_a_pipe_are_plain_text_without_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_appealflow"))
+        .arg("replay")
+        .arg("--config")
+        .arg(root.join("config/example.toml"))
+        .arg("--db")
+        .arg(format!("sqlite://{}", dir.path().join("state.db").display()))
+        .arg(root.join("examples/sample.jsonl"))
+        .output()
+        .expect("appealflow runs");
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("input sent to the DLQ"), "the sample's bad lines are logged: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no ANSI escape codes: {stderr}");
+}
