@@ -1,6 +1,7 @@
 //! Migrations that reshape data keep it: a database upgraded with records still waiting in
 //! the old per-record outbox publishes exactly those records, in order, after the upgrade.
-//! Storage settings the migrations choose for speed are in place.
+//! Storage settings the migrations choose for speed are in place, and identifiers order the
+//! same way on both stores whatever the PostgreSQL database's collation.
 
 mod common;
 
@@ -91,4 +92,45 @@ async fn postgres_compresses_the_outbox_with_lz4_where_it_was_built_with_lz4() {
     let want = if lz4 { ("l", "x") } else { ("", "e") };
     assert_eq!((compression.as_str(), storage.as_str()), want, "lz4 available: {lz4}");
     pool.close().await;
+}
+
+/// Both stores order identifiers byte by byte, so `ORDER BY id` agrees between them. The
+/// PostgreSQL database here collates by an ICU English locale, where `a` sorts before `B`:
+/// without migration 0006 it orders `_x, a, B, é, Z` where SQLite orders `B, Z, _x, a, é`.
+#[tokio::test]
+async fn identifiers_sort_byte_wise_on_both_stores_even_where_the_database_collates_by_locale() {
+    sqlx::any::install_default_drivers();
+    let ids = ["a", "B", "\u{e9}", "Z", "_x"];
+    let mut want: Vec<&str> = ids.to_vec();
+    want.sort_unstable(); // str's Ord is byte order
+    for kind in kinds() {
+        let db = match kind {
+            Kind::Sqlite => TestDb::new(kind).await,
+            Kind::Postgres => {
+                TestDb::postgres_with(
+                    "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
+                )
+                .await
+            }
+        };
+        let store = db.store().await;
+        let pool = AnyPoolOptions::new().max_connections(1).connect(&db.url).await.unwrap();
+        for id in ids {
+            sqlx::query("INSERT INTO project_state (project_id, next_appeal_number) VALUES ($1, 1)")
+                .bind(id)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        let got: Vec<String> = sqlx::query("SELECT project_id FROM project_state ORDER BY project_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(got, want, "{kind:?}");
+        pool.close().await;
+        store.close().await;
+    }
 }

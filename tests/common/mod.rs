@@ -42,14 +42,17 @@ impl TestDb {
                 let url = format!("sqlite://{}", dir.path().join("state.db").display());
                 TestDb { url, _dir: Some(dir), pg_drop: None }
             }
-            Kind::Postgres => {
-                let admin = std::env::var("APPEALFLOW_TEST_PG_URL").expect("APPEALFLOW_TEST_PG_URL");
-                let name = format!("appealflow_test_{}", uuid_like());
-                run_admin(&admin, &format!("CREATE DATABASE {name}")).await;
-                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
-                TestDb { url: format!("{base}/{name}"), _dir: None, pg_drop: Some((admin, name)) }
-            }
+            Kind::Postgres => TestDb::postgres_with("").await,
         }
+    }
+
+    /// A fresh PostgreSQL database created with these `CREATE DATABASE` options.
+    pub async fn postgres_with(options: &str) -> TestDb {
+        let admin = std::env::var("APPEALFLOW_TEST_PG_URL").expect("APPEALFLOW_TEST_PG_URL");
+        let name = format!("appealflow_test_{}", uuid_like());
+        run_admin(&admin, &format!("CREATE DATABASE {name} {options}")).await;
+        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+        TestDb { url: format!("{base}/{name}"), _dir: None, pg_drop: Some((admin, name)) }
     }
 
     pub async fn store(&self) -> Store {
