@@ -126,8 +126,8 @@ async fn bench(brokers: &str, pg: &str, inputs: usize) {
     // on this broker and machine, so its ratio to passthrough is the ceiling for `run`'s.
     // `run`'s records are larger than the inputs copied here, so the ceiling is if anything
     // too high. (Padding the copies to `run`'s size was tried: librdkafka's broker thread
-    // then spins on the in-flight limit and the client's CPU per input grows eightfold,
-    // which would understate the ceiling on a shared two-core machine.)
+    // then spins, cause unknown, and the client's CPU per input grows eightfold, which
+    // would understate the ceiling on a shared two-core machine.)
     let written = out.stats.events.values().sum::<u64>() + out.stats.outbound + out.stats.dlq;
     let fanout = written as f64 / lines.len() as f64;
     let input_bytes = lines.iter().map(String::len).sum::<usize>() / lines.len().max(1);
