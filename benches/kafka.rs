@@ -15,7 +15,9 @@
 //! Needs a broker and PostgreSQL: `BENCH_KAFKA` (or `APPEALFLOW_TEST_KAFKA`) and `BENCH_PG_URL`
 //! (or `APPEALFLOW_TEST_PG_URL`); `scripts/test-env.sh` provides both. `BENCH_INPUTS` sets the
 //! size (default 20000), `BENCH_BATCH_SIZE` the pipeline's batch size (default 500),
-//! `BENCH_PRODUCER` extra librdkafka producer options for `run` (`compression.type=lz4`).
+//! `BENCH_PRODUCER` extra librdkafka producer options for `run` (`compression.type=lz4`),
+//! `BENCH_WORKLOAD` the traffic: `stress` (default: short visits, many new cards and merges)
+//! or `conversations` (visits of up to a dozen messages; see `testkit::Shape`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,10 +51,21 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if benching { 20_000 } else { 500 });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(bench(&brokers, &pg, inputs));
+    let workload = std::env::var("BENCH_WORKLOAD").unwrap_or_else(|_| "stress".into());
+    let Some(shape) = testkit::Shape::named(&workload) else {
+        panic!("BENCH_WORKLOAD must be `stress` or `conversations`, not {workload:?}");
+    };
+    rt.block_on(bench(&brokers, &pg, inputs, (&workload, shape)));
 }
 
-async fn bench(brokers: &str, pg: &str, inputs: usize) {
+/// People enough for `inputs` inputs of this shape; the stream's later tail is cut off.
+fn persons_for(inputs: usize, shape: testkit::Shape) -> usize {
+    // Half as many people as inputs for the stress shape (what the README's figures used);
+    // proportionally fewer where visits are longer.
+    (inputs * 5 / (2 * (1 + shape.max_messages as usize))).max(1)
+}
+
+async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, testkit::Shape)) {
     let tag = format!("bench-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
     let topic = |name: &str| format!("{name}-{tag}");
     create_topics(
@@ -67,12 +80,12 @@ async fn bench(brokers: &str, pg: &str, inputs: usize) {
         ],
     )
     .await;
-    let workload = testkit::generate_with(inputs / 2, 7, false);
+    let workload = testkit::generate_shaped(persons_for(inputs, shape), 7, false, shape);
     let lines: Vec<String> = workload.lines.into_iter().take(inputs).collect();
     let keys: Vec<String> = workload.keys.into_iter().take(lines.len()).collect();
     produce(brokers, &topic("in"), &lines, &keys).await;
     println!(
-        "appealflow kafka benchmark: {} inputs on {PARTITIONS} partitions (tansu/Kafka at {brokers})",
+        "appealflow kafka benchmark: {} inputs ({name} workload) on {PARTITIONS} partitions (tansu/Kafka at {brokers})",
         lines.len()
     );
 

@@ -109,6 +109,37 @@ struct Planned {
     close_after: bool,
 }
 
+/// How the generated people write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    /// A visit is 1 to this many messages, uniformly.
+    pub max_messages: u64,
+    /// Chance, in percent, of a day and a half of silence after a message: the appeal goes
+    /// idle and the next message opens another.
+    pub idle_percent: u64,
+    /// Chance, in percent, that an operator closes the appeal after a message (where the
+    /// stream has operator closes at all).
+    pub close_percent: u64,
+}
+
+impl Shape {
+    /// Short visits (1.7 messages per appeal) and two inputs per new card: appeal turnover,
+    /// card creation and merges dominate. Tests and the benchmarks' default.
+    pub const STRESS: Shape = Shape { max_messages: 4, idle_percent: 20, close_percent: 15 };
+    /// Steadier support traffic: visits of up to a dozen messages, rarely left idle, so most
+    /// inputs continue an open appeal of a known card.
+    pub const CONVERSATIONS: Shape = Shape { max_messages: 12, idle_percent: 4, close_percent: 5 };
+
+    /// `stress` or `conversations`.
+    pub fn named(name: &str) -> Option<Shape> {
+        match name {
+            "stress" => Some(Shape::STRESS),
+            "conversations" => Some(Shape::CONVERSATIONS),
+            _ => None,
+        }
+    }
+}
+
 /// Generates a stream of about `persons * 3` inputs.
 pub fn generate(persons: usize, seed: u64) -> Workload {
     generate_with(persons, seed, true)
@@ -117,12 +148,17 @@ pub fn generate(persons: usize, seed: u64) -> Workload {
 /// Like [`generate`]; without `closes`, no operator closes (their appeal numbers assume
 /// one input order, which several partitions do not keep).
 pub fn generate_with(persons: usize, seed: u64, closes: bool) -> Workload {
+    generate_shaped(persons, seed, closes, Shape::STRESS)
+}
+
+/// Like [`generate_with`], with people writing in the given [`Shape`].
+pub fn generate_shaped(persons: usize, seed: u64, closes: bool, shape: Shape) -> Workload {
     let mut rng = Rng(seed);
     let people: Vec<Person> = (0..persons).map(|i| person(i, &mut rng)).collect();
     let mut planned = Vec::new();
     let mut links = UnionFind::default();
     for (i, p) in people.iter().enumerate() {
-        plan_person(i, p, &people, &mut rng, &mut planned, &mut links);
+        plan_person(i, p, &people, shape, &mut rng, &mut planned, &mut links);
     }
     planned.sort_by(|a, b| (a.at, &a.visitor, a.channel).cmp(&(b.at, &b.visitor, b.channel)));
     render(planned, links, &mut rng, closes)
@@ -146,6 +182,7 @@ fn plan_person(
     i: usize,
     p: &Person,
     people: &[Person],
+    shape: Shape,
     rng: &mut Rng,
     planned: &mut Vec<Planned>,
     links: &mut UnionFind,
@@ -205,7 +242,7 @@ fn plan_person(
         } else {
             format!(r#"{{"id":{visitor:?},{attrs}}}"#)
         };
-        plan_visitor(channel, visitor, visitor_json, active_from, rng, planned);
+        plan_visitor(channel, visitor, visitor_json, active_from, shape, rng, planned);
     }
 }
 
@@ -214,12 +251,13 @@ fn plan_visitor(
     visitor: String,
     visitor_json: String,
     from: i64,
+    shape: Shape,
     rng: &mut Rng,
     planned: &mut Vec<Planned>,
 ) {
     let mut at = from + rng.below(6 * HOUR as u64) as i64;
-    for _ in 0..1 + rng.below(4) {
-        let close_after = rng.chance(15);
+    for _ in 0..1 + rng.below(shape.max_messages) {
+        let close_after = rng.chance(shape.close_percent);
         planned.push(Planned {
             at,
             channel,
@@ -228,7 +266,7 @@ fn plan_visitor(
             close_after,
         });
         // Mostly quick replies; sometimes a day and a half of silence (the appeal goes idle).
-        at += if rng.chance(20) { 36 * HOUR } else { 5_000 + rng.below(10 * 60_000) as i64 };
+        at += if rng.chance(shape.idle_percent) { 36 * HOUR } else { 5_000 + rng.below(10 * 60_000) as i64 };
     }
 }
 

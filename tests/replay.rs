@@ -169,6 +169,27 @@ async fn a_generated_stream_ends_with_the_merges_and_appeals_the_oracle_expects(
 }
 
 #[tokio::test]
+async fn a_conversation_shaped_stream_mostly_continues_open_appeals_and_still_matches_the_oracle() {
+    let config = config(testkit::CONFIG);
+    let workload = testkit::generate_shaped(250, 5, true, testkit::Shape::CONVERSATIONS);
+    let stress = testkit::generate(250, 5);
+    let per_appeal = |w: &testkit::Workload| {
+        let messages = w.lines.iter().filter(|l| l.starts_with(r#"{"type":"message""#)).count();
+        messages as f64 / w.expected.appeals_opened as f64
+    };
+    assert!(per_appeal(&workload) > 3.5, "conversations: {:.1} inputs per appeal", per_appeal(&workload));
+    assert!(per_appeal(&stress) < 2.5, "stress: {:.1} inputs per appeal", per_appeal(&stress));
+    for kind in kinds() {
+        let run = replay_lines(&config, &TestDb::new(kind).await, &workload.lines).await;
+        let e = &workload.expected;
+        assert_eq!(run.events("appeal.opened").len() as u64, e.appeals_opened);
+        assert_eq!(run.summary.stats.inactivity_closes, e.inactivity_closes);
+        assert_eq!(run.summary.stats.dlq, e.dlq);
+        assert_same_groups(&visitor_components(&run, &workload.lines), &e.components);
+    }
+}
+
+#[tokio::test]
 async fn postgres_refreshes_planner_statistics_once_a_fresh_database_has_grown_and_not_after_a_restart() {
     if !kinds().contains(&Kind::Postgres) {
         return;
