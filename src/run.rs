@@ -66,6 +66,11 @@ pub struct RunStats {
     /// When the first input arrived: joining the group and being assigned partitions come
     /// before it, so throughput measured from here is the pipeline's, not the group join's.
     pub first_input: Option<Instant>,
+    /// The most inputs one partition held in memory at once (bounded by
+    /// `pipeline.buffered_batches`).
+    pub peak_buffered: usize,
+    /// How often a partition's fetching was paused because its buffer was full.
+    pub pauses: u64,
 }
 
 /// Runs until `shutdown` resolves, then finishes buffered batches within the configured
@@ -100,6 +105,7 @@ pub async fn run(
         relay,
         parts: BTreeMap::new(),
         busy: BTreeSet::new(),
+        paused: BTreeSet::new(),
         in_flight: FuturesUnordered::new(),
         max_in_flight,
         out: RunStats::default(),
@@ -119,6 +125,7 @@ pub async fn run(
             },
         }
         runner.start_ready(false);
+        runner.resume_drained();
         runner.advance_idle_clocks().await?;
     }
     ready.set(false);
@@ -154,6 +161,8 @@ struct Runner {
     /// Partitions with a batch in flight: their next batch waits for it (order per partition).
     /// Kept apart from `parts` so a partition revoked and assigned back meanwhile stays busy.
     busy: BTreeSet<Tp>,
+    /// Partitions whose fetching is paused: their buffer reached `buffered_batches` batches.
+    paused: BTreeSet<Tp>,
     /// Spawned, not just polled here: a batch holds a transaction and locks, and must not
     /// stall while this loop awaits something else (an idle-clock advance wanting that lock).
     in_flight: FuturesUnordered<JoinHandle<BatchDone>>,
@@ -167,6 +176,10 @@ impl Runner {
     async fn apply_rebalances(&mut self) -> anyhow::Result<()> {
         let log = self.source.take_rebalances();
         for tp in log.revoked {
+            if self.paused.remove(&tp) {
+                // The pause would otherwise outlive the assignment if the partition comes back.
+                let _ = self.source.resume(&tp);
+            }
             if let Some(p) = self.parts.remove(&tp) {
                 tracing::info!(topic = %tp.0, partition = tp.1, dropped = p.inputs.len(), "partition revoked");
             }
@@ -208,6 +221,55 @@ impl Runner {
         state.first_buffered.get_or_insert_with(Instant::now);
         state.last_activity = Instant::now();
         state.inputs.push(input);
+        let held = state.inputs.len();
+        self.out.peak_buffered = self.out.peak_buffered.max(held);
+        if held >= self.buffer_limit() && !self.paused.contains(&tp) {
+            self.pause(tp, held);
+        }
+    }
+
+    /// Most inputs a partition holds before its fetching pauses.
+    fn buffer_limit(&self) -> usize {
+        self.config.pipeline.batch_size * self.config.pipeline.buffered_batches
+    }
+
+    /// Stops fetching from a partition whose buffer is full. Without it a backlog (after
+    /// downtime, during a database outage) would be read into memory whole.
+    fn pause(&mut self, tp: Tp, held: usize) {
+        match self.source.pause(&tp) {
+            Ok(()) => {
+                tracing::debug!(topic = %tp.0, partition = tp.1, buffered = held, "buffer full; fetching paused");
+                telemetry::buffered(&tp.0, tp.1, held, true);
+                self.out.pauses += 1;
+                self.paused.insert(tp);
+            }
+            // Not fatal: the buffer just grows until the next input tries again.
+            Err(e) => tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "could not pause a full partition"),
+        }
+    }
+
+    /// Resumes fetching from paused partitions with room for a whole batch again.
+    fn resume_drained(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let room = self.buffer_limit().saturating_sub(self.config.pipeline.batch_size);
+        let drained: Vec<Tp> = self
+            .paused
+            .iter()
+            .filter(|tp| self.parts.get(*tp).is_none_or(|p| p.inputs.len() <= room))
+            .cloned()
+            .collect();
+        for tp in drained {
+            match self.source.resume(&tp) {
+                Ok(()) => {
+                    let held = self.parts.get(&tp).map_or(0, |p| p.inputs.len());
+                    telemetry::buffered(&tp.0, tp.1, held, false);
+                    self.paused.remove(&tp);
+                }
+                Err(e) => tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "could not resume a partition"),
+            }
+        }
     }
 
     /// Starts a batch for every idle partition whose buffer is full or old enough (or, with

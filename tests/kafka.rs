@@ -347,3 +347,58 @@ async fn a_project_waiting_for_its_lock_does_not_hold_up_another_projects_partit
     assert_eq!(stats.stats.inputs, 2);
     assert_eq!(stats.stats.event("appeal.opened"), 2, "each project opened its appeal once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_batches_wait_stops_fetching_at_its_buffer_bound_and_resumes_without_loss() {
+    let Some(brokers) = kafka::brokers() else { return };
+    if !kinds().contains(&Kind::Postgres) {
+        return; // the per-project lock that stalls the batches exists on PostgreSQL only
+    }
+    let topics = Topics::random();
+    topics.create(&brokers, 1).await;
+    let db = TestDb::new(Kind::Postgres).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    // Another instance holding project acme: every batch of ours waits, as in a slow database.
+    let mut other_instance = pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(hashtext('appealflow:acme'))")
+        .execute(&mut *other_instance)
+        .await
+        .expect("lock acme");
+    let lines: Vec<String> = (0..60)
+        .map(|i| msg(&format!("m-{i}"), "acme-tg", "2026-11-20T10:00:00Z", &format!(r#"{{"id":"v{i}"}}"#), "hi"))
+        .collect();
+    let keys = vec!["acme".to_string(); lines.len()];
+    kafka::produce(&brokers, &topics.inbound, &lines, &keys).await;
+
+    // Batches of 5, at most 2 batches' worth (10 inputs) held before fetching pauses.
+    let toml = topics
+        .config_toml(&brokers, &db.url, BASE)
+        .replace("batch_size = 200", "batch_size = 5\nbuffered_batches = 2");
+    let config = std::sync::Arc::new(appealflow::config::Config::from_toml(&toml).expect("config"));
+    let (stop, task) = spawn_run(config, db.store().await);
+    let lock_waiters = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("read locks")
+    };
+    eventually("the first batch waits for acme's lock", || async { lock_waiters().await > 0 }).await;
+    // Unbounded, the loop would read all 60 inputs in this time.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('appealflow:acme'))")
+        .execute(&mut *other_instance)
+        .await
+        .expect("unlock acme");
+    kafka::wait_until_applied(&db.url, &topics.inbound, 60, Duration::from_secs(60)).await;
+    let _ = stop.send(());
+    let stats = task.await.unwrap();
+    assert!(stats.pauses >= 1, "fetching paused at least once");
+    assert!(stats.peak_buffered <= 10, "held at most two batches: {}", stats.peak_buffered);
+    assert_eq!(stats.stats.inputs, 60, "every input handed out once after the resumes");
+    assert_eq!(stats.stats.duplicates, 0);
+    assert_eq!(stats.stats.event("appeal.opened"), 60);
+}

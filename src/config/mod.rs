@@ -145,11 +145,20 @@ pub struct PipelineConfig {
     pub batch_max_wait: Duration,
     /// Inputs larger than this go to the DLQ unread.
     pub max_input_bytes: usize,
+    /// How many batches' worth of inputs `run` holds per partition before it pauses fetching
+    /// from it: what bounds memory when the database is slower than the topic (a backlog
+    /// after downtime, an outage).
+    pub buffered_batches: usize,
 }
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        Self { batch_size: 500, batch_max_wait: Duration::from_millis(200), max_input_bytes: 1 << 20 }
+        Self {
+            batch_size: 500,
+            batch_max_wait: Duration::from_millis(200),
+            max_input_bytes: 1 << 20,
+            buffered_batches: 4,
+        }
     }
 }
 

@@ -66,6 +66,12 @@ fn a_bad_region_and_a_merge_limit_of_one_are_refused() {
 }
 
 #[test]
+fn a_partition_buffer_of_no_batches_is_refused() {
+    let k = keys("[pipeline]\nbuffered_batches = 0\n[[projects]]\nid = \"a\"\ndefault_region = \"RU\"\n");
+    assert_eq!(k, ["pipeline.buffered_batches"]);
+}
+
+#[test]
 fn environment_variables_override_file_keys() {
     let dir = std::env::temp_dir().join(format!("appealflow-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

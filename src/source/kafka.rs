@@ -103,6 +103,17 @@ impl KafkaSource {
         Ok(RawInput { bytes: m.payload().unwrap_or_default().to_vec(), pos, key })
     }
 
+    /// Stops fetching from a partition. librdkafka also drops what it prefetched for it and,
+    /// on [`KafkaSource::resume`], fetches again from the first offset it has not handed
+    /// out, so nothing is skipped or handed out twice.
+    pub fn pause(&self, tp: &Tp) -> Result<(), KafkaError> {
+        self.consumer.pause(&one_partition(tp))
+    }
+
+    pub fn resume(&self, tp: &Tp) -> Result<(), KafkaError> {
+        self.consumer.resume(&one_partition(tp))
+    }
+
     /// Moves a partition's read position (to the offset the database holds).
     pub fn seek(&self, tp: &Tp, offset: i64) -> Result<(), KafkaError> {
         self.consumer.seek(&tp.0, tp.1, Offset::Offset(offset), std::time::Duration::from_secs(10))
@@ -137,6 +148,12 @@ impl KafkaSource {
             }
         }
     }
+}
+
+fn one_partition(tp: &Tp) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.0, tp.1);
+    tpl
 }
 
 /// The store's partition key of a topic partition.
