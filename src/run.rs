@@ -244,7 +244,9 @@ impl Runner {
                 self.paused.insert(tp);
             }
             // Not fatal: the buffer just grows until the next input tries again.
-            Err(e) => tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "could not pause a full partition"),
+            Err(e) => {
+                tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "could not pause a full partition")
+            }
         }
     }
 
@@ -267,7 +269,9 @@ impl Runner {
                     telemetry::buffered(&tp.0, tp.1, held, false);
                     self.paused.remove(&tp);
                 }
-                Err(e) => tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "could not resume a partition"),
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = %tp.0, partition = tp.1, "could not resume a partition")
+                }
             }
         }
     }

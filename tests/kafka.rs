@@ -300,6 +300,35 @@ where
     }
 }
 
+/// Takes project acme's lock on a connection of its own, as another instance busy with acme
+/// for as long as it likes would.
+async fn lock_acme(pool: &sqlx::PgPool) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
+    let mut other_instance = pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(hashtext('appealflow:acme'))")
+        .execute(&mut *other_instance)
+        .await
+        .expect("lock acme");
+    other_instance
+}
+
+async fn unlock_acme(mut other_instance: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('appealflow:acme'))")
+        .execute(&mut *other_instance)
+        .await
+        .expect("unlock acme");
+}
+
+/// Sessions of this database waiting for an advisory lock.
+async fn lock_waiters(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("read locks")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_waiting_for_its_lock_does_not_hold_up_another_projects_partition() {
     let Some(brokers) = kafka::brokers() else { return };
@@ -311,36 +340,20 @@ async fn a_project_waiting_for_its_lock_does_not_hold_up_another_projects_partit
     let db = TestDb::new(Kind::Postgres).await;
     let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
     // Stands for another instance busy with project acme for as long as it likes.
-    let mut other_instance = pool.acquire().await.expect("connection");
-    sqlx::query("SELECT pg_advisory_lock(hashtext('appealflow:acme'))")
-        .execute(&mut *other_instance)
-        .await
-        .expect("lock acme");
+    let other_instance = lock_acme(&pool).await;
 
     let acme = msg("a-1", "acme-tg", "2026-11-20T10:00:00Z", r#"{"id":"t1"}"#, "hello");
     let globex = msg_in("globex", "g-1", "globex-tg", "2026-11-20T10:00:00Z", r#"{"id":"t2"}"#, "hi");
     produce_to(&brokers, &topics.inbound, 0, &acme).await;
     let (stop, task) = spawn_run(topics.config(&brokers, &db.url, BASE), db.store().await);
-    let lock_waiters = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("read locks")
-    };
-    eventually("acme's batch waits for acme's lock", || async { lock_waiters().await > 0 }).await;
+    eventually("acme's batch waits for acme's lock", || async { lock_waiters(&pool).await > 0 }).await;
 
     produce_to(&brokers, &topics.inbound, 1, &globex).await;
     let (p0, p1) = (format!("{}:0", topics.inbound), format!("{}:1", topics.inbound));
     eventually("globex's input is applied", || async { stored_offset(&pool, &p1).await == 1 }).await;
     assert_eq!(stored_offset(&pool, &p0).await, 0, "acme's batch is still waiting for its lock");
 
-    sqlx::query("SELECT pg_advisory_unlock(hashtext('appealflow:acme'))")
-        .execute(&mut *other_instance)
-        .await
-        .expect("unlock acme");
+    unlock_acme(other_instance).await;
     kafka::wait_until_applied(&db.url, &topics.inbound, 2, Duration::from_secs(60)).await;
     let _ = stop.send(());
     let stats = task.await.unwrap();
@@ -359,13 +372,11 @@ async fn a_partition_whose_batches_wait_stops_fetching_at_its_buffer_bound_and_r
     let db = TestDb::new(Kind::Postgres).await;
     let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
     // Another instance holding project acme: every batch of ours waits, as in a slow database.
-    let mut other_instance = pool.acquire().await.expect("connection");
-    sqlx::query("SELECT pg_advisory_lock(hashtext('appealflow:acme'))")
-        .execute(&mut *other_instance)
-        .await
-        .expect("lock acme");
+    let other_instance = lock_acme(&pool).await;
     let lines: Vec<String> = (0..60)
-        .map(|i| msg(&format!("m-{i}"), "acme-tg", "2026-11-20T10:00:00Z", &format!(r#"{{"id":"v{i}"}}"#), "hi"))
+        .map(|i| {
+            msg(&format!("m-{i}"), "acme-tg", "2026-11-20T10:00:00Z", &format!(r#"{{"id":"v{i}"}}"#), "hi")
+        })
         .collect();
     let keys = vec!["acme".to_string(); lines.len()];
     kafka::produce(&brokers, &topics.inbound, &lines, &keys).await;
@@ -376,23 +387,11 @@ async fn a_partition_whose_batches_wait_stops_fetching_at_its_buffer_bound_and_r
         .replace("batch_size = 200", "batch_size = 5\nbuffered_batches = 2");
     let config = std::sync::Arc::new(appealflow::config::Config::from_toml(&toml).expect("config"));
     let (stop, task) = spawn_run(config, db.store().await);
-    let lock_waiters = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("read locks")
-    };
-    eventually("the first batch waits for acme's lock", || async { lock_waiters().await > 0 }).await;
+    eventually("the first batch waits for acme's lock", || async { lock_waiters(&pool).await > 0 }).await;
     // Unbounded, the loop would read all 60 inputs in this time.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    sqlx::query("SELECT pg_advisory_unlock(hashtext('appealflow:acme'))")
-        .execute(&mut *other_instance)
-        .await
-        .expect("unlock acme");
+    unlock_acme(other_instance).await;
     kafka::wait_until_applied(&db.url, &topics.inbound, 60, Duration::from_secs(60)).await;
     let _ = stop.send(());
     let stats = task.await.unwrap();

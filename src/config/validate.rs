@@ -107,7 +107,10 @@ pub(super) fn check(config: &Config) -> Checked {
         push("pipeline.batch_size".into(), "must be at least 1".into());
     }
     if config.pipeline.buffered_batches == 0 {
-        push("pipeline.buffered_batches".into(), "must be at least 1 (a partition must hold one batch)".into());
+        push(
+            "pipeline.buffered_batches".into(),
+            "must be at least 1 (a partition must hold one batch)".into(),
+        );
     }
     if config.pipeline.max_input_bytes < 64 {
         push("pipeline.max_input_bytes".into(), "must be at least 64 bytes".into());
