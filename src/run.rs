@@ -300,6 +300,7 @@ impl Runner {
             if p.inputs.is_empty() {
                 p.first_buffered = None;
             }
+            telemetry::buffered(&tp.0, tp.1, p.inputs.len(), self.paused.contains(&tp));
             self.start(tp, inputs);
         }
     }

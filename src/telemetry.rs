@@ -110,7 +110,6 @@ pub fn published(elapsed: Duration) {
     histogram!("appealflow_stage_seconds", "stage" => "publish").record(elapsed.as_secs_f64());
 }
 
-/// Messages of a partition not yet applied: high watermark minus the next offset to apply.
 /// Inputs a partition holds in memory ahead of its batches, and whether its fetching is paused.
 pub fn buffered(topic: &str, partition: i32, inputs: usize, paused: bool) {
     let labels = [("topic", topic.to_string()), ("partition", partition.to_string())];
@@ -118,6 +117,7 @@ pub fn buffered(topic: &str, partition: i32, inputs: usize, paused: bool) {
     gauge!("appealflow_partition_paused", &labels).set(if paused { 1.0 } else { 0.0 });
 }
 
+/// Messages of a partition not yet applied: high watermark minus the next offset to apply.
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     gauge!("appealflow_consumer_lag", "topic" => topic.to_string(), "partition" => partition.to_string())
         .set(lag as f64);

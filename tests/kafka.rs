@@ -390,6 +390,10 @@ async fn a_partition_whose_batches_wait_stops_fetching_at_its_buffer_bound_and_r
     eventually("the first batch waits for acme's lock", || async { lock_waiters(&pool).await > 0 }).await;
     // Unbounded, the loop would read all 60 inputs in this time.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = appealflow::telemetry::recorder().render();
+    let labels = format!(r#"{{topic="{}",partition="0"}}"#, topics.inbound);
+    assert!(metrics.contains(&format!("appealflow_partition_paused{labels} 1")), "{metrics}");
+    assert!(metrics.contains(&format!("appealflow_buffered_inputs{labels} 10")), "{metrics}");
 
     unlock_acme(other_instance).await;
     kafka::wait_until_applied(&db.url, &topics.inbound, 60, Duration::from_secs(60)).await;
