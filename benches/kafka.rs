@@ -14,10 +14,15 @@
 //!
 //! Needs a broker and PostgreSQL: `BENCH_KAFKA` (or `APPEALFLOW_TEST_KAFKA`) and `BENCH_PG_URL`
 //! (or `APPEALFLOW_TEST_PG_URL`); `scripts/test-env.sh` provides both. `BENCH_INPUTS` sets the
-//! size (default 20000), `BENCH_BATCH_SIZE` the pipeline's batch size (default 500),
+//! size (default 20000), `BENCH_BATCH_SIZE` the pipeline's batch size (default: appealflow's),
 //! `BENCH_PRODUCER` extra librdkafka producer options for `run` (`compression.type=lz4`),
-//! `BENCH_WORKLOAD` the traffic: `stress` (default: short visits, many new cards and merges)
-//! or `conversations` (visits of up to a dozen messages; see `testkit::Shape`).
+//! `BENCH_CONSUMER` consumer options for `run` and the passthroughs (`fetch.wait.max.ms=20`),
+//! `BENCH_WORKLOAD` the traffic: `conversations` (default: visits of up to a dozen messages,
+//! as steady support traffic is) or `stress` (short visits, a new card every other input,
+//! many merges: 3.7 records written per input against 2.0); see `testkit::Shape`.
+//! A last phase offers the same inputs to a fresh `run` at a fixed rate (`BENCH_LATENCY_RATE`
+//! inputs/s; default 0.7 of the rate `run` reached, `0` skips it) and prints the end-to-end
+//! latency percentiles: how long a client's message takes to become events.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,7 +56,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if benching { 20_000 } else { 500 });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let workload = std::env::var("BENCH_WORKLOAD").unwrap_or_else(|_| "stress".into());
+    let workload = std::env::var("BENCH_WORKLOAD").unwrap_or_else(|_| "conversations".into());
     let Some(shape) = testkit::Shape::named(&workload) else {
         panic!("BENCH_WORKLOAD must be `stress` or `conversations`, not {workload:?}");
     };
@@ -153,6 +158,158 @@ async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, tes
     );
     println!("    (records: run's average {record_bytes} B, the input copies {input_bytes} B)");
     println!("    {}", Cpu::now().since(cpu).line(lines.len()));
+    // Throughput alone says nothing of how long a client waits: the same inputs again, now
+    // offered at a fixed rate below what `run` just reached, timed from each input's produce
+    // to the last record it caused.
+    let rate = std::env::var("BENCH_LATENCY_RATE").ok().and_then(|v| v.parse::<f64>().ok());
+    let rate = rate.unwrap_or((full * 0.7).round());
+    if rate > 0.0 {
+        let l = latency(brokers, pg, &format!("{tag}-lat"), &lines, &keys, rate).await;
+        println!(
+            "  latency at {rate:.0} inputs/s ({:.2} of run's rate): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms  ({} inputs, {:.0} per batch)",
+            rate / full,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.max,
+            l.inputs,
+            l.per_batch
+        );
+    }
+}
+
+/// End-to-end latency percentiles, in milliseconds.
+struct Latency {
+    p50: i64,
+    p90: i64,
+    p99: i64,
+    max: i64,
+    inputs: usize,
+    per_batch: f64,
+}
+
+/// Offers `lines` to a fresh `run` at `rate` inputs/s and measures, per message input, the
+/// time from its produce to the last output record it caused (both Kafka record timestamps,
+/// taken on this machine's clock: the input's when the bench hands it to its producer, an
+/// output's when the relay hands it to its producer, after the commit). Messages that cause
+/// no record (duplicates, bad lines) are not counted.
+async fn latency(
+    brokers: &str,
+    pg: &str,
+    tag: &str,
+    lines: &[String],
+    keys: &[String],
+    rate: f64,
+) -> Latency {
+    let topic = |name: &str| format!("{name}-{tag}");
+    create_topics(
+        brokers,
+        &[
+            (topic("in"), PARTITIONS),
+            (topic("ev"), PARTITIONS),
+            (topic("out"), 1),
+            (topic("dlq"), 1),
+            (topic("cmd"), 1),
+        ],
+    )
+    .await;
+    let url = fresh_db(pg, tag).await;
+    // tansu answers every fetch only after sleeping out (half) the request's max wait, even
+    // when it has data, so librdkafka's default 500 ms would be most of what is measured here.
+    // A real Kafka broker answers as soon as data arrives; 10 ms makes tansu nearly do so.
+    let mut config = (*config(brokers, &url, tag)).clone();
+    config.kafka.consumer_options.entry("fetch.wait.max.ms".into()).or_insert_with(|| "10".into());
+    let config = Arc::new(config);
+    let store = Store::connect(&url, config.store.max_connections).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(appealflow::run::run(config, store.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let producer = producer(brokers);
+    // The first input waits for the group join; it is applied before the clock starts.
+    produce(brokers, &topic("in"), &lines[..1], &keys[..1]).await;
+    wait_applied(&url, &topic("in"), 1).await;
+    let mut produced = std::collections::HashMap::new();
+    let mut acks = Vec::with_capacity(lines.len());
+    let inbound = topic("in");
+    let start = tokio::time::Instant::now();
+    for (i, (line, key)) in lines.iter().zip(keys).enumerate().skip(1) {
+        tokio::time::sleep_until(start + Duration::from_secs_f64((i - 1) as f64 / rate)).await;
+        let now = now_ms();
+        if let Some(id) = message_id(line) {
+            produced.entry(id).or_insert(now);
+        }
+        let record = FutureRecord::to(&inbound).key(key.as_str()).payload(line.as_str()).timestamp(now);
+        acks.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    wait_applied(&url, &topic("in"), lines.len() as i64).await;
+    let _ = stop.send(());
+    let out = task.await.unwrap().unwrap();
+    store.close().await;
+    drop_db(pg, &url).await;
+    let records = (out.stats.events.values().sum::<u64>() + out.stats.outbound) as usize;
+    let done = last_record_times(brokers, &[topic("ev"), topic("out")], records);
+    let mut waits: Vec<i64> = done.iter().filter_map(|(id, at)| Some(at - produced.get(id)?)).collect();
+    waits.sort_unstable();
+    let at =
+        |q: f64| waits.get(((waits.len() as f64 * q) as usize).min(waits.len().saturating_sub(1))).copied();
+    Latency {
+        p50: at(0.5).unwrap_or(0),
+        p90: at(0.9).unwrap_or(0),
+        p99: at(0.99).unwrap_or(0),
+        max: waits.last().copied().unwrap_or(0),
+        inputs: waits.len(),
+        per_batch: out.stats.inputs as f64 / out.batches.max(1) as f64,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn message_id(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    (v["type"] == "message").then(|| v["message_id"].as_str().map(str::to_string)).flatten()
+}
+
+/// Reads `n` records of `topics` from the start; per causing message id, the latest record
+/// timestamp.
+fn last_record_times(brokers: &str, topics: &[String], n: usize) -> std::collections::HashMap<String, i64> {
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "latency-reader")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in topics {
+        let metadata = consumer.fetch_metadata(Some(t), Duration::from_secs(10)).unwrap();
+        for p in metadata.topics()[0].partitions() {
+            tpl.add_partition_offset(t, p.id(), rdkafka::Offset::Beginning).unwrap();
+        }
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut last = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    while seen < n && Instant::now() < deadline {
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        seen += 1;
+        let (Some(at), Some(payload)) = (m.timestamp().to_millis(), m.payload()) else { continue };
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        if v["cause"]["kind"] == "message" {
+            if let Some(id) = v["cause"]["id"].as_str() {
+                let e = last.entry(id.to_string()).or_insert(at);
+                *e = (*e).max(at);
+            }
+        }
+    }
+    assert_eq!(seen, n, "every record `run` wrote is read back");
+    last
 }
 
 async fn create_topics(brokers: &str, topics: &[(String, i32)]) {
@@ -197,14 +354,17 @@ async fn passthrough(brokers: &str, from: &str, to: &str, n: usize) -> f64 {
 /// Like [`passthrough`], writing `fanout` records per consumed input on average (copies of
 /// the input under its key, so per-key order is kept as `run`'s per-client keys keep it).
 async fn passthrough_fanout(brokers: &str, from: &str, to: &str, n: usize, fanout: f64) -> f64 {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("pt-{from}-{fanout}"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .create()
-        .unwrap();
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    for (k, v) in options("BENCH_CONSUMER") {
+        config.set(k, v);
+    }
+    let consumer: StreamConsumer = config.create().unwrap();
     consumer.subscribe(&[from]).unwrap();
     let producer = producer(brokers);
     let mut started = None;
@@ -325,29 +485,38 @@ url = "{url}"
 [ops]
 listen = ""
 {}"#,
-        producer_options(),
+        client_options(),
         testkit::CONFIG.replace("batch_size = 500", &format!("batch_size = {}", batch_size()))
     );
     Arc::new(Config::from_toml(&toml).unwrap())
 }
 
-/// `BENCH_PRODUCER="compression.type=lz4,linger.ms=20"`: librdkafka producer options for `run`.
-fn producer_options() -> String {
-    let options = std::env::var("BENCH_PRODUCER").unwrap_or_default();
-    let pairs: Vec<String> = options
+/// `BENCH_PRODUCER="compression.type=lz4,linger.ms=20"`: librdkafka producer options for `run`;
+/// `BENCH_CONSUMER="fetch.wait.max.ms=20"`: consumer options for `run` and the passthroughs.
+fn client_options() -> String {
+    let section = |var: &str, name: &str| {
+        let pairs: Vec<String> = options(var).iter().map(|(k, v)| format!("{k:?} = {v:?}")).collect();
+        if pairs.is_empty() {
+            String::new()
+        } else {
+            format!("[kafka.{name}]\n{}\n", pairs.join("\n"))
+        }
+    };
+    section("BENCH_PRODUCER", "producer_options") + &section("BENCH_CONSUMER", "consumer_options")
+}
+
+fn options(var: &str) -> Vec<(String, String)> {
+    let options = std::env::var(var).unwrap_or_default();
+    options
         .split(',')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| format!("{k:?} = {v:?}"))
-        .collect();
-    if pairs.is_empty() {
-        String::new()
-    } else {
-        format!("[kafka.producer_options]\n{}", pairs.join("\n"))
-    }
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn batch_size() -> usize {
-    std::env::var("BENCH_BATCH_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(500)
+    let default = appealflow::config::PipelineConfig::default().batch_size;
+    std::env::var("BENCH_BATCH_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 async fn wait_applied(url: &str, inbound: &str, n: i64) {

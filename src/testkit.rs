@@ -124,10 +124,10 @@ pub struct Shape {
 
 impl Shape {
     /// Short visits (1.7 messages per appeal) and two inputs per new card: appeal turnover,
-    /// card creation and merges dominate. Tests and the benchmarks' default.
+    /// card creation and merges dominate. The tests' and the replay bench's default.
     pub const STRESS: Shape = Shape { max_messages: 4, idle_percent: 20, close_percent: 15 };
     /// Steadier support traffic: visits of up to a dozen messages, rarely left idle, so most
-    /// inputs continue an open appeal of a known card.
+    /// inputs continue an open appeal of a known card. The kafka bench's default.
     pub const CONVERSATIONS: Shape = Shape { max_messages: 12, idle_percent: 4, close_percent: 5 };
 
     /// `stress` or `conversations`.
