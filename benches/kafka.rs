@@ -73,18 +73,7 @@ fn persons_for(inputs: usize, shape: testkit::Shape) -> usize {
 async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, testkit::Shape)) {
     let tag = format!("bench-{}-{}", std::process::id(), Instant::now().elapsed().as_nanos());
     let topic = |name: &str| format!("{name}-{tag}");
-    create_topics(
-        brokers,
-        &[
-            (topic("in"), PARTITIONS),
-            (topic("pt"), PARTITIONS),
-            (topic("ev"), PARTITIONS),
-            (topic("out"), 1),
-            (topic("dlq"), 1),
-            (topic("cmd"), 1),
-        ],
-    )
-    .await;
+    create_run_topics(brokers, &tag, &[(topic("pt"), PARTITIONS)]).await;
     let workload = testkit::generate_shaped(persons_for(inputs, shape), 7, false, shape);
     let lines: Vec<String> = workload.lines.into_iter().take(inputs).collect();
     let keys: Vec<String> = workload.keys.into_iter().take(lines.len()).collect();
@@ -202,17 +191,7 @@ async fn latency(
     rate: f64,
 ) -> Latency {
     let topic = |name: &str| format!("{name}-{tag}");
-    create_topics(
-        brokers,
-        &[
-            (topic("in"), PARTITIONS),
-            (topic("ev"), PARTITIONS),
-            (topic("out"), 1),
-            (topic("dlq"), 1),
-            (topic("cmd"), 1),
-        ],
-    )
-    .await;
+    create_run_topics(brokers, tag, &[]).await;
     let url = fresh_db(pg, tag).await;
     // tansu answers every fetch only after sleeping out (half) the request's max wait, even
     // when it has data, so librdkafka's default 500 ms would be most of what is measured here.
@@ -310,6 +289,20 @@ fn last_record_times(brokers: &str, topics: &[String], n: usize) -> std::collect
     }
     assert_eq!(seen, n, "every record `run` wrote is read back");
     last
+}
+
+/// The topics [`config`] names for `tag`, plus `more`.
+async fn create_run_topics(brokers: &str, tag: &str, more: &[(String, i32)]) {
+    let topic = |name: &str| format!("{name}-{tag}");
+    let mut topics = vec![
+        (topic("in"), PARTITIONS),
+        (topic("ev"), PARTITIONS),
+        (topic("out"), 1),
+        (topic("dlq"), 1),
+        (topic("cmd"), 1),
+    ];
+    topics.extend_from_slice(more);
+    create_topics(brokers, &topics).await;
 }
 
 async fn create_topics(brokers: &str, topics: &[(String, i32)]) {
