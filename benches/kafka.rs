@@ -204,13 +204,13 @@ async fn latency(
     let task = tokio::spawn(appealflow::run::run(config, store.clone(), async move {
         let _ = stopped.await;
     }));
-    let producer = producer(brokers);
+    let inbound = topic("in");
     // The first input waits for the group join; it is applied before the clock starts.
-    produce(brokers, &topic("in"), &lines[..1], &keys[..1]).await;
-    wait_applied(&url, &topic("in"), 1).await;
+    produce(brokers, &inbound, &lines[..1], &keys[..1]).await;
+    wait_applied(&url, &inbound, 1).await;
+    let producer = producer(brokers);
     let mut produced = std::collections::HashMap::new();
     let mut acks = Vec::with_capacity(lines.len());
-    let inbound = topic("in");
     let start = tokio::time::Instant::now();
     for (i, (line, key)) in lines.iter().zip(keys).enumerate().skip(1) {
         tokio::time::sleep_until(start + Duration::from_secs_f64((i - 1) as f64 / rate)).await;
@@ -224,13 +224,15 @@ async fn latency(
     for ack in acks {
         ack.await.unwrap().map_err(|(e, _)| e).unwrap();
     }
-    wait_applied(&url, &topic("in"), lines.len() as i64).await;
+    wait_applied(&url, &inbound, lines.len() as i64).await;
     let _ = stop.send(());
     let out = task.await.unwrap().unwrap();
     store.close().await;
     drop_db(pg, &url).await;
     let records = (out.stats.events.values().sum::<u64>() + out.stats.outbound) as usize;
-    let done = last_record_times(brokers, &[topic("ev"), topic("out")], records);
+    // A blocking consumer: keep the runtime's other workers free while it polls.
+    let done =
+        tokio::task::block_in_place(|| last_record_times(brokers, &[topic("ev"), topic("out")], records));
     let mut waits: Vec<i64> = done.iter().filter_map(|(id, at)| Some(at - produced.get(id)?)).collect();
     waits.sort_unstable();
     let at =

@@ -16,6 +16,15 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
+fn the_example_config_states_the_built_in_batching_defaults() {
+    let example = Config::from_toml(include_str!("../../config/example.toml")).unwrap().pipeline;
+    let default = PipelineConfig::default();
+    assert_eq!(example.batch_size, default.batch_size);
+    assert_eq!(example.batch_max_wait, default.batch_max_wait);
+    assert_eq!(example.buffered_batches, default.buffered_batches);
+}
+
+#[test]
 fn an_unknown_key_is_reported_with_its_path() {
     let p = problems("[[projects]]\nid = \"a\"\nauto_close_afer = \"1h\"\n");
     assert_eq!(p[0].key, "projects[0].auto_close_afer");
