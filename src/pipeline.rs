@@ -19,6 +19,7 @@ use crate::emit::{self, Cause, CauseKind, Emitter, Record};
 use crate::identify;
 use crate::identify::crm::{CrmLookups, Lookup};
 use crate::matching::ProjectRules;
+use crate::model::conversation_key;
 use crate::source::{Batch, RawInput, SourcePos};
 use crate::store::{external_handle, visitor_handle, Store, StoreError, StoreResult, WorkingSet};
 
@@ -146,8 +147,9 @@ impl Pipeline {
     #[tracing::instrument(name = "batch", skip_all, fields(partition = %batch.partition, inputs = batch.inputs.len()))]
     pub async fn process(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {
         let started = std::time::Instant::now();
+        let now = chrono::Utc::now().timestamp_millis();
         let decoded: Vec<Result<Input, decode::DecodeError>> =
-            batch.inputs.iter().map(|raw| decode::decode(&raw.bytes, &self.config)).collect();
+            batch.inputs.iter().map(|raw| decode::decode(&raw.bytes, &self.config, now)).collect();
         // CRM calls happen here, outside the transaction: a slow CRM holds no locks.
         let mut lookups = CrmLookups::default();
         lookups.extend(self.look_up(self.predicted_lookups(&decoded)).await);
@@ -329,7 +331,7 @@ impl Pipeline {
     ) -> StoreResult<()> {
         let mut applied = Vec::new();
         let mut handles: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        let mut visitors: BTreeMap<&str, Vec<(String, String)>> = BTreeMap::new();
+        let mut conversations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut messages: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut values: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         let mut latest = i64::MIN;
@@ -344,7 +346,12 @@ impl Pipeline {
                     let h = handles.entry(project).or_default();
                     h.push(visitor_handle(&m.channel_id, &m.visitor.id));
                     h.extend(m.visitor.external_id.as_deref().map(external_handle));
-                    visitors.entry(project).or_default().push((m.channel_id.clone(), m.visitor.id.clone()));
+                    let keys = conversations.entry(project).or_default();
+                    // The anonymous key too: a visitor signing in may continue that conversation.
+                    keys.push(conversation_key(&m.channel_id, &m.visitor.id, None));
+                    if m.visitor.external_id.is_some() {
+                        keys.push(appeal::message_key(m));
+                    }
                     self.matching_lookups(m, &mut values);
                 }
                 Input::Status(s) => messages.entry(project).or_default().push(s.message_id.clone()),
@@ -355,8 +362,8 @@ impl Pipeline {
         for (project, hs) in handles {
             ws.prefetch_handles(project, &hs).await?;
         }
-        for (project, vs) in visitors {
-            ws.prefetch_open_appeals(project, &vs).await?;
+        for (project, keys) in conversations {
+            ws.prefetch_open_appeals(project, &keys).await?;
         }
         for (project, ids) in messages {
             ws.prefetch_messages(project, &ids).await?;
@@ -468,10 +475,10 @@ async fn message(
     em: &mut Emitter,
 ) -> Result<(), ApplyError> {
     let identified = identify::identify(ws, ctx, m, em).await?;
-    if identified.fixed && ws.open_appeal(&m.project_id, &m.channel_id, &m.visitor.id).await?.is_none() {
+    if identified.fixed && ws.open_appeal(&m.project_id, &appeal::message_key(m)).await?.is_none() {
         // The fixed client is named on every new appeal of its channel.
-        let body =
-            emit::EventBody::ClientIdentified { method: emit::IdentifyMethod::Fixed, identifier: None };
+        let method = emit::IdentifyMethod::Fixed;
+        let body = emit::EventBody::ClientIdentified { method, identifier: None, crm: None };
         em.event(m.sent_at, body, Some(identified.client.summary()), None);
     }
     tracing::Span::current().record("client", identified.client.id.as_str());

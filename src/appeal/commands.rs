@@ -5,20 +5,19 @@
 use crate::config::ChannelKind;
 use crate::decode::{ClientRef, Command, CommandAction, ContactSpec, KeepName};
 use crate::emit::{Emitter, EventBody, IdentifyMethod, Outbound};
-use crate::identify::crm as crm_ident;
+use crate::identify::crm::{self as crm_ident, Identification, Search};
 use crate::identify::{self, external_handle, normalize, visitor_handle};
 use crate::matching::{self, MergeBy};
-use crate::model::Visitor;
 use crate::model::{
-    Appeal, Author, AuthorKind, Client, ClientType, Comment, ContentKind, Millis, StoredMessage,
+    conversation_key, is_identifier, Appeal, AppealSummary, Author, AuthorKind, CardValue, Client,
+    ClientSummary, ClientType, Comment, ContentKind, Millis, NameClaim, NameRank, Source, StoredMessage,
+    Visitor, MAX_MANUAL_CONTACTS,
 };
 use crate::pipeline::{ApplyError, Ctx};
 use crate::store::{StoreError, WorkingSet};
 
 use super::{append, close, NewMessage};
 
-/// At most this many hand-added contacts of one type per card.
-pub const MAX_MANUAL_CONTACTS: usize = 3;
 /// Meta's reply window: free-form business messages only this long after the client wrote.
 pub const REPLY_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
@@ -50,12 +49,56 @@ pub async fn apply(
         Ok(()) => Ok(()),
         Err(Refusal::Failed(e)) => Err(e),
         Err(Refusal::Rejected(reason)) => {
+            let (client, appeal) = subject(ws, ctx, cmd).await?;
             let body =
                 EventBody::CommandRejected { command_type: cmd.action.type_name().to_string(), reason };
-            em.event(cmd.issued_at, body, None, None);
+            em.event(cmd.issued_at, body, client, appeal);
             Ok(())
         }
     }
+}
+
+/// The card and appeal a command named, where they exist: a `command.rejected` carries them so
+/// an operator app can show the refusal where it belongs (SPEC identity rule 8).
+async fn subject(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+) -> Result<(Option<ClientSummary>, Option<AppealSummary>), ApplyError> {
+    use CommandAction as A;
+    let number = match &cmd.action {
+        A::CloseAppeal { appeal_number }
+        | A::AssignAppeal { appeal_number, .. }
+        | A::SetCategory { appeal_number, .. }
+        | A::TagAppeal { appeal_number, .. }
+        | A::CommentAppeal { appeal_number, .. }
+        | A::IdentifyClient { appeal_number, .. }
+        | A::StartScenario { appeal_number, .. } => Some(*appeal_number),
+        _ => None,
+    };
+    let client_ref = match &cmd.action {
+        A::SetClientField { client, .. }
+        | A::AddContact { client, .. }
+        | A::RemoveContact { client, .. }
+        | A::RenameClient { client, .. }
+        | A::SendOutbound { client, .. }
+        | A::MergeClients { target: client, .. } => Some(client),
+        _ => None,
+    };
+    let appeal = match number {
+        Some(n) => ws.appeal_by_number(&cmd.project_id, n).await?,
+        None => None,
+    };
+    let client = match (&appeal, client_ref) {
+        (Some(a), _) => ws.live_client(&a.client_id).await?,
+        (None, Some(r)) => match resolve(ws, ctx, r).await {
+            Ok(c) => Some(c),
+            Err(Refusal::Rejected(_)) => None,
+            Err(Refusal::Failed(e)) => return Err(e),
+        },
+        (None, None) => None,
+    };
+    Ok((client.map(|c| c.summary()), appeal.map(|a| a.summary())))
 }
 
 async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Emitter) -> Outcome {
@@ -109,17 +152,17 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
         A::IdentifyClient { appeal_number, identifier, value } => {
             identify_client(ws, ctx, cmd, *appeal_number, identifier, value, em).await
         }
+        A::SetClientField { client, field, value } if is_identifier(field) => {
+            add_contact(ws, ctx, cmd, client, field, value, em).await
+        }
         A::SetClientField { client, field, value } => {
             let mut card = resolve(ws, ctx, client).await?;
-            let value = normalized(ctx, field, value)?;
-            let changed = match field.as_str() {
-                "phone" | "email" | "crm_id" => card.add_contact(field, &value),
-                _ => card.set_field(field, &value),
-            };
-            if !changed {
-                return reject(format!("client already has {field} = {value:?}"));
+            let normal = normalized(ctx, field, value)?;
+            let shown = mask_value(field, &normal);
+            if !card.doc.set_manual_field(field, CardValue::new(normal, value.trim(), Source::Manual, at)) {
+                return reject(format!("client already has {field} = {shown:?}"));
             }
-            updated(ws, ctx, card, vec![field.clone()], at, em).await
+            updated(ws, ctx, card, field, at, em).await
         }
         A::AddContact { client, contact_type, value } => {
             add_contact(ws, ctx, cmd, client, contact_type, value, em).await
@@ -127,35 +170,20 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
         A::RemoveContact { client, contact_type, value } => {
             let mut card = resolve(ws, ctx, client).await?;
             let value = normalized(ctx, contact_type, value)?;
-            let Some(values) = card.doc.contacts.get_mut(contact_type).filter(|v| v.contains(&value)) else {
+            if !card.doc.remove_contact(contact_type, &value) {
                 return reject(format!("client has no {contact_type} contact {:?}", normalize::mask(&value)));
-            };
-            values.retain(|v| *v != value);
-            if values.is_empty() {
-                card.doc.contacts.remove(contact_type);
-            }
-            if let Some(manual) = card.doc.manual_contacts.get_mut(contact_type) {
-                manual.retain(|v| *v != value);
             }
             ws.put_client(card.clone());
-            em.event(
-                at,
-                EventBody::ClientUpdated { changes: vec![contact_type.clone()] },
-                Some(card.summary()),
-                None,
-            );
+            let body = EventBody::ClientUpdated { changes: vec![contact_type.clone()], rejected: vec![] };
+            em.event(at, body, Some(card.summary()), None);
             Ok(())
         }
         A::RenameClient { client, name } => {
             let mut card = resolve(ws, ctx, client).await?;
-            card.doc.name = Some(name.trim().to_string());
+            card.doc.claim_name(operator_named(name, at));
             ws.put_client(card.clone());
-            em.event(
-                at,
-                EventBody::ClientUpdated { changes: vec!["name".into()] },
-                Some(card.summary()),
-                None,
-            );
+            let body = EventBody::ClientUpdated { changes: vec!["name".into()], rejected: vec![] };
+            em.event(at, body, Some(card.summary()), None);
             Ok(())
         }
         A::CreateClient { name, contacts } => create_client(ws, ctx, cmd, name, contacts, em).await,
@@ -231,11 +259,21 @@ fn describe(r: &ClientRef) -> String {
 }
 
 fn normalized(ctx: &Ctx<'_>, kind: &str, raw: &str) -> Result<String, Refusal> {
-    let result = match kind {
-        "phone" => normalize::valid_phone(raw, &ctx.project.default_region),
-        _ => normalize::value(kind, raw, &ctx.project.default_region),
-    };
-    result.or_else(|e| reject(format!("invalid {kind}: {e}")))
+    normalize::value(kind, raw, &ctx.project.default_region)
+        .or_else(|e| reject(format!("invalid {kind}: {e}")))
+}
+
+/// A value as a rejection reason may show it: phones and e-mails masked (reasons reach logs).
+fn mask_value(kind: &str, value: &str) -> String {
+    match kind {
+        "phone" | "email" => normalize::mask(value),
+        _ => value.to_string(),
+    }
+}
+
+/// The name an operator gave (rename, create): the highest-ranked claim (SPEC rule 2).
+fn operator_named(name: &str, at: Millis) -> NameClaim {
+    NameClaim { name: name.trim().to_string(), rank: NameRank::Operator, source: "operator".into(), at }
 }
 
 fn operator_name(cmd: &Command) -> String {
@@ -245,17 +283,18 @@ fn operator_name(cmd: &Command) -> String {
     }
 }
 
-/// Stores a card that gained values, emits `client.updated` and runs matching.
+/// Stores a card that gained a value of `field`, emits `client.updated` and runs matching.
 async fn updated(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
     card: Client,
-    changes: Vec<String>,
+    field: &str,
     at: Millis,
     em: &mut Emitter,
 ) -> Outcome {
     ws.put_client(card.clone());
-    em.event(at, EventBody::ClientUpdated { changes }, Some(card.summary()), None);
+    let body = EventBody::ClientUpdated { changes: vec![field.to_string()], rejected: vec![] };
+    em.event(at, body, Some(card.summary()), None);
     matching::run(ws, ctx, &card.id, at, em).await?;
     Ok(())
 }
@@ -299,63 +338,68 @@ async fn assign(
     Ok(())
 }
 
-/// Manual identification. With no CRM to ask, the operator's word is the identification:
-/// the identifier goes on the card, and matching may join the card with others.
-/// Manual identification: with a CRM, the value is searched there and a found client's data
-/// joins the card; either way the operator's identifier is saved on the card.
+/// Manual identification (SPEC identity rule 8): the operator's word stands. With a CRM the
+/// value is searched there and a found client's data joins the card; whatever the CRM says,
+/// the identifier is saved on the card and `client.identified` (`manual`) says what the CRM
+/// answered.
 async fn identify_client(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
     cmd: &Command,
     number: i64,
     identifier: &str,
-    value: &str,
+    raw: &str,
     em: &mut Emitter,
 ) -> Outcome {
     let (appeal, mut card) = appeal(ws, cmd, number).await?;
-    let value = normalized(ctx, identifier, value)?;
+    let value = normalized(ctx, identifier, raw)?;
     let at = cmd.issued_at;
+    let saved = CardValue::new(value, raw.trim(), Source::Manual, at);
+    let mut crm = None;
     if let (Some((kind, _)), Some(_)) = (cmd.identify_value(), &ctx.project.crm) {
-        let id = crate::crm::Identifier::new(kind, value.clone());
-        let outcome = crm_ident::search(ws, ctx, card, &appeal, &id, IdentifyMethod::Manual, at, em).await?;
-        if let crm_ident::Identification::Found(_) = outcome {
+        let wanted = Search { kind, value: saved.clone(), method: IdentifyMethod::Manual };
+        let outcome = crm_ident::search(ws, ctx, card, &appeal, wanted, at, em).await?;
+        if let Identification::Found(_) = outcome {
             return Ok(());
         }
+        crm = Some(outcome.crm_answer());
         card = outcome.client();
     }
-    let changed = card.add_contact(identifier, &value);
+    let changed = card.add_contact(identifier, saved);
     ws.put_client(card.clone());
     let body = EventBody::ClientIdentified {
         method: IdentifyMethod::Manual,
         identifier: Some(identifier.to_string()),
+        crm,
     };
     em.event(at, body, Some(card.summary()), Some(appeal.summary()));
     if changed {
-        updated(ws, ctx, card, vec![identifier.to_string()], at, em).await?;
+        updated(ws, ctx, card, identifier, at, em).await?;
     }
     Ok(())
 }
 
+/// `add_contact`, and `set_client_field` on `phone`/`email`/`crm_id`: a hand-added contact,
+/// at most three of a type (SPEC identity rule 6).
 async fn add_contact(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
     cmd: &Command,
     client: &ClientRef,
     kind: &str,
-    value: &str,
+    raw: &str,
     em: &mut Emitter,
 ) -> Outcome {
     let mut card = resolve(ws, ctx, client).await?;
-    let value = normalized(ctx, kind, value)?;
-    let manual = card.doc.manual_contacts.get(kind).map_or(0, Vec::len);
-    if manual >= MAX_MANUAL_CONTACTS {
+    let value = normalized(ctx, kind, raw)?;
+    if card.doc.manual_count(kind) >= MAX_MANUAL_CONTACTS {
         return reject(format!("client already has {MAX_MANUAL_CONTACTS} {kind} contacts added by hand"));
     }
-    if !card.add_contact(kind, &value) {
-        return reject(format!("client already has {kind} contact {}", normalize::mask(&value)));
+    let shown = mask_value(kind, &value);
+    if !card.add_contact(kind, CardValue::new(value, raw.trim(), Source::Manual, cmd.issued_at)) {
+        return reject(format!("client already has {kind} contact {shown}"));
     }
-    card.doc.manual_contacts.entry(kind.to_string()).or_default().push(value);
-    updated(ws, ctx, card, vec![kind.to_string()], cmd.issued_at, em).await
+    updated(ws, ctx, card, kind, cmd.issued_at, em).await
 }
 
 async fn create_client(
@@ -366,23 +410,18 @@ async fn create_client(
     contacts: &[ContactSpec],
     em: &mut Emitter,
 ) -> Outcome {
-    let mut card = identify::new_client(
-        ctx,
-        ClientType::Internal,
-        &format!("command:{}", cmd.command_id),
-        cmd.issued_at,
-    );
-    card.doc.name = Some(name.trim().to_string());
+    let at = cmd.issued_at;
+    let mut card =
+        identify::new_client(ctx, ClientType::Internal, &format!("command:{}", cmd.command_id), at);
+    card.doc.claim_name(operator_named(name, at));
     for c in contacts {
-        let value = normalized(ctx, &c.contact_type, &c.value)?;
-        let manual = card.doc.manual_contacts.entry(c.contact_type.clone()).or_default();
-        if manual.len() >= MAX_MANUAL_CONTACTS {
-            return reject(format!("at most {MAX_MANUAL_CONTACTS} {} contacts per card", c.contact_type));
+        let kind = &c.contact_type;
+        let value = normalized(ctx, kind, &c.value)?;
+        let known = card.values(kind).contains(value.as_str());
+        if !known && card.doc.manual_count(kind) >= MAX_MANUAL_CONTACTS {
+            return reject(format!("at most {MAX_MANUAL_CONTACTS} {kind} contacts per card"));
         }
-        if !manual.contains(&value) {
-            manual.push(value.clone());
-        }
-        card.add_contact(&c.contact_type, &value);
+        card.add_contact(kind, CardValue::new(value, c.value.trim(), Source::Manual, at));
     }
     ws.put_client(card.clone());
     em.event(cmd.issued_at, EventBody::ClientCreated {}, Some(card.summary()), None);
@@ -415,12 +454,9 @@ async fn merge(
         KeepName::Target => target.id.clone(),
         KeepName::Source => source.id.clone(),
     };
-    let group = [target, source];
-    let survivor = matching::pick_survivor(&group).clone();
-    let others: Vec<Client> = group.into_iter().filter(|c| c.id != survivor.id).collect();
     let operator = cmd.operator.as_ref().map_or_else(|| "api".to_string(), |o| o.id.clone());
     let by = MergeBy::Operator { operator, keep_name_of };
-    let merged = matching::merge_into(ws, survivor, others, cmd.issued_at, em, by).await?;
+    let merged = matching::merge_into(ws, vec![target, source], cmd.issued_at, em, by).await?;
     matching::run(ws, ctx, &merged.id, cmd.issued_at, em).await?;
     Ok(())
 }
@@ -471,6 +507,7 @@ async fn send_outbound(
             let m = NewMessage {
                 id,
                 author,
+                visitor_id: None,
                 kind: ContentKind::Text,
                 sent_at: at,
                 text: body,
@@ -485,6 +522,7 @@ async fn send_outbound(
                 id: id.clone(),
                 author_kind: AuthorKind::Operator,
                 author_id: author.id,
+                visitor_id: None,
                 kind: ContentKind::Text,
                 group_id: id,
                 sent_at: crate::model::format_ts(at),
@@ -499,17 +537,21 @@ async fn send_outbound(
     Ok(())
 }
 
-/// Which of the client's visitors in a channel an operator's message goes to: the one with
-/// an open appeal (the conversation in progress), else the one who wrote last.
+/// Where an operator's message goes: the card's open conversation in the channel (to the
+/// visitor who wrote last in it), else the card's visitor there who wrote last.
 async fn outbound_target(
     ws: &mut WorkingSet,
     card: &Client,
     channel_id: &str,
 ) -> Result<Option<(Visitor, Option<Appeal>)>, Refusal> {
     let visitors: Vec<&Visitor> = card.doc.visitors.iter().filter(|v| v.channel_id == channel_id).collect();
-    for v in &visitors {
-        if let Some(appeal) = ws.open_appeal(&card.project_id, channel_id, &v.visitor_id).await? {
-            return Ok(Some(((*v).clone(), Some(appeal))));
+    let by_visitor = visitors.iter().map(|v| conversation_key(channel_id, &v.visitor_id, None));
+    let by_account = card.doc.external_ids.iter().map(|x| conversation_key(channel_id, "", Some(x)));
+    for key in by_visitor.chain(by_account).collect::<Vec<_>>() {
+        if let Some(appeal) = ws.open_appeal(&card.project_id, &key).await? {
+            let visitor =
+                Visitor { channel_id: channel_id.to_string(), visitor_id: appeal.visitor_id.clone() };
+            return Ok(Some((visitor, Some(appeal))));
         }
     }
     let last_wrote =

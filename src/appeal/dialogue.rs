@@ -13,9 +13,11 @@ use crate::config::IdentificationConfig;
 use crate::crm::Identifier;
 use crate::decode::InboundMessage;
 use crate::emit::{Emitter, EventBody, IdentifyMethod, Outbound};
-use crate::identify::crm as crm_ident;
+use crate::identify::crm::{self as crm_ident, Search};
 use crate::matching;
-use crate::model::{Appeal, Author, AuthorKind, Client, ContentKind, Millis};
+use crate::model::{
+    is_identifier, Appeal, Author, AuthorKind, CardValue, Client, ContentKind, Millis, Source,
+};
 use crate::pipeline::Ctx;
 use crate::store::{StoreResult, WorkingSet};
 
@@ -103,7 +105,10 @@ async fn identify_now(
     let kind = rule.identifier;
     let known = client.doc.contacts.get(kind.as_str()).and_then(|v| v.first()).cloned();
     match known {
-        Some(value) => search(ws, ctx, appeal, client, rule, &Identifier::new(kind, value), at, em).await,
+        Some(value) => {
+            let wanted = Search { kind, value, method: IdentifyMethod::Crm };
+            search(ws, ctx, appeal, client, rule, wanted, at, em).await
+        }
         None if rule.ask_client => {
             let question = rule.question.clone().unwrap_or_default();
             say(ws, appeal, &client, question, at, em);
@@ -135,7 +140,9 @@ async fn identification_answer(
     let client = match Identifier::from_answer(kind, text, &ctx.project.default_region) {
         Ok(id) => {
             appeal.doc.dialogue.ident_asked = None;
-            search(ws, ctx, appeal, client, rule, &id, at, em).await?
+            let value = CardValue::new(id.value, text.trim(), Source::Bot, at);
+            let wanted = Search { kind, value, method: IdentifyMethod::Crm };
+            search(ws, ctx, appeal, client, rule, wanted, at, em).await?
         }
         Err(_) if asked < rule.max_attempts => {
             let question = rule.question.clone().unwrap_or_default();
@@ -185,11 +192,11 @@ async fn search(
     appeal: &mut Appeal,
     client: Client,
     rule: &IdentificationConfig,
-    id: &Identifier,
+    wanted: Search,
     at: Millis,
     em: &mut Emitter,
 ) -> StoreResult<Client> {
-    let outcome = crm_ident::search(ws, ctx, client, appeal, id, IdentifyMethod::Crm, at, em).await?;
+    let outcome = crm_ident::search(ws, ctx, client, appeal, wanted, at, em).await?;
     let found = matches!(outcome, crm_ident::Identification::Found(_));
     let client = outcome.client();
     refresh(ws, appeal).await?;
@@ -230,8 +237,9 @@ async fn carry_out(
                     em.event(at, body, Some(client.summary()), Some(appeal.summary()));
                 }
                 Action::Send { text } => say(ws, appeal, &client, text, at, em),
-                Action::Save { field, value } => {
-                    client = save(ws, ctx, appeal, client, &field, &value, at, em).await?;
+                Action::Save { field, value, display } => {
+                    let value = CardValue::new(value, &display, Source::Bot, at);
+                    client = save(ws, ctx, appeal, client, &field, value, at, em).await?;
                 }
                 Action::Rejected { block_id, expect, on_invalid, reason } => {
                     let body = EventBody::BotAnswerRejected {
@@ -275,21 +283,21 @@ async fn save(
     appeal: &mut Appeal,
     mut client: Client,
     field: &str,
-    value: &str,
+    value: CardValue,
     at: Millis,
     em: &mut Emitter,
 ) -> StoreResult<Client> {
-    if !bot::save_on_card(&mut client, field, value) {
+    if !client.save_value(field, value) {
         return Ok(client);
     }
     ws.put_client(client.clone());
-    if ["phone", "email", "crm_id"].contains(&field) {
+    if is_identifier(field) {
         // The client told the bot who they are: operators see it like any identification.
-        let body =
-            EventBody::ClientIdentified { method: IdentifyMethod::Bot, identifier: Some(field.to_string()) };
+        let identifier = Some(field.to_string());
+        let body = EventBody::ClientIdentified { method: IdentifyMethod::Bot, identifier, crm: None };
         em.event(at, body, Some(client.summary()), Some(appeal.summary()));
     }
-    let body = EventBody::ClientUpdated { changes: vec![field.to_string()] };
+    let body = EventBody::ClientUpdated { changes: vec![field.to_string()], rejected: vec![] };
     em.event(at, body, Some(client.summary()), None);
     let client = matching::run(ws, ctx, &client.id, at, em).await?;
     refresh(ws, appeal).await?;
@@ -332,6 +340,7 @@ fn say(
     let message = NewMessage {
         id,
         author: Author { kind: AuthorKind::Bot, id: None },
+        visitor_id: None,
         kind: ContentKind::Text,
         sent_at: at,
         text: Some(text),

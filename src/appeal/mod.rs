@@ -1,10 +1,12 @@
 //! Appeal: open or append the support conversation, group messages, apply delivery statuses,
 //! close appeals by command or inactivity (SPEC "Appeals and messages").
 //!
-//! An appeal belongs to one client, one channel and one visitor of that channel: a client
-//! message with no open appeal of that visitor in that channel opens one, numbered next in the
-//! project; later messages append. The pure rules (grouping, status order, deadlines) are the
-//! small functions at the top; the rest applies them through the working set.
+//! An appeal is one conversation of one client in one channel, keyed by (channel, visitor), or
+//! by (channel, external ID) when the message carries one, so every device of a signed-in
+//! person shares it (`model::conversation_key`). A client message with no open appeal of its
+//! conversation opens one, numbered next in the project; later messages append, and replies
+//! go to the visitor who wrote last. The pure rules (grouping, status order, deadlines) are
+//! the small functions at the top; the rest applies them through the working set.
 
 pub mod commands;
 pub mod dialogue;
@@ -12,8 +14,8 @@ pub mod dialogue;
 use crate::decode::{InboundMessage, StatusUpdate};
 use crate::emit::{derive_id, Cause, CauseKind, Emitter, EventBody, MessageView};
 use crate::model::{
-    format_ts, Appeal, AppealDoc, AppealStatus, Author, AuthorKind, Client, ContentKind, DeliveryStatus,
-    Message, Millis, StoredMessage,
+    conversation_key, format_ts, Appeal, AppealDoc, AppealStatus, Author, AuthorKind, Client, ContentKind,
+    DeliveryStatus, Message, Millis, StoredMessage,
 };
 use crate::pipeline::{ApplyError, Ctx};
 use crate::store::{StoreResult, WorkingSet};
@@ -49,6 +51,9 @@ pub fn status_advances(current: Option<DeliveryStatus>, new: DeliveryStatus) -> 
 pub struct NewMessage {
     pub id: String,
     pub author: Author,
+    /// A client message's visitor. Grouping compares visitors, not cards: a merge between
+    /// two messages must not start a new group.
+    pub visitor_id: Option<String>,
     pub kind: ContentKind,
     pub sent_at: Millis,
     pub text: Option<String>,
@@ -62,6 +67,7 @@ impl NewMessage {
         NewMessage {
             id,
             author: Author { kind: AuthorKind::System, id: None },
+            visitor_id: None,
             kind: ContentKind::Text,
             sent_at: at,
             text: Some(text),
@@ -74,8 +80,12 @@ impl NewMessage {
 /// Appends a message to an appeal (in memory and in the working set) and emits it.
 pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewMessage, em: &mut Emitter) {
     let counts_for_grouping = m.author.kind != AuthorKind::System;
+    let grouped_as = match &m.visitor_id {
+        Some(v) => Author { kind: m.author.kind, id: Some(v.clone()) },
+        None => m.author.clone(),
+    };
     let group_id = if counts_for_grouping {
-        group_id(&appeal.doc, appeal.last_message_at, &m.author, m.sent_at, &m.id)
+        group_id(&appeal.doc, appeal.last_message_at, &grouped_as, m.sent_at, &m.id)
     } else {
         m.id.clone()
     };
@@ -83,6 +93,7 @@ pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewM
         id: m.id,
         author_kind: m.author.kind,
         author_id: m.author.id.clone(),
+        visitor_id: m.visitor_id,
         kind: m.kind,
         group_id,
         sent_at: format_ts(m.sent_at),
@@ -93,7 +104,7 @@ pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewM
     };
     appeal.doc.message_count += 1;
     if counts_for_grouping {
-        appeal.doc.last_author = Some(m.author);
+        appeal.doc.last_author = Some(grouped_as);
         appeal.doc.last_group_id = Some(message.group_id.clone());
         appeal.last_message_at = appeal.last_message_at.max(m.sent_at);
     }
@@ -107,6 +118,7 @@ pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewM
         id: message.id,
         author_kind: message.author_kind,
         author_id: message.author_id,
+        visitor_id: message.visitor_id,
         kind: message.kind,
         group_id: message.group_id,
         sent_at: message.sent_at,
@@ -122,7 +134,12 @@ pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewM
     );
 }
 
-/// Appends a client message to the visitor's open appeal, opening one first if needed.
+/// The conversation key of a client message.
+pub fn message_key(m: &InboundMessage) -> String {
+    conversation_key(&m.channel_id, &m.visitor.id, m.visitor.external_id.as_deref())
+}
+
+/// Appends a client message to its conversation's open appeal, opening one first if needed.
 pub async fn client_message(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
@@ -131,18 +148,24 @@ pub async fn client_message(
     client: Client,
     em: &mut Emitter,
 ) -> StoreResult<(Appeal, bool)> {
-    let (mut appeal, client, opened) =
-        match ws.open_appeal(&m.project_id, &m.channel_id, &m.visitor.id).await? {
-            Some(a) => (a, client, false),
-            None => {
-                let (a, c) = open(ws, ctx, partition, m, client, em).await?;
-                (a, c, true)
-            }
-        };
+    let key = message_key(m);
+    let current = match ws.open_appeal(&m.project_id, &key).await? {
+        Some(a) => Some(a),
+        None => signed_in_mid_conversation(ws, m, &client, &key).await?,
+    };
+    let (mut appeal, client, opened) = match current {
+        Some(a) => (a, client, false),
+        None => {
+            let (a, c) = open(ws, ctx, partition, m, client, key, em).await?;
+            (a, c, true)
+        }
+    };
+    appeal.visitor_id = m.visitor.id.clone();
     let author = Author { kind: AuthorKind::Client, id: Some(client.id.clone()) };
     let new = NewMessage {
         id: m.message_id.clone(),
         author,
+        visitor_id: Some(m.visitor.id.clone()),
         kind: m.content.kind,
         sent_at: m.sent_at,
         text: m.content.text.clone(),
@@ -169,12 +192,37 @@ pub async fn client_message(
     Ok((appeal, opened))
 }
 
+/// A visitor that signs in while its anonymous conversation in the channel is open: when that
+/// conversation belongs to the card the message was identified as (the anonymous card joined
+/// the account), it becomes the signed-in conversation, so logging in does not split a chat.
+/// On a shared device the open conversation is the previous account's and stays apart.
+async fn signed_in_mid_conversation(
+    ws: &mut WorkingSet,
+    m: &InboundMessage,
+    client: &Client,
+    key: &str,
+) -> StoreResult<Option<Appeal>> {
+    if m.visitor.external_id.is_none() {
+        return Ok(None);
+    }
+    let anonymous = conversation_key(&m.channel_id, &m.visitor.id, None);
+    let Some(mut appeal) = ws.open_appeal(&m.project_id, &anonymous).await? else { return Ok(None) };
+    let owner = ws.live_client(&appeal.client_id).await?;
+    if owner.is_none_or(|o| o.id != client.id) {
+        return Ok(None);
+    }
+    appeal.key = key.to_string();
+    ws.put_appeal(appeal.clone());
+    Ok(Some(appeal))
+}
+
 async fn open(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
     partition: &str,
     m: &InboundMessage,
     mut client: Client,
+    key: String,
     em: &mut Emitter,
 ) -> StoreResult<(Appeal, Client)> {
     let number = ws.next_appeal_number(&m.project_id).await?;
@@ -185,6 +233,7 @@ async fn open(
         client_id: client.id.clone(),
         channel_id: m.channel_id.clone(),
         visitor_id: m.visitor.id.clone(),
+        key,
         status: AppealStatus::Open,
         opened_at: m.sent_at,
         last_message_at: m.sent_at,

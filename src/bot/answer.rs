@@ -16,7 +16,7 @@ pub(super) fn accept(
     let text = text.trim();
     let checked = match ask.expect {
         // Already normalised: E.164 / lower case, whatever field the value goes to.
-        Expect::Phone => return normalize::valid_phone(text, region),
+        Expect::Phone => return normalize::phone(text, region),
         Expect::Email => return normalize::email(text),
         Expect::Number => number(text)?,
         Expect::Any => non_empty(text)?,

@@ -26,7 +26,7 @@ impl Scenario {
             return unchanged(state);
         };
         match answer::accept(ask, node.pattern.as_ref(), text, region) {
-            Ok(value) => walk.valid(ask, value),
+            Ok(value) => walk.valid(ask, value, text.trim()),
             Err(reason) => walk.invalid(ask, state.invalid_answers, reason),
         }
     }
@@ -92,10 +92,10 @@ impl<'a> Walk<'a> {
         self.finish(FinishReason::StepLimit)
     }
 
-    fn valid(mut self, ask: &'a AskBlock, value: String) -> Outcome {
+    fn valid(mut self, ask: &'a AskBlock, value: String, display: &str) -> Outcome {
         if let Some(field) = &ask.save_to {
             self.saved.insert(field.clone());
-            self.actions.push(Action::Save { field: field.clone(), value });
+            self.actions.push(Action::Save { field: field.clone(), value, display: display.to_string() });
         }
         self.run(&ask.next)
     }

@@ -44,9 +44,9 @@ pub enum Action {
     Entered { block_id: String, block_type: BlockKind },
     /// A bot message: appended to the appeal (author `bot`) and sent as an outbound record.
     Send { text: String },
-    /// A valid answer, already normalised for its field: saved on the card (contacts
-    /// `phone`/`email`/`crm_id` via [`save_on_card`]), which triggers multi-contact matching.
-    Save { field: String, value: String },
+    /// A valid answer, normalised for its field (`value`) and as the client wrote it
+    /// (`display`): saved on the card (`Client::save_value`), which triggers matching.
+    Save { field: String, value: String, display: String },
     /// The answer did not validate: a `bot.answer_rejected` event.
     Rejected { block_id: String, expect: Expect, on_invalid: OnInvalid, reason: String },
     /// Run the channel's CRM identification now, then call [`Scenario::resume`].
@@ -98,16 +98,6 @@ pub trait CardView {
 impl CardView for Client {
     fn has_field(&self, field: &str) -> bool {
         !self.values(field).is_empty()
-    }
-}
-
-/// Saves an [`Action::Save`] the way every other source of card data does: identifier types
-/// become contacts, anything else a custom field. Returns whether the card changed (and so
-/// whether matching has to run).
-pub fn save_on_card(card: &mut Client, field: &str, value: &str) -> bool {
-    match field {
-        "phone" | "email" | "crm_id" => card.add_contact(field, value),
-        _ => card.set_field(field, value),
     }
 }
 

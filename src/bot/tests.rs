@@ -68,6 +68,10 @@ fn ask_then_end(options: &str) -> Scenario {
     )
 }
 
+fn save_on_card(c: &mut Client, field: &str, value: &str) -> bool {
+    c.save_value(field, crate::model::CardValue::new(value.into(), value, crate::model::Source::Bot, 0))
+}
+
 fn card(values: &[(&str, &str)]) -> Client {
     let mut c = Client::new("c1".into(), "acme".into(), ClientType::Channel, 0);
     for (field, value) in values {
@@ -94,7 +98,7 @@ fn finished(reason: FinishReason) -> Action {
 
 fn saved(outcome: &Outcome) -> Vec<(&str, &str)> {
     let saves = outcome.actions.iter().filter_map(|a| match a {
-        Action::Save { field, value } => Some((field.as_str(), value.as_str())),
+        Action::Save { field, value, .. } => Some((field.as_str(), value.as_str())),
         _ => None,
     });
     saves.collect()
@@ -149,7 +153,11 @@ fn a_valid_russian_phone_is_saved_in_e164_and_the_scenario_continues() {
     assert_eq!(
         outcome.actions,
         [
-            Action::Save { field: "phone".into(), value: "+79991234567".into() },
+            Action::Save {
+                field: "phone".into(),
+                value: "+79991234567".into(),
+                display: "8 999 123-45-67".into()
+            },
             entered("thanks", BlockKind::Message),
             send("Thank you!"),
             entered("done", BlockKind::End),
@@ -466,8 +474,8 @@ fn saving_puts_identifiers_in_contacts_and_the_rest_in_custom_fields() {
     assert!(save_on_card(&mut c, "phone", "+79991234567"));
     assert!(!save_on_card(&mut c, "phone", "+79991234567"), "nothing changed");
     assert!(save_on_card(&mut c, "contract_number", "d-100"));
-    assert_eq!(c.doc.contacts["phone"], ["+79991234567"]);
-    assert_eq!(c.doc.fields["contract_number"], "d-100");
+    assert_eq!(c.doc.contacts["phone"][0].value, "+79991234567");
+    assert_eq!(c.doc.fields["contract_number"][0].value, "d-100");
     assert!(c.has_field("phone") && c.has_field("contract_number") && !c.has_field("email"));
 }
 

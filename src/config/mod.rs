@@ -149,6 +149,10 @@ pub struct PipelineConfig {
     /// from it: what bounds memory when the database is slower than the topic (a backlog
     /// after downtime, an outage).
     pub buffered_batches: usize,
+    /// Inputs dated more than this after the wall clock when they are processed go to the
+    /// DLQ and move no event-time clock (a gateway with a broken clock, a crafted date).
+    #[serde(with = "duration::serde_duration")]
+    pub max_future: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -162,6 +166,7 @@ impl Default for PipelineConfig {
             batch_max_wait: Duration::from_millis(200),
             max_input_bytes: 1 << 20,
             buffered_batches: 4,
+            max_future: Duration::from_secs(15 * 60),
         }
     }
 }

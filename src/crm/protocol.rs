@@ -32,13 +32,9 @@ impl Identifier {
         normalize::value(kind.as_str(), raw, region).map(|value| Self { kind, value })
     }
 
-    /// Like [`Identifier::normalise`], but a phone must be valid for its country: for what a
-    /// client types in answer to the identification question.
+    /// What a client typed in answer to the identification question, read like any value.
     pub fn from_answer(kind: IdentifierType, raw: &str, region: &str) -> Result<Self, String> {
-        match kind {
-            IdentifierType::Phone => normalize::valid_phone(raw, region).map(|value| Self { kind, value }),
-            _ => Self::normalise(kind, raw, region),
-        }
+        Self::normalise(kind, raw, region)
     }
 
     /// The value as logs may show it: phones and e-mails masked, CRM ids as they are.

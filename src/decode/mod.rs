@@ -107,8 +107,9 @@ impl DecodeError {
     }
 }
 
-/// Decodes one raw input against the configuration.
-pub fn decode(bytes: &[u8], config: &Config) -> Result<Input, DecodeError> {
+/// Decodes one raw input against the configuration; `now` is the wall clock (event time may
+/// not run ahead of it by more than `pipeline.max_future`).
+pub fn decode(bytes: &[u8], config: &Config, now: Millis) -> Result<Input, DecodeError> {
     let limit = config.pipeline.max_input_bytes;
     if bytes.len() > limit {
         return Err(DecodeError::new(format!(
@@ -135,12 +136,34 @@ pub fn decode(bytes: &[u8], config: &Config) -> Result<Input, DecodeError> {
             "unknown input type {other:?} (expected message, status or a command type)"
         ))),
     };
-    result.map_err(|mut e| {
+    result.and_then(|input| not_in_the_future(input, config, now)).map_err(|mut e| {
         if e.project_id.is_none() {
             e.project_id = project_hint.filter(|p| config.project(p).is_some());
         }
         e
     })
+}
+
+/// SPEC identity rule 7: one input dated years ahead would move its partition's clock there
+/// and close every open appeal for inactivity at the next input. It moves no clock: DLQ.
+fn not_in_the_future(input: Input, config: &Config, now: Millis) -> Result<Input, DecodeError> {
+    let max = config.pipeline.max_future;
+    let limit = now.saturating_add(i64::try_from(max.as_millis()).unwrap_or(i64::MAX));
+    if input.event_time() <= limit {
+        return Ok(input);
+    }
+    let field = match &input {
+        Input::Message(_) => "sent_at",
+        Input::Status(_) => "at",
+        Input::Command(_) => "issued_at",
+    };
+    Err(DecodeError::new(format!(
+        "{field} is in the future: {} is more than pipeline.max_future ({}) after the wall clock ({})",
+        crate::model::format_ts(input.event_time()),
+        humantime::format_duration(max),
+        crate::model::format_ts(now),
+    ))
+    .in_project(input.project_id()))
 }
 
 /// Checks that the project exists and returns its config.

@@ -22,6 +22,13 @@ fn message(content: &str) -> String {
     )
 }
 
+/// The wall clock these tests decode at: 2026-11-21T12:00:00Z.
+const NOW: Millis = 1_795_262_400_000;
+
+fn decode(bytes: &[u8], config: &Config) -> Result<Input, DecodeError> {
+    super::decode(bytes, config, NOW)
+}
+
 fn reason(input: &str) -> String {
     decode(input.as_bytes(), &config()).unwrap_err().reason
 }
@@ -131,4 +138,15 @@ fn a_client_ref_must_hold_exactly_one_form() {
     assert!(reason(input).contains("exactly one of"));
     let half = input.replace(r#""client_id":"a","external_id":"b""#, r#""visitor_id":"1""#);
     assert!(reason(&half).contains("channel_id and visitor_id"));
+}
+
+#[test]
+fn an_input_dated_past_max_future_goes_to_the_dlq_and_one_within_it_is_read() {
+    let at = |ts: &str| message(r#"{"kind":"text","text":"hi"}"#).replace("2026-11-21T10:00:00+03:00", ts);
+    let e = decode(at("2036-01-01T00:00:00Z").as_bytes(), &config()).unwrap_err();
+    assert!(e.reason.starts_with("sent_at is in the future"), "{}", e.reason);
+    assert!(e.reason.contains("pipeline.max_future (15m)"), "{}", e.reason);
+    assert_eq!(e.project_id.as_deref(), Some("acme"));
+    assert!(decode(at("2026-11-21T12:14:00Z").as_bytes(), &config()).is_ok());
+    assert!(decode(at("2026-11-21T12:16:00Z").as_bytes(), &config()).is_err());
 }

@@ -36,6 +36,14 @@ pub struct MergeMatch {
     pub rule_id: String,
 }
 
+/// A value two cards shared that made a rule (or an external ID) merge them: the evidence
+/// an operator needs to trust or dispute a merge.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct MatchedValue {
+    pub field: String,
+    pub value: String,
+}
+
 /// The message object of `appeal.message_added`.
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageView {
@@ -43,6 +51,9 @@ pub struct MessageView {
     pub author_kind: AuthorKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub author_id: Option<String>,
+    /// A client message's visitor (which device of the client wrote it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visitor_id: Option<String>,
     pub kind: ContentKind,
     pub group_id: String,
     pub sent_at: String,
@@ -63,9 +74,18 @@ pub enum EventBody {
         method: IdentifyMethod,
         #[serde(skip_serializing_if = "Option::is_none")]
         identifier: Option<String>,
+        /// Manual identification in a project with a CRM: what the CRM said of the value
+        /// (`found`, `not_found`, `failed`). The operator's word stands either way.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        crm: Option<&'static str>,
     },
     #[serde(rename = "client.updated")]
-    ClientUpdated { changes: Vec<String> },
+    ClientUpdated {
+        changes: Vec<String>,
+        /// Fields whose new values could not be read (a phone that is no valid number): kept
+        /// on the card under `invalid_values`, never compared.
+        rejected: Vec<String>,
+    },
     #[serde(rename = "client.merged")]
     ClientMerged {
         survivor_id: String,
@@ -77,6 +97,8 @@ pub enum EventBody {
         /// `rule`, `operator` or `external_id`.
         by: &'static str,
         matches: Vec<MergeMatch>,
+        /// The shared values that made the merge happen.
+        matched: Vec<MatchedValue>,
     },
     #[serde(rename = "client.merge_refused")]
     ClientMergeRefused { reason: String, client_ids: Vec<String>, rule_ids: Vec<String> },

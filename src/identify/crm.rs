@@ -10,11 +10,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use crate::crm::{Answer, FailReason, FoundClient, Identifier};
+use crate::crm::{Answer, FailReason, FoundClient, Identifier, IdentifierType};
 use crate::emit::{Emitter, EventBody, IdentifyMethod};
-use crate::identify::normalize;
+use crate::identify::{normalize, save_revealed, CardChanges, Revealed};
 use crate::matching;
-use crate::model::{Appeal, Client, ClientType, Millis};
+use crate::model::{Appeal, CardValue, Client, ClientType, Millis, NameClaim, NameRank, Source};
 use crate::pipeline::Ctx;
 use crate::store::{StoreResult, WorkingSet};
 
@@ -55,44 +55,72 @@ impl CrmLookups {
 pub enum Identification {
     /// Found: the card (possibly merged with others by the rules) now carries the CRM data.
     Found(Client),
-    /// Not found or the CRM failed: `identification.failed` was emitted.
+    /// The CRM does not know the value.
+    NotFound(Client),
+    /// The CRM could not answer: `identification.failed` was emitted.
     Failed(Client),
 }
 
 impl Identification {
     pub fn client(self) -> Client {
         match self {
-            Identification::Found(c) | Identification::Failed(c) => c,
+            Identification::Found(c) | Identification::NotFound(c) | Identification::Failed(c) => c,
+        }
+    }
+
+    /// What `client.identified` (`manual`) says the CRM answered.
+    pub fn crm_answer(&self) -> &'static str {
+        match self {
+            Identification::Found(_) => "found",
+            Identification::NotFound(_) => "not_found",
+            Identification::Failed(_) => "failed",
         }
     }
 }
 
-/// Searches the CRM for `id` and applies the answer to the card. Its events carry `appeal`, the
-/// appeal the identification runs for (opened, asking, or named by `identify_client`).
-#[allow(clippy::too_many_arguments)]
+/// One search: the identifier and the value to keep on the card for it when found (as the
+/// operator or client gave it), and who asked.
+pub struct Search {
+    pub kind: IdentifierType,
+    pub value: CardValue,
+    pub method: IdentifyMethod,
+}
+
+impl Search {
+    fn identifier(&self) -> Identifier {
+        Identifier::new(self.kind, self.value.value.clone())
+    }
+}
+
+/// Searches the CRM and applies the answer to the card. Its events carry `appeal`, the appeal
+/// the identification runs for (opened, asking, or named by `identify_client`). A value the
+/// CRM does not know is `identification.failed` for automatic identification only: an
+/// operator's identification stands (SPEC identity rule 8).
 pub async fn search(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
     client: Client,
     appeal: &Appeal,
-    id: &Identifier,
-    method: IdentifyMethod,
+    search: Search,
     at: Millis,
     em: &mut Emitter,
 ) -> StoreResult<Identification> {
-    let answer = match ctx.lookups.answer(&ctx.project.id, id) {
+    let id = search.identifier();
+    let answer = match ctx.lookups.answer(&ctx.project.id, &id) {
         Some(answer) => answer.clone(),
         // Re-applied once the lookup is done; what happens meanwhile is rolled back.
         None => Answer::Failed { reason: FailReason::CrmUnavailable },
     };
     match answer {
         Answer::Found(found) => {
-            let card = apply_found(ws, ctx, client, appeal, &found, id, method, at, em).await?;
+            let card = apply_found(ws, ctx, client, appeal, &found, search, at, em).await?;
             Ok(Identification::Found(card))
         }
         Answer::NotFound => {
-            failed(em, at, &client, appeal, "not_found", Some(id.kind.as_str()), None);
-            Ok(Identification::Failed(client))
+            if search.method != IdentifyMethod::Manual {
+                failed(em, at, &client, appeal, "not_found", Some(id.kind.as_str()), None);
+            }
+            Ok(Identification::NotFound(client))
         }
         Answer::Failed { reason } => {
             tracing::info!(identifier = %id.masked(), reason = reason.as_str(), "CRM identification failed");
@@ -125,56 +153,51 @@ async fn apply_found(
     mut card: Client,
     appeal: &Appeal,
     found: &FoundClient,
-    id: &Identifier,
-    method: IdentifyMethod,
+    search: Search,
     at: Millis,
     em: &mut Emitter,
 ) -> StoreResult<Client> {
-    let mut changes = crm_data(&mut card, found, &ctx.project.default_region);
-    if card.add_contact(id.kind.as_str(), &id.value) {
-        changes.insert(id.kind.as_str().to_string());
+    let mut changes = crm_data(&mut card, found, &ctx.project.default_region, at);
+    let kind = search.kind.as_str();
+    if card.save_value(kind, search.value) {
+        changes.changed(kind);
     }
     ws.put_client(card.clone());
-    let body = EventBody::ClientIdentified { method, identifier: Some(id.kind.as_str().to_string()) };
+    let crm = (search.method == IdentifyMethod::Manual).then_some("found");
+    let body = EventBody::ClientIdentified { method: search.method, identifier: Some(kind.to_string()), crm };
     em.event(at, body, Some(card.summary()), Some(appeal.summary()));
     if !changes.is_empty() {
-        let body = EventBody::ClientUpdated { changes: changes.iter().cloned().collect() };
-        em.event(at, body, Some(card.summary()), None);
+        em.event(at, changes.event(), Some(card.summary()), None);
     }
-    if changes.iter().any(|c| c != "name") {
+    if changes.values_changed() {
         card = matching::run(ws, ctx, &card.id, at, em).await?;
     }
     Ok(card)
 }
 
-/// Copies what the CRM knows onto the card, normalised like every other source; returns the
-/// names of what changed. Values the CRM holds that do not normalise are skipped, not fatal:
-/// a CRM's data quality is not the stream's problem.
-pub fn crm_data(card: &mut Client, found: &FoundClient, region: &str) -> BTreeSet<String> {
-    let mut changes = BTreeSet::new();
+/// Copies what the CRM knows onto the card as the CRM spells it, compared normalised like
+/// every other source; returns what changed. Values the CRM holds that do not read as their
+/// field are kept under `invalid_values`, not fatal: a CRM's data quality is not the
+/// stream's problem.
+pub fn crm_data(card: &mut Client, found: &FoundClient, region: &str, at: Millis) -> CardChanges {
+    let mut changes = CardChanges::default();
     card.kind = ClientType::Crm;
-    if card.add_contact("crm_id", found.crm_id.trim()) {
-        changes.insert("crm_id".to_string());
+    let crm_id = found.crm_id.trim();
+    if !crm_id.is_empty() && card.save_value("crm_id", CardValue::new(crm_id.into(), crm_id, Source::Crm, at))
+    {
+        changes.changed("crm_id");
     }
     if let Some(name) = found.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-        if card.doc.name.as_deref() != Some(name) {
-            card.doc.name = Some(name.to_string());
-            changes.insert("name".to_string());
+        let claim = NameClaim { name: name.to_string(), rank: NameRank::Crm, source: "crm".into(), at };
+        if card.doc.claim_name(claim) {
+            changes.changed("name");
         }
     }
-    for contact in &found.contacts {
-        if let Ok(value) = normalize::value(&contact.kind, &contact.value, region) {
-            if crate::bot::save_on_card(card, &contact.kind, &value) {
-                changes.insert(contact.kind.clone());
-            }
-        }
-    }
-    for (field, raw) in &found.fields {
-        if let Ok(value) = normalize::field(raw) {
-            if card.set_field(field, &value) {
-                changes.insert(field.clone());
-            }
-        }
+    let contacts = found.contacts.iter().map(|c| (c.kind.as_str(), c.value.as_str()));
+    let fields = found.fields.iter().map(|(f, v)| (f.as_str(), v.as_str()));
+    for (field, raw) in contacts.chain(fields) {
+        let r = Revealed { field: field.to_string(), raw, value: normalize::value(field, raw, region) };
+        save_revealed(card, r, Source::Crm, at, &mut changes);
     }
     changes
 }
@@ -208,13 +231,19 @@ mod tests {
             fields: [("contract_number".to_string(), " D-100 ".to_string())].into(),
         };
         let mut c = card();
-        let changes = crm_data(&mut c, &found, "RU");
+        let changes = crm_data(&mut c, &found, "RU", 5);
         assert_eq!(c.kind, ClientType::Crm);
-        assert_eq!(c.doc.contacts["phone"], ["+79991234567"]);
-        assert_eq!(c.doc.contacts["crm_id"], ["CRM-1"]);
-        assert!(!c.doc.contacts.contains_key("email"), "invalid CRM values are skipped");
-        assert_eq!(c.doc.fields["contract_number"], "d-100");
-        assert_eq!(changes.into_iter().collect::<Vec<_>>(), ["contract_number", "crm_id", "name", "phone"]);
+        assert_eq!(c.values("phone").into_iter().collect::<Vec<_>>(), ["+79991234567"]);
+        assert_eq!(c.doc.contacts["phone"][0].display(), "8 999 123-45-67");
+        assert_eq!(c.values("crm_id").into_iter().collect::<Vec<_>>(), ["CRM-1"]);
+        assert!(!c.doc.contacts.contains_key("email"), "invalid CRM values are not contacts");
+        assert_eq!(c.doc.invalid_values[0].display, "not an email");
+        assert_eq!(c.values("contract_number").into_iter().collect::<Vec<_>>(), ["d-100"]);
+        assert_eq!(c.doc.fields["contract_number"][0].display(), "D-100");
+        assert_eq!(c.doc.name.as_deref(), Some("Alfred Hitchcock"));
+        let changed: Vec<&str> = changes.changes.iter().map(String::as_str).collect();
+        assert_eq!(changed, ["contract_number", "crm_id", "invalid_values", "name", "phone"]);
+        assert_eq!(changes.rejected.iter().collect::<Vec<_>>(), ["email"]);
     }
 
     #[test]

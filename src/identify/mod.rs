@@ -1,18 +1,24 @@
-//! Identify: which client card a message belongs to (SPEC "Identification" 1-2).
+//! Identify: which client card a message belongs to (SPEC "Identification" 1-2 and "Identity
+//! rules that users rely on" 1-5).
 //!
-//! Technical identification by (channel, visitor ID); external IDs across the project (an
-//! anonymous visitor who later carries an external ID joins that card); the fixed client of
-//! a channel; and the attributes a gateway sends (name, phone, e-mail, fields, and the visitor
-//! ID itself in WhatsApp and e-mail channels) recorded on the card, normalised.
+//! Technical identification by (channel, visitor ID); external IDs across the project; the
+//! fixed client of a channel; and the attributes a gateway sends (name, phone, e-mail, fields,
+//! and the visitor ID itself in WhatsApp and e-mail channels) recorded on the card as given,
+//! compared normalised. A shared device never merges two accounts: a visitor whose card holds
+//! one external ID and who then carries another moves to the other's card.
 
 pub mod crm;
 pub mod normalize;
 
+use std::collections::BTreeSet;
+
 use crate::config::{ChannelConfig, ChannelKind, ProjectConfig};
 use crate::decode::{InboundMessage, VisitorInfo};
 use crate::emit::{derive_id, Emitter, EventBody, IdentifyMethod};
-use crate::matching;
-use crate::model::{Client, ClientType, Visitor};
+use crate::matching::{self, MergeBy};
+use crate::model::{
+    CardValue, Client, ClientType, InvalidValue, Millis, NameClaim, NameRank, Source, Visitor,
+};
 use crate::pipeline::Ctx;
 use crate::store::{StoreResult, WorkingSet};
 
@@ -25,6 +31,58 @@ pub struct Identified {
     pub fixed: bool,
 }
 
+/// What a change to a card did, for `client.updated`: the fields and contact types that
+/// changed, and the fields whose new values could not be read.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CardChanges {
+    pub changes: BTreeSet<String>,
+    pub rejected: BTreeSet<String>,
+}
+
+impl CardChanges {
+    pub fn changed(&mut self, field: &str) {
+        self.changes.insert(field.to_string());
+    }
+
+    /// A value of `field` went to `invalid_values` instead.
+    pub fn rejected(&mut self, field: &str) {
+        self.changes.insert("invalid_values".to_string());
+        self.rejected.insert(field.to_string());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Whether the card gained values a rule compares (so matching has to run).
+    pub fn values_changed(&self) -> bool {
+        self.changes.iter().any(|c| c != "name" && c != "invalid_values")
+    }
+
+    pub fn event(&self) -> EventBody {
+        EventBody::ClientUpdated {
+            changes: self.changes.iter().cloned().collect(),
+            rejected: self.rejected.iter().cloned().collect(),
+        }
+    }
+}
+
+/// How the sender's card was found.
+struct Found {
+    client: Client,
+    created: bool,
+    /// The visitor was identified by the external ID it carries (`client.identified`).
+    linked: bool,
+    /// Cards were merged on the way: the merged card is matched again.
+    merged: bool,
+}
+
+impl Found {
+    fn existing(client: Client) -> Self {
+        Found { client, created: false, linked: false, merged: false }
+    }
+}
+
 /// Finds or creates the card of a message's sender and records what the gateway told us.
 pub async fn identify(
     ws: &mut WorkingSet,
@@ -33,92 +91,32 @@ pub async fn identify(
     em: &mut Emitter,
 ) -> StoreResult<Identified> {
     let channel = ctx.channel(&m.channel_id);
-    if let Some(external) = &channel.fixed_client {
-        let client = fixed_client(ws, ctx, channel, external, m.sent_at, em).await?;
-        return Ok(Identified { client, fixed: true });
-    }
-    let by_visitor =
-        ws.client_by_handle(&m.project_id, &visitor_handle(&m.channel_id, &m.visitor.id)).await?;
-    let by_external = match &m.visitor.external_id {
-        Some(x) => ws.client_by_handle(&m.project_id, &external_handle(x)).await?,
-        None => None,
+    let found = match &channel.fixed_client {
+        Some(external) => fixed_client(ws, ctx, channel, external, m).await?,
+        None => sender(ws, ctx, channel, m, em).await?,
     };
-    let visitor = Visitor { channel_id: m.channel_id.clone(), visitor_id: m.visitor.id.clone() };
-    let (mut client, created, linked) = match (by_visitor, by_external) {
-        (None, None) => {
-            let mut c = new_client(ctx, channel.kind.client_type(), &m.message_id, m.sent_at);
-            c.doc.visitors.insert(visitor);
-            c.doc.external_ids.extend(m.visitor.external_id.clone());
-            (c, true, m.visitor.external_id.is_some())
-        }
-        (None, Some(mut known)) => {
-            known.doc.visitors.insert(visitor);
-            (known, false, true)
-        }
-        (Some(mut anonymous), None) => {
-            let linked = match &m.visitor.external_id {
-                Some(x) => anonymous.doc.external_ids.insert(x.clone()),
-                None => false,
-            };
-            (anonymous, false, linked)
-        }
-        (Some(a), Some(b)) if a.id == b.id => (a, false, false),
-        (Some(anonymous), Some(known)) => {
-            let size = anonymous.doc.group_size + known.doc.group_size;
-            if size > ctx.project.max_merge_group {
-                // Even the customer's own word does not build a card bigger than the limit:
-                // the visitor stays on its card and the refusal is reported.
-                let reason = format!(
-                    "max_merge_group: the merge would join {size} cards, the limit is {}",
-                    ctx.project.max_merge_group
-                );
-                let body = EventBody::ClientMergeRefused {
-                    reason,
-                    client_ids: vec![known.id.clone(), anonymous.id.clone()],
-                    rule_ids: vec![],
-                };
-                em.event(m.sent_at, body, Some(anonymous.summary()), None);
-                (anonymous, false, false)
-            } else {
-                // The customer's own system vouches for the external ID: the visitor's card
-                // joins the identified card whatever their ages.
-                let merged = matching::merge_into(
-                    ws,
-                    known,
-                    vec![anonymous],
-                    m.sent_at,
-                    em,
-                    matching::MergeBy::ExternalId,
-                )
-                .await?;
-                (merged, false, true)
-            }
-        }
-    };
+    let Found { mut client, created, linked, merged } = found;
     client.doc.last_inbound.insert(visitor_handle(&m.channel_id, &m.visitor.id), m.sent_at);
-    let changes = record_attributes(&mut client, ctx.project, channel, m);
+    let recorded = record_attributes(&mut client, ctx.project, channel, m);
     ws.put_client(client.clone());
     if created {
         em.event(m.sent_at, EventBody::ClientCreated {}, Some(client.summary()), None);
-    } else if !changes.is_empty() {
-        em.event(
-            m.sent_at,
-            EventBody::ClientUpdated { changes: changes.clone() },
-            Some(client.summary()),
-            None,
-        );
+    }
+    if !recorded.is_empty() && (!created || !recorded.rejected.is_empty()) {
+        em.event(m.sent_at, recorded.event(), Some(client.summary()), None);
     }
     if linked {
         identified(em, m.sent_at, &client, IdentifyMethod::ExternalId, None);
     }
-    if changes.iter().any(|c| c != "name") {
+    if merged || recorded.values_changed() {
         client = matching::run(ws, ctx, &client.id, m.sent_at, em).await?;
     }
-    Ok(Identified { client, fixed: false })
+    Ok(Identified { client, fixed: channel.fixed_client.is_some() })
 }
 
 fn identified(em: &mut Emitter, at: i64, c: &Client, method: IdentifyMethod, identifier: Option<String>) {
-    em.event(at, EventBody::ClientIdentified { method, identifier }, Some(c.summary()), None);
+    let body = EventBody::ClientIdentified { method, identifier, crm: None };
+    em.event(at, body, Some(c.summary()), None);
 }
 
 /// A new card with an id derived from what created it (stable across replays).
@@ -127,59 +125,195 @@ pub fn new_client(ctx: &Ctx<'_>, kind: ClientType, cause_id: &str, at: i64) -> C
     Client::new(id, ctx.project.id.clone(), kind, at)
 }
 
+/// The sender's card by visitor handle and external ID (SPEC identity rule 1).
+async fn sender(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    channel: &ChannelConfig,
+    m: &InboundMessage,
+    em: &mut Emitter,
+) -> StoreResult<Found> {
+    let project = &m.project_id;
+    let visitor = Visitor { channel_id: m.channel_id.clone(), visitor_id: m.visitor.id.clone() };
+    let by_visitor = ws.client_by_handle(project, &visitor_handle(&m.channel_id, &m.visitor.id)).await?;
+    let external = m.visitor.external_id.as_deref();
+    let by_external = match external {
+        Some(x) => ws.client_by_handle(project, &external_handle(x)).await?,
+        None => None,
+    };
+    let fresh = || {
+        let mut c = new_client(ctx, channel.kind.client_type(), &m.message_id, m.sent_at);
+        c.doc.visitors.insert(visitor.clone());
+        c.doc.external_ids.extend(external.map(str::to_string));
+        c
+    };
+    let linked = |client| Found { client, created: false, linked: true, merged: false };
+    Ok(match (by_visitor, by_external, external) {
+        (None, None, _) => {
+            let client = fresh();
+            Found { client, created: true, linked: external.is_some(), merged: false }
+        }
+        (None, Some(mut known), _) => {
+            known.doc.visitors.insert(visitor.clone());
+            linked(known)
+        }
+        (Some(card), None, None) => Found::existing(card),
+        (Some(a), Some(b), _) if a.id == b.id => Found::existing(a),
+        (Some(mut anonymous), None, Some(x)) if anonymous.doc.external_ids.is_empty() => {
+            anonymous.doc.external_ids.insert(x.to_string());
+            linked(anonymous)
+        }
+        (Some(other), None, Some(_)) => {
+            // A shared device: the card holds another account. The visitor moves to a new
+            // card of this account; the other card keeps its history.
+            let client = fresh();
+            move_visitor(ws, other, &visitor);
+            Found { client, created: true, linked: true, merged: false }
+        }
+        (Some(anonymous), Some(known), Some(x)) if anonymous.doc.external_ids.is_empty() => {
+            join_account(ws, ctx, anonymous, known, x, m.sent_at, em).await?
+        }
+        (Some(other), Some(mut known), _) => {
+            move_visitor(ws, other, &visitor);
+            known.doc.visitors.insert(visitor.clone());
+            linked(known)
+        }
+    })
+}
+
+/// An anonymous card meets the card of a known external ID: it joins that card's group,
+/// unless the group would outgrow `max_merge_group` (the visitor then stays where it was).
+async fn join_account(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    anonymous: Client,
+    known: Client,
+    external: &str,
+    at: Millis,
+    em: &mut Emitter,
+) -> StoreResult<Found> {
+    let size = anonymous.doc.group_size + known.doc.group_size;
+    let max = ctx.project.max_merge_group;
+    if size > max {
+        let body = EventBody::ClientMergeRefused {
+            reason: format!("max_merge_group: the merge would join {size} cards, the limit is {max}"),
+            client_ids: vec![known.id.clone(), anonymous.id.clone()],
+            rule_ids: vec![],
+        };
+        em.event(at, body, Some(anonymous.summary()), None);
+        return Ok(Found::existing(anonymous));
+    }
+    let by = MergeBy::ExternalId(external.to_string());
+    let client = matching::merge_into(ws, vec![anonymous, known], at, em, by).await?;
+    Ok(Found { client, created: false, linked: true, merged: true })
+}
+
+/// Takes a visitor (and its reply window) off a card that no longer speaks for it.
+fn move_visitor(ws: &mut WorkingSet, mut from: Client, visitor: &Visitor) {
+    from.doc.visitors.remove(visitor);
+    from.doc.last_inbound.remove(&visitor_handle(&visitor.channel_id, &visitor.visitor_id));
+    ws.put_client(from);
+}
+
+/// The channel's fixed client, created on first use, with the visitor recorded on it.
 async fn fixed_client(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
     channel: &ChannelConfig,
     external: &str,
-    at: i64,
-    em: &mut Emitter,
-) -> StoreResult<Client> {
-    if let Some(c) = ws.client_by_handle(&ctx.project.id, &external_handle(external)).await? {
-        return Ok(c);
+    m: &InboundMessage,
+) -> StoreResult<Found> {
+    let (mut card, created) = match ws.client_by_handle(&ctx.project.id, &external_handle(external)).await? {
+        Some(c) => (c, false),
+        None => {
+            let mut c = new_client(ctx, channel.kind.client_type(), &format!("fixed:{external}"), m.sent_at);
+            c.doc.external_ids.insert(external.to_string());
+            (c, true)
+        }
+    };
+    let visitor = Visitor { channel_id: m.channel_id.clone(), visitor_id: m.visitor.id.clone() };
+    if !card.doc.visitors.contains(&visitor) {
+        let handle = visitor_handle(&m.channel_id, &m.visitor.id);
+        if let Some(other) = ws.client_by_handle(&ctx.project.id, &handle).await?.filter(|o| o.id != card.id)
+        {
+            move_visitor(ws, other, &visitor);
+        }
+        card.doc.visitors.insert(visitor);
     }
-    let mut c = new_client(ctx, channel.kind.client_type(), &format!("fixed:{external}"), at);
-    c.doc.external_ids.insert(external.to_string());
-    ws.put_client(c.clone());
-    em.event(at, EventBody::ClientCreated {}, Some(c.summary()), None);
-    Ok(c)
+    Ok(Found { client: card, created, linked: false, merged: false })
 }
 
-/// Records the gateway's attributes on the card; returns the names of what changed.
+/// Records the gateway's attributes on the card; returns what changed.
 ///
-/// A name only fills an empty one: an operator's rename must not be undone by the next
-/// message. Values that do not normalise (a phone with letters) are left off the card, so
-/// they can never match by accident.
+/// The name is a claim of this visitor's profile, ranked higher when it came with an
+/// external ID (SPEC rule 2). Values keep the spelling they came in; those that are no valid
+/// value of their field (a phone that is no number) are kept under `invalid_values`, never
+/// compared.
 pub fn record_attributes(
     client: &mut Client,
     project: &ProjectConfig,
     channel: &ChannelConfig,
     m: &InboundMessage,
-) -> Vec<String> {
-    let mut changes = Vec::new();
+) -> CardChanges {
+    let mut changes = CardChanges::default();
     let v = &m.visitor;
-    if client.doc.name.is_none() {
-        if let Some(name) = &v.name {
-            client.doc.name = Some(name.trim().to_string());
-            changes.push("name".to_string());
+    if let Some(name) = &v.name {
+        let signed_in = v.external_id.is_some() && channel.fixed_client.is_none();
+        let claim = NameClaim {
+            name: name.trim().to_string(),
+            rank: if signed_in { NameRank::ExternalId } else { NameRank::Channel },
+            source: visitor_handle(&m.channel_id, &v.id),
+            at: m.sent_at,
+        };
+        if client.doc.claim_name(claim) {
+            changes.changed("name");
         }
     }
-    for (field, value) in revealed_values(project, channel.kind, v) {
-        let changed = match field.as_str() {
-            "phone" | "email" | "crm_id" => client.add_contact(&field, &value),
-            _ => client.set_field(&field, &value),
-        };
-        if changed {
-            push_once(&mut changes, &field);
-        }
+    for r in revealed(project, channel.kind, v) {
+        save_revealed(client, r, Source::Gateway, m.sent_at, &mut changes);
     }
     changes
 }
 
-/// The (field, value) pairs a visitor reveals, normalised: its phone and e-mail (and, in
-/// WhatsApp and e-mail channels, its visitor ID as one), then its custom fields. Values that
-/// do not normalise are left out, so they can never match by accident.
-pub fn revealed_values(project: &ProjectConfig, kind: ChannelKind, v: &VisitorInfo) -> Vec<(String, String)> {
+/// Saves one value a source revealed: on the card if it reads as its field, else under
+/// `invalid_values`. Empty values are not worth keeping.
+pub fn save_revealed(
+    client: &mut Client,
+    r: Revealed<'_>,
+    source: Source,
+    at: Millis,
+    changes: &mut CardChanges,
+) {
+    match r.value {
+        Ok(value) => {
+            if client.save_value(&r.field, CardValue::new(value, r.raw.trim(), source, at)) {
+                changes.changed(&r.field);
+            }
+        }
+        Err(reason) if !r.raw.trim().is_empty() => {
+            tracing::debug!(field = %r.field, value = %normalize::mask(r.raw), %reason, "value kept as invalid");
+            let invalid =
+                InvalidValue { field: r.field.clone(), display: r.raw.trim().to_string(), source, at };
+            if client.doc.add_invalid(invalid) {
+                changes.rejected(&r.field);
+            }
+        }
+        Err(_) => {}
+    }
+}
+
+/// One value a visitor (or the CRM) revealed: its field, the text as given, and its
+/// normalised form or why it has none.
+pub struct Revealed<'a> {
+    pub field: String,
+    pub raw: &'a str,
+    pub value: Result<String, String>,
+}
+
+/// The values a visitor reveals: its phone and e-mail (and, in WhatsApp and e-mail channels,
+/// its visitor ID as one), then its custom fields.
+pub fn revealed<'a>(project: &ProjectConfig, kind: ChannelKind, v: &'a VisitorInfo) -> Vec<Revealed<'a>> {
+    let region = &project.default_region;
     let mut phones: Vec<&str> = v.phone.iter().map(String::as_str).collect();
     let mut emails: Vec<&str> = v.email.iter().map(String::as_str).collect();
     match kind {
@@ -187,33 +321,22 @@ pub fn revealed_values(project: &ProjectConfig, kind: ChannelKind, v: &VisitorIn
         ChannelKind::Email => emails.push(&v.id),
         _ => {}
     }
-    let mut out = Vec::new();
-    for raw in phones {
-        match normalize::phone(raw, &project.default_region) {
-            Ok(p) => out.push(("phone".to_string(), p)),
-            Err(e) => {
-                tracing::debug!(value = %normalize::mask(raw), reason = %e, "visitor phone left off the card")
-            }
-        }
-    }
-    for raw in emails {
-        match normalize::email(raw) {
-            Ok(e) => out.push(("email".to_string(), e)),
-            Err(e) => {
-                tracing::debug!(value = %normalize::mask(raw), reason = %e, "visitor e-mail left off the card")
-            }
-        }
-    }
-    for (field, raw) in &v.fields {
-        if let Ok(value) = normalize::value(field, raw, &project.default_region) {
-            out.push((field.clone(), value));
-        }
-    }
-    out
+    let phones = phones.into_iter().map(|raw| ("phone", raw));
+    let emails = emails.into_iter().map(|raw| ("email", raw));
+    let fields = v.fields.iter().map(|(f, raw)| (f.as_str(), raw.as_str()));
+    phones
+        .chain(emails)
+        .chain(fields)
+        .map(|(field, raw)| Revealed {
+            field: field.to_string(),
+            raw,
+            value: normalize::value(field, raw, region),
+        })
+        .collect()
 }
 
-fn push_once(changes: &mut Vec<String>, what: &str) {
-    if !changes.iter().any(|c| c == what) {
-        changes.push(what.to_string());
-    }
+/// The normalised (field, value) pairs a visitor reveals; values that do not normalise are
+/// left out, so they can never match by accident.
+pub fn revealed_values(project: &ProjectConfig, kind: ChannelKind, v: &VisitorInfo) -> Vec<(String, String)> {
+    revealed(project, kind, v).into_iter().filter_map(|r| Some((r.field, r.value.ok()?))).collect()
 }

@@ -19,7 +19,7 @@ thread_local! {
     static PHONE_MEMO: std::cell::RefCell<PhoneMemo> = std::cell::RefCell::new(PhoneMemo::new());
 }
 
-/// Normalises a phone number to E.164, or says why it cannot.
+/// Normalises a phone number to E.164, or says why it is no valid number.
 pub fn phone(raw: &str, region: &str) -> Result<String, String> {
     let hit = PHONE_MEMO.with(|m| m.borrow().get(region).and_then(|numbers| numbers.get(raw)).cloned());
     if let Some(hit) = hit {
@@ -37,6 +37,8 @@ pub fn phone(raw: &str, region: &str) -> Result<String, String> {
     out
 }
 
+/// Only a number valid for its country is a phone (SPEC identity rule 5): `12345` or, in an
+/// RU project, `020 7946 0958` are not, whatever their shape.
 fn parse_phone(raw: &str, region: &str) -> Result<String, String> {
     let trimmed = raw.trim();
     let digits = trimmed.chars().filter(char::is_ascii_digit).count();
@@ -45,27 +47,19 @@ fn parse_phone(raw: &str, region: &str) -> Result<String, String> {
     }
     let region: Option<Region> = region.parse().ok();
     let parsed = phonenumber::parse(region, trimmed).map_err(|e| format!("not a phone number ({e})"))?;
-    if phonenumber::is_valid(&parsed) || trimmed.starts_with('+') {
+    if phonenumber::is_valid(&parsed) {
         return Ok(parsed.format().mode(Mode::E164).to_string());
     }
     // A bare "79991234567" is read as a national number first; when that is not a valid
-    // number, the digits most likely carry the country code without the plus.
-    let international = format!("+{}", trimmed.trim_start_matches('+'));
-    match phonenumber::parse(None, &international) {
-        Ok(p) if phonenumber::is_valid(&p) => Ok(p.format().mode(Mode::E164).to_string()),
-        _ => Ok(parsed.format().mode(Mode::E164).to_string()),
+    // number, the digits may carry the country code without the plus.
+    if !trimmed.starts_with('+') {
+        if let Ok(p) = phonenumber::parse(None, format!("+{trimmed}")) {
+            if phonenumber::is_valid(&p) {
+                return Ok(p.format().mode(Mode::E164).to_string());
+            }
+        }
     }
-}
-
-/// Like [`phone`], but only accepts numbers valid for their country (bot answers, commands).
-pub fn valid_phone(raw: &str, region: &str) -> Result<String, String> {
-    let normalised = phone(raw, region)?;
-    let parsed = phonenumber::parse(None, &normalised).map_err(|e| e.to_string())?;
-    if phonenumber::is_valid(&parsed) {
-        Ok(normalised)
-    } else {
-        Err("not a valid phone number for its country".into())
-    }
+    Err("not a valid phone number for its country".into())
 }
 
 /// Trims and lower-cases an e-mail address after a shape check (one `@`, a dotted domain).
@@ -100,6 +94,8 @@ pub fn value(kind: &str, raw: &str, region: &str) -> Result<String, String> {
     match kind {
         "phone" => phone(raw, region),
         "email" => email(raw),
+        // A CRM id is another system's key: compared exactly (trimmed), and sent to the CRM
+        // as it is.
         "crm_id" => {
             let v = raw.trim();
             if v.is_empty() {
@@ -149,7 +145,14 @@ mod tests {
     fn text_that_is_no_phone_is_refused() {
         assert!(phone("hello", "RU").is_err());
         assert!(phone("12", "RU").is_err());
-        assert!(valid_phone("+7 000 000 00 00", "RU").is_err());
+        assert!(phone("+7 000 000 00 00", "RU").is_err());
+    }
+
+    #[test]
+    fn digits_that_are_no_valid_number_of_their_country_are_no_phone() {
+        for raw in ["12345", "1-2-3-4-5", "020 7946 0958", "+7 12345"] {
+            assert!(phone(raw, "RU").is_err(), "{raw} is no phone in RU");
+        }
     }
 
     #[test]

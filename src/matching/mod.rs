@@ -12,7 +12,7 @@ pub mod rules;
 
 use std::collections::BTreeSet;
 
-use crate::emit::{Emitter, EventBody, MergeMatch};
+use crate::emit::{Emitter, EventBody, MatchedValue, MergeMatch};
 use crate::model::{Client, Millis};
 use crate::pipeline::Ctx;
 use crate::store::{StoreResult, WorkingSet};
@@ -22,9 +22,12 @@ pub use rules::{merged_card, pick_survivor, ProjectRules};
 /// Why cards were merged: the `client.merged` event says which.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MergeBy {
-    Rule(Vec<MergeMatch>),
+    /// Multi-contact rules: which rule brought each absorbed card, and on which values.
+    Rule { matches: Vec<MergeMatch>, matched: Vec<MatchedValue> },
+    /// `merge_clients`: the operator, and the card whose name the operator kept.
     Operator { operator: String, keep_name_of: String },
-    ExternalId,
+    /// An anonymous visitor's card met the card of the external ID it now carries.
+    ExternalId(String),
 }
 
 /// Runs the project's rules for a card that gained values; returns the live card after any
@@ -43,14 +46,18 @@ pub async fn run(
     let mut group = vec![card.clone()];
     let mut union = card.clone();
     let mut matches: Vec<MergeMatch> = Vec::new();
+    let mut matched: BTreeSet<MatchedValue> = BTreeSet::new();
     loop {
         let candidates = candidates(ws, ctx, &union, &group).await?;
         let found = ctx.rules.matches(&union, &candidates);
         if found.is_empty() {
             break;
         }
-        for (client, rule_id) in found {
-            matches.push(MergeMatch { client_id: client.id.clone(), rule_id });
+        for (client, rule) in found {
+            for (field, value) in ctx.rules.shared_values(&union, &client, rule) {
+                matched.insert(MatchedValue { field, value });
+            }
+            matches.push(MergeMatch { client_id: client.id.clone(), rule_id: rule.id.clone() });
             group.push(client);
         }
         union = merged_card(&group, None);
@@ -63,10 +70,11 @@ pub async fn run(
         refuse(em, at, &card, &group, &matches, size, ctx.project.max_merge_group);
         return Ok(card);
     }
-    let survivor = pick_survivor(&group).clone();
-    let others: Vec<Client> = group.into_iter().filter(|c| c.id != survivor.id).collect();
-    let matches = absorbed_matches(&card.id, &survivor.id, &others, &matches);
-    merge_into(ws, survivor, others, at, em, MergeBy::Rule(matches)).await
+    let survivor = pick_survivor(&group).id.clone();
+    let absorbed: Vec<&Client> = group.iter().filter(|c| c.id != survivor).collect();
+    let matches = absorbed_matches(&card.id, &survivor, &absorbed, &matches);
+    let by = MergeBy::Rule { matches, matched: matched.into_iter().collect() };
+    merge_into(ws, group, at, em, by).await
 }
 
 /// Which rule brought each absorbed card in. The card that triggered matching was not found
@@ -74,7 +82,7 @@ pub async fn run(
 fn absorbed_matches(
     trigger: &str,
     survivor: &str,
-    absorbed: &[Client],
+    absorbed: &[&Client],
     found: &[MergeMatch],
 ) -> Vec<MergeMatch> {
     let rule_of = |id: &str| found.iter().find(|m| m.client_id == id).map(|m| m.rule_id.clone());
@@ -142,44 +150,47 @@ fn refuse(
     em.event(at, body, Some(card.summary()), None);
 }
 
-/// Merges `others` into `survivor`: contacts, fields and technical contacts are unioned,
-/// appeals follow the survivor, the absorbed cards point at it forever.
+/// Merges a group of cards (SPEC rule 2): the oldest survives and holds what
+/// [`merged_card`] decides, the others point at it forever and their appeals follow it.
+/// Every merge path (rules, external ID, operator, bot and CRM through the rules) ends here.
 pub async fn merge_into(
     ws: &mut WorkingSet,
-    survivor: Client,
-    others: Vec<Client>,
+    group: Vec<Client>,
     at: Millis,
     em: &mut Emitter,
     by: MergeBy,
 ) -> StoreResult<Client> {
     let keep_name = match &by {
-        MergeBy::Operator { keep_name_of, .. } => Some(keep_name_of.as_str()),
+        MergeBy::Operator { keep_name_of, .. } => Some((keep_name_of.as_str(), at)),
         _ => None,
     };
-    let mut all = vec![survivor.clone()];
-    all.extend(others.iter().cloned());
-    let mut merged = merged_card(&all, keep_name);
-    merged.id = survivor.id.clone();
-    merged.created_at = survivor.created_at;
-    let absorbed: Vec<String> = others.iter().map(|c| c.id.clone()).collect();
-    for mut other in others {
-        other.merged_into = Some(survivor.id.clone());
+    let merged = merged_card(&group, keep_name);
+    let mut absorbed = Vec::with_capacity(group.len() - 1);
+    for mut other in group.into_iter().filter(|c| c.id != merged.id) {
+        absorbed.push(other.id.clone());
+        other.merged_into = Some(merged.id.clone());
         ws.put_client(other);
     }
     ws.put_client(merged.clone());
-    ws.record_merge(&survivor.id, &absorbed);
-    let (rule_id, operator, matches, how) = match by {
-        MergeBy::Rule(matches) => (matches.first().map(|m| m.rule_id.clone()), None, matches, "rule"),
-        MergeBy::Operator { operator, .. } => (None, Some(operator), Vec::new(), "operator"),
-        MergeBy::ExternalId => (None, None, Vec::new(), "external_id"),
+    ws.record_merge(&merged.id, &absorbed);
+    let (rule_id, operator, matches, matched, how) = match by {
+        MergeBy::Rule { matches, matched } => {
+            (matches.first().map(|m| m.rule_id.clone()), None, matches, matched, "rule")
+        }
+        MergeBy::Operator { operator, .. } => (None, Some(operator), Vec::new(), Vec::new(), "operator"),
+        MergeBy::ExternalId(x) => {
+            let evidence = vec![MatchedValue { field: "external_id".into(), value: x }];
+            (None, None, Vec::new(), evidence, "external_id")
+        }
     };
-    tracing::info!(survivor = %survivor.id, absorbed = absorbed.len(), by = how, "cards merged");
+    tracing::info!(survivor = %merged.id, absorbed = absorbed.len(), by = how, "cards merged");
     let body = EventBody::ClientMerged {
-        survivor_id: survivor.id.clone(),
+        survivor_id: merged.id.clone(),
         absorbed_ids: absorbed,
         rule_id,
         operator,
         matches,
+        matched,
         by: how,
     };
     em.event(at, body, Some(merged.summary()), None);

@@ -5,7 +5,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::config::{ProjectConfig, RuleConfig};
 use crate::identify::normalize;
-use crate::model::{Client, ClientType};
+use crate::model::card;
+use crate::model::{
+    CardValue, Client, ClientDoc, ClientType, InvalidValue, Millis, NameClaim, NameRank, Source,
+};
 
 /// A project's rules with its blocked values normalised once at start.
 #[derive(Debug, Clone)]
@@ -45,12 +48,21 @@ impl ProjectRules {
         self.rules.iter().find(|r| r.fields.iter().all(|f| self.shares(a, b, f)))
     }
 
+    /// The values of each field of `rule` the two cards share (not blocked): the evidence a
+    /// `client.merged` event shows.
+    pub fn shared_values(&self, a: &Client, b: &Client, rule: &RuleConfig) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for field in &rule.fields {
+            let theirs = b.values(field);
+            let shared = a.values(field).into_iter().filter(|v| theirs.contains(v) && !self.is_blocked(v));
+            out.extend(shared.map(|v| (field.clone(), v.to_string())));
+        }
+        out
+    }
+
     /// The candidates that match `card`, each with the rule that matched it.
-    pub fn matches(&self, card: &Client, candidates: &[Client]) -> Vec<(Client, String)> {
-        candidates
-            .iter()
-            .filter_map(|c| self.matching_rule(card, c).map(|r| (c.clone(), r.id.clone())))
-            .collect()
+    pub fn matches<'r>(&'r self, card: &Client, candidates: &[Client]) -> Vec<(Client, &'r RuleConfig)> {
+        candidates.iter().filter_map(|c| self.matching_rule(card, c).map(|r| (c.clone(), r))).collect()
     }
 }
 
@@ -62,47 +74,87 @@ pub fn pick_survivor(group: &[Client]) -> &Client {
         .expect("a merge group is never empty")
 }
 
-/// The card a group merges into: the survivor's identity with everyone's contacts, technical
-/// contacts and appeal counts. Single-valued things (name, custom fields) come from the
-/// survivor first, then from the others oldest first; `keep_name_of` overrides the name.
-pub fn merged_card(group: &[Client], keep_name_of: Option<&str>) -> Client {
+/// The card a group merges into (SPEC rule 2), whichever path merges it (rule, external ID,
+/// operator, bot, CRM): the oldest card's identity; contacts, fields, technical contacts and
+/// values that could not be read unioned; the best name by provenance; the best-known type.
+/// The result does not depend on the order of `group`. `keep_name` (`merge_clients`'
+/// `keep_name_from`: the chosen card and the command's time) makes that card's name the
+/// operator's choice.
+pub fn merged_card(group: &[Client], keep_name: Option<(&str, Millis)>) -> Client {
     let survivor = pick_survivor(group);
     let mut ordered: Vec<&Client> = group.iter().collect();
-    ordered.sort_by_key(|c| (c.id != survivor.id, c.created_at, c.id.clone()));
-    let mut out = survivor.clone();
-    out.doc.group_size = group.iter().map(|c| c.doc.group_size).sum();
-    out.appeal_count = group.iter().map(|c| c.appeal_count).sum();
-    out.kind = group.iter().map(|c| c.kind).max_by_key(|k| type_rank(*k)).unwrap_or(ClientType::Internal);
-    for c in ordered.iter().skip(1) {
-        if out.doc.name.is_none() {
-            out.doc.name = c.doc.name.clone();
-        }
-        for (kind, values) in &c.doc.contacts {
+    ordered.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    let mut doc = ClientDoc {
+        group_size: group.iter().map(|c| c.doc.group_size).sum(),
+        contacts: union_values(ordered.iter().map(|c| &c.doc.contacts)),
+        fields: union_values(ordered.iter().map(|c| &c.doc.fields)),
+        ..ClientDoc::default()
+    };
+    let mut invalid: Vec<&InvalidValue> = ordered.iter().flat_map(|c| &c.doc.invalid_values).collect();
+    invalid.sort_by_key(|v| v.at);
+    for v in invalid {
+        doc.add_invalid(v.clone());
+    }
+    for c in &ordered {
+        doc.visitors.extend(c.doc.visitors.iter().cloned());
+        doc.external_ids.extend(c.doc.external_ids.iter().cloned());
+        merge_latest(&mut doc.last_inbound, &c.doc.last_inbound);
+    }
+    doc.names = union_claims(ordered.iter().flat_map(|c| &c.doc.names));
+    if let Some((name, at)) =
+        keep_name.and_then(|(id, at)| Some((group.iter().find(|c| c.id == id)?.doc.name.clone()?, at)))
+    {
+        let claim = NameClaim { name, rank: NameRank::Operator, source: "operator".into(), at };
+        doc.names.retain(|c| c.source != claim.source);
+        doc.names.push(claim);
+    }
+    doc.settle_name();
+    Client {
+        kind: group.iter().map(|c| c.kind).max_by_key(|k| type_rank(*k)).unwrap_or(ClientType::Internal),
+        appeal_count: group.iter().map(|c| c.appeal_count).sum(),
+        doc,
+        ..survivor.clone()
+    }
+}
+
+/// Each field's values from every card: one per normalised value (an operator's over an
+/// automatic one, then the earliest), oldest first, bounded like any field.
+fn union_values<'a>(
+    maps: impl Iterator<Item = &'a BTreeMap<String, Vec<CardValue>>>,
+) -> BTreeMap<String, Vec<CardValue>> {
+    let mut best: BTreeMap<&str, BTreeMap<&str, &CardValue>> = BTreeMap::new();
+    for map in maps {
+        for (field, values) in map {
+            let slot = best.entry(field).or_default();
             for v in values {
-                out.add_contact(kind, v);
-            }
-        }
-        for (kind, values) in &c.doc.manual_contacts {
-            let mine = out.doc.manual_contacts.entry(kind.clone()).or_default();
-            for v in values {
-                if !mine.contains(v) {
-                    mine.push(v.clone());
+                let better = |old: &&CardValue| {
+                    (v.source != Source::Manual, v.at) < (old.source != Source::Manual, old.at)
+                };
+                if slot.get(v.value.as_str()).is_none_or(better) {
+                    slot.insert(&v.value, v);
                 }
             }
         }
-        for (f, v) in &c.doc.fields {
-            out.doc.fields.entry(f.clone()).or_insert_with(|| v.clone());
-        }
-        out.doc.visitors.extend(c.doc.visitors.iter().cloned());
-        out.doc.external_ids.extend(c.doc.external_ids.iter().cloned());
-        merge_latest(&mut out.doc.last_inbound, &c.doc.last_inbound);
     }
-    if let Some(name_of) = keep_name_of.and_then(|id| group.iter().find(|c| c.id == id)) {
-        if name_of.doc.name.is_some() {
-            out.doc.name = name_of.doc.name.clone();
-        }
+    let mut out = BTreeMap::new();
+    for (field, values) in best {
+        let mut list: Vec<CardValue> = values.into_values().cloned().collect();
+        list.sort_by(|a, b| (a.at, &a.value).cmp(&(b.at, &b.value)));
+        card::bound(&mut list);
+        out.insert(field.to_string(), list);
     }
     out
+}
+
+/// Every source's latest name claim.
+fn union_claims<'a>(claims: impl Iterator<Item = &'a NameClaim>) -> Vec<NameClaim> {
+    let mut latest: BTreeMap<&str, &NameClaim> = BTreeMap::new();
+    for c in claims {
+        if latest.get(c.source.as_str()).is_none_or(|old| (c.at, c.rank) > (old.at, old.rank)) {
+            latest.insert(&c.source, c);
+        }
+    }
+    latest.into_values().cloned().collect()
 }
 
 /// What we know best wins: a CRM-identified card outranks a messenger one, which outranks

@@ -213,6 +213,10 @@ pub fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
         merged_into: row.try_get(5).map_err(StoreError::new("read client"))?,
         doc: serde_json::from_str(&doc).map_err(|e| decode_error("client doc", e))?,
     })
+    .map(|mut c: Client| {
+        c.doc.upgrade(c.created_at);
+        c
+    })
 }
 
 pub fn client_params(c: &Client) -> Vec<Param> {
@@ -228,10 +232,8 @@ pub fn client_params(c: &Client) -> Vec<Param> {
 }
 
 pub const APPEAL_COLS: &str =
-    "id, project_id, number, client_id, channel_id, visitor_id, status, opened_at, last_message_at, partition_key, doc, close_deadline";
-
-/// Columns written on insert: the read columns plus the derived visitor handle.
-pub const APPEAL_INSERT_COLS: &str = "id, project_id, number, client_id, channel_id, visitor_id, status, opened_at, last_message_at, partition_key, doc, close_deadline, visitor_handle";
+    "id, project_id, number, client_id, channel_id, visitor_id, status, opened_at, \
+     last_message_at, partition_key, doc, close_deadline, conversation_key";
 
 pub fn appeal_from_row(row: &AnyRow) -> StoreResult<Appeal> {
     let ctx = || StoreError::new("read appeal");
@@ -248,6 +250,7 @@ pub fn appeal_from_row(row: &AnyRow) -> StoreResult<Appeal> {
         opened_at: row.try_get(7).map_err(ctx())?,
         last_message_at: row.try_get(8).map_err(ctx())?,
         partition: row.try_get(9).map_err(ctx())?,
+        key: row.try_get(12).map_err(ctx())?,
         doc: serde_json::from_str(&doc).map_err(|e| decode_error("appeal doc", e))?,
     })
 }
@@ -266,7 +269,7 @@ pub fn appeal_params(a: &Appeal, close_deadline: Option<i64>) -> Vec<Param> {
         a.partition.clone().into(),
         serde_json::to_string(&a.doc).expect("appeal doc serialises").into(),
         close_deadline.into(),
-        super::visitor_handle(&a.channel_id, &a.visitor_id).into(),
+        a.key.clone().into(),
     ]
 }
 

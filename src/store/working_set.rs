@@ -41,8 +41,9 @@ pub struct WorkingSet {
 
     appeals: HashMap<String, Appeal>,
     dirty_appeals: BTreeSet<String>,
-    mem_open: HashMap<ValueKey, String>,
-    db_open: HashMap<ValueKey, Option<String>>,
+    /// (project, conversation key) → its open appeal.
+    mem_open: HashMap<ProjectKey, String>,
+    db_open: HashMap<ProjectKey, Option<String>>,
     mem_numbers: HashMap<(String, i64), String>,
     idle_partition: Option<String>,
     idle: BTreeSet<(Millis, String)>,
@@ -428,7 +429,7 @@ impl WorkingSet {
     }
 
     fn index_appeal(&mut self, a: &Appeal, add: bool) {
-        let open_key = (a.project_id.clone(), a.channel_id.clone(), a.visitor_id.clone());
+        let open_key = (a.project_id.clone(), a.key.clone());
         let idle_entry = self.deadline(a).map(|d| (d, a.id.clone()));
         let in_partition = self.idle_partition.as_deref() == Some(a.partition.as_str());
         if add {
@@ -486,22 +487,15 @@ impl WorkingSet {
         Ok(ids)
     }
 
-    /// Loads the open appeals of these (channel, visitor) pairs of one project.
-    pub async fn prefetch_open_appeals(
-        &mut self,
-        project: &str,
-        visitors: &[(String, String)],
-    ) -> StoreResult<()> {
-        let missing: BTreeSet<&(String, String)> = visitors
-            .iter()
-            .filter(|(c, v)| !self.db_open.contains_key(&(project.to_string(), c.clone(), v.clone())))
-            .collect();
+    /// Loads the open appeals of these conversations (`model::conversation_key`) of one project.
+    pub async fn prefetch_open_appeals(&mut self, project: &str, keys: &[String]) -> StoreResult<()> {
+        let missing = not_cached(keys, |k| self.db_open.contains_key(&(project.to_string(), k.to_string())));
         if missing.is_empty() {
             return Ok(());
         }
-        let handles: Vec<Param> = missing.iter().map(|(c, v)| visitor_handle(c, v).into()).collect();
+        let params: Vec<Param> = missing.iter().map(|k| (*k).clone().into()).collect();
         let head = format!(
-            "SELECT {} FROM appeals WHERE project_id = $1 AND status = 'open' AND visitor_handle",
+            "SELECT {} FROM appeals WHERE project_id = $1 AND status = 'open' AND conversation_key",
             sql::APPEAL_COLS
         );
         let rows = sql::select_in(
@@ -510,41 +504,35 @@ impl WorkingSet {
             &head,
             "",
             vec![project.into()],
-            handles,
+            params,
             "read open appeals",
         )
         .await?;
-        let mut found: HashMap<(String, String), String> = HashMap::new();
+        let mut found: HashMap<String, String> = HashMap::new();
         let mut cards = Vec::with_capacity(rows.len());
         for row in &rows {
             let appeal = sql::appeal_from_row(row)?;
-            found.insert((appeal.channel_id.clone(), appeal.visitor_id.clone()), appeal.id.clone());
+            found.insert(appeal.key.clone(), appeal.id.clone());
             cards.push(appeal.client_id.clone());
             self.cache_appeal(appeal);
         }
-        for (c, v) in missing {
-            let id = found.get(&(c.clone(), v.clone())).cloned();
-            self.db_open.insert((project.to_string(), c.clone(), v.clone()), id);
+        for key in missing {
+            self.db_open.insert((project.to_string(), key.clone()), found.get(key).cloned());
         }
         self.load_clients(&cards).await
     }
 
-    /// The open appeal of a visitor in a channel, if any.
-    pub async fn open_appeal(
-        &mut self,
-        project: &str,
-        channel: &str,
-        visitor: &str,
-    ) -> StoreResult<Option<Appeal>> {
-        let key = (project.to_string(), channel.to_string(), visitor.to_string());
-        if let Some(id) = self.mem_open.get(&key) {
+    /// The open appeal of a conversation, if any.
+    pub async fn open_appeal(&mut self, project: &str, key: &str) -> StoreResult<Option<Appeal>> {
+        let cache_key = (project.to_string(), key.to_string());
+        if let Some(id) = self.mem_open.get(&cache_key) {
             return Ok(self.appeals.get(id).cloned());
         }
-        if !self.db_open.contains_key(&key) {
-            self.prefetch_open_appeals(project, &[(channel.to_string(), visitor.to_string())]).await?;
+        if !self.db_open.contains_key(&cache_key) {
+            self.prefetch_open_appeals(project, &[key.to_string()]).await?;
         }
-        let id = self.db_open.get(&key).cloned().flatten();
-        Ok(id.and_then(|id| self.appeals.get(&id)).filter(|a| a.is_open()).cloned())
+        let id = self.db_open.get(&cache_key).cloned().flatten();
+        Ok(id.and_then(|id| self.appeals.get(&id)).filter(|a| a.is_open() && a.key == key).cloned())
     }
 
     pub async fn appeal_by_id(&mut self, id: &str) -> StoreResult<Option<Appeal>> {
@@ -808,9 +796,10 @@ impl WorkingSet {
             .filter_map(|id| self.appeals.get(id))
             .map(|a| sql::appeal_params(a, self.deadline(a)))
             .collect();
-        let head = format!("INSERT INTO appeals ({})", sql::APPEAL_INSERT_COLS);
+        let head = format!("INSERT INTO appeals ({})", sql::APPEAL_COLS);
         let tail = "ON CONFLICT (id) DO UPDATE SET client_id = excluded.client_id, status = excluded.status, \
-                    last_message_at = excluded.last_message_at, doc = excluded.doc, close_deadline = excluded.close_deadline";
+                    last_message_at = excluded.last_message_at, doc = excluded.doc, close_deadline = excluded.close_deadline, \
+                    visitor_id = excluded.visitor_id, conversation_key = excluded.conversation_key";
         sql::insert_rows(&mut self.tx, self.backend, &head, tail, rows, "write appeals").await
     }
 

@@ -3,10 +3,17 @@
 //! They are plain data. Cards and appeals are persisted as a few indexed columns plus a JSON
 //! document (`ClientDoc`, `AppealDoc`), so adding a field to a card never needs a migration.
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod card;
+
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+
+pub use card::{
+    is_identifier, Added, CardValue, ClientDoc, InvalidValue, NameClaim, NameRank, Source,
+    MAX_MANUAL_CONTACTS, MAX_VALUES_PER_FIELD,
+};
 
 /// Event time in milliseconds since the Unix epoch (UTC).
 pub type Millis = i64;
@@ -51,37 +58,6 @@ pub struct Visitor {
     pub visitor_id: String,
 }
 
-/// The mutable part of a client card, stored as one JSON document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ClientDoc {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// Contacts by type (`phone`, `email`, `crm_id`, custom): normalised values, oldest first.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub contacts: BTreeMap<String, Vec<String>>,
-    /// Contacts an operator added by hand, counted against the three-per-type limit.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub manual_contacts: BTreeMap<String, Vec<String>>,
-    /// Custom fields (normalised: trimmed and case-folded).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub fields: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub visitors: BTreeSet<Visitor>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub external_ids: BTreeSet<String>,
-    /// Time of the client's last own message per visitor handle (`v:channel:visitor`): the
-    /// messengers' reply window is per conversation.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub last_inbound: BTreeMap<String, Millis>,
-    /// Original cards this card stands for (1 + everything merged into it).
-    #[serde(default = "one")]
-    pub group_size: usize,
-}
-
-fn one() -> usize {
-    1
-}
-
 /// A client card.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Client {
@@ -102,38 +78,29 @@ impl Client {
         Client { id, project_id, kind, created_at, appeal_count: 0, merged_into: None, doc }
     }
 
-    /// Every value a multi-contact rule field can see: contacts of that type and the custom
-    /// field of that name.
+    /// Every normalised value a multi-contact rule field can see: contacts of that type and
+    /// the custom field of that name.
     pub fn values(&self, field: &str) -> BTreeSet<&str> {
-        let contacts = self.doc.contacts.get(field).into_iter().flatten().map(String::as_str);
-        contacts.chain(self.doc.fields.get(field).map(String::as_str)).collect()
+        self.doc.values(field).collect()
     }
 
-    /// Every (field, value) pair this card offers to matching.
+    /// Every (field, normalised value) pair this card offers to matching.
     pub fn all_values(&self) -> BTreeSet<(String, String)> {
-        let contacts =
-            self.doc.contacts.iter().flat_map(|(t, vs)| vs.iter().map(move |v| (t.clone(), v.clone())));
-        let fields = self.doc.fields.iter().map(|(k, v)| (k.clone(), v.clone()));
-        contacts.chain(fields).collect()
+        let doc = &self.doc;
+        let pairs = doc.contacts.iter().chain(doc.fields.iter());
+        pairs.flat_map(|(f, vs)| vs.iter().map(move |v| (f.clone(), v.value.clone()))).collect()
     }
 
-    /// Adds a contact value if it is new; returns whether the card changed.
-    pub fn add_contact(&mut self, kind: &str, value: &str) -> bool {
-        let values = self.doc.contacts.entry(kind.to_string()).or_default();
-        if values.iter().any(|v| v == value) {
-            return false;
-        }
-        values.push(value.to_string());
-        true
+    /// Saves a value the way every automatic source does (gateway, bot, CRM): identifier
+    /// types (`phone`, `email`, `crm_id`) become contacts, anything else a custom field.
+    /// Returns whether the card gained it.
+    pub fn save_value(&mut self, field: &str, value: CardValue) -> bool {
+        self.doc.add_value(is_identifier(field), field, value) == Added::New
     }
 
-    /// Sets a custom field; returns whether the value changed.
-    pub fn set_field(&mut self, field: &str, value: &str) -> bool {
-        if self.doc.fields.get(field).map(String::as_str) == Some(value) {
-            return false;
-        }
-        self.doc.fields.insert(field.to_string(), value.to_string());
-        true
+    /// Adds a contact of any type (custom types such as `skype` included).
+    pub fn add_contact(&mut self, kind: &str, value: CardValue) -> bool {
+        self.doc.add_value(true, kind, value) == Added::New
     }
 
     pub fn summary(&self) -> ClientSummary {
@@ -245,7 +212,17 @@ impl Dialogue {
     }
 }
 
-/// One support conversation of one client, in one channel, with one visitor of that channel.
+/// The key of a conversation (SPEC "Appeals and messages"): (channel, external ID) when the
+/// message carries one, so every device of a signed-in person shares one appeal in a channel;
+/// else (channel, visitor). The visitor form is also the visitor's handle.
+pub fn conversation_key(channel_id: &str, visitor_id: &str, external_id: Option<&str>) -> String {
+    match external_id {
+        Some(x) => format!("x:{channel_id}:{x}"),
+        None => format!("v:{channel_id}:{visitor_id}"),
+    }
+}
+
+/// One support conversation of one client in one channel (see [`conversation_key`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Appeal {
     pub id: String,
@@ -253,7 +230,10 @@ pub struct Appeal {
     pub number: i64,
     pub client_id: String,
     pub channel_id: String,
+    /// Where replies go: the visitor of the conversation who wrote last.
     pub visitor_id: String,
+    /// The conversation this appeal is the open (or a past) appeal of.
+    pub key: String,
     pub status: AppealStatus,
     pub opened_at: Millis,
     /// Event time of the last message; inactivity is measured from it.
@@ -327,8 +307,12 @@ pub enum DeliveryStatus {
 pub struct Message {
     pub id: String,
     pub author_kind: AuthorKind,
+    /// The client card (at the time), operator or bot that wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author_id: Option<String>,
+    /// A client message's visitor: which device of the client wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitor_id: Option<String>,
     pub kind: ContentKind,
     pub group_id: String,
     pub sent_at: String,
