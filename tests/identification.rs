@@ -473,3 +473,56 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
         self.clone()
     }
 }
+
+#[tokio::test]
+async fn identify_client_with_a_value_the_crm_does_not_know_keeps_the_operators_word() {
+    let crm = Crm::start().await;
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let lines = [
+            msg("m1", "web", "2026-11-21T10:00:00Z", &visitor("web-5"), "hi"),
+            cmd(
+                "identify_client",
+                "c1",
+                "2026-11-21T10:01:00Z",
+                r#""appeal_number":1,"identifier":"phone","value":"8 999 111 22 33""#,
+            ),
+        ];
+        let run = replay_lines(&config(&crm.url), &db, &lines).await;
+        let caused = run.caused_by("c1");
+        assert_eq!(types(&caused), ["client.identified", "client.updated"], "{kind:?}: {}", run.stdout);
+        assert_eq!(caused[0]["method"], "manual");
+        assert_eq!(caused[0]["crm"], "not_found");
+        assert_eq!(appeal_number(caused[0]), 1);
+        assert_eq!(caused[1]["changes"], serde_json::json!(["phone"]));
+        let card = common::card(&db, caused[0]["client"]["id"].as_str().unwrap()).await;
+        let phone = &card.doc.contacts["phone"][0];
+        assert_eq!((phone.value.as_str(), phone.display()), ("+79991112233", "8 999 111 22 33"));
+    }
+}
+
+#[tokio::test]
+async fn crm_data_keeps_the_crms_spelling_and_is_compared_normalised() {
+    let crm = Crm::start().await;
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let lines = [
+            msg("m1", "web", "2026-11-21T10:00:00Z", &visitor("web-7"), "hi"),
+            cmd(
+                "identify_client",
+                "c1",
+                "2026-11-21T10:01:00Z",
+                r#""appeal_number":1,"identifier":"email","value":"support@globex.example""#,
+            ),
+        ];
+        let run = replay_lines(&config(&crm.url), &db, &lines).await;
+        let identified = run.caused_by("c1").into_iter().find(|e| e["type"] == "client.identified").unwrap();
+        assert_eq!(identified["crm"], "found", "{kind:?}: {}", run.stdout);
+        let card = common::card(&db, identified["client"]["id"].as_str().unwrap()).await;
+        let manager = &card.doc.fields["manager"][0];
+        assert_eq!((manager.display(), manager.value.as_str()), ("Ivan Petrov", "ivan petrov"));
+        assert_eq!(card.doc.contacts["email"][0].display(), "support@globex.example");
+        assert_eq!(card.doc.contacts["skype"][0].display(), "globex.support");
+        assert_eq!(card.doc.name.as_deref(), Some("Globex Corp. (corporate)"));
+    }
+}

@@ -134,3 +134,87 @@ async fn identifiers_sort_byte_wise_on_both_stores_even_where_the_database_colla
         store.close().await;
     }
 }
+
+/// A database the first release wrote (migrations up to 0006, cards with one string per value
+/// and a separate list of hand-added contacts, appeals keyed by visitor handle) opens, keeps
+/// its conversations going and its cards merging, and its values read with display = the
+/// stored value.
+#[tokio::test]
+async fn a_database_the_first_release_wrote_opens_and_keeps_working() {
+    sqlx::any::install_default_drivers();
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let url = match kind {
+            Kind::Sqlite => format!("{}?mode=rwc", db.url),
+            Kind::Postgres => db.url.clone(),
+        };
+        let pool = AnyPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+        let mut first_release = match kind {
+            Kind::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Kind::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        first_release.migrations =
+            first_release.migrations.iter().filter(|m| m.version <= 6).cloned().collect();
+        first_release.run(&pool).await.unwrap();
+        for (sql, params) in first_release_rows() {
+            let mut q = sqlx::query(sql);
+            for p in params {
+                q = q.bind(p);
+            }
+            q.execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let lines = [
+            common::msg("m1", "acme-tg", "2026-11-21T10:01:00Z", r#"{"id":"t1"}"#, "still there?"),
+            common::msg("m2", "acme-wa", "2026-11-21T10:02:00Z", r#"{"id":"79991234567"}"#, "from WhatsApp"),
+        ];
+        let run = common::replay_lines(&common::config(common::BASE), &db, &lines).await;
+        assert!(run.events("appeal.opened").iter().all(|e| e["cause"]["id"] != "m1"), "{}", run.stdout);
+        let m1 = run.caused_by("m1").into_iter().find(|e| e["type"] == "appeal.message_added").unwrap();
+        assert_eq!(m1["appeal"]["number"], 1, "{kind:?}: the open conversation goes on");
+        assert_eq!(m1["client"]["name"], "Alfred");
+        let merged = run.events("client.merged");
+        assert_eq!(merged.len(), 1, "{kind:?}: {}", run.stdout);
+        assert_eq!(merged[0]["survivor_id"], OLD_CARD);
+        let card = common::card(&db, OLD_CARD).await;
+        let phone = &card.doc.contacts["phone"][0];
+        assert_eq!((phone.display(), phone.source), ("+79991234567", appealflow::model::Source::Manual));
+        assert_eq!(card.doc.fields["contract_number"][0].display(), "d-100");
+        assert_eq!(card.doc.name.as_deref(), Some("Alfred"));
+    }
+}
+
+const OLD_CARD: &str = "00000000-0000-5000-8000-000000000001";
+
+/// Rows as the first release wrote them: one card with an open Telegram appeal.
+fn first_release_rows() -> Vec<(&'static str, Vec<String>)> {
+    let doc = r#"{"name":"Alfred","contacts":{"phone":["+79991234567"]},"manual_contacts":{"phone":["+79991234567"]},"fields":{"contract_number":"d-100"},"visitors":[{"channel_id":"acme-tg","visitor_id":"t1"}],"last_inbound":{"v:acme-tg:t1":1795254000000},"group_size":1}"#;
+    let appeal_doc = format!(
+        r#"{{"group":"first-line","last_author":{{"kind":"client","id":"{OLD_CARD}"}},"last_group_id":"old-1","message_count":1}}"#
+    );
+    let s = |v: &str| v.to_string();
+    vec![
+        (
+            "INSERT INTO clients (id, project_id, kind, created_at, appeal_count, merged_into, doc) \
+             VALUES ($1, 'acme', 'channel', 1795254000000, 1, NULL, $2)",
+            vec![s(OLD_CARD), s(doc)],
+        ),
+        ("INSERT INTO client_handles (project_id, handle, client_id) VALUES ('acme', 'v:acme-tg:t1', $1)", vec![s(OLD_CARD)]),
+        (
+            "INSERT INTO client_values (project_id, field, value, client_id) VALUES ('acme', 'phone', '+79991234567', $1)",
+            vec![s(OLD_CARD)],
+        ),
+        (
+            "INSERT INTO client_values (project_id, field, value, client_id) VALUES ('acme', 'contract_number', 'd-100', $1)",
+            vec![s(OLD_CARD)],
+        ),
+        (
+            "INSERT INTO appeals (id, project_id, number, client_id, channel_id, visitor_id, visitor_handle, status, \
+             opened_at, last_message_at, close_deadline, partition_key, doc) VALUES ('00000000-0000-5000-8000-0000000000a1', \
+             'acme', 1, $1, 'acme-tg', 't1', 'v:acme-tg:t1', 'open', 1795254000000, 1795254000000, 1795340400000, 'old', $2)",
+            vec![s(OLD_CARD), appeal_doc],
+        ),
+        ("INSERT INTO project_state (project_id, next_appeal_number) VALUES ('acme', 2)", vec![]),
+    ]
+}

@@ -548,9 +548,11 @@ async fn outbound_target(
     let by_visitor = visitors.iter().map(|v| conversation_key(channel_id, &v.visitor_id, None));
     let by_account = card.doc.external_ids.iter().map(|x| conversation_key(channel_id, "", Some(x)));
     for key in by_visitor.chain(by_account).collect::<Vec<_>>() {
-        if let Some(appeal) = ws.open_appeal(&card.project_id, &key).await? {
-            let visitor =
-                Visitor { channel_id: channel_id.to_string(), visitor_id: appeal.visitor_id.clone() };
+        let Some(appeal) = ws.open_appeal(&card.project_id, &key).await? else { continue };
+        let visitor = Visitor { channel_id: channel_id.to_string(), visitor_id: appeal.visitor_id.clone() };
+        // A shared device that moved to another account since writing last is no longer this
+        // client's: nothing of theirs goes to it.
+        if card.doc.visitors.contains(&visitor) {
             return Ok(Some((visitor, Some(appeal))));
         }
     }

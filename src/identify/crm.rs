@@ -12,9 +12,11 @@ use std::sync::Mutex;
 
 use crate::crm::{Answer, FailReason, FoundClient, Identifier, IdentifierType};
 use crate::emit::{Emitter, EventBody, IdentifyMethod};
-use crate::identify::{normalize, save_revealed, CardChanges, Revealed};
+use crate::identify::{save_revealed, CardChanges, Revealed};
 use crate::matching;
-use crate::model::{Appeal, CardValue, Client, ClientType, Millis, NameClaim, NameRank, Source};
+use crate::model::{
+    is_identifier, Appeal, CardValue, Client, ClientType, Millis, NameClaim, NameRank, Source,
+};
 use crate::pipeline::Ctx;
 use crate::store::{StoreResult, WorkingSet};
 
@@ -157,9 +159,12 @@ async fn apply_found(
     at: Millis,
     em: &mut Emitter,
 ) -> StoreResult<Client> {
-    let mut changes = crm_data(&mut card, found, &ctx.project.default_region, at);
+    // The searched value first: as the operator or client gave it, it outranks the CRM's
+    // spelling of the same value.
     let kind = search.kind.as_str();
-    if card.save_value(kind, search.value) {
+    let saved = card.save_value(kind, search.value);
+    let mut changes = crm_data(&mut card, found, &ctx.project.default_region, at);
+    if saved {
         changes.changed(kind);
     }
     ws.put_client(card.clone());
@@ -193,10 +198,9 @@ pub fn crm_data(card: &mut Client, found: &FoundClient, region: &str, at: Millis
             changes.changed("name");
         }
     }
-    let contacts = found.contacts.iter().map(|c| (c.kind.as_str(), c.value.as_str()));
-    let fields = found.fields.iter().map(|(f, v)| (f.as_str(), v.as_str()));
-    for (field, raw) in contacts.chain(fields) {
-        let r = Revealed { field: field.to_string(), raw, value: normalize::value(field, raw, region) };
+    let contacts = found.contacts.iter().map(|c| Revealed::new(&c.kind, &c.value, true, region));
+    let fields = found.fields.iter().map(|(f, v)| Revealed::new(f, v, is_identifier(f), region));
+    for r in contacts.chain(fields) {
         save_revealed(card, r, Source::Crm, at, &mut changes);
     }
     changes

@@ -17,7 +17,8 @@ use crate::decode::{InboundMessage, VisitorInfo};
 use crate::emit::{derive_id, Emitter, EventBody, IdentifyMethod};
 use crate::matching::{self, MergeBy};
 use crate::model::{
-    CardValue, Client, ClientType, InvalidValue, Millis, NameClaim, NameRank, Source, Visitor,
+    is_identifier, Added, CardValue, Client, ClientType, InvalidValue, Millis, NameClaim, NameRank, Source,
+    Visitor,
 };
 use crate::pipeline::Ctx;
 use crate::store::{StoreResult, WorkingSet};
@@ -286,7 +287,8 @@ pub fn save_revealed(
 ) {
     match r.value {
         Ok(value) => {
-            if client.save_value(&r.field, CardValue::new(value, r.raw.trim(), source, at)) {
+            let value = CardValue::new(value, r.raw.trim(), source, at);
+            if client.doc.add_value(r.contact, &r.field, value) == Added::New {
                 changes.changed(&r.field);
             }
         }
@@ -306,8 +308,16 @@ pub fn save_revealed(
 /// normalised form or why it has none.
 pub struct Revealed<'a> {
     pub field: String,
+    /// A contact (phone, e-mail, a CRM's skype) rather than a custom field.
+    pub contact: bool,
     pub raw: &'a str,
     pub value: Result<String, String>,
+}
+
+impl<'a> Revealed<'a> {
+    pub fn new(field: &str, raw: &'a str, contact: bool, region: &str) -> Self {
+        Revealed { field: field.to_string(), contact, raw, value: normalize::value(field, raw, region) }
+    }
 }
 
 /// The values a visitor reveals: its phone and e-mail (and, in WhatsApp and e-mail channels,
@@ -321,17 +331,13 @@ pub fn revealed<'a>(project: &ProjectConfig, kind: ChannelKind, v: &'a VisitorIn
         ChannelKind::Email => emails.push(&v.id),
         _ => {}
     }
-    let phones = phones.into_iter().map(|raw| ("phone", raw));
-    let emails = emails.into_iter().map(|raw| ("email", raw));
-    let fields = v.fields.iter().map(|(f, raw)| (f.as_str(), raw.as_str()));
+    let phones = phones.into_iter().map(|raw| ("phone", raw, true));
+    let emails = emails.into_iter().map(|raw| ("email", raw, true));
+    let fields = v.fields.iter().map(|(f, raw)| (f.as_str(), raw.as_str(), is_identifier(f)));
     phones
         .chain(emails)
         .chain(fields)
-        .map(|(field, raw)| Revealed {
-            field: field.to_string(),
-            raw,
-            value: normalize::value(field, raw, region),
-        })
+        .map(|(field, raw, contact)| Revealed::new(field, raw, contact, region))
         .collect()
 }
 

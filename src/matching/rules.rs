@@ -105,7 +105,7 @@ pub fn merged_card(group: &[Client], keep_name: Option<(&str, Millis)>) -> Clien
         keep_name.and_then(|(id, at)| Some((group.iter().find(|c| c.id == id)?.doc.name.clone()?, at)))
     {
         let claim = NameClaim { name, rank: NameRank::Operator, source: "operator".into(), at };
-        doc.names.retain(|c| c.source != claim.source);
+        doc.names.retain(|c| c.source != claim.source || c.rank != claim.rank);
         doc.names.push(claim);
     }
     doc.settle_name();
@@ -146,12 +146,13 @@ fn union_values<'a>(
     out
 }
 
-/// Every source's latest name claim.
+/// Every source's latest name claim of each rank.
 fn union_claims<'a>(claims: impl Iterator<Item = &'a NameClaim>) -> Vec<NameClaim> {
-    let mut latest: BTreeMap<&str, &NameClaim> = BTreeMap::new();
+    let mut latest: BTreeMap<(&str, NameRank), &NameClaim> = BTreeMap::new();
     for c in claims {
-        if latest.get(c.source.as_str()).is_none_or(|old| (c.at, c.rank) > (old.at, old.rank)) {
-            latest.insert(&c.source, c);
+        let key = (c.source.as_str(), c.rank);
+        if latest.get(&key).is_none_or(|old| (c.at, &c.name) > (old.at, &old.name)) {
+            latest.insert(key, c);
         }
     }
     latest.into_values().cloned().collect()

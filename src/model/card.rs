@@ -300,10 +300,12 @@ impl ClientDoc {
         true
     }
 
-    /// Records a name a source gave; returns whether the card's name changed.
+    /// Records a name a source gave; returns whether the card's name changed. A source holds
+    /// one claim per rank: a visitor's name sent without its external ID does not withdraw
+    /// the one it sent signed in.
     pub fn claim_name(&mut self, claim: NameClaim) -> bool {
-        match self.names.iter_mut().find(|c| c.source == claim.source) {
-            Some(c) if c.name == claim.name && c.rank == claim.rank => return false,
+        match self.names.iter_mut().find(|c| c.source == claim.source && c.rank == claim.rank) {
+            Some(c) if c.name == claim.name => return false,
             Some(c) => *c = claim,
             None => self.names.push(claim),
         }

@@ -265,6 +265,27 @@ impl Store {
         Ok(out)
     }
 
+    /// A card as committed, following merges to the card that absorbed it (outside any batch:
+    /// for readers and tests).
+    pub async fn client(&self, id: &str) -> StoreResult<Option<crate::model::Client>> {
+        let mut id = id.to_string();
+        for _ in 0..64 {
+            let query = format!("SELECT {} FROM clients WHERE id = $1", sql::CLIENT_COLS);
+            let row = sqlx::query(&query)
+                .bind(&id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::new("read client"))?;
+            let Some(row) = row else { return Ok(None) };
+            let client = sql::client_from_row(&row)?;
+            match client.merged_into {
+                Some(next) => id = next,
+                None => return Ok(Some(client)),
+            }
+        }
+        Ok(None)
+    }
+
     /// The stored clock and next offset of a partition.
     pub async fn partition(&self, key: &str) -> StoreResult<Option<(i64, Option<i64>)>> {
         let row = sqlx::query("SELECT clock, next_offset FROM partitions WHERE partition_key = $1")

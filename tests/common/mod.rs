@@ -250,6 +250,14 @@ pub fn final_cards(run: &Run) -> impl Fn(&str) -> String + '_ {
 
 pub mod kafka;
 
+/// The committed card `id` lives on (following merges).
+pub async fn card(db: &TestDb, id: &str) -> appealflow::model::Client {
+    let store = db.store().await;
+    let card = store.client(id).await.expect("read card").unwrap_or_else(|| panic!("no card {id}"));
+    store.close().await;
+    card
+}
+
 /// Asserts two record lists are equal, showing only the first difference.
 pub fn assert_same(got: &[String], want: &[String], what: &str) {
     if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
