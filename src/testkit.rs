@@ -1,12 +1,14 @@
 //! A synthetic workload for tests and benchmarks: people writing from several channels,
-//! revealing phones (in three spellings), e-mails and contract numbers, going idle, being
-//! closed by operators, plus bad lines and duplicates.
+//! revealing phones (in three spellings), e-mails and contract numbers, signing in on the web
+//! (some from two devices), going idle, being closed by operators, plus bad lines and
+//! duplicates.
 //!
 //! Alongside the stream it computes what a correct pipeline must end with, by its own simple
-//! means (a union-find over what each visitor revealed, and a per-visitor appeal simulation),
-//! so tests compare the pipeline against an oracle that shares none of its code.
+//! means (SPEC's identity rules as a union-find over what each visitor revealed, and a
+//! per-conversation appeal simulation), so tests compare the pipeline against an oracle that
+//! shares none of its code.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The config the generated stream is written for.
 pub const CONFIG: &str = r#"
@@ -106,6 +108,9 @@ struct Planned {
     channel: &'static str,
     visitor: String,
     visitor_json: String,
+    /// SPEC's conversation key as the oracle reads it: the account on the web when signed
+    /// in, else the visitor.
+    conversation: String,
     close_after: bool,
 }
 
@@ -145,24 +150,31 @@ pub fn generate(persons: usize, seed: u64) -> Workload {
     generate_with(persons, seed, true)
 }
 
-/// Like [`generate`]; without `closes`, no operator closes (their appeal numbers assume
-/// one input order, which several partitions do not keep).
-pub fn generate_with(persons: usize, seed: u64, closes: bool) -> Workload {
-    generate_shaped(persons, seed, closes, Shape::STRESS)
+/// Like [`generate`]. Without `one_order`, no operator closes (their appeal numbers assume one
+/// input order) and no conversation is shared by two devices (its inactivity close would be
+/// judged by the clock of one of two partitions): for streams spread over several partitions.
+pub fn generate_with(persons: usize, seed: u64, one_order: bool) -> Workload {
+    generate_shaped(persons, seed, one_order, Shape::STRESS)
 }
 
 /// Like [`generate_with`], with people writing in the given [`Shape`].
-pub fn generate_shaped(persons: usize, seed: u64, closes: bool, shape: Shape) -> Workload {
+pub fn generate_shaped(persons: usize, seed: u64, one_order: bool, shape: Shape) -> Workload {
     let mut rng = Rng(seed);
     let people: Vec<Person> = (0..persons).map(|i| person(i, &mut rng)).collect();
     let mut planned = Vec::new();
-    let mut links = UnionFind::default();
+    let mut facts: BTreeMap<String, VisitorFacts> = BTreeMap::new();
     for (i, p) in people.iter().enumerate() {
-        plan_person(i, p, &people, shape, &mut rng, &mut planned, &mut links);
+        plan_person(i, p, &people, shape, one_order, &mut rng, &mut planned, &mut facts);
     }
     planned.sort_by(|a, b| (a.at, &a.visitor, a.channel).cmp(&(b.at, &b.visitor, b.channel)));
-    render(planned, links, &mut rng, closes)
+    let mut w = render(planned, &mut rng, one_order);
+    let facts: Vec<VisitorFacts> = facts.into_values().collect();
+    w.expected.components = expected_partition(&facts, &RULES, &BTreeSet::new());
+    w
 }
+
+/// The rules of [`CONFIG`], as the oracle reads them.
+const RULES: [&[&str]; 2] = [&["phone"], &["email", "contract_number"]];
 
 fn person(i: usize, rng: &mut Rng) -> Person {
     // 9xx mobile ranges are valid Russian numbers; the index keeps them unique.
@@ -178,78 +190,137 @@ fn phone_spelling(digits: &str, rng: &mut Rng) -> String {
     }
 }
 
+/// One visitor a person writes from.
+struct PlannedVisitor {
+    channel: &'static str,
+    id: String,
+    attrs: String,
+    external_id: Option<String>,
+    /// What it reveals, normalised by the generator's own means (it made the values).
+    values: Vec<(String, String)>,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn plan_person(
     i: usize,
     p: &Person,
     people: &[Person],
     shape: Shape,
+    one_order: bool,
     rng: &mut Rng,
     planned: &mut Vec<Planned>,
-    links: &mut UnionFind,
+    facts: &mut BTreeMap<String, VisitorFacts>,
 ) {
     let active_from = START + rng.below(10) as i64 * DAY + rng.below(DAY as u64) as i64;
-    let phone_key = format!("phone:+7{}", p.phone_digits);
-    // Some people share an e-mail with their neighbour but have their own contract: no merge.
+    let phone = ("phone".to_string(), format!("+7{}", p.phone_digits));
+    // Some people share an e-mail with their neighbour but have their own contract: no merge
+    // by that pair alone (their shared mailbox, holding both contracts, joins them).
     let email = if i > 0 && rng.chance(5) { people[i - 1].email.clone() } else { p.email.clone() };
-    let mut visitors: Vec<(&'static str, String, String, Vec<String>)> = Vec::new();
+    let pair =
+        [("email".to_string(), email.clone()), ("contract_number".to_string(), p.contract.to_lowercase())];
+    let mut visitors: Vec<PlannedVisitor> = Vec::new();
     if rng.chance(70) {
         let with_phone = rng.chance(60);
-        let phone = if with_phone {
-            format!(r#","phone":{:?}"#, phone_spelling(&p.phone_digits, rng))
+        let (attrs, values) = if with_phone {
+            (
+                format!(r#""name":"Person {i}","phone":{:?}"#, phone_spelling(&p.phone_digits, rng)),
+                vec![phone.clone()],
+            )
         } else {
-            String::new()
+            (format!(r#""name":"Person {i}""#), vec![])
         };
-        let keys = if with_phone { vec![phone_key.clone()] } else { vec![] };
-        visitors.push(("acme-tg", format!("tg-{i}"), format!(r#""name":"Person {i}"{phone}"#), keys));
+        visitors.push(PlannedVisitor {
+            channel: "acme-tg",
+            id: format!("tg-{i}"),
+            attrs,
+            external_id: None,
+            values,
+        });
     }
     if rng.chance(50) {
-        visitors.push((
-            "acme-wa",
-            phone_spelling(&p.phone_digits, rng),
-            String::new(),
-            vec![phone_key.clone()],
-        ));
+        let id = phone_spelling(&p.phone_digits, rng);
+        visitors.push(PlannedVisitor {
+            channel: "acme-wa",
+            id,
+            attrs: String::new(),
+            external_id: None,
+            values: vec![phone.clone()],
+        });
     }
-    let pair_key = format!("email+contract:{email}|{}", p.contract.to_lowercase());
     if rng.chance(40) {
-        let fields = format!(
-            r#""email":{:?},"fields":{{"contract_number":{:?}}}"#,
+        // A third of web visitors are signed in; some of them from a second device too.
+        let account = rng.chance(33).then(|| format!("acct-{i}"));
+        let signed_in = account.as_ref().map(|a| format!(r#","external_id":{a:?}"#)).unwrap_or_default();
+        let attrs = format!(
+            r#""email":{:?},"fields":{{"contract_number":{:?}}}{signed_in}"#,
             email.to_uppercase(),
             format!(" {} ", p.contract)
         );
-        visitors.push(("acme-web", format!("web-{i}"), fields, vec![pair_key.clone()]));
+        let second = account.is_some() && one_order && rng.chance(50);
+        visitors.push(PlannedVisitor {
+            channel: "acme-web",
+            id: format!("web-{i}"),
+            attrs: attrs.clone(),
+            external_id: account.clone(),
+            values: pair.to_vec(),
+        });
+        if second {
+            visitors.push(PlannedVisitor {
+                channel: "acme-web",
+                id: format!("web-{i}-m"),
+                attrs: format!(r#""external_id":{:?}"#, account.clone().unwrap_or_default()),
+                external_id: account,
+                values: vec![],
+            });
+        }
     }
-    // Someone sharing a neighbour's mailbox would be the neighbour's e-mail visitor, whose
-    // single contract field is last-write-wins: an order-dependent outcome no oracle can
-    // predict across partitions. Such people only use the web form.
-    if rng.chance(30) && email == p.email {
+    if rng.chance(30) {
         let fields = format!(r#""fields":{{"contract_number":{:?}}}"#, p.contract.to_lowercase());
-        visitors.push(("acme-mail", email.clone(), fields, vec![pair_key]));
+        visitors.push(PlannedVisitor {
+            channel: "acme-mail",
+            id: email.clone(),
+            attrs: fields,
+            external_id: None,
+            values: pair.to_vec(),
+        });
     }
     if rng.chance(10) {
         // The blocked office line: many people give it, nobody merges through it.
-        visitors.push(("acme-vk", format!("vk-{i}"), r#""phone":"+7 495 000-00-00""#.into(), vec![]));
+        let attrs = r#""phone":"+7 495 000-00-00""#.to_string();
+        visitors.push(PlannedVisitor {
+            channel: "acme-vk",
+            id: format!("vk-{i}"),
+            attrs,
+            external_id: None,
+            values: vec![],
+        });
     }
-    for (channel, visitor, attrs, keys) in visitors {
-        let key = format!("{channel}:{visitor}");
-        links.add(&key);
-        for k in keys {
-            links.add(&k);
-            links.union(&key, &k);
-        }
-        let visitor_json = if attrs.is_empty() {
-            format!(r#"{{"id":{visitor:?}}}"#)
+    for v in visitors {
+        let key = format!("{}:{}", v.channel, v.id);
+        let f = facts
+            .entry(key.clone())
+            .or_insert_with(|| VisitorFacts { key: key.clone(), ..Default::default() });
+        f.values.extend(v.values);
+        f.external_id = f.external_id.take().or(v.external_id.clone());
+        let visitor_json = if v.attrs.is_empty() {
+            format!(r#"{{"id":{:?}}}"#, v.id)
         } else {
-            format!(r#"{{"id":{visitor:?},{attrs}}}"#)
+            format!(r#"{{"id":{:?},{}}}"#, v.id, v.attrs)
         };
-        plan_visitor(channel, visitor, visitor_json, active_from, shape, rng, planned);
+        let conversation = match &v.external_id {
+            Some(x) => format!("x:{}:{x}", v.channel),
+            None => key,
+        };
+        plan_visitor(v.channel, v.id, visitor_json, conversation, active_from, shape, rng, planned);
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn plan_visitor(
     channel: &'static str,
     visitor: String,
     visitor_json: String,
+    conversation: String,
     from: i64,
     shape: Shape,
     rng: &mut Rng,
@@ -263,6 +334,7 @@ fn plan_visitor(
             channel,
             visitor: visitor.clone(),
             visitor_json: visitor_json.clone(),
+            conversation: conversation.clone(),
             close_after,
         });
         // Mostly quick replies; sometimes a day and a half of silence (the appeal goes idle).
@@ -270,19 +342,18 @@ fn plan_visitor(
     }
 }
 
-/// The oracle's view of one visitor's appeal.
+/// The oracle's view of one conversation's appeal.
 struct OpenAppeal {
     number: u64,
     last: i64,
 }
 
-fn render(planned: Vec<Planned>, mut links: UnionFind, rng: &mut Rng, closes: bool) -> Workload {
+fn render(planned: Vec<Planned>, rng: &mut Rng, closes: bool) -> Workload {
     let mut w = Workload::default();
     let mut open: BTreeMap<String, OpenAppeal> = BTreeMap::new();
     let mut clock = i64::MIN;
     let mut next_number = 1;
     for (n, p) in planned.iter().enumerate() {
-        let key = format!("{}:{}", p.channel, p.visitor);
         clock = clock.max(p.at);
         let idle: Vec<String> =
             open.iter().filter(|(_, a)| a.last + DAY < clock).map(|(k, _)| k.clone()).collect();
@@ -290,7 +361,7 @@ fn render(planned: Vec<Planned>, mut links: UnionFind, rng: &mut Rng, closes: bo
             open.remove(&k);
             w.expected.inactivity_closes += 1;
         }
-        let appeal = open.entry(key.clone()).or_insert_with(|| {
+        let appeal = open.entry(p.conversation.clone()).or_insert_with(|| {
             w.expected.appeals_opened += 1;
             next_number += 1;
             OpenAppeal { number: next_number - 1, last: p.at }
@@ -314,7 +385,7 @@ fn render(planned: Vec<Planned>, mut links: UnionFind, rng: &mut Rng, closes: bo
         }
         if p.close_after && closes {
             let number = appeal.number;
-            open.remove(&key);
+            open.remove(&p.conversation);
             w.expected.operator_closes += 1;
             let close = format!(
                 r#"{{"type":"close_appeal","command_id":"close-{n}","project_id":"acme","issued_at":"{}","operator":{{"id":"op-1"}},"appeal_number":{number}}}"#,
@@ -323,7 +394,6 @@ fn render(planned: Vec<Planned>, mut links: UnionFind, rng: &mut Rng, closes: bo
             w.push(close, &visitor_key);
         }
     }
-    w.expected.components = links.visitor_components();
     w
 }
 
@@ -334,46 +404,148 @@ impl Workload {
     }
 }
 
-/// Union-find over string keys; visitor keys contain a `:` channel prefix starting `acme-`.
-#[derive(Default)]
+/// What one visitor (`channel:visitor_id`) revealed over all its messages, normalised, and
+/// the external ID it carries (always the same one: a visitor switching accounts is SPEC's
+/// shared-device rule, which the oracle does not model).
+#[derive(Debug, Clone, Default)]
+pub struct VisitorFacts {
+    pub key: String,
+    pub external_id: Option<String>,
+    pub values: BTreeSet<(String, String)>,
+}
+
+/// SPEC's final grouping of visitors, by simple means: visitors carrying one external ID are
+/// one person; then, until nothing changes, two groups join when for every field of some
+/// rule they share a value that is not blocked (values accumulate on a card, so a group holds
+/// the union of its visitors' values). Sorted groups of sorted visitor keys.
+pub fn expected_partition(
+    visitors: &[VisitorFacts],
+    rules: &[&[&str]],
+    blocked: &BTreeSet<String>,
+) -> Vec<Vec<String>> {
+    let mut uf = UnionFind::new(visitors.len());
+    let mut by_account: HashMap<&str, usize> = HashMap::new();
+    for (i, v) in visitors.iter().enumerate() {
+        if let Some(x) = &v.external_id {
+            let first = *by_account.entry(x).or_insert(i);
+            uf.union(first, i);
+        }
+    }
+    loop {
+        let mut held: BTreeMap<usize, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
+        for (i, v) in visitors.iter().enumerate() {
+            let root = uf.find(i);
+            for (field, value) in v.values.iter().filter(|(_, value)| !blocked.contains(value)) {
+                held.entry(root).or_default().entry(field).or_default().insert(value);
+            }
+        }
+        let shares = |a: &BTreeMap<&str, BTreeSet<&str>>, b: &BTreeMap<&str, BTreeSet<&str>>| {
+            rules.iter().any(|rule| {
+                rule.iter().all(|f| match (a.get(f), b.get(f)) {
+                    (Some(x), Some(y)) => !x.is_disjoint(y),
+                    _ => false,
+                })
+            })
+        };
+        let mut holders: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+        for (root, fields) in &held {
+            for (field, values) in fields {
+                values.iter().for_each(|v| holders.entry((field, v)).or_default().push(*root));
+            }
+        }
+        let mut joined = false;
+        for (a, fields) in &held {
+            for rule in rules {
+                let firsts = fields.get(rule[0]).into_iter().flatten();
+                let others = firsts.flat_map(|v| holders.get(&(rule[0], *v)).into_iter().flatten());
+                for b in others.copied().collect::<Vec<_>>() {
+                    if uf.find(*a) != uf.find(b) && shares(fields, &held[&b]) {
+                        uf.union(*a, b);
+                        joined = true;
+                    }
+                }
+            }
+        }
+
+        if !joined {
+            break;
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (i, v) in visitors.iter().enumerate() {
+        groups.entry(uf.find(i)).or_default().push(v.key.clone());
+    }
+    let mut out: Vec<Vec<String>> = groups
+        .into_values()
+        .map(|mut g| {
+            g.sort();
+            g
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Union-find over indices.
 struct UnionFind {
-    parent: HashMap<String, String>,
+    parent: Vec<usize>,
 }
 
 impl UnionFind {
-    fn add(&mut self, k: &str) {
-        self.parent.entry(k.to_string()).or_insert_with(|| k.to_string());
+    fn new(n: usize) -> Self {
+        UnionFind { parent: (0..n).collect() }
     }
-    fn find(&mut self, k: &str) -> String {
-        let p = self.parent[k].clone();
-        if p == k {
-            return p;
+    fn find(&mut self, i: usize) -> usize {
+        let p = self.parent[i];
+        if p == i {
+            return i;
         }
-        let root = self.find(&p);
-        self.parent.insert(k.to_string(), root.clone());
+        let root = self.find(p);
+        self.parent[i] = root;
         root
     }
-    fn union(&mut self, a: &str, b: &str) {
+    fn union(&mut self, a: usize, b: usize) {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra != rb {
-            self.parent.insert(ra, rb);
+            self.parent[ra] = rb;
         }
     }
-    fn visitor_components(&mut self) -> Vec<Vec<String>> {
-        let keys: Vec<String> = self.parent.keys().filter(|k| k.starts_with("acme-")).cloned().collect();
-        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for k in keys {
-            let root = self.find(&k);
-            groups.entry(root).or_default().push(k);
-        }
-        let mut out: Vec<Vec<String>> = groups
-            .into_values()
-            .map(|mut g| {
-                g.sort();
-                g
-            })
-            .collect();
-        out.sort();
-        out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn visitor(key: &str, external: Option<&str>, values: &[(&str, &str)]) -> VisitorFacts {
+        let values = values.iter().map(|(f, v)| (f.to_string(), v.to_string())).collect();
+        VisitorFacts { key: key.into(), external_id: external.map(str::to_string), values }
+    }
+
+    #[test]
+    fn the_oracle_joins_by_accounts_and_by_rules_over_accumulated_values() {
+        let visitors = [
+            visitor("web:1", None, &[("email", "e"), ("contract_number", "d-1")]),
+            visitor("web:2", None, &[("email", "e"), ("contract_number", "d-2")]),
+            // Holds both contracts: joins both web visitors, though neither pair matches the other.
+            visitor(
+                "mail:e",
+                None,
+                &[("email", "e"), ("contract_number", "d-1"), ("contract_number", "d-2")],
+            ),
+            visitor("tg:1", Some("acc"), &[("phone", "+1")]),
+            visitor("web:3", Some("acc"), &[]),
+            visitor("wa:+1", None, &[("phone", "+1")]),
+            visitor("vk:1", None, &[("phone", "+blocked")]),
+            visitor("vk:2", None, &[("phone", "+blocked")]),
+        ];
+        let blocked = BTreeSet::from(["+blocked".to_string()]);
+        let got = expected_partition(&visitors, &RULES, &blocked);
+        let want: Vec<Vec<&str>> = vec![
+            vec!["mail:e", "web:1", "web:2"],
+            vec!["tg:1", "wa:+1", "web:3"],
+            vec!["vk:1"],
+            vec!["vk:2"],
+        ];
+        assert_eq!(got, want);
     }
 }

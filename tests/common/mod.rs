@@ -266,26 +266,19 @@ pub fn assert_same(got: &[String], want: &[String], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: same records, different counts");
 }
 
-/// Groups visitors by the card they ended on: each visitor's card is the client of its first
-/// appeal, followed through every `client.merged`.
-pub fn visitor_components(run: &Run, lines: &[String]) -> Vec<Vec<String>> {
-    let visitor_of: BTreeMap<String, String> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["type"] == "message")
-        .map(|v| {
-            (v["message_id"].as_str().unwrap().to_string(), v["visitor"]["id"].as_str().unwrap().to_string())
-        })
-        .collect();
+/// Groups visitors (`channel:visitor_id`) by the card they ended on: the card of each
+/// visitor's last message, followed through every `client.merged`. Every visitor that
+/// wrote (a message the DLQ did not take) is in one group.
+pub fn visitor_components(run: &Run) -> Vec<Vec<String>> {
     let final_of = final_cards(run);
-    let mut first_card: BTreeMap<String, String> = BTreeMap::new();
-    for e in run.events("appeal.opened") {
-        let visitor = &visitor_of[e["cause"]["id"].as_str().unwrap()];
+    let mut last_card: BTreeMap<String, String> = BTreeMap::new();
+    for e in run.events("appeal.message_added") {
+        let Some(visitor) = e["message"]["visitor_id"].as_str() else { continue };
         let key = format!("{}:{visitor}", e["appeal"]["channel_id"].as_str().unwrap());
-        first_card.entry(key).or_insert_with(|| e["client"]["id"].as_str().unwrap().to_string());
+        last_card.insert(key, e["client"]["id"].as_str().unwrap().to_string());
     }
     let mut groups: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (visitor, card) in first_card {
+    for (visitor, card) in last_card {
         groups.entry(final_of(&card)).or_default().insert(visitor);
     }
     let mut out: Vec<Vec<String>> = groups.into_values().map(|g| g.into_iter().collect()).collect();
