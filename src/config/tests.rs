@@ -22,7 +22,9 @@ fn the_example_config_states_the_built_in_batching_defaults() {
     assert_eq!(example.batch_size, default.batch_size);
     assert_eq!(example.batch_max_wait, default.batch_max_wait);
     assert_eq!(example.buffered_batches, default.buffered_batches);
+    assert_eq!(example.max_future, default.max_future);
 }
+
 
 #[test]
 fn an_unknown_key_is_reported_with_its_path() {
