@@ -16,8 +16,10 @@ const FIXTURE_CONFIG: &str = "tests/fixtures/all_types.toml";
 const FIXTURE_INPUT: &str = "tests/fixtures/all_types.jsonl";
 
 /// Event types the pipeline can emit today: the fixture replay must show every one.
-const EMITTED_EVENT_TYPES: [&str; 18] = [
+const EMITTED_EVENT_TYPES: [&str; 20] = [
     "client.created",
+    "client.commented",
+    "client.tagged",
     "client.identified",
     "client.updated",
     "client.merged",

@@ -3,7 +3,7 @@
 //! error of the stream.
 
 use crate::config::ChannelKind;
-use crate::decode::{ClientRef, Command, CommandAction, ContactSpec, KeepName};
+use crate::decode::{ClientRef, Command, CommandAction, ContactSpec, KeepName, Scope};
 use crate::emit::{Emitter, EventBody, IdentifyMethod, Outbound};
 use crate::identify::crm::{self as crm_ident, Identification, Search};
 use crate::identify::{self, external_handle, normalize, visitor_handle};
@@ -82,6 +82,9 @@ async fn subject(
         | A::RemoveContact { client, .. }
         | A::RenameClient { client, .. }
         | A::SendOutbound { client, .. }
+        | A::CommentClient { client, .. }
+        | A::TagClient { client, .. }
+        | A::EditContact { client, .. }
         | A::MergeClients { target: client, .. } => Some(client),
         _ => None,
     };
@@ -121,7 +124,7 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
             );
             Ok(())
         }
-        A::TagAppeal { appeal_number, tag } => {
+        A::TagAppeal { appeal_number, tag, scope: Scope::Session } => {
             let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
             if appeal.doc.tags.contains(tag) {
                 return reject(format!("appeal {appeal_number} already has tag {tag:?}"));
@@ -136,7 +139,7 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
             );
             Ok(())
         }
-        A::CommentAppeal { appeal_number, text } => {
+        A::CommentAppeal { appeal_number, text, scope: Scope::Session } => {
             let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
             let operator_id = cmd.operator.as_ref().map(|o| o.id.clone());
             appeal.doc.comments.push(Comment { text: text.clone(), operator_id: operator_id.clone(), at });
@@ -148,6 +151,27 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
                 Some(appeal.summary()),
             );
             Ok(())
+        }
+        A::TagAppeal { appeal_number, tag, scope: Scope::Dialogue } => {
+            let (appeal, client) = appeal(ws, cmd, *appeal_number).await?;
+            tag_client(ws, cmd, client, tag, Some(&appeal), em)
+        }
+        A::CommentAppeal { appeal_number, text, scope: Scope::Dialogue } => {
+            let (appeal, client) = appeal(ws, cmd, *appeal_number).await?;
+            comment_client(ws, cmd, client, text, Some(&appeal), em);
+            Ok(())
+        }
+        A::TagClient { client, tag } => {
+            let card = resolve(ws, ctx, client).await?;
+            tag_client(ws, cmd, card, tag, None, em)
+        }
+        A::CommentClient { client, text } => {
+            let card = resolve(ws, ctx, client).await?;
+            comment_client(ws, cmd, card, text, None, em);
+            Ok(())
+        }
+        A::EditContact { client, contact_type, old_value, value } => {
+            edit_contact(ws, ctx, cmd, client, contact_type, (old_value, value), em).await
         }
         A::IdentifyClient { appeal_number, identifier, value } => {
             identify_client(ws, ctx, cmd, *appeal_number, identifier, value, em).await
@@ -287,13 +311,17 @@ fn operator_name(cmd: &Command) -> String {
 async fn updated(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
-    card: Client,
+    mut card: Client,
     field: &str,
     at: Millis,
     em: &mut Emitter,
 ) -> Outcome {
+    let mut changes = vec![field.to_string()];
+    if card.settle_type() {
+        changes.push("type".into());
+    }
     ws.put_client(card.clone());
-    let body = EventBody::ClientUpdated { changes: vec![field.to_string()], rejected: vec![] };
+    let body = EventBody::ClientUpdated { changes, rejected: vec![] };
     em.event(at, body, Some(card.summary()), None);
     matching::run(ws, ctx, &card.id, at, em).await?;
     Ok(())
@@ -379,6 +407,72 @@ async fn identify_client(
     Ok(())
 }
 
+/// A tag on the client's dialogue (seed 003); `appeal` is the one the command came through.
+fn tag_client(
+    ws: &mut WorkingSet,
+    cmd: &Command,
+    mut card: Client,
+    tag: &str,
+    appeal: Option<&Appeal>,
+    em: &mut Emitter,
+) -> Outcome {
+    if card.doc.tags.iter().any(|t| t == tag) {
+        return reject(format!("client already has tag {tag:?}"));
+    }
+    card.doc.tags.push(tag.to_string());
+    ws.put_client(card.clone());
+    let body = EventBody::ClientTagged { tag: tag.to_string() };
+    em.event(cmd.issued_at, body, Some(card.summary()), appeal.map(Appeal::summary));
+    Ok(())
+}
+
+/// A comment on the client's dialogue: shown with every appeal of the card (seed 003).
+fn comment_client(
+    ws: &mut WorkingSet,
+    cmd: &Command,
+    mut card: Client,
+    text: &str,
+    appeal: Option<&Appeal>,
+    em: &mut Emitter,
+) {
+    let operator_id = cmd.operator.as_ref().map(|o| o.id.clone());
+    let comment = Comment { text: text.to_string(), operator_id: operator_id.clone(), at: cmd.issued_at };
+    card.doc.comments.push(comment);
+    ws.put_client(card.clone());
+    let body = EventBody::ClientCommented { text: text.to_string(), operator_id };
+    em.event(cmd.issued_at, body, Some(card.summary()), appeal.map(Appeal::summary));
+}
+
+/// `edit_contact`: one hand-added contact replaced by another value of its type (seed 001's
+/// "Edit" next to each contact). Gateway, bot and CRM values are the channels' data, not the
+/// operator's to edit: they come back with the next message.
+async fn edit_contact(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    client: &ClientRef,
+    kind: &str,
+    (old_raw, raw): (&str, &str),
+    em: &mut Emitter,
+) -> Outcome {
+    let mut card = resolve(ws, ctx, client).await?;
+    let old = normalized(ctx, kind, old_raw)?;
+    let value = normalized(ctx, kind, raw)?;
+    let values = card.doc.contacts.get(kind).map(Vec::as_slice).unwrap_or_default();
+    let Some(at) = values.iter().position(|v| v.value == old && v.source == Source::Manual) else {
+        return reject(format!("client has no hand-added {kind} contact {}", mask_value(kind, &old)));
+    };
+    if value != old && values.iter().any(|v| v.value == value) {
+        return reject(format!("client already has {kind} contact {}", mask_value(kind, &value)));
+    }
+    let edited = CardValue::new(value, raw.trim(), Source::Manual, cmd.issued_at);
+    if values[at].display() == edited.display() {
+        return reject(format!("{kind} contact {} is already so", mask_value(kind, &old)));
+    }
+    card.doc.contacts.get_mut(kind).expect("found above")[at] = edited;
+    updated(ws, ctx, card, kind, cmd.issued_at, em).await
+}
+
 /// `add_contact`, and `set_client_field` on `phone`/`email`/`crm_id`: a hand-added contact,
 /// at most three of a type (SPEC identity rule 6).
 async fn add_contact(
@@ -423,7 +517,14 @@ async fn create_client(
         }
         card.add_contact(kind, CardValue::new(value, c.value.trim(), Source::Manual, at));
     }
+    // Not anonymous: an operator knows a way to reach them (seed 002's types), and a CRM id
+    // makes them a CRM client.
+    if !contacts.is_empty() {
+        card.kind = ClientType::Channel;
+    }
+    card.settle_type();
     ws.put_client(card.clone());
+
     em.event(cmd.issued_at, EventBody::ClientCreated {}, Some(card.summary()), None);
     matching::run(ws, ctx, &card.id, cmd.issued_at, em).await?;
     Ok(())
@@ -472,20 +573,35 @@ async fn send_outbound(
     template: &Option<crate::decode::Template>,
     em: &mut Emitter,
 ) -> Outcome {
-    let card = resolve(ws, ctx, client).await?;
+    let mut card = resolve(ws, ctx, client).await?;
     let at = cmd.issued_at;
-    let refused = |em: &mut Emitter, reason: String| {
+    let kind = ctx.channel(channel_id).kind;
+    let refused = |em: &mut Emitter, card: &Client, reason: String| {
         let body = EventBody::OutboundRefused { reason, channel_id: channel_id.to_string() };
         em.event(at, body, Some(card.summary()), None);
         Ok(())
     };
-    let Some((visitor, mut appeal)) = outbound_target(ws, &card, channel_id).await? else {
-        return refused(em, format!("client has no visitor in channel {channel_id:?}"));
+    let target = match outbound_target(ws, &card, channel_id).await? {
+        Some(target) => Some(target),
+        None if kind == ChannelKind::Whatsapp => match whatsapp_by_phone(ws, &card, channel_id).await {
+            Ok(target) => target,
+            Err(Refusal::Rejected(reason)) => return refused(em, &card, reason),
+            Err(failed) => return Err(failed),
+        },
+
+        None => None,
     };
-    let kind = ctx.channel(channel_id).kind;
+    let Some((visitor, mut appeal)) = target else {
+        return refused(em, &card, format!("client has no visitor in channel {channel_id:?}"));
+    };
     let last = card.doc.last_inbound.get(&visitor_handle(channel_id, &visitor.visitor_id)).copied();
     if let Some(reason) = window_refusal(kind, last, at, template.is_some()) {
-        return refused(em, reason);
+        return refused(em, &card, reason);
+    }
+    if card.doc.visitors.insert(visitor.clone()) {
+        // A WhatsApp number written to for the first time: the client's visitor there from
+        // now on, so the answer lands on this card.
+        ws.put_client(card.clone());
     }
     let id = em.next_id("outbound");
     let outbound = Outbound {
@@ -537,6 +653,29 @@ async fn send_outbound(
     Ok(())
 }
 
+/// WhatsApp's visitor ID is the client's phone (seed 001: an operator adds the phone a
+/// web-chat client gave, then writes to them on WhatsApp): the card's newest hand-added phone,
+/// else its newest phone. A number that is another card's WhatsApp visitor is not this one's.
+async fn whatsapp_by_phone(
+    ws: &mut WorkingSet,
+    card: &Client,
+    channel_id: &str,
+) -> Result<Option<(Visitor, Option<Appeal>)>, Refusal> {
+    let phones = card.doc.contacts.get("phone").map(Vec::as_slice).unwrap_or_default();
+    let newest = phones.iter().max_by_key(|p| (p.source == Source::Manual, p.at));
+    let Some(phone) = newest else { return Ok(None) };
+    // WhatsApp's own IDs are the number's digits, without the plus.
+    let visitor_id = phone.value.trim_start_matches('+').to_string();
+    let owner = ws.client_by_handle(&card.project_id, &visitor_handle(channel_id, &visitor_id)).await?;
+    if owner.is_some_and(|o| o.id != card.id) {
+        return reject(format!(
+            "WhatsApp number {} is another client's visitor in channel {channel_id:?}",
+            normalize::mask(&phone.value)
+        ));
+    }
+    Ok(Some((Visitor { channel_id: channel_id.to_string(), visitor_id }, None)))
+}
+
 /// Where an operator's message goes: the card's open conversation in the channel (to the
 /// visitor who wrote last in it), else the card's visitor there who wrote last.
 async fn outbound_target(
@@ -578,7 +717,10 @@ pub fn window_refusal(
     if kind == ChannelKind::Whatsapp && is_template {
         return None;
     }
-    Some(if kind == ChannelKind::Whatsapp {
+    Some(if kind == ChannelKind::Whatsapp && last_inbound.is_none() {
+        "outside_24h_window: the client has not written on WhatsApp yet; only approved templates may go"
+            .into()
+    } else if kind == ChannelKind::Whatsapp {
         "outside_24h_window: WhatsApp accepts only approved templates 24 h after the client's last message"
             .into()
     } else {

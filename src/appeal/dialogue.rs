@@ -290,6 +290,7 @@ async fn save(
     if !client.save_value(field, value) {
         return Ok(client);
     }
+    let typed = client.settle_type();
     ws.put_client(client.clone());
     if is_identifier(field) {
         // The client told the bot who they are: operators see it like any identification.
@@ -297,7 +298,13 @@ async fn save(
         let body = EventBody::ClientIdentified { method: IdentifyMethod::Bot, identifier, crm: None };
         em.event(at, body, Some(client.summary()), Some(appeal.summary()));
     }
-    let body = EventBody::ClientUpdated { changes: vec![field.to_string()], rejected: vec![] };
+    let mut changes = vec![field.to_string()];
+    if typed {
+        changes.push("type".into());
+    }
+
+    let body = EventBody::ClientUpdated { changes, rejected: vec![] };
+
     em.event(at, body, Some(client.summary()), None);
     let client = matching::run(ws, ctx, &client.id, at, em).await?;
     refresh(ws, appeal).await?;

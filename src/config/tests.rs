@@ -25,7 +25,6 @@ fn the_example_config_states_the_built_in_batching_defaults() {
     assert_eq!(example.max_future, default.max_future);
 }
 
-
 #[test]
 fn an_unknown_key_is_reported_with_its_path() {
     let p = problems("[[projects]]\nid = \"a\"\nauto_close_afer = \"1h\"\n");

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::model::Millis;
 
 /// The `type` values that are commands.
-pub const COMMAND_TYPES: [&str; 14] = [
+pub const COMMAND_TYPES: [&str; 17] = [
     "close_appeal",
     "assign_appeal",
     "set_category",
@@ -24,6 +24,9 @@ pub const COMMAND_TYPES: [&str; 14] = [
     "merge_clients",
     "send_outbound",
     "start_scenario",
+    "comment_client",
+    "tag_client",
+    "edit_contact",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,13 +82,23 @@ pub struct Template {
     pub params: serde_json::Value,
 }
 
+/// What an appeal's comment or tag is about (seed 003): the session (the appeal itself) or
+/// the client's dialogue (shown with every appeal of the card).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    Session,
+    Dialogue,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum CommandAction {
     CloseAppeal { appeal_number: i64 },
     AssignAppeal { appeal_number: i64, group: Option<String>, operator_id: Option<String> },
     SetCategory { appeal_number: i64, category: String },
-    TagAppeal { appeal_number: i64, tag: String },
-    CommentAppeal { appeal_number: i64, text: String },
+    TagAppeal { appeal_number: i64, tag: String, scope: Scope },
+    CommentAppeal { appeal_number: i64, text: String, scope: Scope },
     IdentifyClient { appeal_number: i64, identifier: String, value: String },
     SetClientField { client: ClientRef, field: String, value: String },
     AddContact { client: ClientRef, contact_type: String, value: String },
@@ -95,6 +108,9 @@ pub enum CommandAction {
     MergeClients { target: ClientRef, source: ClientRef, keep_name_from: KeepName },
     SendOutbound { client: ClientRef, channel_id: String, text: Option<String>, template: Option<Template> },
     StartScenario { appeal_number: i64, scenario_id: String },
+    CommentClient { client: ClientRef, text: String },
+    TagClient { client: ClientRef, tag: String },
+    EditContact { client: ClientRef, contact_type: String, old_value: String, value: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -141,10 +157,14 @@ enum Wire {
     TagAppeal {
         appeal_number: i64,
         tag: String,
+        #[serde(default)]
+        scope: Scope,
     },
     CommentAppeal {
         appeal_number: i64,
         text: String,
+        #[serde(default)]
+        scope: Scope,
     },
     IdentifyClient {
         appeal_number: i64,
@@ -191,6 +211,20 @@ enum Wire {
         appeal_number: i64,
         scenario_id: String,
     },
+    CommentClient {
+        client: WireRef,
+        text: String,
+    },
+    TagClient {
+        client: WireRef,
+        tag: String,
+    },
+    EditContact {
+        client: WireRef,
+        contact_type: String,
+        old_value: String,
+        value: String,
+    },
 }
 
 pub fn decode(value: serde_json::Value, config: &Config) -> Result<Command, DecodeError> {
@@ -224,13 +258,25 @@ fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandA
             non_empty("category", &category)?;
             A::SetCategory { appeal_number, category }
         }
-        Wire::TagAppeal { appeal_number, tag } => {
+        Wire::TagAppeal { appeal_number, tag, scope } => {
             non_empty("tag", &tag)?;
-            A::TagAppeal { appeal_number, tag }
+            A::TagAppeal { appeal_number, tag, scope }
         }
-        Wire::CommentAppeal { appeal_number, text } => {
+        Wire::CommentAppeal { appeal_number, text, scope } => {
             non_empty("text", &text)?;
-            A::CommentAppeal { appeal_number, text }
+            A::CommentAppeal { appeal_number, text, scope }
+        }
+        Wire::CommentClient { client, text } => {
+            non_empty("text", &text)?;
+            A::CommentClient { client: client_ref("client", client, project)?, text }
+        }
+        Wire::TagClient { client, tag } => {
+            non_empty("tag", &tag)?;
+            A::TagClient { client: client_ref("client", client, project)?, tag }
+        }
+        Wire::EditContact { client, contact_type, old_value, value } => {
+            non_empty("contact_type", &contact_type)?;
+            A::EditContact { client: client_ref("client", client, project)?, contact_type, old_value, value }
         }
         Wire::IdentifyClient { appeal_number, identifier, value } => {
             if !["phone", "email", "crm_id"].contains(&identifier.as_str()) {
@@ -335,6 +381,9 @@ impl CommandAction {
             A::MergeClients { .. } => "merge_clients",
             A::SendOutbound { .. } => "send_outbound",
             A::StartScenario { .. } => "start_scenario",
+            A::CommentClient { .. } => "comment_client",
+            A::TagClient { .. } => "tag_client",
+            A::EditContact { .. } => "edit_contact",
         }
     }
 }

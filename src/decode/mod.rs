@@ -13,7 +13,7 @@ use crate::config::{Config, ProjectConfig};
 use crate::model::{parse_ts, Attachment, ContentKind, DeliveryStatus, Millis};
 
 pub use command::{
-    ClientRef, Command, CommandAction, ContactSpec, KeepName, Operator, Template, COMMAND_TYPES,
+    ClientRef, Command, CommandAction, ContactSpec, KeepName, Operator, Scope, Template, COMMAND_TYPES,
 };
 
 /// A validated input.
@@ -133,7 +133,8 @@ pub fn decode(bytes: &[u8], config: &Config, now: Millis) -> Result<Input, Decod
         "status" => wire::status(value).and_then(|s| status(s, config)),
         t if COMMAND_TYPES.contains(&t) => command::decode(value, config).map(Input::Command),
         other => Err(DecodeError::new(format!(
-            "unknown input type {other:?} (expected message, status or a command type)"
+            "unknown input type {other:?}: known types are message, status, {}",
+            COMMAND_TYPES.join(", ")
         ))),
     };
     result.and_then(|input| not_in_the_future(input, config, now)).map_err(|mut e| {

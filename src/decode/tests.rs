@@ -120,7 +120,11 @@ fn every_command_type_decodes() {
         ),
         ("send_outbound", r#""client":{"client_id":"a"},"channel_id":"acme-tg","text":"hi""#),
         ("start_scenario", r#""appeal_number":1,"scenario_id":"s""#),
+        ("comment_client", r#""client":{"client_id":"a"},"text":"t""#),
+        ("tag_client", r#""client":{"client_id":"a"},"tag":"t""#),
+        ("edit_contact", r#""client":{"client_id":"a"},"contact_type":"phone","old_value":"1","value":"2""#),
     ];
+
     assert_eq!(fields.len(), COMMAND_TYPES.len());
     for (kind, f) in fields {
         let input = format!(

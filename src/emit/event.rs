@@ -100,6 +100,14 @@ pub enum EventBody {
         /// The shared values that made the merge happen.
         matched: Vec<MatchedValue>,
     },
+    #[serde(rename = "client.commented")]
+    ClientCommented {
+        text: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        operator_id: Option<String>,
+    },
+    #[serde(rename = "client.tagged")]
+    ClientTagged { tag: String },
     #[serde(rename = "client.merge_refused")]
     ClientMergeRefused { reason: String, client_ids: Vec<String>, rule_ids: Vec<String> },
     #[serde(rename = "appeal.opened")]

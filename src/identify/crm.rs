@@ -186,7 +186,11 @@ async fn apply_found(
 /// stream's problem.
 pub fn crm_data(card: &mut Client, found: &FoundClient, region: &str, at: Millis) -> CardChanges {
     let mut changes = CardChanges::default();
-    card.kind = ClientType::Crm;
+    if card.kind != ClientType::Crm {
+        card.kind = ClientType::Crm;
+        changes.changed("type");
+    }
+
     let crm_id = found.crm_id.trim();
     if !crm_id.is_empty() && card.save_value("crm_id", CardValue::new(crm_id.into(), crm_id, Source::Crm, at))
     {
@@ -246,7 +250,8 @@ mod tests {
         assert_eq!(c.doc.fields["contract_number"][0].display(), "D-100");
         assert_eq!(c.doc.name.as_deref(), Some("Alfred Hitchcock"));
         let changed: Vec<&str> = changes.changes.iter().map(String::as_str).collect();
-        assert_eq!(changed, ["contract_number", "crm_id", "invalid_values", "name", "phone"]);
+        assert_eq!(changed, ["contract_number", "crm_id", "invalid_values", "name", "phone", "type"]);
+
         assert_eq!(changes.rejected.iter().collect::<Vec<_>>(), ["email"]);
     }
 

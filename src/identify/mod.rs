@@ -57,7 +57,7 @@ impl CardChanges {
 
     /// Whether the card gained values a rule compares (so matching has to run).
     pub fn values_changed(&self) -> bool {
-        self.changes.iter().any(|c| c != "name" && c != "invalid_values")
+        self.changes.iter().any(|c| !["name", "invalid_values", "type"].contains(&c.as_str()))
     }
 
     pub fn event(&self) -> EventBody {
@@ -98,7 +98,10 @@ pub async fn identify(
     };
     let Found { mut client, created, linked, merged } = found;
     client.doc.last_inbound.insert(visitor_handle(&m.channel_id, &m.visitor.id), m.sent_at);
-    let recorded = record_attributes(&mut client, ctx.project, channel, m);
+    let mut recorded = record_attributes(&mut client, ctx.project, channel, m);
+    if client.settle_type() {
+        recorded.changed("type");
+    }
     ws.put_client(client.clone());
     if created {
         em.event(m.sent_at, EventBody::ClientCreated {}, Some(client.summary()), None);

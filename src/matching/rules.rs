@@ -96,11 +96,19 @@ pub fn merged_card(group: &[Client], keep_name: Option<(&str, Millis)>) -> Clien
         doc.add_invalid(v.clone());
     }
     for c in &ordered {
+        for tag in &c.doc.tags {
+            if !doc.tags.contains(tag) {
+                doc.tags.push(tag.clone());
+            }
+        }
+        doc.comments.extend(c.doc.comments.iter().cloned());
         doc.visitors.extend(c.doc.visitors.iter().cloned());
         doc.external_ids.extend(c.doc.external_ids.iter().cloned());
         merge_latest(&mut doc.last_inbound, &c.doc.last_inbound);
     }
+    doc.comments.sort_by(|a, b| (a.at, &a.text).cmp(&(b.at, &b.text)));
     doc.names = union_claims(ordered.iter().flat_map(|c| &c.doc.names));
+
     if let Some((name, at)) =
         keep_name.and_then(|(id, at)| Some((group.iter().find(|c| c.id == id)?.doc.name.clone()?, at)))
     {
@@ -109,12 +117,14 @@ pub fn merged_card(group: &[Client], keep_name: Option<(&str, Millis)>) -> Clien
         doc.names.push(claim);
     }
     doc.settle_name();
-    Client {
+    let mut merged = Client {
         kind: group.iter().map(|c| c.kind).max_by_key(|k| type_rank(*k)).unwrap_or(ClientType::Internal),
         appeal_count: group.iter().map(|c| c.appeal_count).sum(),
         doc,
         ..survivor.clone()
-    }
+    };
+    merged.settle_type();
+    merged
 }
 
 /// Each field's values from every card: one per normalised value (an operator's over an

@@ -183,6 +183,13 @@ pub struct ClientDoc {
     pub fields: BTreeMap<String, Vec<CardValue>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invalid_values: Vec<InvalidValue>,
+    /// Tags on the client's dialogue (seed 003), in the order they were added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Comments on the client's dialogue: shown with every appeal of the card.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub comments: Vec<super::Comment>,
+
     /// The first release's list of hand-added contacts; [`ClientDoc::upgrade`] folds it into
     /// the values' sources.
     #[serde(default, skip_serializing)]

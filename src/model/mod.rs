@@ -103,6 +103,19 @@ impl Client {
         self.doc.add_value(true, kind, value) == Added::New
     }
 
+    /// Raises the type to what the card holds implies (seed 002): `crm` once it holds an
+    /// external ID (the customer's own login) or a CRM id. A type is never lowered. Returns
+    /// whether it changed.
+    pub fn settle_type(&mut self) -> bool {
+        let identified = !self.doc.external_ids.is_empty()
+            || self.doc.contacts.get("crm_id").is_some_and(|v| !v.is_empty());
+        if identified && self.kind != ClientType::Crm {
+            self.kind = ClientType::Crm;
+            return true;
+        }
+        false
+    }
+
     pub fn summary(&self) -> ClientSummary {
         ClientSummary {
             id: self.id.clone(),
