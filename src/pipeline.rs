@@ -21,7 +21,7 @@ use crate::identify::crm::{CrmLookups, Lookup};
 use crate::matching::ProjectRules;
 use crate::model::conversation_key;
 use crate::source::{Batch, RawInput, SourcePos};
-use crate::store::{external_handle, visitor_handle, Store, StoreError, StoreResult, WorkingSet};
+use crate::store::{external_handle, visitor_handle, ErrorClass, Store, StoreError, StoreResult, WorkingSet};
 
 /// What a stage needs to know about the input's project.
 pub struct Ctx<'a> {
@@ -86,9 +86,12 @@ impl Stats {
     }
 }
 
-/// A committed batch: its records are in the outbox under `batch_id` until published.
+/// A committed batch: its records are in the outbox under `batch_ids` until published (one
+/// id, or several when the store refused some input's data and the batch was committed in
+/// parts around it).
+#[derive(Default)]
 pub struct Committed {
-    pub batch_id: String,
+    pub batch_ids: Vec<String>,
     pub records: Vec<Record>,
     pub stats: Stats,
     pub timings: crate::telemetry::Timings,
@@ -128,8 +131,11 @@ struct Rejection {
 }
 
 impl Rejection {
+    /// The reason may echo input values (a phone in a type error): masked like every log line.
+    /// The DLQ record keeps it whole.
     fn log(&self) {
-        tracing::warn!(reason = %self.reason, stage = self.stage, source = ?self.source, "input sent to the DLQ");
+        let reason = crate::identify::normalize::mask_text(&self.reason);
+        tracing::warn!(%reason, stage = self.stage, source = ?self.source, "input sent to the DLQ");
     }
 }
 
@@ -143,9 +149,87 @@ impl Pipeline {
         Ok(Pipeline { config, rules, scenarios, crm, auto_close_ms: Arc::new(auto_close_ms), store })
     }
 
-    /// Applies a batch and commits it with its outputs; `next_offset` is stored with it.
+    /// Applies a batch and commits it with its outputs; `next_offset` is stored with it. When
+    /// the store refuses the data of an input (a value it cannot hold, an id that is another
+    /// row's), the batch is committed in parts around that input, which goes to the DLQ.
     #[tracing::instrument(name = "batch", skip_all, fields(partition = %batch.partition, inputs = batch.inputs.len()))]
     pub async fn process(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {
+        match self.process_whole(batch, next_offset).await {
+            Err(e) if e.class() == ErrorClass::Poison => {
+                tracing::warn!(error = %e, inputs = batch.inputs.len(), "the store refused an input's data; isolating it");
+                self.isolate(&batch.partition, &batch.inputs, next_offset).await
+            }
+            other => other,
+        }
+    }
+
+    /// Commits `inputs` in halves, each on its own, down to the single inputs the store
+    /// refuses: O(log n) transactions per refused input, not one per input.
+    fn isolate<'a>(
+        &'a self,
+        partition: &'a str,
+        inputs: &'a [RawInput],
+        next_offset: Option<i64>,
+    ) -> futures::future::BoxFuture<'a, StoreResult<Committed>> {
+        Box::pin(async move {
+            if inputs.len() == 1 {
+                let one = Batch { partition: partition.to_string(), inputs: inputs.to_vec() };
+                return match self.process_whole(&one, next_offset).await {
+                    Err(e) if e.class() == ErrorClass::Poison => {
+                        self.dead_letter(&one, next_offset, &e).await
+                    }
+                    other => other,
+                };
+            }
+            let (left, right) = inputs.split_at(inputs.len() / 2);
+            let mut out = Committed::default();
+            for (half, offset) in [(left, next_offset.map(|_| offset_after(left))), (right, next_offset)] {
+                let batch = Batch { partition: partition.to_string(), inputs: half.to_vec() };
+                let committed = match self.process_whole(&batch, offset).await {
+                    Err(e) if e.class() == ErrorClass::Poison => {
+                        self.isolate(partition, half, offset).await?
+                    }
+                    other => other?,
+                };
+                out.absorb(committed);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Commits only a DLQ record for an input the store refused, with its partition offset,
+    /// and marks its id applied: a replay of it is a duplicate, not a second DLQ record.
+    async fn dead_letter(
+        &self,
+        one: &Batch,
+        next_offset: Option<i64>,
+        e: &StoreError,
+    ) -> StoreResult<Committed> {
+        let raw = &one.inputs[0];
+        let decoded = decode::decode(&raw.bytes, &self.config, chrono::Utc::now().timestamp_millis());
+        let project = decoded.as_ref().ok().map(|i| i.project_id().to_string());
+        let reason = format!("the store refused the input: {e}");
+        let rejection = Rejection { reason: reason.clone(), stage: "store", source: raw.pos.clone() };
+        let record = emit::dlq(&raw.bytes, &raw.pos, raw.key.as_deref(), &reason, "store", project.clone());
+        let mut ws = self.store.begin(self.auto_close_ms.clone()).await?;
+        if let Ok(input) = &decoded {
+            if let Some(id) = input.dedupe_id() {
+                ws.lock_projects(&BTreeSet::from([input.project_id().to_string()])).await?;
+                ws.mark_applied(input.project_id(), &id);
+            }
+        }
+        if let Some(offset) = next_offset {
+            ws.set_next_offset(&one.partition, offset).await?;
+        }
+        let batch_id = uuid::Uuid::new_v4().to_string();
+        ws.commit(&batch_id, std::slice::from_ref(&record)).await?;
+        rejection.log();
+        let stats = Stats { inputs: 1, dlq: 1, ..Stats::default() };
+        Ok(Committed { batch_ids: vec![batch_id], records: vec![record], stats, timings: Default::default() })
+    }
+
+    /// One attempt at a whole batch in one transaction.
+    async fn process_whole(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {
         let started = std::time::Instant::now();
         let now = chrono::Utc::now().timestamp_millis();
         let decoded: Vec<Result<Input, decode::DecodeError>> =
@@ -181,7 +265,7 @@ impl Pipeline {
         };
         tracing::debug!(inputs = batch.inputs.len(), ?timings, "batch committed");
         count_records(&records, &mut stats);
-        Ok(Committed { batch_id, records, stats, timings })
+        Ok(Committed { batch_ids: vec![batch_id], records, stats, timings })
     }
 
     /// One attempt at a batch inside a fresh transaction.
@@ -197,6 +281,13 @@ impl Pipeline {
             decoded.iter().flatten().map(|i| i.project_id().to_string()).collect();
         ws.lock_projects(&projects).await?;
         self.prefetch(&mut ws, &batch.partition, decoded).await?;
+        let dead: Vec<(String, String)> = batch
+            .inputs
+            .iter()
+            .zip(decoded)
+            .filter_map(|(raw, d)| dead_letter_id(raw, d.as_ref().err()?))
+            .collect();
+        ws.prefetch_applied(&dead).await?;
         let prefetched = started.elapsed();
         let mut records = Vec::new();
         let mut stats = Stats::default();
@@ -205,6 +296,13 @@ impl Pipeline {
             stats.inputs += 1;
             match input {
                 Err(e) => {
+                    if let Some((project, id)) = dead_letter_id(raw, e) {
+                        if ws.is_applied(&project, &id).await? {
+                            stats.duplicates += 1;
+                            continue;
+                        }
+                        ws.mark_applied(&project, &id);
+                    }
                     stats.dlq += 1;
                     rejected.push(Rejection {
                         reason: e.reason.clone(),
@@ -319,7 +417,7 @@ impl Pipeline {
         let batch_id = uuid::Uuid::new_v4().to_string();
         ws.commit(&batch_id, &records).await?;
         count_records(&records, &mut stats);
-        Ok(Committed { batch_id, records, stats, timings: Default::default() })
+        Ok(Committed { batch_ids: vec![batch_id], records, stats, timings: Default::default() })
     }
 
     /// Warms the working set with a few multi-row reads instead of one read per input.
@@ -426,7 +524,11 @@ impl Pipeline {
             scenarios: &self.scenarios,
             lookups,
         };
-        let mut em = Emitter::new(project, cause(input));
+        let mut em = match input {
+            Input::Status(_) => Emitter::for_status(project, cause(input)),
+            _ => Emitter::new(project, cause(input)),
+        };
+
         let result = match input {
             Input::Message(m) => message(ws, &ctx, partition, m, &mut em).await,
             Input::Status(s) => appeal::status(ws, s, &mut em).await,
@@ -453,6 +555,38 @@ impl Pipeline {
             }
             Err(ApplyError::Store(e)) => Err(e),
         }
+    }
+}
+
+impl Committed {
+    /// Adds a part committed after this one.
+    fn absorb(&mut self, later: Committed) {
+        self.batch_ids.extend(later.batch_ids);
+        self.records.extend(later.records);
+        self.stats.add(&later.stats);
+        self.timings.prefetch += later.timings.prefetch;
+        self.timings.apply += later.timings.apply;
+        self.timings.commit += later.timings.commit;
+    }
+}
+
+/// The identity of an input of a file that cannot be decoded (so has no id of its own): its
+/// line, so that replaying the file again dead-letters nothing twice. Kafka inputs need none:
+/// their offsets commit with the batch.
+fn dead_letter_id(raw: &RawInput, e: &decode::DecodeError) -> Option<(String, String)> {
+    match &raw.pos {
+        SourcePos::File { file, line } => {
+            Some((e.project_id.clone().unwrap_or_default(), format!("dlq:{file}:{line}")))
+        }
+        SourcePos::Kafka { .. } => None,
+    }
+}
+
+/// The partition offset after the last of `inputs` (Kafka positions; files have none).
+fn offset_after(inputs: &[RawInput]) -> i64 {
+    match inputs.last().map(|i| &i.pos) {
+        Some(SourcePos::Kafka { offset, .. }) => offset + 1,
+        _ => 0,
     }
 }
 

@@ -92,7 +92,8 @@ pub async fn replay(
             let batch = Batch { partition: REPLAY_PARTITION.to_string(), inputs };
             let committed = store::retry(Some(8), || pipeline.process(&batch, None)).await?;
             write_records(out, &committed.records, &config)?;
-            store.mark_published(std::slice::from_ref(&committed.batch_id)).await?;
+            store.mark_published(&committed.batch_ids).await?;
+
             summary.stats.add(&committed.stats);
             bar.set_position(source.bytes_read);
         }

@@ -438,7 +438,8 @@ async fn relay(store: Store, sink: KafkaSink, mut rx: mpsc::Receiver<Committed>)
                 Err(_) => break,
             }
         }
-        let ids: Vec<String> = group.iter().map(|c| c.batch_id.clone()).collect();
+        let ids: Vec<String> = group.iter().flat_map(|c| c.batch_ids.iter().cloned()).collect();
+
         let records: Vec<Record> = group.into_iter().flat_map(|c| c.records).collect();
         telemetry::outbox_backlog(records.len());
         let started = Instant::now();

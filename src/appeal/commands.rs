@@ -506,7 +506,8 @@ async fn create_client(
 ) -> Outcome {
     let at = cmd.issued_at;
     let mut card =
-        identify::new_client(ctx, ClientType::Internal, &format!("command:{}", cmd.command_id), at);
+        identify::new_client(ctx, ClientType::Internal, identify::Origin::Command(&cmd.command_id), at);
+
     card.doc.claim_name(operator_named(name, at));
     for c in contacts {
         let kind = &c.contact_type;
@@ -647,7 +648,7 @@ async fn send_outbound(
                 attachment: None,
                 status: None,
             };
-            ws.put_message(StoredMessage { project_id: ctx.project.id.clone(), appeal_id: None, message });
+            ws.add_message(StoredMessage { project_id: ctx.project.id.clone(), appeal_id: None, message });
         }
     }
     Ok(())

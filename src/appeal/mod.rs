@@ -109,7 +109,7 @@ pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewM
         appeal.last_message_at = appeal.last_message_at.max(m.sent_at);
     }
     ws.put_appeal(appeal.clone());
-    ws.put_message(StoredMessage {
+    ws.add_message(StoredMessage {
         project_id: appeal.project_id.clone(),
         appeal_id: Some(appeal.id.clone()),
         message: message.clone(),

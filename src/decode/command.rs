@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::wire::typed;
-use super::{non_empty, project, timestamp, DecodeError};
+use super::{limits, non_empty, project, timestamp, DecodeError};
 use crate::config::Config;
 use crate::model::Millis;
 
@@ -231,7 +231,8 @@ pub fn decode(value: serde_json::Value, config: &Config) -> Result<Command, Deco
     let common: Common = typed(value.clone())?;
     let project = project(config, &common.project_id)?;
     let located = |e: DecodeError| DecodeError { project_id: Some(project.id.clone()), ..e };
-    non_empty("command_id", &common.command_id).map_err(located)?;
+    limits::id("command_id", &common.command_id).map_err(located)?;
+    operator_limits(common.operator.as_ref()).map_err(located)?;
     let issued_at = timestamp("issued_at", &common.issued_at).map_err(located)?;
     let wire: Wire = typed(value).map_err(located)?;
     let action = action(wire, project).map_err(located)?;
@@ -252,14 +253,16 @@ fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandA
             if group.is_none() && operator_id.is_none() {
                 return Err(DecodeError::new("assign_appeal needs `group` or `operator_id`"));
             }
+            limits::opt_id("group", group.as_deref())?;
+            limits::opt_id("operator_id", operator_id.as_deref())?;
             A::AssignAppeal { appeal_number, group, operator_id }
         }
         Wire::SetCategory { appeal_number, category } => {
-            non_empty("category", &category)?;
+            limits::id("category", &category)?;
             A::SetCategory { appeal_number, category }
         }
         Wire::TagAppeal { appeal_number, tag, scope } => {
-            non_empty("tag", &tag)?;
+            limits::id("tag", &tag)?;
             A::TagAppeal { appeal_number, tag, scope }
         }
         Wire::CommentAppeal { appeal_number, text, scope } => {
@@ -271,11 +274,13 @@ fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandA
             A::CommentClient { client: client_ref("client", client, project)?, text }
         }
         Wire::TagClient { client, tag } => {
-            non_empty("tag", &tag)?;
+            limits::id("tag", &tag)?;
             A::TagClient { client: client_ref("client", client, project)?, tag }
         }
         Wire::EditContact { client, contact_type, old_value, value } => {
-            non_empty("contact_type", &contact_type)?;
+            limits::id("contact_type", &contact_type)?;
+            limits::value("old_value", &old_value)?;
+            limits::value("value", &value)?;
             A::EditContact { client: client_ref("client", client, project)?, contact_type, old_value, value }
         }
         Wire::IdentifyClient { appeal_number, identifier, value } => {
@@ -285,32 +290,48 @@ fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandA
                 )));
             }
             non_empty("value", &value)?;
+            limits::value("value", &value)?;
             A::IdentifyClient { appeal_number, identifier, value }
         }
         Wire::SetClientField { client, field, value } => {
-            non_empty("field", &field)?;
+            limits::id("field", &field)?;
             let value = match value {
                 serde_json::Value::String(s) => s,
                 serde_json::Value::Number(n) => n.to_string(),
                 serde_json::Value::Bool(b) => b.to_string(),
                 _ => return Err(DecodeError::new("`value` must be a string, number or boolean")),
             };
+            limits::value("value", &value)?;
             A::SetClientField { client: client_ref("client", client, project)?, field, value }
         }
         Wire::AddContact { client, contact_type, value } => {
-            non_empty("contact_type", &contact_type)?;
+            limits::id("contact_type", &contact_type)?;
+            limits::value("value", &value)?;
             A::AddContact { client: client_ref("client", client, project)?, contact_type, value }
         }
         Wire::RemoveContact { client, contact_type, value } => {
-            non_empty("contact_type", &contact_type)?;
+            limits::id("contact_type", &contact_type)?;
+            limits::value("value", &value)?;
             A::RemoveContact { client: client_ref("client", client, project)?, contact_type, value }
         }
         Wire::RenameClient { client, name } => {
             non_empty("name", &name)?;
+            limits::value("name", &name)?;
             A::RenameClient { client: client_ref("client", client, project)?, name }
         }
         Wire::CreateClient { name, contacts } => {
             non_empty("name", &name)?;
+            limits::value("name", &name)?;
+            if contacts.len() > MAX_CREATE_CONTACTS {
+                return Err(DecodeError::new(format!(
+                    "`contacts` has {} entries, the limit is {MAX_CREATE_CONTACTS}",
+                    contacts.len()
+                )));
+            }
+            for c in &contacts {
+                limits::id("contacts.contact_type", &c.contact_type)?;
+                limits::value("contacts.value", &c.value)?;
+            }
             A::CreateClient { name, contacts }
         }
         Wire::MergeClients { target, source, keep_name_from } => A::MergeClients {
@@ -322,16 +343,26 @@ fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandA
             super::channel(project, &channel_id)?;
             match (&text, &template) {
                 (Some(t), None) => non_empty("text", t)?,
-                (None, Some(t)) => non_empty("template.name", &t.name)?,
+                (None, Some(t)) => limits::id("template.name", &t.name)?,
                 _ => return Err(DecodeError::new("send_outbound needs exactly one of `text` or `template`")),
             }
             A::SendOutbound { client: client_ref("client", client, project)?, channel_id, text, template }
         }
         Wire::StartScenario { appeal_number, scenario_id } => {
-            non_empty("scenario_id", &scenario_id)?;
+            limits::id("scenario_id", &scenario_id)?;
             A::StartScenario { appeal_number, scenario_id }
         }
     })
+}
+
+/// Contacts one `create_client` may carry (three of a type hold anyway).
+const MAX_CREATE_CONTACTS: usize = 32;
+
+/// The operator a command names, within [`limits`].
+fn operator_limits(operator: Option<&Operator>) -> Result<(), DecodeError> {
+    let Some(op) = operator else { return Ok(()) };
+    limits::id("operator.id", &op.id)?;
+    limits::opt_value("operator.name", op.name.as_deref())
 }
 
 fn client_ref(
@@ -351,13 +382,21 @@ fn client_ref(
         )));
     }
     Ok(match r {
-        WireRef { client_id: Some(id), .. } => ClientRef::Id(id),
-        WireRef { external_id: Some(x), .. } => ClientRef::External(x),
+        WireRef { client_id: Some(id), .. } => {
+            limits::id(&format!("{at}.client_id"), &id)?;
+            ClientRef::Id(id)
+        }
+        WireRef { external_id: Some(x), .. } => {
+            limits::id(&format!("{at}.external_id"), &x)?;
+            ClientRef::External(x)
+        }
         WireRef { appeal_number: Some(n), .. } => ClientRef::Appeal(n),
         WireRef { channel_id: Some(channel_id), visitor_id: Some(visitor_id), .. } => {
             super::channel(project, &channel_id)?;
+            limits::id(&format!("{at}.visitor_id"), &visitor_id)?;
             ClientRef::Visitor { channel_id, visitor_id }
         }
+
         _ => return Err(DecodeError::new(format!("`{at}` needs both channel_id and visitor_id"))),
     })
 }

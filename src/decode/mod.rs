@@ -5,6 +5,7 @@
 //! malformed input. Decode errors are always poison: retrying the same bytes cannot help.
 
 mod command;
+pub mod limits;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -42,11 +43,19 @@ impl Input {
         }
     }
 
-    /// The id a duplicate is recognised by, if the input has one (statuses are idempotent).
+    /// The id a repeated input is recognised by. A delivery status has none of its own: its
+    /// fields are its identity, so one that went to the DLQ (its message unknown then) stays
+    /// there when the stream is replayed after the message arrived.
     pub fn dedupe_id(&self) -> Option<String> {
         match self {
             Input::Message(m) => Some(format!("m:{}", m.message_id)),
-            Input::Status(_) => None,
+            Input::Status(s) => Some(format!(
+                "s:{}:{}:{}:{}",
+                s.channel_id,
+                s.message_id,
+                serde_json::to_value(s.status).ok()?.as_str()?,
+                s.at
+            )),
             Input::Command(c) => Some(format!("c:{}", c.command_id)),
         }
     }
@@ -119,8 +128,7 @@ pub fn decode(bytes: &[u8], config: &Config, now: Millis) -> Result<Input, Decod
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| DecodeError::new(format!("not UTF-8: invalid byte at {}", e.valid_up_to())))?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| DecodeError::new(format!("not JSON: {e}")))?;
+    let value = limits::parse(text)?;
     let kind = value
         .get("type")
         .ok_or_else(|| DecodeError::new("missing field `type`"))?
@@ -133,7 +141,8 @@ pub fn decode(bytes: &[u8], config: &Config, now: Millis) -> Result<Input, Decod
         "status" => wire::status(value).and_then(|s| status(s, config)),
         t if COMMAND_TYPES.contains(&t) => command::decode(value, config).map(Input::Command),
         other => Err(DecodeError::new(format!(
-            "unknown input type {other:?}: known types are message, status, {}",
+            "unknown input type {:?}: known types are message, status, {}",
+            limits::shorten(other),
             COMMAND_TYPES.join(", ")
         ))),
     };
@@ -169,15 +178,19 @@ fn not_in_the_future(input: Input, config: &Config, now: Millis) -> Result<Input
 
 /// Checks that the project exists and returns its config.
 pub(crate) fn project<'a>(config: &'a Config, id: &str) -> Result<&'a ProjectConfig, DecodeError> {
-    config.project(id).ok_or_else(|| DecodeError::new(format!("unknown project {id:?}")))
+    config.project(id).ok_or_else(|| DecodeError::new(format!("unknown project {:?}", limits::shorten(id))))
 }
 
 /// Checks that the channel belongs to the project.
 pub(crate) fn channel(project: &ProjectConfig, id: &str) -> Result<(), DecodeError> {
     match project.channel(id) {
         Some(_) => Ok(()),
-        None => Err(DecodeError::new(format!("unknown channel {id:?} in project {:?}", project.id))
-            .in_project(&project.id)),
+        None => Err(DecodeError::new(format!(
+            "unknown channel {:?} in project {:?}",
+            limits::shorten(id),
+            project.id
+        ))
+        .in_project(&project.id)),
     }
 }
 
@@ -197,8 +210,7 @@ fn message(m: wire::Message, config: &Config) -> Result<Input, DecodeError> {
     let project = project(config, &m.project_id)?;
     let in_project = |e: DecodeError| e.in_project(&project.id);
     channel(project, &m.channel_id)?;
-    non_empty("message_id", &m.message_id).map_err(in_project)?;
-    non_empty("visitor.id", &m.visitor.id).map_err(in_project)?;
+    visitor_limits(&m).map_err(in_project)?;
     let sent_at = timestamp("sent_at", &m.sent_at).map_err(in_project)?;
     let content = content(m.content).map_err(in_project)?;
     let fields = fields(m.visitor.fields).map_err(in_project)?;
@@ -218,6 +230,31 @@ fn message(m: wire::Message, config: &Config) -> Result<Input, DecodeError> {
         visitor,
         content,
     }))
+}
+
+/// Every id and value of a message within [`limits`].
+fn visitor_limits(m: &wire::Message) -> Result<(), DecodeError> {
+    let v = &m.visitor;
+    limits::id("message_id", &m.message_id)?;
+    limits::id("visitor.id", &v.id)?;
+    limits::opt_id("visitor.external_id", v.external_id.as_deref().filter(|x| !x.trim().is_empty()))?;
+    limits::opt_value("visitor.name", v.name.as_deref())?;
+    limits::opt_value("visitor.phone", v.phone.as_deref())?;
+    limits::opt_value("visitor.email", v.email.as_deref())?;
+    if v.fields.len() > limits::MAX_FIELDS {
+        return Err(DecodeError::new(format!(
+            "`visitor.fields` has {} fields, the limit is {}",
+            v.fields.len(),
+            limits::MAX_FIELDS
+        )));
+    }
+    for (key, value) in &v.fields {
+        limits::id("visitor.fields", key)?;
+        if let Some(text) = value.as_str() {
+            limits::value(&format!("visitor.fields.{}", limits::shorten(key)), text)?;
+        }
+    }
+    Ok(())
 }
 
 /// Custom fields must be scalars; numbers and booleans are kept as their text.
@@ -275,7 +312,8 @@ pub fn is_supported_photo(attachment: &Attachment) -> bool {
 fn status(s: wire::Status, config: &Config) -> Result<Input, DecodeError> {
     let project = project(config, &s.project_id)?;
     channel(project, &s.channel_id)?;
-    non_empty("message_id", &s.message_id).map_err(|e| e.in_project(&project.id))?;
+    limits::id("message_id", &s.message_id).map_err(|e| e.in_project(&project.id))?;
+
     let at = timestamp("at", &s.at).map_err(|e| e.in_project(&project.id))?;
     Ok(Input::Status(StatusUpdate {
         message_id: s.message_id,

@@ -180,13 +180,22 @@ pub struct DlqRecord {
 pub struct Emitter {
     project_id: String,
     cause: Cause,
+    /// What the ids derive from besides the cause id: its kind, or `status` for delivery
+    /// statuses, whose cause is shown as a message but whose ids must never be a message's.
+    namespace: &'static str,
     next: usize,
     pub records: Vec<Record>,
 }
 
 impl Emitter {
     pub fn new(project_id: &str, cause: Cause) -> Self {
-        Self { project_id: project_id.to_string(), cause, next: 0, records: Vec::new() }
+        let namespace = cause.kind.as_str();
+        Self { project_id: project_id.to_string(), cause, namespace, next: 0, records: Vec::new() }
+    }
+
+    /// For a delivery status: its records' ids live apart from every message's.
+    pub fn for_status(project_id: &str, cause: Cause) -> Self {
+        Self { namespace: "status", ..Self::new(project_id, cause) }
     }
 
     pub fn cause(&self) -> &Cause {
@@ -197,7 +206,7 @@ impl Emitter {
     pub fn next_id(&mut self, what: &str) -> String {
         let n = self.next.to_string();
         self.next += 1;
-        derive_id(&[&self.project_id, self.cause.kind.as_str(), &self.cause.id, what, &n])
+        derive_id(&[&self.project_id, self.namespace, &self.cause.id, what, &n])
     }
 
     /// Adds an event; its key keeps one client's (or, without one, one project's) events in

@@ -123,9 +123,23 @@ fn identified(em: &mut Emitter, at: i64, c: &Client, method: IdentifyMethod, ide
     em.event(at, body, Some(c.summary()), None);
 }
 
+/// What created a card: its id derives from this, so ids of different origins never meet
+/// (a message whose id is `fixed:corp-1` does not get the fixed client's card).
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    Message(&'a str),
+    Fixed(&'a str),
+    Command(&'a str),
+}
+
 /// A new card with an id derived from what created it (stable across replays).
-pub fn new_client(ctx: &Ctx<'_>, kind: ClientType, cause_id: &str, at: i64) -> Client {
-    let id = derive_id(&[&ctx.project.id, "client", cause_id]);
+pub fn new_client(ctx: &Ctx<'_>, kind: ClientType, origin: Origin<'_>, at: i64) -> Client {
+    let (namespace, id) = match origin {
+        Origin::Message(id) => ("message", id),
+        Origin::Fixed(id) => ("fixed", id),
+        Origin::Command(id) => ("command", id),
+    };
+    let id = derive_id(&[&ctx.project.id, "client", namespace, id]);
     Client::new(id, ctx.project.id.clone(), kind, at)
 }
 
@@ -146,7 +160,7 @@ async fn sender(
         None => None,
     };
     let fresh = || {
-        let mut c = new_client(ctx, channel.kind.client_type(), &m.message_id, m.sent_at);
+        let mut c = new_client(ctx, channel.kind.client_type(), Origin::Message(&m.message_id), m.sent_at);
         c.doc.visitors.insert(visitor.clone());
         c.doc.external_ids.extend(external.map(str::to_string));
         c
@@ -230,7 +244,8 @@ async fn fixed_client(
     let (mut card, created) = match ws.client_by_handle(&ctx.project.id, &external_handle(external)).await? {
         Some(c) => (c, false),
         None => {
-            let mut c = new_client(ctx, channel.kind.client_type(), &format!("fixed:{external}"), m.sent_at);
+            let mut c = new_client(ctx, channel.kind.client_type(), Origin::Fixed(external), m.sent_at);
+
             c.doc.external_ids.insert(external.to_string());
             (c, true)
         }

@@ -108,6 +108,26 @@ pub fn value(kind: &str, raw: &str, region: &str) -> Result<String, String> {
     }
 }
 
+/// Masks every e-mail address and every run of five or more digits (a phone, however it is
+/// written) in a free text: input values echoed by a DLQ reason, say, before it is logged.
+pub fn mask_text(text: &str) -> String {
+    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"[^\s\x22'<>()\[\]{},;:@]+@[^\s\x22'<>()\[\]{},;:]+|\+?\d(?:[\d\s\-().]*\d)?")
+            .expect("static pattern")
+    });
+    PATTERN
+        .replace_all(text, |c: &regex::Captures<'_>| {
+            let found = &c[0];
+            let digits = found.chars().filter(char::is_ascii_digit).count();
+            if found.contains('@') || digits >= 5 {
+                mask(found)
+            } else {
+                found.to_string()
+            }
+        })
+        .into_owned()
+}
+
 /// Masks a phone or e-mail for logs: `+7999*****67`, `a***@example.com`.
 pub fn mask(value: &str) -> String {
     if let Some((local, domain)) = value.split_once('@') {
@@ -167,6 +187,16 @@ mod tests {
     fn custom_fields_are_trimmed_and_case_folded() {
         assert_eq!(field("  D-100 ").unwrap(), "d-100");
         assert!(field("   ").is_err());
+    }
+
+    #[test]
+    fn values_echoed_in_a_free_text_are_masked_and_short_numbers_kept() {
+        let reason = r#"invalid type: integer 79267778899, expected a string at line 1 column 40; status for unknown message "+7 (916) 111-22-33" from Anna@Mail.ru in 2026"#;
+        let masked = mask_text(reason);
+        for secret in ["79267778899", "111-22-33", "Anna@Mail.ru"] {
+            assert!(!masked.contains(secret), "{masked}");
+        }
+        assert!(masked.contains("line 1 column 40") && masked.contains("in 2026"), "{masked}");
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub enum Backend {
 pub enum ErrorClass {
     /// Connection lost, lock timeout, serialisation failure: retry the batch after a pause.
     Retryable,
+    /// Data of one input the store refuses (a value its index cannot hold, an id that is
+    /// another row's): that input goes to the DLQ, the rest of its batch applies.
+    Poison,
     /// Schema or configuration problem: stop with a clear message.
     Fatal,
 }
@@ -42,16 +45,42 @@ pub enum ErrorClass {
 pub struct StoreError {
     pub context: &'static str,
     #[source]
-    pub source: sqlx::Error,
+    pub source: StoreCause,
+}
+
+/// What went wrong underneath a [`StoreError`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreCause {
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+    /// A new row's id is already another row's: refused, never overwritten.
+    #[error("{0}")]
+    Clash(String),
+}
+
+/// SQLSTATEs and SQLite result codes that mean "this data cannot be stored": PostgreSQL's
+/// data exceptions (class 22: bad encoding, too long, out of range), program limits (54000:
+/// an index row too large) and unique violations; SQLite's TOOBIG, CONSTRAINT (and its
+/// unique/primary key variants) and MISMATCH.
+fn is_data_error(code: &str) -> bool {
+    code.starts_with("22") || ["54000", "23505", "18", "19", "20", "1555", "2067"].contains(&code)
 }
 
 impl StoreError {
     pub fn new(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-        move |source| StoreError { context, source }
+        move |source| StoreError { context, source: source.into() }
+    }
+
+    pub fn clash(context: &'static str, detail: String) -> StoreError {
+        StoreError { context, source: StoreCause::Clash(detail) }
     }
 
     pub fn class(&self) -> ErrorClass {
-        match &self.source {
+        let sql = match &self.source {
+            StoreCause::Clash(_) => return ErrorClass::Poison,
+            StoreCause::Sql(e) => e,
+        };
+        match sql {
             sqlx::Error::Io(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
@@ -66,6 +95,8 @@ impl StoreError {
                     || code.starts_with("08");
                 if transient {
                     ErrorClass::Retryable
+                } else if is_data_error(&code) {
+                    ErrorClass::Poison
                 } else {
                     ErrorClass::Fatal
                 }
@@ -212,7 +243,7 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
             Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await,
         };
-        result.map_err(|e| StoreError { context: "apply migrations", source: e.into() })
+        result.map_err(|e| StoreError::new("apply migrations")(e.into()))
     }
 
     /// Starts a batch: a transaction plus the cache the stages read and write through.

@@ -285,7 +285,7 @@ pub fn message_from_row(row: &AnyRow) -> StoreResult<StoredMessage> {
 }
 
 fn decode_error(what: &'static str, e: serde_json::Error) -> StoreError {
-    StoreError { context: what, source: sqlx::Error::Decode(Box::new(e)) }
+    StoreError::new(what)(sqlx::Error::Decode(Box::new(e)))
 }
 
 #[cfg(test)]

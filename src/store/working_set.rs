@@ -31,6 +31,8 @@ pub struct WorkingSet {
 
     clients: HashMap<String, Client>,
     dirty_clients: BTreeSet<String>,
+    /// Cards this batch created: written only where their id is free (see [`insert_new`]).
+    new_clients: HashSet<String>,
     /// Cards whose handles or values changed: only these rewrite their index rows.
     dirty_index: BTreeSet<String>,
     mem_handles: HashMap<ProjectKey, String>,
@@ -41,6 +43,7 @@ pub struct WorkingSet {
 
     appeals: HashMap<String, Appeal>,
     dirty_appeals: BTreeSet<String>,
+    new_appeals: HashSet<String>,
     /// (project, conversation key) → its open appeal.
     mem_open: HashMap<ProjectKey, String>,
     db_open: HashMap<ProjectKey, Option<String>>,
@@ -52,6 +55,7 @@ pub struct WorkingSet {
 
     messages: HashMap<ProjectKey, Option<StoredMessage>>,
     dirty_messages: BTreeSet<ProjectKey>,
+    new_messages: HashSet<ProjectKey>,
 
     applied: HashMap<ProjectKey, bool>,
     /// Ids written to `applied_inputs` by [`WorkingSet::prefetch_applied`] already.
@@ -87,6 +91,34 @@ fn final_survivors(merges: &[(String, Vec<String>)]) -> BTreeMap<String, String>
     into.keys().map(|id| (id.clone(), resolve(id))).collect()
 }
 
+/// Writes a table's rows: (created by this batch, key, params). Existing rows are upserted;
+/// created ones are inserted only where their key is free, so a new card, appeal or message
+/// whose id another row holds (a crafted input) is a clash the caller refuses, and never
+/// overwrites that row.
+async fn write_rows(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    (head, upsert_tail, key): (&str, &str, &str),
+    rows: Vec<(bool, String, Vec<Param>)>,
+    context: &'static str,
+) -> StoreResult<()> {
+    let (created, existing): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(new, _, _)| *new);
+    sql::insert_rows(tx, backend, head, upsert_tail, existing.into_iter().map(|r| r.2).collect(), context)
+        .await?;
+    let wanted: BTreeSet<String> = created.iter().map(|r| r.1.clone()).collect();
+    let tail = format!("ON CONFLICT DO NOTHING RETURNING {key}");
+    let params = created.into_iter().map(|r| r.2).collect();
+    let written = sql::insert_rows_returning(tx, backend, head, &tail, params, context).await?;
+    let written: BTreeSet<String> = written.iter().map(|r| r.get(0)).collect();
+    match wanted.difference(&written).next() {
+        Some(taken) => Err(StoreError::clash(
+            context,
+            format!("id {:?} is already another row's", crate::decode::limits::shorten(taken)),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The handle of a visitor of a channel.
 pub fn visitor_handle(channel_id: &str, visitor_id: &str) -> String {
     format!("v:{channel_id}:{visitor_id}")
@@ -119,6 +151,7 @@ impl WorkingSet {
             auto_close_ms,
             clients: HashMap::new(),
             dirty_clients: BTreeSet::new(),
+            new_clients: HashSet::new(),
             dirty_index: BTreeSet::new(),
             mem_handles: HashMap::new(),
             db_handles: HashMap::new(),
@@ -127,6 +160,7 @@ impl WorkingSet {
             merges: Vec::new(),
             appeals: HashMap::new(),
             dirty_appeals: BTreeSet::new(),
+            new_appeals: HashSet::new(),
             mem_open: HashMap::new(),
             db_open: HashMap::new(),
             mem_numbers: HashMap::new(),
@@ -136,6 +170,8 @@ impl WorkingSet {
             dirty_counters: BTreeSet::new(),
             messages: HashMap::new(),
             dirty_messages: BTreeSet::new(),
+            new_messages: HashSet::new(),
+
             block_entries: BTreeMap::new(),
             applied: HashMap::new(),
             claimed: HashSet::new(),
@@ -288,7 +324,10 @@ impl WorkingSet {
                     || handles_of(&old) != handles_of(&client)
                     || old.all_values() != client.all_values()
             }
-            None => true,
+            None => {
+                self.new_clients.insert(client.id.clone());
+                true
+            }
         };
         if index_changed {
             self.dirty_index.insert(client.id.clone());
@@ -459,8 +498,11 @@ impl WorkingSet {
     }
 
     pub fn put_appeal(&mut self, a: Appeal) {
-        if let Some(old) = self.appeals.remove(&a.id) {
-            self.index_appeal(&old, false);
+        match self.appeals.remove(&a.id) {
+            Some(old) => self.index_appeal(&old, false),
+            None => {
+                self.new_appeals.insert(a.id.clone());
+            }
         }
         self.index_appeal(&a, true);
         self.dirty_appeals.insert(a.id.clone());
@@ -624,9 +666,18 @@ impl WorkingSet {
         Ok(self.messages.get(&(project.to_string(), id.to_string())).cloned().flatten())
     }
 
+    /// Stores a message this batch wrote: a row of its own, refused at commit if its id is
+    /// another message's (a client reusing the id of an operator's message, say).
+    pub fn add_message(&mut self, m: StoredMessage) {
+        self.new_messages.insert((m.project_id.clone(), m.message.id.clone()));
+        self.put_message(m);
+    }
+
+    /// Stores a change to a message read from the store (a delivery status).
     pub fn put_message(&mut self, m: StoredMessage) {
         let key = (m.project_id.clone(), m.message.id.clone());
         self.dirty_messages.insert(key.clone());
+
         self.messages.insert(key, Some(m));
     }
 
@@ -737,7 +788,10 @@ impl WorkingSet {
         if dirty.is_empty() {
             return Ok(());
         }
-        let rows = dirty.iter().map(|c| sql::client_params(c)).collect();
+        let rows = dirty
+            .iter()
+            .map(|c| (self.new_clients.contains(&c.id), c.id.clone(), sql::client_params(c)))
+            .collect();
         let head = format!("INSERT INTO clients ({})", sql::CLIENT_COLS);
         let tail =
             "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, appeal_count = excluded.appeal_count, \
@@ -755,7 +809,7 @@ impl WorkingSet {
                 values.insert((c.project_id.clone(), f, v, c.id.clone()));
             }
         }
-        sql::insert_rows(&mut self.tx, self.backend, &head, tail, rows, "write clients").await?;
+        write_rows(&mut self.tx, self.backend, (&head, tail, "id"), rows, "write clients").await?;
         sql::execute_in(
             &mut self.tx,
             self.backend,
@@ -794,34 +848,37 @@ impl WorkingSet {
             .dirty_appeals
             .iter()
             .filter_map(|id| self.appeals.get(id))
-            .map(|a| sql::appeal_params(a, self.deadline(a)))
+            .map(|a| {
+                (self.new_appeals.contains(&a.id), a.id.clone(), sql::appeal_params(a, self.deadline(a)))
+            })
             .collect();
         let head = format!("INSERT INTO appeals ({})", sql::APPEAL_COLS);
         let tail = "ON CONFLICT (id) DO UPDATE SET client_id = excluded.client_id, status = excluded.status, \
                     last_message_at = excluded.last_message_at, doc = excluded.doc, close_deadline = excluded.close_deadline, \
                     visitor_id = excluded.visitor_id, conversation_key = excluded.conversation_key";
-        sql::insert_rows(&mut self.tx, self.backend, &head, tail, rows, "write appeals").await
+        write_rows(&mut self.tx, self.backend, (&head, tail, "id"), rows, "write appeals").await
     }
 
     async fn flush_messages(&mut self) -> StoreResult<()> {
         let rows = self
             .dirty_messages
             .iter()
-            .filter_map(|k| self.messages.get(k).and_then(Option::as_ref))
-            .map(|m| {
+            .filter_map(|k| Some((self.new_messages.contains(k), self.messages.get(k)?.as_ref()?)))
+            .map(|(new, m)| {
                 let doc = serde_json::to_string(&m.message).expect("message serialises");
-                vec![
+                let params = vec![
                     m.project_id.clone().into(),
                     m.message.id.clone().into(),
                     m.appeal_id.clone().into(),
                     doc.into(),
-                ]
+                ];
+                (new, m.message.id.clone(), params)
             })
             .collect();
         let head = "INSERT INTO messages (project_id, id, appeal_id, doc)";
         let tail =
             "ON CONFLICT (project_id, id) DO UPDATE SET appeal_id = excluded.appeal_id, doc = excluded.doc";
-        sql::insert_rows(&mut self.tx, self.backend, head, tail, rows, "write messages").await
+        write_rows(&mut self.tx, self.backend, (head, tail, "id"), rows, "write messages").await
     }
 
     async fn flush_applied(&mut self) -> StoreResult<()> {

@@ -1,0 +1,205 @@
+//! What an input may hold (README "Guarantees"): JSON without duplicate keys or NUL
+//! characters, identifiers of at most [`MAX_ID_BYTES`] without control characters, short values
+//! of at most [`MAX_VALUE_BYTES`]. Anything else is the input's fault and goes to the DLQ at
+//! decode, before a store could refuse it and fail a whole batch.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+use super::DecodeError;
+
+/// Identifiers: message, command, visitor, external and client ids, channel and project ids,
+/// tags, categories, field names. An e-mail visitor ID is an address (at most 254 bytes).
+pub const MAX_ID_BYTES: usize = 256;
+/// Short values: names, phones, e-mails, custom field and contact values.
+pub const MAX_VALUE_BYTES: usize = 1024;
+/// Custom fields one visitor may carry in one message.
+pub const MAX_FIELDS: usize = 64;
+/// Nesting depth of an input's JSON (serde_json stops at 128 anyway; inputs need 4).
+const MAX_DEPTH: usize = 32;
+
+/// A JSON value read strictly: a key repeated in one object is an error, not last-wins (two
+/// people's messages must not collapse into one), and so is nesting beyond [`MAX_DEPTH`].
+pub fn parse(text: &str) -> Result<Value, DecodeError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = Strict::deserialize(&mut de).and_then(|v| de.end().map(|()| v.0));
+    value.map_err(|e| DecodeError::new(format!("not JSON: {e}")))
+}
+
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor { depth: 0 })
+    }
+}
+
+/// Reads one nested value one level deeper.
+struct Nested(usize);
+
+impl<'de> de::DeserializeSeed<'de> for Nested {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(StrictVisitor { depth: self.0 }).map(|s| s.0)
+    }
+}
+
+struct StrictVisitor {
+    depth: usize,
+}
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Strict, E> {
+        Ok(Strict(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Strict, E> {
+        Ok(Strict(Value::from(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Strict, E> {
+        self.visit_string(v.to_string())
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Strict, E> {
+        if v.contains('\0') {
+            return Err(E::custom("a string holds a NUL character"));
+        }
+        Ok(Strict(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+    fn visit_none<E>(self) -> Result<Strict, E> {
+        Ok(Strict(Value::Null))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let depth = self.deeper()?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Nested(depth))? {
+            out.push(v);
+        }
+        Ok(Strict(Value::Array(out)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        let depth = self.deeper()?;
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key.contains('\0') {
+                return Err(de::Error::custom("a key holds a NUL character"));
+            }
+            let value = map.next_value_seed(Nested(depth))?;
+            if out.contains_key(&key) {
+                return Err(de::Error::custom(format!("duplicate key `{}`", shorten(&key))));
+            }
+            out.insert(key, value);
+        }
+        Ok(Strict(Value::Object(out)))
+    }
+}
+
+impl StrictVisitor {
+    fn deeper<E: de::Error>(&self) -> Result<usize, E> {
+        if self.depth >= MAX_DEPTH {
+            return Err(E::custom(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        Ok(self.depth + 1)
+    }
+}
+
+/// An identifier a later stage keys on: not empty, at most [`MAX_ID_BYTES`], no control
+/// characters (ids are joined with one to derive others, and end up in logs and keys).
+pub fn id(field: &str, value: &str) -> Result<(), DecodeError> {
+    if value.trim().is_empty() {
+        return Err(DecodeError::new(format!("`{field}` must not be empty")));
+    }
+    if value.len() > MAX_ID_BYTES {
+        return Err(too_long(field, value.len(), MAX_ID_BYTES));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(DecodeError::new(format!("`{field}` holds a control character")));
+    }
+    Ok(())
+}
+
+/// An optional identifier.
+pub fn opt_id(field: &str, value: Option<&str>) -> Result<(), DecodeError> {
+    value.map_or(Ok(()), |v| id(field, v))
+}
+
+/// A short value (a name, a phone, a field value): at most [`MAX_VALUE_BYTES`].
+pub fn value(field: &str, value: &str) -> Result<(), DecodeError> {
+    if value.len() > MAX_VALUE_BYTES {
+        return Err(too_long(field, value.len(), MAX_VALUE_BYTES));
+    }
+    Ok(())
+}
+
+/// An optional short value.
+pub fn opt_value(field: &str, v: Option<&str>) -> Result<(), DecodeError> {
+    v.map_or(Ok(()), |v| value(field, v))
+}
+
+fn too_long(field: &str, len: usize, max: usize) -> DecodeError {
+    DecodeError::new(format!("`{field}` is {len} bytes, the limit is {max}"))
+}
+
+/// A key as a reason may quote it: at most 64 characters.
+pub fn shorten(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_repeated_in_one_object_is_refused_and_one_repeated_across_objects_is_not() {
+        let e = parse(r#"{"a":{"b":1},"a":2}"#).unwrap_err();
+        assert!(e.reason.contains("duplicate key `a`"), "{}", e.reason);
+        assert!(parse(r#"{"a":{"x":1},"b":{"x":2}}"#).is_ok());
+        assert!(parse(r#"{"visitor":{"id":"1","id":"2"}}"#)
+            .unwrap_err()
+            .reason
+            .contains("duplicate key `id`"));
+    }
+
+    #[test]
+    fn nul_characters_and_deep_nesting_are_refused() {
+        assert!(parse(r#"{"a":"x\u0000y"}"#).unwrap_err().reason.contains("NUL"));
+        assert!(parse(r#"{"a\u0000":1}"#).unwrap_err().reason.contains("NUL"));
+        let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
+        assert!(parse(&deep).unwrap_err().reason.contains("nested deeper"));
+    }
+
+    #[test]
+    fn the_strict_reader_reads_what_serde_json_reads() {
+        let text =
+            r#"{"n":-1,"u":18446744073709551615,"f":1.5,"s":"é\n","b":true,"z":null,"l":[1,{"k":[]}]}"#;
+        assert_eq!(parse(text).unwrap(), serde_json::from_str::<Value>(text).unwrap());
+    }
+
+    #[test]
+    fn ids_are_bounded_and_free_of_control_characters() {
+        assert!(id("visitor.id", &"x".repeat(MAX_ID_BYTES)).is_ok());
+        assert!(id("visitor.id", &"x".repeat(MAX_ID_BYTES + 1))
+            .unwrap_err()
+            .reason
+            .contains("the limit is 256"));
+        assert!(id("message_id", "a\u{1f}b").unwrap_err().reason.contains("control character"));
+        assert!(id("message_id", " ").is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! Hostile input (README "Guarantees"): no input may overwrite someone else's data, stop a
+//! store, or apply twice; bad input goes to the DLQ with a reason and the rest of its batch
+//! applies. On SQLite and PostgreSQL where the store matters.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+const T0: &str = "2026-11-21T10:00:00Z";
+
+fn at(min: i64) -> String {
+    let base = chrono::DateTime::parse_from_rfc3339(T0).unwrap();
+    (base + chrono::Duration::minutes(min)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+async fn each_backend(lines: &[String], check: impl AsyncFn(&Run, &TestDb)) {
+    let config = config(BASE);
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let run = replay_lines(&config, &db, lines).await;
+        eprintln!("backend {kind:?}");
+        check(&run, &db).await;
+    }
+}
+
+fn first<'a>(run: &'a Run, cause: &str, kind: &str) -> &'a Value {
+    let found = run.caused_by(cause).into_iter().find(|e| e["type"] == kind);
+    found.unwrap_or_else(|| panic!("{cause} caused no {kind}:\n{}", run.stdout))
+}
+
+fn dlq_reasons(run: &Run) -> Vec<String> {
+    run.topic("inbound.dlq").iter().map(|d| d["reason"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_message_whose_id_looks_like_another_origin_gets_a_card_of_its_own() {
+    let lines = [
+        msg("m1", "acme-corp", &at(0), r#"{"id":"c-1","name":"Kate"}"#, "corporate"),
+        cmd("create_client", "cmd-42", &at(1), r#""name":"Made by hand","contacts":[]"#),
+        msg("fixed:corp-1", "acme-tg", &at(2), r#"{"id":"t1","name":"Mallory"}"#, "take over"),
+        msg("command:cmd-42", "acme-tg", &at(3), r#"{"id":"t2","name":"Mallory"}"#, "take over"),
+        cmd("rename_client", "c2", &at(4), r#""client":{"external_id":"corp-1"},"name":"Corp""#),
+    ];
+    each_backend(&lines, async |run, db| {
+        let corp = first(run, "m1", "client.created")["client"]["id"].as_str().unwrap().to_string();
+        let by_hand = first(run, "cmd-42", "client.created")["client"]["id"].as_str().unwrap().to_string();
+        let m3 = first(run, "fixed:corp-1", "client.created")["client"]["id"].as_str().unwrap().to_string();
+        let m4 = first(run, "command:cmd-42", "client.created")["client"]["id"].as_str().unwrap().to_string();
+        assert!(m3 != corp && m4 != by_hand && m3 != m4, "{}", run.stdout);
+        assert_eq!(first(run, "c2", "client.updated")["client"]["id"], corp.as_str());
+        let corp = card(db, &corp).await;
+        assert_eq!(corp.doc.visitors.len(), 1, "Mallory is not on the corporate card");
+        assert_eq!(card(db, &by_hand).await.doc.name.as_deref(), Some("Made by hand"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_message_reusing_an_operators_message_id_goes_to_the_dlq_and_the_batch_applies() {
+    let lines = [
+        msg("m1", "acme-tg", &at(0), r#"{"id":"t1"}"#, "hi"),
+        cmd(
+            "send_outbound",
+            "c1",
+            &at(1),
+            r#""client":{"channel_id":"acme-tg","visitor_id":"t1"},"channel_id":"acme-tg","text":"Hello from the bank""#,
+        ),
+    ];
+    each_backend(&lines, async |first_run, db| {
+        let outbound_id = first_run.topic("outbound.messages")[0]["outbound_id"].as_str().unwrap().to_string();
+        let config = config(BASE);
+        let attack = [
+            msg("m2", "acme-tg", &at(2), r#"{"id":"t2"}"#, "before"),
+            msg(&outbound_id, "acme-tg", &at(3), r#"{"id":"t3"}"#, "I am the bank now"),
+            msg("m4", "acme-tg", &at(4), r#"{"id":"t4"}"#, "after"),
+            format!(r#"{{"type":"status","message_id":"{outbound_id}","project_id":"acme","channel_id":"acme-tg","status":"read","at":"{}"}}"#, at(5)),
+        ];
+        let run = replay_lines(&config, db, &attack).await;
+        let dlq = run.topic("inbound.dlq");
+        assert_eq!(dlq.len(), 1, "{}", run.stdout);
+        assert_eq!(dlq[0]["stage"], "store");
+        assert!(dlq[0]["reason"].as_str().unwrap().contains("already another row's"), "{}", dlq[0]["reason"]);
+        for applied in ["m2", "m4"] {
+            assert!(!run.caused_by(applied).is_empty(), "{applied} applied around the refused input");
+        }
+        let status = first(&run, &format!("status:{outbound_id}:read"), "appeal.message_status");
+        assert_eq!(status["appeal"]["number"], 1, "the operator's message is still the operator's");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn values_the_store_cannot_hold_go_to_the_dlq_at_decode() {
+    let long = "x".repeat(3000);
+    let lines = [
+        msg("m1", "acme-tg", &at(0), r#"{"id":"a\u0000b"}"#, "nul in an id"),
+        msg("m2", "acme-tg", &at(0), &format!(r#"{{"id":"{long}"}}"#), "a long visitor id"),
+        msg("m3", "acme-tg", &at(0), r#"{"id":"t3","email":"a\u0000@example.com"}"#, "nul in an e-mail"),
+        msg("m4", "acme-tg", &at(0), r#"{"id":"t4","phone":"+7 999 123-45-67\u0000"}"#, "nul in a phone"),
+        msg("m\u{1f}5", "acme-tg", &at(0), r#"{"id":"t5"}"#, "a separator in an id"),
+        msg("m6", "acme-tg", &at(0), r#"{"id":"t6","fields":{"note":"ok"}}"#, "fine"),
+    ];
+    each_backend(&lines, async |run, _| {
+        let reasons = dlq_reasons(run);
+        assert_eq!(reasons.len(), 5, "{}", run.stdout);
+        assert!(reasons[0].contains("NUL"), "{reasons:?}");
+        assert!(reasons[1].contains("`visitor.id` is 3000 bytes, the limit is 256"), "{reasons:?}");
+        assert!(reasons[2].contains("NUL") && reasons[3].contains("NUL"), "{reasons:?}");
+        assert!(reasons[4].contains("control character"), "{reasons:?}");
+        assert!(!run.caused_by("m6").is_empty(), "the rest of the batch applies");
+        assert_eq!(run.summary.stats.applied, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_input_with_a_key_given_twice_goes_to_the_dlq() {
+    let lines = [
+        format!(
+            r#"{{"type":"message","message_id":"m1","project_id":"acme","channel_id":"acme-tg","sent_at":"{T0}","visitor":{{"id":"anna","id":"boris"}},"content":{{"kind":"text","text":"hi"}}}}"#
+        ),
+        format!(
+            r#"{{"type":"message","message_id":"m2","message_id":"m3","project_id":"acme","channel_id":"acme-tg","sent_at":"{T0}","visitor":{{"id":"t1"}},"content":{{"kind":"text","text":"hi"}}}}"#
+        ),
+    ];
+    each_backend(&lines, async |run, _| {
+        let reasons = dlq_reasons(run);
+        assert_eq!(reasons.len(), 2, "{}", run.stdout);
+        assert!(
+            reasons[0].contains("duplicate key `id`") && reasons[1].contains("duplicate key `message_id`"),
+            "{reasons:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn replaying_a_file_again_changes_nothing_not_even_statuses_and_dead_letters() {
+    let lines = [
+        format!(
+            r#"{{"type":"status","message_id":"m1","project_id":"acme","channel_id":"acme-tg","status":"read","at":"{T0}"}}"#
+        ),
+        msg("m1", "acme-tg", &at(1), r#"{"id":"t1"}"#, "hi"),
+        format!(
+            r#"{{"type":"status","message_id":"m1","project_id":"acme","channel_id":"acme-tg","status":"delivered","at":"{}"}}"#,
+            at(2)
+        ),
+        "{not json".to_string(),
+    ];
+    let config = config(BASE);
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stream.jsonl");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let first = replay_file(&config, &db, &path).await;
+        assert_eq!(first.topic("inbound.dlq").len(), 2, "{kind:?}: {}", first.stdout);
+        assert_eq!(first.events("appeal.message_status").len(), 1);
+        let again = replay_file(&config, &db, &path).await;
+        assert_eq!(again.stdout, "", "{kind:?}: a second replay prints nothing");
+        assert_eq!(again.summary.stats.duplicates, 4);
+    }
+}
+
+#[tokio::test]
+async fn dead_letter_reasons_in_logs_mask_the_values_they_echo() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let lines = [
+        format!(
+            r#"{{"type":"message","message_id":79267778899,"project_id":"acme","channel_id":"acme-tg","sent_at":"{T0}","visitor":{{"id":"t1"}},"content":{{"kind":"text","text":"hi"}}}}"#
+        ),
+        format!(
+            r#"{{"type":"status","message_id":"+79161112233","project_id":"acme","channel_id":"acme-tg","status":"read","at":"{T0}"}}"#
+        ),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, BASE).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appealflow"))
+        .args(["replay", "--config"])
+        .arg(&config_path)
+        .arg("--db")
+        .arg(format!("sqlite://{}", dir.path().join("s.db").display()))
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("input sent to the DLQ"), "{stderr}");
+    for secret in ["79267778899", "79161112233"] {
+        assert!(!stderr.contains(secret), "{secret} in the log:\n{stderr}");
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("79267778899"), "the DLQ record keeps the whole reason: {stdout}");
+}
