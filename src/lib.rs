@@ -19,6 +19,7 @@ pub mod config;
 pub mod crm;
 pub mod decode;
 pub mod emit;
+pub mod errors;
 pub mod identify;
 pub mod matching;
 pub mod model;

@@ -206,11 +206,12 @@ impl Pipeline {
         e: &StoreError,
     ) -> StoreResult<Committed> {
         let raw = &one.inputs[0];
-        let decoded = decode::decode(&raw.bytes, &self.config, chrono::Utc::now().timestamp_millis());
+        let decoded = self.decode(raw, chrono::Utc::now().timestamp_millis());
         let project = decoded.as_ref().ok().map(|i| i.project_id().to_string());
         let reason = format!("the store refused the input: {e}");
         let rejection = Rejection { reason: reason.clone(), stage: "store", source: raw.pos.clone() };
-        let record = emit::dlq(&raw.bytes, &raw.pos, raw.key.as_deref(), &reason, "store", project.clone());
+        let why = emit::DlqReason { reason: &reason, stage: "store", project_id: project };
+        let record = emit::dlq(raw, why, self.config.pipeline.dlq_max_bytes);
         let mut ws = self.store.begin(self.auto_close_ms.clone()).await?;
         if let Ok(input) = &decoded {
             if let Some(id) = input.dedupe_id() {
@@ -228,12 +229,20 @@ impl Pipeline {
         Ok(Committed { batch_ids: vec![batch_id], records: vec![record], stats, timings: Default::default() })
     }
 
+    /// Decodes an input; one the source cut short is too large whatever it holds.
+    fn decode(&self, raw: &RawInput, now: i64) -> Result<Input, decode::DecodeError> {
+        match &raw.cut {
+            Some(cut) => Err(decode::oversized(cut.size, self.config.pipeline.max_input_bytes)),
+            None => decode::decode(&raw.bytes, &self.config, now),
+        }
+    }
+
     /// One attempt at a whole batch in one transaction.
     async fn process_whole(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {
         let started = std::time::Instant::now();
         let now = chrono::Utc::now().timestamp_millis();
         let decoded: Vec<Result<Input, decode::DecodeError>> =
-            batch.inputs.iter().map(|raw| decode::decode(&raw.bytes, &self.config, now)).collect();
+            batch.inputs.iter().map(|raw| self.decode(raw, now)).collect();
         // CRM calls happen here, outside the transaction: a slow CRM holds no locks.
         let mut lookups = CrmLookups::default();
         lookups.extend(self.look_up(self.predicted_lookups(&decoded)).await);
@@ -309,14 +318,12 @@ impl Pipeline {
                         stage: "decode",
                         source: raw.pos.clone(),
                     });
-                    records.push(emit::dlq(
-                        &raw.bytes,
-                        &raw.pos,
-                        raw.key.as_deref(),
-                        &e.reason,
-                        "decode",
-                        e.project_id.clone(),
-                    ));
+                    let why = emit::DlqReason {
+                        reason: &e.reason,
+                        stage: "decode",
+                        project_id: e.project_id.clone(),
+                    };
+                    records.push(emit::dlq(raw, why, self.config.pipeline.dlq_max_bytes));
                 }
                 Ok(input) => {
                     let span = tracing::debug_span!(
@@ -543,14 +550,8 @@ impl Pipeline {
             Err(ApplyError::Poison { stage, reason }) => {
                 stats.dlq += 1;
                 rejected.push(Rejection { reason: reason.clone(), stage, source: raw.pos.clone() });
-                records.push(emit::dlq(
-                    &raw.bytes,
-                    &raw.pos,
-                    raw.key.as_deref(),
-                    &reason,
-                    stage,
-                    Some(project.to_string()),
-                ));
+                let why = emit::DlqReason { reason: &reason, stage, project_id: Some(project.to_string()) };
+                records.push(emit::dlq(raw, why, self.config.pipeline.dlq_max_bytes));
                 Ok(())
             }
             Err(ApplyError::Store(e)) => Err(e),

@@ -81,8 +81,9 @@ pub async fn replay(
         summary.recovered_records += records.len() as u64;
     }
     for path in inputs {
-        let mut source =
-            LineSource::open(path).await.map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
+        let mut source = LineSource::open(path, config.pipeline.max_input_bytes)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
         let bar = progress_bar(progress, &source, path);
         loop {
             let inputs = source.next_chunk(config.pipeline.batch_size).await?;

@@ -46,7 +46,7 @@ use crate::emit::Record;
 use crate::pipeline::{Committed, Pipeline, Stats};
 use crate::source::kafka::{partition_key, KafkaSource, Tp};
 use crate::source::{Batch, RawInput, SourcePos};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, ErrorClass, Store, StoreError};
 use crate::telemetry;
 
 /// What one partition has buffered and where it stands.
@@ -120,7 +120,7 @@ pub async fn run(
             Some(done) = runner.in_flight.next() => runner.finish(done?).await?,
             next = tokio::time::timeout(poll, runner.source.next()) => match next {
                 Ok(Ok(input)) => runner.buffer(input),
-                Ok(Err(e)) => tracing::warn!(error = %e, "consumer error; continuing"),
+                Ok(Err(e)) => consumer_error(&e)?,
                 Err(_) => {}
             },
         }
@@ -178,7 +178,9 @@ impl Runner {
         for tp in log.revoked {
             if self.paused.remove(&tp) {
                 // The pause would otherwise outlive the assignment if the partition comes back.
-                let _ = self.source.resume(&tp);
+                if let Err(e) = self.source.resume(&tp) {
+                    tracing::debug!(error = %e, topic = %tp.0, partition = tp.1, "resuming a revoked partition failed");
+                }
             }
             if let Some(p) = self.parts.remove(&tp) {
                 tracing::info!(topic = %tp.0, partition = tp.1, dropped = p.inputs.len(), "partition revoked");
@@ -402,7 +404,7 @@ const RELAY_GROUP: usize = 16;
 /// waiting together are produced as one round and forgotten in one outbox delete.
 struct Relay {
     tx: mpsc::Sender<Committed>,
-    task: JoinHandle<Result<(), StoreError>>,
+    task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Relay {
@@ -429,7 +431,7 @@ impl Relay {
     }
 }
 
-async fn relay(store: Store, sink: KafkaSink, mut rx: mpsc::Receiver<Committed>) -> Result<(), StoreError> {
+async fn relay(store: Store, sink: KafkaSink, mut rx: mpsc::Receiver<Committed>) -> anyhow::Result<()> {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < RELAY_GROUP {
@@ -443,7 +445,7 @@ async fn relay(store: Store, sink: KafkaSink, mut rx: mpsc::Receiver<Committed>)
         let records: Vec<Record> = group.into_iter().flat_map(|c| c.records).collect();
         telemetry::outbox_backlog(records.len());
         let started = Instant::now();
-        publish_with_retry(&sink, &records).await;
+        publish_with_retry(&sink, &records).await?;
         telemetry::published(started.elapsed());
         retry_store(|| store.mark_published(&ids)).await?;
         telemetry::outbox_backlog(0);
@@ -452,24 +454,47 @@ async fn relay(store: Store, sink: KafkaSink, mut rx: mpsc::Receiver<Committed>)
     Ok(())
 }
 
+/// A consumer error: a permanent one (a topic that does not exist, no authorisation) stops
+/// `run` with its cause and the setting to look at; the rest librdkafka retries by itself.
+fn consumer_error(e: &rdkafka::error::KafkaError) -> anyhow::Result<()> {
+    match crate::errors::kafka(e) {
+        (ErrorClass::Fatal, settings) => anyhow::bail!("consuming from Kafka failed: {e} (check {settings})"),
+        _ => {
+            tracing::warn!(error = %e, "consumer error; librdkafka retries");
+            telemetry::retry("consume");
+            Ok(())
+        }
+    }
+}
+
 /// Produces what a crashed run committed but did not get acknowledged.
 async fn republish_outbox(store: &Store, sink: &KafkaSink) -> anyhow::Result<()> {
     for (batch_id, records) in retry_store(|| store.pending_outbox()).await? {
         tracing::info!(batch = %batch_id, records = records.len(), "republishing records of an interrupted batch");
-        publish_with_retry(sink, &records).await;
+        publish_with_retry(sink, &records).await?;
         retry_store(|| store.mark_published(std::slice::from_ref(&batch_id))).await?;
     }
     Ok(())
 }
 
-async fn publish_with_retry(sink: &KafkaSink, records: &[Record]) {
+/// Publishes records, retrying what may pass later (the broker down, a queue full) with
+/// backoff. A permanent error (a record over the broker's limit, a missing topic, no
+/// authorisation) would fail forever: `run` stops with the cause and the setting, the records
+/// stay in the outbox for the next start.
+async fn publish_with_retry(sink: &KafkaSink, records: &[Record]) -> anyhow::Result<()> {
     let mut delay = Duration::from_millis(100);
     while let Err(e) = sink.publish(records).await {
+        if let (ErrorClass::Fatal, settings) = crate::errors::kafka(&e) {
+            anyhow::bail!(
+                "publishing to Kafka failed: {e} (check {settings}); the records stay in the outbox"
+            );
+        }
         tracing::warn!(error = %e, retry_in = ?delay, "publishing failed; retrying (records stay in the outbox)");
         telemetry::retry("publish");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
     }
+    Ok(())
 }
 
 /// An input is never skipped because the database is down: retry until it is back.

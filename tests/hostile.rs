@@ -195,3 +195,31 @@ async fn dead_letter_reasons_in_logs_mask_the_values_they_echo() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("79267778899"), "the DLQ record keeps the whole reason: {stdout}");
 }
+
+#[tokio::test]
+async fn a_line_far_over_the_input_limit_becomes_a_bounded_dlq_record() {
+    let toml = format!("[pipeline]\nmax_input_bytes = 100000\ndlq_max_bytes = 20000\n{BASE}");
+    let config = config(&toml);
+    let poison = "\u{1}".repeat(3_000_000);
+    let lines = [poison.clone(), "\u{1}".repeat(60_000), msg("m1", "acme-tg", T0, r#"{"id":"t1"}"#, "fine")];
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let run = replay_lines(&config, &db, &lines).await;
+        let dlq: Vec<&Rec> = run.records.iter().filter(|r| r.topic == "inbound.dlq").collect();
+        assert_eq!(dlq.len(), 2, "{kind:?}");
+        for (record, size) in dlq.iter().zip([3_000_000, 60_000]) {
+            assert!(
+                record.value.to_string().len() <= 20_000,
+                "{kind:?}: {} bytes",
+                record.value.to_string().len()
+            );
+            assert_eq!(record.value["original_size"], size);
+        }
+        assert!(dlq[0].value["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3000000 bytes exceeds pipeline.max_input_bytes"));
+        assert_eq!(dlq[0].value["original_sha256"], appealflow::emit::sha256_hex(poison.as_bytes()));
+        assert!(!run.caused_by("m1").is_empty());
+    }
+}

@@ -134,7 +134,7 @@ async fn records_committed_but_never_printed_are_printed_by_the_next_replay() {
         let pos = SourcePos::File { file: "crashed".into(), line: 1 };
         let batch = Batch {
             partition: "replay".into(),
-            inputs: vec![RawInput { bytes: m1.clone().into_bytes(), pos, key: None }],
+            inputs: vec![RawInput { bytes: m1.clone().into_bytes(), pos, key: None, cut: None }],
         };
         pipeline.process(&batch, None).await.unwrap();
         store.close().await;

@@ -78,7 +78,8 @@ impl Default for KafkaConfig {
             topics: TopicsConfig::default(),
             consumer_options: BTreeMap::new(),
             producer_options: BTreeMap::new(),
-            shutdown_deadline: Duration::from_secs(20),
+            // Under the consumer's session timeout (10 s): see `validate::bounds`.
+            shutdown_deadline: Duration::from_secs(8),
             idle_clock_after: Duration::from_secs(60),
         }
     }
@@ -153,6 +154,9 @@ pub struct PipelineConfig {
     /// DLQ and move no event-time clock (a gateway with a broken clock, a crafted date).
     #[serde(with = "duration::serde_duration")]
     pub max_future: Duration,
+    /// The largest DLQ record: an input that would make a larger one is carried by its first
+    /// bytes, its size and its SHA-256. Must stay under the producer's `message.max.bytes`.
+    pub dlq_max_bytes: usize,
 }
 
 impl Default for PipelineConfig {
@@ -167,6 +171,7 @@ impl Default for PipelineConfig {
             max_input_bytes: 1 << 20,
             buffered_batches: 4,
             max_future: Duration::from_secs(15 * 60),
+            dlq_max_bytes: 256 * 1024,
         }
     }
 }
@@ -274,7 +279,26 @@ pub struct RuleConfig {
 
 impl Config {
     /// Reads the file (if any), applies environment overrides, then validates.
+    ///
+    /// Every key outside `[[projects]]` can be overridden (`APPEALFLOW__STORE__URL`,
+    /// `APPEALFLOW__KAFKA__CONSUMER_OPTIONS__FETCH.WAIT.MAX.MS`); list entries cannot: a
+    /// variable naming one is an error rather than silently ignored.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let lists: Vec<Problem> = std::env::vars()
+            .filter_map(|(name, _)| {
+                let rest = name.strip_prefix(ENV_PREFIX)?;
+                let section = rest.split("__").next()?.to_ascii_lowercase();
+                (section == "projects").then(|| Problem {
+                    key: name.clone(),
+                    message: "[[projects]] entries cannot be overridden by environment variables: set \
+                              them in the config file (every key outside [[projects]] can be)"
+                        .into(),
+                })
+            })
+            .collect();
+        if !lists.is_empty() {
+            return Err(ConfigError { problems: lists });
+        }
         let mut figment = Figment::new();
         if let Some(path) = path {
             if !path.exists() {

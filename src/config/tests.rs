@@ -86,12 +86,45 @@ fn environment_variables_override_file_keys() {
     let dir = std::env::temp_dir().join(format!("appealflow-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("c.toml");
-    std::fs::write(&file, "[pipeline]\nbatch_size = 10\n").unwrap();
-    // SAFETY-free in edition 2021; no other test reads this variable.
+    std::fs::write(&file, "[pipeline]\nbatch_size = 10\n[[projects]]\nid = \"a\"\n").unwrap();
+    // SAFETY-free in edition 2021; no other test reads these variables (one test sets both,
+    // so they never race).
     std::env::set_var("APPEALFLOW__PIPELINE__BATCH_SIZE", "77");
     let config = Config::load(Some(&file)).unwrap();
-    std::env::remove_var("APPEALFLOW__PIPELINE__BATCH_SIZE");
     assert_eq!(config.pipeline.batch_size, 77);
+    std::env::set_var("APPEALFLOW__PROJECTS__0__ID", "b");
+    let refused = Config::load(Some(&file)).unwrap_err();
+    std::env::remove_var("APPEALFLOW__PROJECTS__0__ID");
+    std::env::remove_var("APPEALFLOW__PIPELINE__BATCH_SIZE");
+    assert_eq!(refused.problems[0].key, "APPEALFLOW__PROJECTS__0__ID");
+    assert!(refused.problems[0].message.contains("cannot be overridden"));
+}
+
+#[test]
+fn sizes_durations_and_ids_outside_their_bounds_are_refused_by_key() {
+    let project = "[[projects]]\nid = \"a\"\n";
+    let cases = [
+        (
+            format!("[[projects]]\nid = \"a\"\nauto_close_after = \"300000000years\"\n"),
+            "projects[0].auto_close_after",
+        ),
+        (format!("[pipeline]\nbatch_max_wait = \"1ns\"\n{project}"), "pipeline.batch_max_wait"),
+        (format!("[pipeline]\nbatch_size = 9223372036854775807\n{project}"), "pipeline.batch_size"),
+        (format!("[pipeline]\ndlq_max_bytes = 999000\n{project}"), "pipeline.dlq_max_bytes"),
+        (format!("[kafka]\nshutdown_deadline = \"30s\"\n{project}"), "kafka.shutdown_deadline"),
+        (
+            format!("{project}[[projects.channels]]\nid = \"tg:1\"\nkind = \"telegram\"\n"),
+            "projects[0].channels[0].id",
+        ),
+        ("[pipeline]\nbatch_size = 10\n".to_string(), "projects"),
+    ];
+    for (toml, key) in cases {
+        assert!(keys(&toml).contains(&key.to_string()), "{key} in {:?}", keys(&toml));
+    }
+    let roomy = format!("[pipeline]\ndlq_max_bytes = 999000\n[kafka.producer_options]\n\"message.max.bytes\" = \"2000000\"\n{project}");
+    assert!(Config::from_toml(&roomy).is_ok(), "a larger producer limit makes room");
+    let patient = format!("[kafka]\nshutdown_deadline = \"30s\"\n[kafka.consumer_options]\n\"session.timeout.ms\" = \"45000\"\n{project}");
+    assert!(Config::from_toml(&patient).is_ok(), "a longer session timeout allows a longer shutdown");
 }
 
 #[test]

@@ -103,29 +103,19 @@ pub(super) fn check(config: &Config) -> Checked {
     let mut warnings = Vec::new();
     let mut push = |key: String, message: String| problems.push(Problem { key, message });
 
-    if config.pipeline.batch_size == 0 {
-        push("pipeline.batch_size".into(), "must be at least 1".into());
-    }
-    if config.pipeline.buffered_batches == 0 {
-        push(
-            "pipeline.buffered_batches".into(),
-            "must be at least 1 (a partition must hold one batch)".into(),
-        );
-    }
-    if config.pipeline.max_input_bytes < 64 {
-        push("pipeline.max_input_bytes".into(), "must be at least 64 bytes".into());
-    }
+    bounds(config, &mut push);
     let url = &config.store.url;
     if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
         push("store.url".into(), format!("unsupported store {url:?}: use sqlite://FILE or postgres://..."));
+    }
+    if config.projects.is_empty() {
+        push("projects".into(), "at least one [[projects]] is needed: every input names its project".into());
     }
     duplicates(config.projects.iter().map(|p| p.id.as_str()), "projects", &mut push);
 
     for (pi, project) in config.projects.iter().enumerate() {
         let at = format!("projects[{pi}]");
-        if project.id.trim().is_empty() {
-            push(format!("{at}.id"), "must not be empty".into());
-        }
+        config_id(&project.id, &format!("{at}.id"), &mut push);
         if phonenumber::country::Id::try_from(project.default_region.as_str()).is_err()
             && project.default_region.parse::<phonenumber::country::Id>().is_err()
         {
@@ -134,12 +124,8 @@ pub(super) fn check(config: &Config) -> Checked {
                 format!("unknown region {:?}: use an ISO 3166 code such as \"RU\"", project.default_region),
             );
         }
-        if project.max_merge_group < 2 {
-            push(format!("{at}.max_merge_group"), "must be at least 2 (1 would forbid every merge)".into());
-        }
-        if project.auto_close_after.is_zero() {
-            push(format!("{at}.auto_close_after"), "must be longer than zero".into());
-        }
+        within(&format!("{at}.max_merge_group"), project.max_merge_group, 2, 1_000, &mut push);
+        span(&format!("{at}.auto_close_after"), project.auto_close_after, (60, 366 * 86_400), &mut push);
         duplicates(project.channels.iter().map(|c| c.id.as_str()), &format!("{at}.channels"), &mut push);
         duplicates(
             project.multicontact_rules.iter().map(|r| r.id.as_str()),
@@ -147,11 +133,11 @@ pub(super) fn check(config: &Config) -> Checked {
             &mut push,
         );
         for (ci, channel) in project.channels.iter().enumerate() {
-            if channel.id.trim().is_empty() {
-                push(format!("{at}.channels[{ci}].id"), "must not be empty".into());
-            }
-            if channel.fixed_client.as_deref().is_some_and(|s| s.trim().is_empty()) {
-                push(format!("{at}.channels[{ci}].fixed_client"), "must not be empty when given".into());
+            config_id(&channel.id, &format!("{at}.channels[{ci}].id"), &mut push);
+            if let Some(fixed) = &channel.fixed_client {
+                if let Err(e) = crate::decode::limits::id("fixed_client", fixed) {
+                    push(format!("{at}.channels[{ci}].fixed_client"), e.reason);
+                }
             }
             if let Some(id) = channel.scenario.as_deref().filter(|id| project.scenario(id).is_none()) {
                 push(
@@ -173,6 +159,7 @@ pub(super) fn check(config: &Config) -> Checked {
         }
         for (ri, rule) in project.multicontact_rules.iter().enumerate() {
             let rat = format!("{at}.multicontact_rules[{ri}]");
+            config_id(&rule.id, &format!("{rat}.id"), &mut push);
             if rule.fields.is_empty() {
                 push(
                     format!("{rat}.fields"),
@@ -188,6 +175,106 @@ pub(super) fn check(config: &Config) -> Checked {
     Checked { problems, warnings }
 }
 
+/// Every size and duration within bounds: a value outside them is a typo or an overflow
+/// waiting to happen (`"300000000years"`, `"1ns"`, a batch of a billion inputs), never a wish.
+fn bounds(config: &Config, push: &mut impl FnMut(String, String)) {
+    let p = &config.pipeline;
+    within("pipeline.batch_size", p.batch_size, 1, 100_000, push);
+    within("pipeline.buffered_batches", p.buffered_batches, 1, 64, push);
+    within("pipeline.max_input_bytes", p.max_input_bytes, 64, 16 << 20, push);
+    let producer_max: usize = config
+        .kafka
+        .producer_options
+        .get("message.max.bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    if p.dlq_max_bytes < 4096 || p.dlq_max_bytes + 64 * 1024 > producer_max {
+        push(
+            "pipeline.dlq_max_bytes".into(),
+            format!(
+                "must be at least 4096 and 64 KiB under the producer's message.max.bytes ({producer_max}, \
+                 kafka.producer_options): a DLQ record must always fit the broker"
+            ),
+        );
+    }
+    span_ms("pipeline.batch_max_wait", p.batch_max_wait, (1, 60_000), push);
+    span("pipeline.max_future", p.max_future, (1, 7 * 86_400), push);
+    span("kafka.shutdown_deadline", config.kafka.shutdown_deadline, (1, 600), push);
+    span("kafka.idle_clock_after", config.kafka.idle_clock_after, (1, 86_400), push);
+    within("store.max_connections", config.store.max_connections as usize, 1, 64, push);
+    let session_ms: u128 = config
+        .kafka
+        .consumer_options
+        .get("session.timeout.ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::source::kafka::SESSION_TIMEOUT_MS as u128);
+    if config.kafka.shutdown_deadline.as_millis() >= session_ms {
+        push(
+            "kafka.shutdown_deadline".into(),
+            format!(
+                "must be shorter than the consumer's session.timeout.ms ({session_ms} ms, \
+                 kafka.consumer_options): a shutdown outliving it hands partitions to another \
+                 instance while this one still applies them"
+            ),
+        );
+    }
+}
+
+fn within(key: &str, value: usize, min: usize, max: usize, push: &mut impl FnMut(String, String)) {
+    if !(min..=max).contains(&value) {
+        push(key.into(), format!("{value} is out of bounds: must be between {min} and {max}"));
+    }
+}
+
+/// A duration between `min` and `max` seconds.
+fn span(
+    key: &str,
+    value: std::time::Duration,
+    (min, max): (u64, u64),
+    push: &mut impl FnMut(String, String),
+) {
+    span_ms(key, value, (min * 1000, max * 1000), push);
+}
+
+fn span_ms(
+    key: &str,
+    value: std::time::Duration,
+    (min, max): (u64, u64),
+    push: &mut impl FnMut(String, String),
+) {
+    let ms = value.as_millis();
+    if ms < min as u128 || ms > max as u128 {
+        let show = |ms: u64| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string();
+        push(
+            key.into(),
+            format!(
+                "{} is out of bounds: must be between {} and {}",
+                humantime::format_duration(value),
+                show(min),
+                show(max)
+            ),
+        );
+    }
+}
+
+/// Ids the config defines (projects, channels, rules, scenarios, blocks) are keys and parts
+/// of keys (`v:<channel>:<visitor>`): letters, digits, `.`, `_` and `-`, at most 64. A `:` in
+/// a channel id would let two visitors share a handle.
+fn config_id(id: &str, key: &str, push: &mut impl FnMut(String, String)) {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !ok {
+        push(
+            key.into(),
+            format!(
+                "{:?} is not an id: use 1 to 64 letters, digits, '.', '_' or '-'",
+                crate::decode::limits::shorten(id)
+            ),
+        );
+    }
+}
+
 /// A scenario's graph: unique ids, exits that name blocks, consistent `ask` options, and no
 /// loop a run could spin in without waiting for the client. Blocks no run reaches are legal
 /// (a scenario being edited) but almost always a mistake, so they are warnings.
@@ -197,7 +284,7 @@ fn scenario(
     push: &mut impl FnMut(String, String),
     warnings: &mut Vec<Problem>,
 ) {
-    not_empty(&s.id, &format!("{at}.id"), push);
+    config_id(&s.id, &format!("{at}.id"), push);
     duplicates(s.blocks.iter().map(BlockConfig::id), &format!("{at}.blocks"), push);
     if s.index_of(&s.start).is_none() {
         push(format!("{at}.start"), format!("no block {:?} in scenario {:?}", s.start, s.id));
@@ -222,7 +309,7 @@ fn scenario(
 }
 
 fn block_rules(s: &ScenarioConfig, block: &BlockConfig, at: &str, push: &mut impl FnMut(String, String)) {
-    not_empty(block.id(), &format!("{at}.id"), push);
+    config_id(block.id(), &format!("{at}.id"), push);
     for (key, target) in block.exits() {
         if s.index_of(target).is_none() {
             push(format!("{at}.{key}"), format!("no block {target:?} in scenario {:?}", s.id));

@@ -267,10 +267,12 @@ fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandA
         }
         Wire::CommentAppeal { appeal_number, text, scope } => {
             non_empty("text", &text)?;
+            limits::opt_text("text", Some(&text))?;
             A::CommentAppeal { appeal_number, text, scope }
         }
         Wire::CommentClient { client, text } => {
             non_empty("text", &text)?;
+            limits::opt_text("text", Some(&text))?;
             A::CommentClient { client: client_ref("client", client, project)?, text }
         }
         Wire::TagClient { client, tag } => {
@@ -342,8 +344,14 @@ fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandA
         Wire::SendOutbound { client, channel_id, text, template } => {
             super::channel(project, &channel_id)?;
             match (&text, &template) {
-                (Some(t), None) => non_empty("text", t)?,
-                (None, Some(t)) => limits::id("template.name", &t.name)?,
+                (Some(t), None) => {
+                    non_empty("text", t)?;
+                    limits::opt_text("text", Some(t))?;
+                }
+                (None, Some(t)) => {
+                    limits::id("template.name", &t.name)?;
+                    limits::opt_text("template.params", Some(&t.params.to_string()))?;
+                }
                 _ => return Err(DecodeError::new("send_outbound needs exactly one of `text` or `template`")),
             }
             A::SendOutbound { client: client_ref("client", client, project)?, channel_id, text, template }

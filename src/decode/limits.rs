@@ -15,6 +15,10 @@ use super::DecodeError;
 pub const MAX_ID_BYTES: usize = 256;
 /// Short values: names, phones, e-mails, custom field and contact values.
 pub const MAX_VALUE_BYTES: usize = 1024;
+/// Message and comment texts: a chat message is at most a few thousand characters (Telegram
+/// and WhatsApp stop at 4096); an e-mail body beyond this is an attachment's job. Bounds every
+/// event that carries a text well under a broker's 1 MB record limit, even escaped.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// Custom fields one visitor may carry in one message.
 pub const MAX_FIELDS: usize = 64;
 /// Nesting depth of an input's JSON (serde_json stops at 128 anyway; inputs need 4).
@@ -145,6 +149,14 @@ pub fn value(field: &str, value: &str) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// An optional text (a message, a comment): at most [`MAX_TEXT_BYTES`].
+pub fn opt_text(field: &str, v: Option<&str>) -> Result<(), DecodeError> {
+    match v {
+        Some(text) if text.len() > MAX_TEXT_BYTES => Err(too_long(field, text.len(), MAX_TEXT_BYTES)),
+        _ => Ok(()),
+    }
+}
+
 /// An optional short value.
 pub fn opt_value(field: &str, v: Option<&str>) -> Result<(), DecodeError> {
     v.map_or(Ok(()), |v| value(field, v))
@@ -152,6 +164,18 @@ pub fn opt_value(field: &str, v: Option<&str>) -> Result<(), DecodeError> {
 
 fn too_long(field: &str, len: usize, max: usize) -> DecodeError {
     DecodeError::new(format!("`{field}` is {len} bytes, the limit is {max}"))
+}
+
+/// `text` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// A key as a reason may quote it: at most 64 characters.

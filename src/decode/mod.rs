@@ -121,10 +121,7 @@ impl DecodeError {
 pub fn decode(bytes: &[u8], config: &Config, now: Millis) -> Result<Input, DecodeError> {
     let limit = config.pipeline.max_input_bytes;
     if bytes.len() > limit {
-        return Err(DecodeError::new(format!(
-            "input of {} bytes exceeds pipeline.max_input_bytes ({limit})",
-            bytes.len()
-        )));
+        return Err(oversized(bytes.len() as u64, limit));
     }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| DecodeError::new(format!("not UTF-8: invalid byte at {}", e.valid_up_to())))?;
@@ -174,6 +171,11 @@ fn not_in_the_future(input: Input, config: &Config, now: Millis) -> Result<Input
         crate::model::format_ts(now),
     ))
     .in_project(input.project_id()))
+}
+
+/// The reason of an input over `pipeline.max_input_bytes`.
+pub fn oversized(size: u64, limit: usize) -> DecodeError {
+    DecodeError::new(format!("input of {size} bytes exceeds pipeline.max_input_bytes ({limit})"))
 }
 
 /// Checks that the project exists and returns its config.
@@ -271,6 +273,12 @@ fn fields(raw: BTreeMap<String, serde_json::Value>) -> Result<BTreeMap<String, S
 }
 
 fn content(c: wire::Content) -> Result<Content, DecodeError> {
+    limits::opt_text("content.text", c.text.as_deref())?;
+    if let Some(a) = &c.attachment {
+        limits::value("content.attachment.url", &a.url)?;
+        limits::opt_value("content.attachment.mime_type", a.mime_type.as_deref())?;
+        limits::opt_value("content.attachment.file_name", a.file_name.as_deref())?;
+    }
     match c.kind {
         ContentKind::Text => {
             let text = c.text.filter(|t| !t.is_empty());

@@ -45,7 +45,11 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// Waits for records in flight. Only an optimisation at shutdown: every record still
+    /// unacknowledged is in the outbox and is produced again at the next start.
     pub fn flush(&self, timeout: Duration) {
-        let _ = self.producer.flush(timeout);
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "producer flush at shutdown failed; the outbox keeps what was not acknowledged");
+        }
     }
 }

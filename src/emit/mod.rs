@@ -170,10 +170,20 @@ pub struct DlqRecord {
     pub project_id: Option<String>,
     pub source: SourcePos,
     /// The input as received, as text (invalid UTF-8 replaced); exact bytes in `input_base64`.
+    /// Only its first bytes when the whole would not fit `pipeline.dlq_max_bytes`.
     pub input: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub input_base64: Option<String>,
+    /// The input's size in bytes, when `input` holds only its first bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_size: Option<u64>,
+    /// SHA-256 of the whole input (hex), when `input` holds only its first bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_sha256: Option<String>,
 }
+
+/// A DLQ reason is at most this long: it may quote input values.
+const MAX_REASON_BYTES: usize = 2048;
 
 /// Collects the records one cause produces, numbering them for stable ids.
 #[derive(Debug)]
@@ -243,32 +253,86 @@ impl Emitter {
     }
 }
 
-/// Builds the DLQ record for an input.
-pub fn dlq(
-    bytes: &[u8],
-    pos: &SourcePos,
-    key: Option<&str>,
-    reason: &str,
-    stage: &'static str,
-    project_id: Option<String>,
-) -> Record {
-    let (input, input_base64) = match std::str::from_utf8(bytes) {
-        Ok(text) => (text.to_string(), None),
-        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), Some(base64(bytes))),
-    };
-    let position = serde_json::to_string(pos).unwrap_or_default();
-    let record = DlqRecord {
-        dlq_id: derive_id(&["dlq", &position, &input]),
-        reason: reason.to_string(),
+/// Why an input goes to the DLQ and where it was refused.
+pub struct DlqReason<'a> {
+    pub reason: &'a str,
+    pub stage: &'static str,
+    pub project_id: Option<String>,
+}
+
+/// Builds the DLQ record for an input, at most `max_bytes` long: an input too large for that
+/// (or cut short while it was read) is carried by its first bytes, its size and its SHA-256,
+/// so no input, however built, makes a record the broker refuses.
+pub fn dlq(raw: &crate::source::RawInput, why: DlqReason<'_>, max_bytes: usize) -> Record {
+    let position = serde_json::to_string(&raw.pos).unwrap_or_default();
+    let mut record = DlqRecord {
+        dlq_id: String::new(),
+        reason: crate::decode::limits::cut(why.reason, MAX_REASON_BYTES),
         error_class: "poison",
-        stage,
-        project_id,
-        source: pos.clone(),
-        input,
-        input_base64,
+        stage: why.stage,
+        project_id: why.project_id,
+        source: raw.pos.clone(),
+        input: String::new(),
+        input_base64: None,
+        original_size: raw.cut.as_ref().map(|c| c.size),
+        original_sha256: raw.cut.as_ref().map(|c| c.sha256.clone()),
     };
-    let key = key.map(str::to_string).unwrap_or(position);
+    let whole = raw.cut.is_none() && fill_input(&mut record, &raw.bytes, usize::MAX);
+    if !whole || json_len(&record) > max_bytes {
+        record.original_size.get_or_insert(raw.bytes.len() as u64);
+        record.original_sha256.get_or_insert_with(|| sha256_hex(&raw.bytes));
+        let bare = DlqRecord { input: String::new(), input_base64: None, ..record.clone() };
+        let budget = max_bytes.saturating_sub(json_len(&bare) + 64);
+        fill_input(&mut record, &raw.bytes, budget);
+    }
+    record.dlq_id = derive_id(&["dlq", &position, &record.input]);
+    let key = raw.key.clone().unwrap_or(position);
     Record { topic: Topic::Dlq, key, value: serde_json::to_string(&record).expect("dlq serialises") }
+}
+
+/// Puts the input into the record in at most `budget` bytes of JSON: the text (invalid UTF-8
+/// replaced) and, when the bytes are not UTF-8, their base64 too, each taking half. Returns
+/// whether all of it fitted.
+fn fill_input(record: &mut DlqRecord, bytes: &[u8], budget: usize) -> bool {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            record.input = json_prefix(text, budget);
+            record.input_base64 = None;
+            record.input.len() == text.len()
+        }
+        Err(_) => {
+            let head = &bytes[..bytes.len().min(budget / 2 / 4 * 3)];
+            record.input_base64 = Some(base64(head));
+            record.input = json_prefix(&String::from_utf8_lossy(head), budget / 2);
+            head.len() == bytes.len()
+        }
+    }
+}
+
+/// The longest prefix of `text` whose JSON string escaping takes at most `budget` bytes.
+fn json_prefix(text: &str, budget: usize) -> String {
+    let mut used = 2;
+    for (i, c) in text.char_indices() {
+        used += match c {
+            '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+            c if (c as u32) < 0x20 => 6,
+            c => c.len_utf8(),
+        };
+        if used > budget {
+            return text[..i].to_string();
+        }
+    }
+    text.to_string()
+}
+
+fn json_len(record: &DlqRecord) -> usize {
+    serde_json::to_vec(record).map(|v| v.len()).unwrap_or(usize::MAX)
+}
+
+/// Hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Standard base64 with padding, for `input_base64` (schemas/dlq.json).
@@ -320,6 +384,60 @@ mod tests {
         assert_eq!(derive_id(&["a", "b"]), derive_id(&["a", "b"]));
         assert_ne!(derive_id(&["a", "b"]), derive_id(&["ab"]));
         assert_ne!(derive_id(&["a", "b"]), derive_id(&["a", "c"]));
+    }
+
+    fn raw(bytes: &[u8]) -> crate::source::RawInput {
+        let pos = SourcePos::File { file: "in.jsonl".into(), line: 3 };
+        crate::source::RawInput { bytes: bytes.to_vec(), pos, key: None, cut: None }
+    }
+
+    fn dlq_of(input: &crate::source::RawInput, max: usize) -> (usize, serde_json::Value) {
+        let why = DlqReason { reason: "bad", stage: "decode", project_id: None };
+        let record = dlq(input, why, max);
+        (record.value.len(), serde_json::from_str(&record.value).unwrap())
+    }
+
+    #[test]
+    fn a_small_input_is_carried_whole() {
+        let (_, v) = dlq_of(&raw(br#"{"type":"x"}"#), 4096);
+        assert_eq!(v["input"], r#"{"type":"x"}"#);
+        assert!(v.get("original_size").is_none() && v.get("input_base64").is_none());
+    }
+
+    #[test]
+    fn an_input_of_control_characters_is_cut_to_the_bound_with_its_size_and_hash() {
+        let bytes = vec![1u8; 200_000];
+        let (len, v) = dlq_of(&raw(&bytes), 16 * 1024);
+        assert!(len <= 16 * 1024, "{len}");
+        assert_eq!(v["original_size"], 200_000);
+        assert_eq!(v["original_sha256"], sha256_hex(&bytes));
+        assert!(v["input"].as_str().unwrap().len() > 1000, "the head is kept");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_cut_in_text_and_base64_alike() {
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 256) as u8).collect();
+        let (len, v) = dlq_of(&raw(&bytes), 32 * 1024);
+        assert!(len <= 32 * 1024, "{len}");
+        let head = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            v["input_base64"].as_str().unwrap(),
+        )
+        .unwrap();
+        assert!(bytes.starts_with(&head) && head.len() > 4000);
+        assert_eq!(v["original_size"], 300_000);
+    }
+
+    #[test]
+    fn an_input_the_source_cut_short_says_what_the_whole_was() {
+        let mut input = raw(b"{\"type\":");
+        input.cut = Some(crate::source::Cut { size: 5_000_000, sha256: "ab".repeat(32) });
+        let (_, v) = dlq_of(&input, 4096);
+        assert_eq!(
+            (v["original_size"].clone(), v["original_sha256"].clone()),
+            (5_000_000.into(), "ab".repeat(32).into())
+        );
+        assert_eq!(v["input"], "{\"type\":");
     }
 
     #[test]

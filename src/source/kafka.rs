@@ -18,6 +18,9 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::{RawInput, SourcePos};
 use crate::config::KafkaConfig;
 
+/// The consumer's `session.timeout.ms` unless `kafka.consumer_options` sets another.
+pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+
 /// A topic partition.
 pub type Tp = (String, i32);
 
@@ -78,7 +81,7 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000");
+            .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string());
         for (k, v) in &kafka.consumer_options {
             config.set(k, v);
         }
@@ -100,7 +103,7 @@ impl KafkaSource {
         let pos =
             SourcePos::Kafka { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
         let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-        Ok(RawInput { bytes: m.payload().unwrap_or_default().to_vec(), pos, key })
+        Ok(RawInput { bytes: m.payload().unwrap_or_default().to_vec(), pos, key, cut: None })
     }
 
     /// Stops fetching from a partition. librdkafka also drops what it prefetched for it and,

@@ -21,6 +21,17 @@ pub struct RawInput {
     pub pos: SourcePos,
     /// The record key, when the source has one (Kafka).
     pub key: Option<String>,
+    /// Set when the source kept only the first bytes of an input larger than
+    /// `pipeline.max_input_bytes`, to bound memory: what the whole was.
+    pub cut: Option<Cut>,
+}
+
+/// The whole of an input of which only the head was kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    pub size: u64,
+    /// SHA-256 of the whole input, hex.
+    pub sha256: String,
 }
 
 /// A run of consecutive inputs of one partition, processed in one transaction.

@@ -28,17 +28,7 @@ pub enum Backend {
     Postgres,
 }
 
-/// How the pipeline should react to a store failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// Connection lost, lock timeout, serialisation failure: retry the batch after a pause.
-    Retryable,
-    /// Data of one input the store refuses (a value its index cannot hold, an id that is
-    /// another row's): that input goes to the DLQ, the rest of its batch applies.
-    Poison,
-    /// Schema or configuration problem: stop with a clear message.
-    Fatal,
-}
+pub use crate::errors::ErrorClass;
 
 #[derive(Debug, thiserror::Error)]
 #[error("store: {context}: {source}")]

@@ -81,7 +81,7 @@ impl Topics {
 brokers = "{brokers}"
 group_id = "{}"
 idle_clock_after = "1h"
-shutdown_deadline = "10s"
+shutdown_deadline = "5s"
 [kafka.topics]
 inbound = "{}"
 commands = "{}"
