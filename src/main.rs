@@ -130,7 +130,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             log_warnings(&config);
-            let store = Store::connect(&config.store.url, config.store.max_connections).await?;
+            // A service may start before its database: wait for it, however long.
+            let store =
+                Store::connect_with_retry(&config.store.url, config.store.max_connections, None).await?;
             let stats = appealflow::run::run(Arc::new(config), store.clone(), shutdown).await?;
             store.close().await;
             eprintln!(
@@ -151,7 +153,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(db) = db {
                 config.store.url = db;
             }
-            let store = Store::connect(&config.store.url, config.store.max_connections).await?;
+            let store = Store::connect_reader(&config.store.url, 1).await?;
             let entries = store.bot_block_entries().await?;
             store.close().await;
             print!(
@@ -169,7 +171,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             if let Some(db) = db {
                 config.store.url = db;
             }
-            let store = Store::connect(&config.store.url, config.store.max_connections).await?;
+            let store =
+                Store::connect_with_retry(&config.store.url, config.store.max_connections, Some(8)).await?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
             let summary =

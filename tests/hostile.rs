@@ -223,3 +223,94 @@ async fn a_line_far_over_the_input_limit_becomes_a_bounded_dlq_record() {
         assert!(!run.caused_by("m1").is_empty());
     }
 }
+
+#[test]
+fn a_second_writer_of_one_sqlite_store_exits_at_once_naming_the_first() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, BASE).unwrap();
+    let db = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let replay = |input: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_appealflow"));
+        c.args(["replay", "--no-progress", "--config"]).arg(&config_path).args(["--db", &db, input]);
+        c
+    };
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    assert!(replay(empty.to_str().unwrap()).output().unwrap().status.success(), "the store exists, migrated");
+    // The first writer reads stdin, which stays open until the test closes it.
+    let mut first = replay("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = dir.path().join("shared.db.writer-lock");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&lock).unwrap_or_default().contains(&format!("pid {}", first.id())) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the first writer never took the store"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, msg("m1", "acme-tg", T0, r#"{"id":"t1"}"#, "hi") + "\n").unwrap();
+    let second = replay(input.to_str().unwrap()).output().unwrap();
+    assert!(!second.status.success(), "a second writer is refused");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains(&format!("pid {}", first.id())) && stderr.contains("one writer"), "{stderr}");
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_appealflow"))
+        .args(["report", "scenarios", "--config"])
+        .arg(&config_path)
+        .args(["--db", &db])
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "a reader is welcome: {}", String::from_utf8_lossy(&report.stderr));
+    let mut stdin = first.stdin.take().unwrap();
+    writeln!(stdin, "{}", msg("m2", "acme-tg", T0, r#"{"id":"t2"}"#, "hi")).unwrap();
+    drop(stdin);
+    assert!(first.wait().unwrap().success());
+    assert!(replay(input.to_str().unwrap()).output().unwrap().status.success(), "the store is free again");
+}
+
+/// `run` and `replay` may start before their database: connecting (and migrating) is retried
+/// with backoff while the server refuses connections, instead of exiting.
+#[tokio::test]
+async fn connecting_waits_for_a_database_that_is_not_up_yet() {
+    if !kinds().contains(&Kind::Postgres) {
+        return;
+    }
+    let db = TestDb::new(Kind::Postgres).await;
+    let (base, name) = db.url.rsplit_once('/').unwrap();
+    let server = base.rsplit_once('@').map(|(_, h)| h).unwrap_or(base.trim_start_matches("postgres://"));
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let upstream = server.to_string();
+    // The "database" comes up after a while: a proxy to the real server that starts late.
+    let proxy = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    let user = base.trim_start_matches("postgres://").split('@').next().filter(|_| base.contains('@'));
+    let url = match user {
+        Some(user) => format!("postgres://{user}@127.0.0.1:{port}/{name}"),
+        None => format!("postgres://127.0.0.1:{port}/{name}"),
+    };
+    let store = appealflow::store::Store::connect_with_retry(&url, 2, Some(8))
+        .await
+        .expect("connects once the server is up");
+    store.close().await;
+    proxy.abort();
+}

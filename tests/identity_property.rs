@@ -75,7 +75,7 @@ impl Visitor {
     fn id(&self) -> String {
         match CHANNELS[self.channel] {
             "acme-wa" => format!("{}{}", ["7", "+7", "8"][self.spelling as usize % 3], PHONES[self.who]),
-            "acme-mail" if self.spelling % 2 == 0 => EMAILS[self.who].to_uppercase(),
+            "acme-mail" if self.spelling.is_multiple_of(2) => EMAILS[self.who].to_uppercase(),
             "acme-mail" => EMAILS[self.who].to_string(),
             _ => format!("v{}", self.n),
         }

@@ -137,7 +137,9 @@ async fn records_committed_but_never_printed_are_printed_by_the_next_replay() {
             inputs: vec![RawInput { bytes: m1.clone().into_bytes(), pos, key: None, cut: None }],
         };
         pipeline.process(&batch, None).await.unwrap();
+        drop(pipeline);
         store.close().await;
+        drop(store); // the dead run's writer lock goes with it
         let rerun = replay_lines(&config, &db, &[m1.clone(), m2.clone()]).await;
         assert_eq!(rerun.stdout, reference.stdout);
         assert!(rerun.summary.recovered_records > 0);

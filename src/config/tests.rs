@@ -105,7 +105,7 @@ fn sizes_durations_and_ids_outside_their_bounds_are_refused_by_key() {
     let project = "[[projects]]\nid = \"a\"\n";
     let cases = [
         (
-            format!("[[projects]]\nid = \"a\"\nauto_close_after = \"300000000years\"\n"),
+            "[[projects]]\nid = \"a\"\nauto_close_after = \"300000000years\"\n".to_string(),
             "projects[0].auto_close_after",
         ),
         (format!("[pipeline]\nbatch_max_wait = \"1ns\"\n{project}"), "pipeline.batch_max_wait"),

@@ -46,6 +46,9 @@ pub enum StoreCause {
     /// A new row's id is already another row's: refused, never overwritten.
     #[error("{0}")]
     Clash(String),
+    /// Another process writes this SQLite store.
+    #[error("{0}")]
+    Locked(String),
 }
 
 /// SQLSTATEs and SQLite result codes that mean "this data cannot be stored": PostgreSQL's
@@ -68,6 +71,7 @@ impl StoreError {
     pub fn class(&self) -> ErrorClass {
         let sql = match &self.source {
             StoreCause::Clash(_) => return ErrorClass::Poison,
+            StoreCause::Locked(_) => return ErrorClass::Fatal,
             StoreCause::Sql(e) => e,
         };
         match sql {
@@ -133,6 +137,8 @@ pub struct Store {
     backend: Backend,
     url: Arc<str>,
     planner: Arc<PlannerStatistics>,
+    /// A SQLite store's writer lock, held as long as any clone of the store lives.
+    _writer: Option<Arc<std::fs::File>>,
 }
 
 /// When the planner statistics of the growing tables were last refreshed, in inputs committed
@@ -169,10 +175,26 @@ const STALE_TABLES: &str =
           OR s.n_mod_since_analyze > 50 + 0.1 * GREATEST(c.reltuples, 0))";
 
 impl Store {
-    /// Connects and applies pending migrations.
+    /// Connects as the store's writer and applies pending migrations. Retryable failures (the
+    /// database not up yet, a backend terminated during migrations) are retried with backoff
+    /// `retries` times, or forever with `None`; a SQLite store another process writes is
+    /// refused at once.
+    pub async fn connect_with_retry(
+        url: &str,
+        max_connections: u32,
+        retries: Option<u32>,
+    ) -> StoreResult<Store> {
+        retry(retries, || Store::connect(url, max_connections)).await
+    }
+
+    /// Connects as the store's writer and applies pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let writer = match backend {
+            Backend::Sqlite => writer_lock(url)?,
+            Backend::Postgres => None,
+        };
         let url = match backend {
             Backend::Sqlite if !url.contains("mode=") => {
                 format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
@@ -219,9 +241,31 @@ impl Store {
                 .map_err(StoreError::new("connect to PostgreSQL"))?,
         };
         let planner = PlannerStatistics { next_refresh: FIRST_ANALYZE_AFTER.into(), ..Default::default() };
-        let store = Store { pool, backend, url: url.into(), planner: Arc::new(planner) };
+        let store = Store { pool, backend, url: url.into(), planner: Arc::new(planner), _writer: writer };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Connects as a reader: no writer lock and no migrations, a SQLite file opened read-only,
+    /// so it reads while `replay` or `run` write.
+    pub async fn connect_reader(url: &str, max_connections: u32) -> StoreResult<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=ro", if url.contains('?') { "&" } else { "?" })
+            }
+            _ => url.to_string(),
+        };
+        let options: AnyConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(StoreError::new("open the store for reading"))?;
+        let planner = PlannerStatistics::default();
+        Ok(Store { pool, backend, url: url.into(), planner: Arc::new(planner), _writer: None })
     }
 
     pub fn backend(&self) -> Backend {
@@ -340,6 +384,51 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// The SQLite file of a `sqlite://` URL, unless it is in memory.
+fn sqlite_path(url: &str) -> Option<&str> {
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && !path.contains(":memory:")).then_some(path)
+}
+
+/// One process writes a SQLite store (README "Guarantees"): an exclusive lock on
+/// `<file>.writer-lock`, which records who holds it. A second writer would interleave its
+/// batches with the first's; it is refused at once, naming the holder. The operating system
+/// releases the lock when the holder exits, however it exits.
+fn writer_lock(url: &str) -> StoreResult<Option<Arc<std::fs::File>>> {
+    use std::io::{Read, Seek, Write};
+    let Some(path) = sqlite_path(url) else { return Ok(None) };
+    let lock_path = format!("{path}.writer-lock");
+    let failed = |e: std::io::Error| StoreError::new("lock the SQLite store")(sqlx::Error::Io(e));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(failed)?;
+            file.seek(std::io::SeekFrom::Start(0)).map_err(failed)?;
+            let holder = format!("pid {} since {}", std::process::id(), chrono::Utc::now().to_rfc3339());
+            file.write_all(holder.as_bytes()).map_err(failed)?;
+            Ok(Some(Arc::new(file)))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let detail = format!(
+                "{path} is written by another appealflow process ({}): a SQLite store has one writer; stop \
+                 it, or use a store of your own (--db, store.url) or PostgreSQL for several instances",
+                if holder.trim().is_empty() { "unknown pid" } else { holder.trim() }
+            );
+            Err(StoreError { context: "open SQLite database", source: StoreCause::Locked(detail) })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
     }
 }
 
