@@ -474,7 +474,8 @@ impl Pipeline {
             ws.prefetch_messages(project, &ids).await?;
         }
         for ((project, field), vs) in values {
-            ws.prefetch_values(&project, &field, &vs).await?;
+            let limit = self.config.project(&project).map_or(usize::MAX, |p| p.max_merge_group);
+            ws.prefetch_values(&project, &field, &vs, limit).await?;
         }
         let clock = ws.clock(partition).await?.unwrap_or(i64::MIN);
         ws.prefetch_idle(partition, clock.max(latest)).await

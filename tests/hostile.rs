@@ -314,3 +314,41 @@ async fn connecting_waits_for_a_database_that_is_not_up_yet() {
     store.close().await;
     proxy.abort();
 }
+
+#[tokio::test]
+async fn a_value_shared_beyond_the_group_limit_turns_generic_once_and_stops_being_compared() {
+    // BASE allows groups of 4: the first four cards with the office phone merge, the fifth
+    // makes the phone generic, and the rest never compare it again.
+    let mut lines: Vec<String> = (0..300)
+        .map(|i| {
+            msg(
+                &format!("m{i}"),
+                "acme-tg",
+                &at(i),
+                &format!(r#"{{"id":"t{i}","phone":"+7 999 555-00-00"}}"#),
+                "hi",
+            )
+        })
+        .collect();
+    lines.push(msg("x1", "acme-tg", &at(400), r#"{"id":"t900","phone":"+7 916 000-11-22"}"#, "someone else"));
+    lines.push(msg("x2", "acme-wa", &at(401), r#"{"id":"79160001122"}"#, "same person"));
+    each_backend(&lines, async |run, _| {
+        let refused = run.events("client.merge_refused");
+        assert_eq!(refused.len(), 1, "{}", refused.len());
+        let generic = refused[0];
+        assert!(generic["reason"].as_str().unwrap().starts_with("generic_value"), "{generic}");
+        assert_eq!(
+            (generic["field"].clone(), generic["value"].clone()),
+            ("phone".into(), "+79995550000".into())
+        );
+        assert_eq!(generic["cards"], 2, "the merged card of four and the fifth");
+        assert!(generic.to_string().len() < 2048, "a count, not a list");
+        assert_eq!(
+            run.events("client.merged").len(),
+            3 + 1,
+            "three joins of the first four, then x2 with x1"
+        );
+        assert_eq!(run.summary.stats.applied, 302);
+    })
+    .await;
+}

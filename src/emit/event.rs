@@ -109,7 +109,21 @@ pub enum EventBody {
     #[serde(rename = "client.tagged")]
     ClientTagged { tag: String },
     #[serde(rename = "client.merge_refused")]
-    ClientMergeRefused { reason: String, client_ids: Vec<String>, rule_ids: Vec<String> },
+    ClientMergeRefused {
+        reason: String,
+        /// The cards that would have joined (at most `max_merge_group` + 1 of them); for a
+        /// generic value, the card that met it and the oldest card holding it.
+        client_ids: Vec<String>,
+        rule_ids: Vec<String>,
+        /// A generic value: its field, its value, and how many cards hold it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        /// How many cards: the group that was refused, or the holders of a generic value.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cards: Option<i64>,
+    },
     #[serde(rename = "appeal.opened")]
     AppealOpened {},
     #[serde(rename = "appeal.message_added")]

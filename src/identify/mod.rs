@@ -217,6 +217,9 @@ async fn join_account(
             reason: format!("max_merge_group: the merge would join {size} cards, the limit is {max}"),
             client_ids: vec![known.id.clone(), anonymous.id.clone()],
             rule_ids: vec![],
+            field: Some("external_id".into()),
+            value: Some(external.to_string()),
+            cards: Some(size as i64),
         };
         em.event(at, body, Some(anonymous.summary()), None);
         return Ok(Found::existing(anonymous));

@@ -10,14 +10,14 @@
 
 pub mod rules;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::emit::{Emitter, EventBody, MatchedValue, MergeMatch};
 use crate::model::{Client, Millis};
 use crate::pipeline::Ctx;
-use crate::store::{StoreResult, WorkingSet};
+use crate::store::{Holders, StoreResult, WorkingSet};
 
-pub use rules::{merged_card, pick_survivor, ProjectRules};
+pub use rules::{merged_card, pick_survivor, Generic, ProjectRules};
 
 /// Why cards were merged: the `client.merged` event says which.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,14 +47,15 @@ pub async fn run(
     let mut union = card.clone();
     let mut matches: Vec<MergeMatch> = Vec::new();
     let mut matched: BTreeSet<MatchedValue> = BTreeSet::new();
+    let mut generic = Generic::new();
     loop {
-        let candidates = candidates(ws, ctx, &union, &group).await?;
-        let found = ctx.rules.matches(&union, &candidates);
+        let candidates = candidates(ws, ctx, (&union, &group), &mut generic, at, em).await?;
+        let found = ctx.rules.matches(&union, &candidates, &generic);
         if found.is_empty() {
             break;
         }
         for (client, rule) in found {
-            for (field, value) in ctx.rules.shared_values(&union, &client, rule) {
+            for (field, value) in ctx.rules.shared_values(&union, &client, rule, &generic) {
                 matched.insert(MatchedValue { field, value });
             }
             matches.push(MergeMatch { client_id: client.id.clone(), rule_id: rule.id.clone() });
@@ -99,32 +100,72 @@ fn absorbed_matches(
 }
 
 /// Cards sharing a first-field value with the card under any rule: a superset of the matches.
+/// A value held beyond the group limit is generic: skipped (and announced, the first time),
+/// so the candidates stay few however many cards share one office phone.
 async fn candidates(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
-    card: &Client,
-    group: &[Client],
+    (card, group): (&Client, &[Client]),
+    generic: &mut Generic,
+    at: Millis,
+    em: &mut Emitter,
 ) -> StoreResult<Vec<Client>> {
     let mut lookups: BTreeSet<(String, String)> = BTreeSet::new();
     for rule in &ctx.rules.rules {
         let field = &rule.fields[0];
         for value in card.values(field) {
-            if !ctx.rules.is_blocked(value) {
-                lookups.insert((field.clone(), value.to_string()));
+            let pair = (field.clone(), value.to_string());
+            if !ctx.rules.is_blocked(value) && !generic.contains(&pair) {
+                lookups.insert(pair);
             }
         }
     }
+    let mut seen: HashSet<String> = group.iter().map(|g| g.id.clone()).collect();
     let mut out: Vec<Client> = Vec::new();
+    let max = ctx.project.max_merge_group;
     for (field, value) in lookups {
-        for c in ws.clients_with_value(&ctx.project.id, &field, &value).await? {
-            let known = group.iter().chain(out.iter()).any(|g| g.id == c.id);
-            if !known {
-                out.push(c);
+        match ws.value_holders(&ctx.project.id, &field, &value, max).await? {
+            Holders::Cards(cards) => out.extend(cards.into_iter().filter(|c| seen.insert(c.id.clone()))),
+            Holders::Generic { cards, newly, oldest } => {
+                if newly {
+                    announce_generic(em, at, card, ctx, (&field, &value), cards, oldest);
+                }
+                generic.insert((field, value));
             }
         }
     }
     out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     Ok(out)
+}
+
+/// Says once, when a value turns generic, that it is no longer compared: with how many cards
+/// hold it, not a list of them.
+fn announce_generic(
+    em: &mut Emitter,
+    at: Millis,
+    card: &Client,
+    ctx: &Ctx<'_>,
+    (field, value): (&str, &str),
+    cards: i64,
+    oldest: Vec<String>,
+) {
+    let max = ctx.project.max_merge_group;
+    tracing::info!(field, value = %crate::identify::normalize::mask(value), cards, "a value turned generic");
+    let mut client_ids = vec![card.id.clone()];
+    client_ids.extend(oldest.into_iter().filter(|id| *id != card.id).take(1));
+    let rule_ids = ctx.rules.rules.iter().filter(|r| r.fields[0] == field).map(|r| r.id.clone()).collect();
+    let body = EventBody::ClientMergeRefused {
+        reason: format!(
+            "generic_value: {field} is held by {cards} cards, standing for more people than max_merge_group \
+             ({max}); it is no longer compared"
+        ),
+        client_ids,
+        rule_ids,
+        field: Some(field.to_string()),
+        value: Some(value.to_string()),
+        cards: Some(cards),
+    };
+    em.event(at, body, Some(card.summary()), None);
 }
 
 fn refuse(
@@ -144,8 +185,11 @@ fn refuse(
         .collect();
     let body = EventBody::ClientMergeRefused {
         reason: format!("max_merge_group: the merge would join {size} cards, the limit is {max}"),
-        client_ids: group.iter().map(|c| c.id.clone()).collect(),
+        client_ids: group.iter().take(max + 1).map(|c| c.id.clone()).collect(),
         rule_ids,
+        field: None,
+        value: None,
+        cards: Some(size as i64),
     };
     em.event(at, body, Some(card.summary()), None);
 }

@@ -10,6 +10,9 @@ use crate::model::{
     CardValue, Client, ClientDoc, ClientType, InvalidValue, Millis, NameClaim, NameRank, Source,
 };
 
+/// (field, value) pairs held beyond the group limit: never compared.
+pub type Generic = HashSet<(String, String)>;
+
 /// A project's rules with its blocked values normalised once at start.
 #[derive(Debug, Clone)]
 pub struct ProjectRules {
@@ -34,35 +37,56 @@ impl ProjectRules {
         self.blocked.contains(value)
     }
 
-    /// Whether two cards share a non-blocked value of `field`.
-    fn shares(&self, a: &Client, b: &Client, field: &str) -> bool {
+    /// Whether a value of a field is compared at all: blocked values and generic ones (held
+    /// beyond the group limit, see `store::Holders::Generic`) never are.
+    fn compared(&self, field: &str, value: &str, generic: &Generic) -> bool {
+        !self.is_blocked(value) && !generic.contains(&(field.to_string(), value.to_string()))
+    }
+
+    /// The values of `field` the two cards share and compare.
+    fn shared<'c>(&self, a: &'c Client, b: &Client, field: &str, generic: &Generic) -> Vec<&'c str> {
         let theirs = b.values(field);
-        a.values(field).into_iter().any(|v| theirs.contains(v) && !self.is_blocked(v))
+        a.values(field)
+            .into_iter()
+            .filter(|v| theirs.contains(v) && self.compared(field, v, generic))
+            .collect()
     }
 
     /// The first rule (in config order) every field of which the two cards share.
-    pub fn matching_rule(&self, a: &Client, b: &Client) -> Option<&RuleConfig> {
+    pub fn matching_rule(&self, a: &Client, b: &Client, generic: &Generic) -> Option<&RuleConfig> {
         if a.project_id != b.project_id || a.id == b.id {
             return None;
         }
-        self.rules.iter().find(|r| r.fields.iter().all(|f| self.shares(a, b, f)))
+        self.rules.iter().find(|r| r.fields.iter().all(|f| !self.shared(a, b, f, generic).is_empty()))
     }
 
-    /// The values of each field of `rule` the two cards share (not blocked): the evidence a
+    /// The values of each field of `rule` the two cards share: the evidence a
     /// `client.merged` event shows.
-    pub fn shared_values(&self, a: &Client, b: &Client, rule: &RuleConfig) -> Vec<(String, String)> {
+    pub fn shared_values(
+        &self,
+        a: &Client,
+        b: &Client,
+        rule: &RuleConfig,
+        generic: &Generic,
+    ) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for field in &rule.fields {
-            let theirs = b.values(field);
-            let shared = a.values(field).into_iter().filter(|v| theirs.contains(v) && !self.is_blocked(v));
-            out.extend(shared.map(|v| (field.clone(), v.to_string())));
+            out.extend(self.shared(a, b, field, generic).into_iter().map(|v| (field.clone(), v.to_string())));
         }
         out
     }
 
     /// The candidates that match `card`, each with the rule that matched it.
-    pub fn matches<'r>(&'r self, card: &Client, candidates: &[Client]) -> Vec<(Client, &'r RuleConfig)> {
-        candidates.iter().filter_map(|c| self.matching_rule(card, c).map(|r| (c.clone(), r))).collect()
+    pub fn matches<'r>(
+        &'r self,
+        card: &Client,
+        candidates: &[Client],
+        generic: &Generic,
+    ) -> Vec<(Client, &'r RuleConfig)> {
+        candidates
+            .iter()
+            .filter_map(|c| self.matching_rule(card, c, generic).map(|r| (c.clone(), r)))
+            .collect()
     }
 }
 

@@ -18,7 +18,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor, Row};
 
 pub use sql::Param;
-pub use working_set::{external_handle, visitor_handle, WorkingSet};
+pub use working_set::{external_handle, visitor_handle, Holders, WorkingSet};
 
 use crate::emit::Record;
 

@@ -39,6 +39,10 @@ pub struct WorkingSet {
     db_handles: HashMap<ProjectKey, Option<String>>,
     mem_values: HashMap<ValueKey, BTreeSet<String>>,
     db_values: HashMap<ValueKey, Vec<String>>,
+    /// Whether a value is generic (held beyond the group limit), as loaded or found.
+    generic: HashMap<ValueKey, bool>,
+    /// Values found generic by this batch, with how many cards held them.
+    new_generic: Vec<(ValueKey, i64)>,
     merges: Vec<(String, Vec<String>)>,
 
     appeals: HashMap<String, Appeal>,
@@ -89,6 +93,19 @@ fn final_survivors(merges: &[(String, Vec<String>)]) -> BTreeMap<String, String>
         at.clone()
     };
     into.keys().map(|id| (id.clone(), resolve(id))).collect()
+}
+
+/// Who holds a value, as [`WorkingSet::value_holders`] sees it.
+pub enum Holders {
+    Cards(Vec<Client>),
+    /// Held by cards standing for more people than the group limit: no longer compared.
+    /// `newly`: this lookup found it so (say so once); `cards` is then how many hold it and
+    /// `oldest` the two oldest of them.
+    Generic {
+        cards: i64,
+        newly: bool,
+        oldest: Vec<String>,
+    },
 }
 
 /// Writes a table's rows: (created by this batch, key, params). Existing rows are upserted;
@@ -157,6 +174,8 @@ impl WorkingSet {
             db_handles: HashMap::new(),
             mem_values: HashMap::new(),
             db_values: HashMap::new(),
+            generic: HashMap::new(),
+            new_generic: Vec::new(),
             merges: Vec::new(),
             appeals: HashMap::new(),
             dirty_appeals: BTreeSet::new(),
@@ -380,25 +399,58 @@ impl WorkingSet {
         }
     }
 
-    /// Loads which cards hold these values of one field (one statement for a whole batch).
-    pub async fn prefetch_values(
-        &mut self,
-        project: &str,
-        field: &str,
-        values: &[String],
-    ) -> StoreResult<()> {
+    /// Loads which values of one field are generic (see [`Holders::Generic`]).
+    async fn load_generic(&mut self, project: &str, field: &str, values: &[String]) -> StoreResult<()> {
         let missing = not_cached(values, |v| {
-            self.db_values.contains_key(&(project.to_string(), field.to_string(), v.to_string()))
+            self.generic.contains_key(&(project.to_string(), field.to_string(), v.to_string()))
         });
         if missing.is_empty() {
             return Ok(());
         }
         let keys: Vec<Param> = missing.iter().map(|v| (*v).clone().into()).collect();
-        let head =
-            "SELECT value, client_id FROM client_values WHERE project_id = $1 AND field = $2 AND value";
+        let head = "SELECT value FROM generic_values WHERE project_id = $1 AND field = $2 AND value";
         let fixed = vec![project.into(), field.into()];
         let rows =
-            sql::select_in(&mut self.tx, self.backend, head, "", fixed, keys, "read client values").await?;
+            sql::select_in(&mut self.tx, self.backend, head, "", fixed, keys, "read generic values").await?;
+        let found: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        for v in missing {
+            let generic = found.contains(v);
+            self.generic.insert((project.to_string(), field.to_string(), v.clone()), generic);
+        }
+        Ok(())
+    }
+
+    /// Whether a value is known to be generic (loaded by a lookup of it this batch).
+    pub fn is_generic(&self, project: &str, field: &str, value: &str) -> bool {
+        self.generic.get(&(project.to_string(), field.to_string(), value.to_string())) == Some(&true)
+    }
+
+    /// Loads which cards hold these values of one field (one statement for a whole batch),
+    /// at most `limit + 2` cards a value: more than that many are more than any group may
+    /// join, and reading them all would make a shared value cost more with every card.
+    pub async fn prefetch_values(
+        &mut self,
+        project: &str,
+        field: &str,
+        values: &[String],
+        limit: usize,
+    ) -> StoreResult<()> {
+        self.load_generic(project, field, values).await?;
+        let missing = not_cached(values, |v| {
+            let key = (project.to_string(), field.to_string(), v.to_string());
+            self.db_values.contains_key(&key) || self.generic.get(&key) == Some(&true)
+        });
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Param> = missing.iter().map(|v| (*v).clone().into()).collect();
+        let head = "SELECT value, client_id FROM (SELECT value, client_id, \
+                    ROW_NUMBER() OVER (PARTITION BY value ORDER BY client_id) AS n \
+                    FROM client_values WHERE project_id = $1 AND field = $2 AND value";
+        let tail = format!(") held WHERE n <= {}", limit.saturating_add(2));
+        let fixed = vec![project.into(), field.into()];
+        let rows = sql::select_in(&mut self.tx, self.backend, head, &tail, fixed, keys, "read client values")
+            .await?;
         let mut found: HashMap<String, Vec<String>> = HashMap::new();
         for row in &rows {
             found.entry(row.get(0)).or_default().push(row.get(1));
@@ -411,40 +463,55 @@ impl WorkingSet {
         self.load_clients(&ids).await
     }
 
-    /// Live cards of the project holding `value` in `field`, oldest first.
-    pub async fn clients_with_value(
+    /// The live cards holding `value` in `field`, oldest first; or, when they stand for more
+    /// people than `limit` (the project's `max_merge_group`), [`Holders::Generic`]: the value
+    /// can never join them all, so it stops being compared, and its cost stays flat however
+    /// many more cards hold it.
+    pub async fn value_holders(
         &mut self,
         project: &str,
         field: &str,
         value: &str,
-    ) -> StoreResult<Vec<Client>> {
+        limit: usize,
+    ) -> StoreResult<Holders> {
         let key = (project.to_string(), field.to_string(), value.to_string());
-        if !self.db_values.contains_key(&key) {
-            let rows = sqlx::query(
-                "SELECT client_id FROM client_values WHERE project_id = $1 AND field = $2 AND value = $3",
-            )
-            .bind(project)
-            .bind(field)
-            .bind(value)
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(StoreError::new("read client values"))?;
-            let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-            self.load_clients(&ids).await?;
-            self.db_values.insert(key.clone(), ids);
+        self.prefetch_values(project, field, std::slice::from_ref(&key.2), limit).await?;
+        if self.generic.get(&key) == Some(&true) {
+            return Ok(Holders::Generic { cards: 0, newly: false, oldest: Vec::new() });
         }
         let mut ids: BTreeSet<String> = self.db_values[&key].iter().cloned().collect();
         ids.extend(self.mem_values.get(&key).into_iter().flatten().cloned());
         let mut out: Vec<Client> = Vec::new();
+        let mut seen = HashSet::new();
         for id in ids {
             if let Some(c) = self.live_client(&id).await? {
-                if c.values(field).contains(value) && !out.iter().any(|o| o.id == c.id) {
+                if c.values(field).contains(value) && seen.insert(c.id.clone()) {
                     out.push(c);
                 }
             }
         }
+        let people: usize = out.iter().map(|c| c.doc.group_size).sum();
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        Ok(out)
+        if people > limit {
+            let cards = self.count_holders(&key).await?.max(out.len() as i64);
+            self.generic.insert(key.clone(), true);
+            self.new_generic.push((key, cards));
+            let oldest = out.iter().take(2).map(|c| c.id.clone()).collect();
+            return Ok(Holders::Generic { cards, newly: true, oldest });
+        }
+        Ok(Holders::Cards(out))
+    }
+
+    /// How many cards the store holds a value on (once, when the value turns generic).
+    async fn count_holders(&mut self, (project, field, value): &ValueKey) -> StoreResult<i64> {
+        let count = "SELECT COUNT(*) FROM client_values WHERE project_id = $1 AND field = $2 AND value = $3";
+        sqlx::query_scalar(count)
+            .bind(project)
+            .bind(field)
+            .bind(value)
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(StoreError::new("count value holders"))
     }
 
     /// Records that `absorbed` cards now live on in `survivor`; their appeals follow it.
@@ -740,6 +807,7 @@ impl WorkingSet {
         marks.push(("applied", t.elapsed()));
         self.flush_partitions().await?;
         self.flush_block_entries().await?;
+        self.flush_generic().await?;
         self.flush_outbox(batch_id, records).await?;
         marks.push(("outbox", t.elapsed()));
         self.tx.commit().await.map_err(StoreError::new("commit batch"))?;
@@ -907,6 +975,23 @@ impl WorkingSet {
         let tail = "ON CONFLICT (partition_key) DO UPDATE SET clock = excluded.clock, \
                     next_offset = COALESCE(excluded.next_offset, partitions.next_offset)";
         sql::insert_rows(&mut self.tx, self.backend, head, tail, rows, "write partitions").await
+    }
+
+    async fn flush_generic(&mut self) -> StoreResult<()> {
+        let rows = std::mem::take(&mut self.new_generic)
+            .into_iter()
+            .map(|((p, f, v), cards)| vec![p.into(), f.into(), v.into(), cards.into()])
+            .collect();
+        let head = "INSERT INTO generic_values (project_id, field, value, cards)";
+        sql::insert_rows(
+            &mut self.tx,
+            self.backend,
+            head,
+            "ON CONFLICT DO NOTHING",
+            rows,
+            "record generic values",
+        )
+        .await
     }
 
     async fn flush_block_entries(&mut self) -> StoreResult<()> {

@@ -38,7 +38,7 @@ fn one_shared_field_of_a_one_field_rule_matches() {
     let rules = ProjectRules::new(&project());
     let a = card("a", 1, &[("phone", "+79991234567")]);
     let b = card("b", 2, &[("phone", "+79991234567"), ("phone", "+79990000000")]);
-    assert_eq!(rules.matching_rule(&a, &b).map(|r| r.id.as_str()), Some("by-phone"));
+    assert_eq!(rules.matching_rule(&a, &b, &Generic::new()).map(|r| r.id.as_str()), Some("by-phone"));
 }
 
 #[test]
@@ -47,8 +47,11 @@ fn a_rule_of_two_fields_needs_both_shared() {
     let a = card("a", 1, &[("email", "x@example.com"), ("contract_number", "d-1")]);
     let same_email = card("b", 2, &[("email", "x@example.com"), ("contract_number", "d-2")]);
     let both = card("c", 3, &[("email", "x@example.com"), ("contract_number", "d-1")]);
-    assert!(rules.matching_rule(&a, &same_email).is_none());
-    assert_eq!(rules.matching_rule(&a, &both).map(|r| r.id.as_str()), Some("by-email-and-contract"));
+    assert!(rules.matching_rule(&a, &same_email, &Generic::new()).is_none());
+    assert_eq!(
+        rules.matching_rule(&a, &both, &Generic::new()).map(|r| r.id.as_str()),
+        Some("by-email-and-contract")
+    );
 }
 
 #[test]
@@ -56,7 +59,7 @@ fn a_field_a_card_lacks_never_matches() {
     let rules = ProjectRules::new(&project());
     let a = card("a", 1, &[("email", "x@example.com")]);
     let b = card("b", 2, &[("email", "x@example.com")]);
-    assert!(rules.matching_rule(&a, &b).is_none());
+    assert!(rules.matching_rule(&a, &b, &Generic::new()).is_none());
 }
 
 #[test]
@@ -66,7 +69,7 @@ fn blocked_values_are_normalised_and_never_match() {
     assert!(rules.is_blocked("test@example.com"));
     let a = card("a", 1, &[("phone", "+74950000000")]);
     let b = card("b", 2, &[("phone", "+74950000000")]);
-    assert!(rules.matching_rule(&a, &b).is_none());
+    assert!(rules.matching_rule(&a, &b, &Generic::new()).is_none());
 }
 
 #[test]
@@ -75,7 +78,7 @@ fn cards_of_different_projects_never_match() {
     let a = card("a", 1, &[("phone", "+79991234567")]);
     let mut b = card("b", 2, &[("phone", "+79991234567")]);
     b.project_id = "globex".into();
-    assert!(rules.matching_rule(&a, &b).is_none());
+    assert!(rules.matching_rule(&a, &b, &Generic::new()).is_none());
 }
 
 #[test]
@@ -150,8 +153,8 @@ fn shared_values_name_the_evidence_of_every_field_of_the_rule() {
     let a =
         card("a", 1, &[("email", "x@example.com"), ("contract_number", "d-1"), ("contract_number", "d-9")]);
     let b = card("b", 2, &[("email", "x@example.com"), ("contract_number", "d-1")]);
-    let rule = rules.matching_rule(&a, &b).unwrap();
-    let shared = rules.shared_values(&a, &b, rule);
+    let rule = rules.matching_rule(&a, &b, &Generic::new()).unwrap();
+    let shared = rules.shared_values(&a, &b, rule, &Generic::new());
     let expected = [("email", "x@example.com"), ("contract_number", "d-1")];
     assert_eq!(shared, expected.map(|(f, v)| (f.to_string(), v.to_string())));
 }
