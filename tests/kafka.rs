@@ -5,6 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use appealflow::config::Config;
 use appealflow::testkit;
 use common::kafka::{self, Topics};
 use common::*;
@@ -261,6 +262,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice() {
         let lines = |records: &[Rec]| {
             records.iter().filter(|r| r.topic == topic).map(|r| r.value.to_string()).collect::<Vec<_>>()
         };
+        assert_nothing_lost(&got, &expected.records, topic);
         assert_same(&lines(&got), &lines(&expected.records), topic);
     }
     let dlq = |records: &[Rec]| records.iter().filter(|r| r.topic == "inbound.dlq").count();
@@ -404,4 +406,128 @@ async fn a_partition_whose_batches_wait_stops_fetching_at_its_buffer_bound_and_r
     assert_eq!(stats.stats.inputs, 60, "every input handed out once after the resumes");
     assert_eq!(stats.stats.duplicates, 0);
     assert_eq!(stats.stats.event("appeal.opened"), 60);
+}
+
+/// Says which way records went wrong, before comparing their order: missing from the broker
+/// (read up to its high watermarks, with every input applied and the outbox empty, so lost
+/// between the commit and the broker), or present without a replay producing them.
+fn assert_nothing_lost(got: &[Rec], expected: &[Rec], topic: &str) {
+    let id = |r: &Rec| {
+        ["event_id", "outbound_id"].iter().find_map(|k| r.value[k].as_str()).unwrap_or_default().to_string()
+    };
+    let ids = |records: &[Rec]| -> std::collections::BTreeMap<String, String> {
+        records
+            .iter()
+            .filter(|r| r.topic == topic)
+            .map(|r| (id(r), r.value["cause"]["id"].as_str().unwrap_or_default().to_string()))
+            .collect()
+    };
+    let (have, want) = (ids(got), ids(expected));
+    let missing: std::collections::BTreeSet<&String> =
+        want.iter().filter(|(i, _)| !have.contains_key(*i)).map(|(_, cause)| cause).collect();
+    assert!(
+        missing.is_empty(),
+        "{topic}: records of inputs {missing:?} are missing from the broker, read up to its high \
+         watermarks, though the store applied every input and its outbox is empty: lost between \
+         the commit and the broker"
+    );
+    let extra: std::collections::BTreeSet<&String> =
+        have.iter().filter(|(i, _)| !want.contains_key(*i)).map(|(_, cause)| cause).collect();
+    assert!(
+        extra.is_empty(),
+        "{topic}: records of inputs {extra:?} that a replay does not produce (applied twice?)"
+    );
+}
+
+/// Inputs built to hurt: DLQ records that would outgrow the broker's limit if they carried
+/// the input whole, NUL characters, repeated keys, ids over their bounds, dates in 2036.
+fn poison() -> Vec<String> {
+    let msg = |id: &str, visitor: &str, text: &str| {
+        format!(
+            r#"{{"type":"message","message_id":"{id}","project_id":"acme","channel_id":"acme-tg","sent_at":"2026-11-05T10:00:00Z","visitor":{visitor},"content":{{"kind":"text","text":"{text}"}}}}"#
+        )
+    };
+    vec![
+        "\u{1}".repeat(200_000),
+        msg("p-long-text", r#"{"id":"p1"}"#, &"\\u0001".repeat(70_000)),
+        msg("p-nul\\u0000", r#"{"id":"p2"}"#, "nul"),
+        msg("p-dup", r#"{"id":"p3","id":"p4"}"#, "duplicate key"),
+        msg("p-long-id", &format!(r#"{{"id":"{}"}}"#, "v".repeat(3_000)), "long visitor id"),
+        msg("p-2036", r#"{"id":"p5"}"#, "from the future").replace("2026-11-05", "2036-11-05"),
+        format!(
+            "{{\"type\":\"message\",\"message_id\":\"p-deep\",\"x\":{}1{}}}",
+            "[".repeat(40),
+            "]".repeat(40)
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_twenty_times_amid_poison_run_ends_with_replays_records_and_a_bounded_dlq() {
+    use rand::{Rng, SeedableRng};
+    let Some(brokers) = kafka::brokers() else { return };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20);
+    let workload = testkit::generate(250, 77);
+    let (mut lines, mut keys) = (workload.lines.clone(), workload.keys.clone());
+    for (i, p) in poison().into_iter().enumerate() {
+        let at = rng.gen_range(0..lines.len());
+        lines.insert(at, p);
+        keys.insert(at, format!("acme:poison:{i}"));
+    }
+    let toml = format!("[pipeline]\ndlq_max_bytes = 65536\n{}", testkit::CONFIG.replace("[pipeline]\n", ""));
+    let expected = replay_lines(&config(&toml), &TestDb::new(Kind::Sqlite).await, &lines).await;
+    let topics = Topics::random();
+    topics.create(&brokers, 1).await;
+    let db = TestDb::new(kinds().into_iter().last().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_for = |instance: usize| {
+        let path = dir.path().join(format!("run-{instance}.toml"));
+        let own = Topics { group: format!("{}-{instance}", topics.group), ..topics.clone() };
+        let text = own.config_toml(&brokers, &db.url, testkit::CONFIG).replace(
+            "[pipeline]\nbatch_size = 200\n",
+            "[pipeline]\nbatch_size = 50\ndlq_max_bytes = 65536\n",
+        );
+        Config::from_toml(&text).expect("the run config is valid");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let portions = 5;
+    let per = lines.len().div_ceil(portions);
+    for kill in 0..20 {
+        if kill % 4 == 0 && kill / 4 < portions {
+            let from = kill / 4 * per;
+            let to = (from + per).min(lines.len());
+            kafka::produce(&brokers, &topics.inbound, &lines[from..to], &keys[from..to]).await;
+        }
+        let mut child = spawn_process(&config_for(kill));
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..2_500))).await;
+        child.0.kill().expect("SIGKILL");
+        child.0.wait().unwrap();
+    }
+    let mut last = spawn_process(&config_for(20));
+    kafka::wait_until_applied(&db.url, &topics.inbound, lines.len() as i64, Duration::from_secs(240)).await;
+    wait_until_catching_sigterm(last.0.id());
+    std::process::Command::new("kill").args(["-TERM", &last.0.id().to_string()]).status().unwrap();
+    assert!(last.0.wait().unwrap().success(), "SIGTERM ends run cleanly");
+
+    let got = dedupe(canonical(kafka::read_all_async(&brokers, &topics).await, &topics));
+    for topic in ["appeal.events", "outbound.messages"] {
+        let values = |records: &[Rec]| {
+            records.iter().filter(|r| r.topic == topic).map(|r| r.value.to_string()).collect::<Vec<_>>()
+        };
+        assert_nothing_lost(&got, &expected.records, topic);
+        assert_same(&values(&got), &values(&expected.records), topic);
+    }
+    // A future date's reason names the wall clock of the run that refused it.
+    let dlq = |records: &[Rec]| -> Vec<String> {
+        let reason = |r: &Rec| {
+            r.value["reason"].as_str().unwrap().split(" after the wall clock").next().unwrap().to_string()
+        };
+        records.iter().filter(|r| r.topic == "inbound.dlq").map(reason).collect()
+    };
+    assert_eq!(dlq(&got), dlq(&expected.records), "the same inputs dead-lettered for the same reasons");
+    assert_eq!(dlq(&got).len() as u64, workload.expected.dlq + poison().len() as u64);
+    for record in got.iter().filter(|r| r.topic == "inbound.dlq") {
+        assert!(record.value.to_string().len() <= 65_536, "a DLQ record within dlq_max_bytes");
+    }
 }
