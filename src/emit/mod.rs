@@ -277,13 +277,20 @@ pub fn dlq(raw: &crate::source::RawInput, why: DlqReason<'_>, max_bytes: usize) 
         original_size: raw.cut.as_ref().map(|c| c.size),
         original_sha256: raw.cut.as_ref().map(|c| c.sha256.clone()),
     };
+    // A placeholder of the id's length, so the sizes measured below are the final ones.
+    record.dlq_id = derive_id(&["dlq"]);
     let whole = raw.cut.is_none() && fill_input(&mut record, &raw.bytes, usize::MAX);
     if !whole || json_len(&record) > max_bytes {
         record.original_size.get_or_insert(raw.bytes.len() as u64);
         record.original_sha256.get_or_insert_with(|| sha256_hex(&raw.bytes));
         let bare = DlqRecord { input: String::new(), input_base64: None, ..record.clone() };
-        let budget = max_bytes.saturating_sub(json_len(&bare) + 64);
+        let mut budget = max_bytes.saturating_sub(json_len(&bare) + 32);
         fill_input(&mut record, &raw.bytes, budget);
+        // The halves' estimates are close, not exact: take off what is still over.
+        while json_len(&record) > max_bytes && budget > 0 {
+            budget = budget.saturating_sub(json_len(&record) - max_bytes + 16);
+            fill_input(&mut record, &raw.bytes, budget);
+        }
     }
     record.dlq_id = derive_id(&["dlq", &position, &record.input]);
     let key = raw.key.clone().unwrap_or(position);
