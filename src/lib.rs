@@ -27,6 +27,8 @@ pub mod pipeline;
 pub mod replay;
 pub mod run;
 pub mod source;
+pub mod stage;
 pub mod store;
 pub mod telemetry;
 pub mod testkit;
+pub mod text;

@@ -12,79 +12,18 @@ use tracing::Instrument;
 
 use crate::appeal;
 use crate::bot::Scenarios;
-use crate::config::{ChannelConfig, Config, ProjectConfig};
+use crate::config::Config;
+use crate::crm::lookups::{CrmLookups, Lookup};
 use crate::crm::{Answer, CrmDirectory, CrmError, FailReason, Identifier};
 use crate::decode::{self, Input};
 use crate::emit::{self, Cause, CauseKind, Emitter, Record};
 use crate::identify;
-use crate::identify::crm::{CrmLookups, Lookup};
 use crate::matching::ProjectRules;
 use crate::model::conversation_key;
 use crate::source::{Batch, RawInput, SourcePos};
+pub use crate::stage::{ApplyError, Ctx};
 use crate::store::{external_handle, visitor_handle, ErrorClass, Store, StoreError, StoreResult, WorkingSet};
-
-/// What a stage needs to know about the input's project.
-pub struct Ctx<'a> {
-    pub project: &'a ProjectConfig,
-    pub rules: &'a ProjectRules,
-    pub scenarios: &'a Scenarios,
-    /// CRM answers looked up before the batch's transaction began.
-    pub lookups: &'a CrmLookups,
-}
-
-impl Ctx<'_> {
-    /// The input's channel; decode already checked that it exists.
-    pub fn channel(&self, id: &str) -> &ChannelConfig {
-        self.project.channel(id).expect("decode checks channels")
-    }
-}
-
-/// Why one input could not be applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The input itself is wrong (a status for a message nobody knows): DLQ, move on.
-    #[error("{stage}: {reason}")]
-    Poison { stage: &'static str, reason: String },
-    /// The store failed: the whole batch is retried or the process stops, by class.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl ApplyError {
-    pub fn poison(stage: &'static str, reason: impl Into<String>) -> Self {
-        ApplyError::Poison { stage, reason: reason.into() }
-    }
-}
-
-/// Counts of what a batch did, for the summary and metrics.
-#[derive(Debug, Default, Clone)]
-pub struct Stats {
-    pub inputs: u64,
-    pub applied: u64,
-    pub duplicates: u64,
-    pub dlq: u64,
-    pub events: BTreeMap<String, u64>,
-    pub outbound: u64,
-    pub inactivity_closes: u64,
-}
-
-impl Stats {
-    pub fn add(&mut self, other: &Stats) {
-        self.inputs += other.inputs;
-        self.applied += other.applied;
-        self.duplicates += other.duplicates;
-        self.dlq += other.dlq;
-        self.outbound += other.outbound;
-        self.inactivity_closes += other.inactivity_closes;
-        for (k, v) in &other.events {
-            *self.events.entry(k.clone()).or_default() += v;
-        }
-    }
-
-    pub fn event(&self, kind: &str) -> u64 {
-        self.events.get(kind).copied().unwrap_or(0)
-    }
-}
+pub use crate::telemetry::Stats;
 
 /// A committed batch: its records are in the outbox under `batch_ids` until published (one
 /// id, or several when the store refused some input's data and the batch was committed in

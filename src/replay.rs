@@ -14,10 +14,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
 use crate::emit::Record;
-use crate::pipeline::{Pipeline, Stats};
+use crate::pipeline::Pipeline;
 use crate::source::file::{LineSource, REPLAY_PARTITION};
 use crate::source::Batch;
 use crate::store::{self, Store};
+use crate::telemetry::Stats;
 
 /// What a replay did, for the summary on stderr.
 #[derive(Debug, Default, Clone)]

@@ -43,11 +43,12 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::emit::kafka::KafkaSink;
 use crate::emit::Record;
-use crate::pipeline::{Committed, Pipeline, Stats};
+use crate::pipeline::{Committed, Pipeline};
 use crate::source::kafka::{partition_key, KafkaSource, Tp};
 use crate::source::{Batch, RawInput, SourcePos};
 use crate::store::{self, ErrorClass, Store, StoreError};
 use crate::telemetry;
+use crate::telemetry::Stats;
 
 /// What one partition has buffered and where it stands.
 struct PartitionState {

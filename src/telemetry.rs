@@ -4,10 +4,41 @@
 //! inputs by outcome, events by type, merges, stage latencies, batch sizes, outbox backlog and
 //! consumer lag per partition.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Counts of what a batch did, for the summary and metrics.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub inputs: u64,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub dlq: u64,
+    pub events: BTreeMap<String, u64>,
+    pub outbound: u64,
+    pub inactivity_closes: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, other: &Stats) {
+        self.inputs += other.inputs;
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.dlq += other.dlq;
+        self.outbound += other.outbound;
+        self.inactivity_closes += other.inactivity_closes;
+        for (k, v) in &other.events {
+            *self.events.entry(k.clone()).or_default() += v;
+        }
+    }
+
+    pub fn event(&self, kind: &str) -> u64 {
+        self.events.get(kind).copied().unwrap_or(0)
+    }
+}
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,8 +46,6 @@ use axum::routing::get;
 use axum::Router;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-use crate::pipeline::Stats;
 
 /// Whether the service takes traffic: set once the consumer runs, cleared on shutdown.
 #[derive(Clone, Default)]

@@ -13,7 +13,7 @@ use crate::model::{
     ClientSummary, ClientType, Comment, ContentKind, Millis, NameClaim, NameRank, Source, StoredMessage,
     Visitor, MAX_MANUAL_CONTACTS,
 };
-use crate::pipeline::{ApplyError, Ctx};
+use crate::stage::{ApplyError, Ctx};
 use crate::store::{StoreError, WorkingSet};
 
 use super::{append, close, NewMessage};

@@ -18,7 +18,7 @@ use crate::matching;
 use crate::model::{
     is_identifier, Appeal, Author, AuthorKind, CardValue, Client, ContentKind, Millis, Source,
 };
-use crate::pipeline::Ctx;
+use crate::stage::Ctx;
 use crate::store::{StoreResult, WorkingSet};
 
 /// An appeal just opened: identify the client, start the channel's scenario.

@@ -17,7 +17,7 @@ use crate::model::{
     conversation_key, format_ts, Appeal, AppealDoc, AppealStatus, Author, AuthorKind, Client, ContentKind,
     DeliveryStatus, Message, Millis, StoredMessage,
 };
-use crate::pipeline::{ApplyError, Ctx};
+use crate::stage::{ApplyError, Ctx};
 use crate::store::{StoreResult, WorkingSet};
 
 /// Messages of one author closer together than this share a group id.

@@ -14,7 +14,7 @@ mod report;
 use std::collections::{BTreeMap, HashMap};
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::config::scenario::full_match_regex;
 use crate::config::{BlockConfig, BlockKind, Config, Expect, OnInvalid, ScenarioConfig};
@@ -26,16 +26,7 @@ pub use report::{render_reports, ReportRow, ScenarioReport};
 /// `ask`, so only a config that skipped validation can get here; it must not hang the stream.
 pub const MAX_STEPS: usize = 1000;
 
-/// Where a running scenario stands, stored as JSON with the appeal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BotState {
-    pub scenario_id: String,
-    /// The `ask` waiting for an answer, or the `identify` waiting for [`Scenario::resume`].
-    pub block_id: String,
-    /// Invalid answers given to this `ask` so far (its `max_repeats` bound counts them).
-    #[serde(default)]
-    pub invalid_answers: u32,
-}
+pub use crate::model::BotState;
 
 /// One thing the integrator does, in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]

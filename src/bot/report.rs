@@ -75,7 +75,7 @@ impl fmt::Display for ScenarioReport {
 }
 
 /// The report of every configured scenario, for `appealflow report scenarios`.
-pub fn render_reports(scenarios: &super::Scenarios, entries: &crate::store::BotBlockEntries) -> String {
+pub fn render_reports(scenarios: &super::Scenarios, entries: &crate::model::BotBlockEntries) -> String {
     let none = BTreeMap::new();
     let mut out = String::new();
     for scenario in scenarios.iter() {

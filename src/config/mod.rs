@@ -26,6 +26,9 @@ pub use scenario::{
 };
 pub use validate::{ConfigError, Problem};
 
+/// The consumer's `session.timeout.ms` unless `kafka.consumer_options` sets another.
+pub const SESSION_TIMEOUT_MS: u64 = 10_000;
+
 /// Environment variables with this prefix override file keys; `__` separates levels.
 pub const ENV_PREFIX: &str = "APPEALFLOW__";
 

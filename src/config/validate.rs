@@ -135,8 +135,8 @@ pub(super) fn check(config: &Config) -> Checked {
         for (ci, channel) in project.channels.iter().enumerate() {
             config_id(&channel.id, &format!("{at}.channels[{ci}].id"), &mut push);
             if let Some(fixed) = &channel.fixed_client {
-                if let Err(e) = crate::decode::limits::id("fixed_client", fixed) {
-                    push(format!("{at}.channels[{ci}].fixed_client"), e.reason);
+                if let Err(why) = crate::text::check_id(fixed) {
+                    push(format!("{at}.channels[{ci}].fixed_client"), why);
                 }
             }
             if let Some(id) = channel.scenario.as_deref().filter(|id| project.scenario(id).is_none()) {
@@ -207,7 +207,7 @@ fn bounds(config: &Config, push: &mut impl FnMut(String, String)) {
         .consumer_options
         .get("session.timeout.ms")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(crate::source::kafka::SESSION_TIMEOUT_MS as u128);
+        .unwrap_or(super::SESSION_TIMEOUT_MS as u128);
     if config.kafka.shutdown_deadline.as_millis() >= session_ms {
         push(
             "kafka.shutdown_deadline".into(),
@@ -269,7 +269,7 @@ fn config_id(id: &str, key: &str, push: &mut impl FnMut(String, String)) {
             key.into(),
             format!(
                 "{:?} is not an id: use 1 to 64 letters, digits, '.', '_' or '-'",
-                crate::decode::limits::shorten(id)
+                crate::text::shorten(id)
             ),
         );
     }

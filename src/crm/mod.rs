@@ -13,6 +13,7 @@ pub mod breaker;
 pub mod cache;
 pub mod client;
 pub mod double;
+pub mod lookups;
 pub mod protocol;
 
 use std::collections::HashMap;

@@ -10,9 +10,7 @@ use serde_json::{Map, Value};
 
 use super::DecodeError;
 
-/// Identifiers: message, command, visitor, external and client ids, channel and project ids,
-/// tags, categories, field names. An e-mail visitor ID is an address (at most 254 bytes).
-pub const MAX_ID_BYTES: usize = 256;
+pub use crate::text::{shorten, MAX_ID_BYTES};
 /// Short values: names, phones, e-mails, custom field and contact values.
 pub const MAX_VALUE_BYTES: usize = 1024;
 /// Message and comment texts: a chat message is at most a few thousand characters (Telegram
@@ -104,7 +102,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
             }
             let value = map.next_value_seed(Nested(depth))?;
             if out.contains_key(&key) {
-                return Err(de::Error::custom(format!("duplicate key `{}`", shorten(&key))));
+                return Err(de::Error::custom(format!("duplicate key `{}`", crate::text::shorten(&key))));
             }
             out.insert(key, value);
         }
@@ -121,19 +119,9 @@ impl StrictVisitor {
     }
 }
 
-/// An identifier a later stage keys on: not empty, at most [`MAX_ID_BYTES`], no control
-/// characters (ids are joined with one to derive others, and end up in logs and keys).
+/// An identifier a later stage keys on: see [`crate::text::check_id`].
 pub fn id(field: &str, value: &str) -> Result<(), DecodeError> {
-    if value.trim().is_empty() {
-        return Err(DecodeError::new(format!("`{field}` must not be empty")));
-    }
-    if value.len() > MAX_ID_BYTES {
-        return Err(too_long(field, value.len(), MAX_ID_BYTES));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(DecodeError::new(format!("`{field}` holds a control character")));
-    }
-    Ok(())
+    crate::text::check_id(value).map_err(|why| DecodeError::new(format!("`{field}` {why}")))
 }
 
 /// An optional identifier.
@@ -164,26 +152,6 @@ pub fn opt_value(field: &str, v: Option<&str>) -> Result<(), DecodeError> {
 
 fn too_long(field: &str, len: usize, max: usize) -> DecodeError {
     DecodeError::new(format!("`{field}` is {len} bytes, the limit is {max}"))
-}
-
-/// `text` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
-pub fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
-/// A key as a reason may quote it: at most 64 characters.
-pub fn shorten(text: &str) -> String {
-    match text.char_indices().nth(64) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
 }
 
 #[cfg(test)]

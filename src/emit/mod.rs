@@ -267,7 +267,7 @@ pub fn dlq(raw: &crate::source::RawInput, why: DlqReason<'_>, max_bytes: usize) 
     let position = serde_json::to_string(&raw.pos).unwrap_or_default();
     let mut record = DlqRecord {
         dlq_id: String::new(),
-        reason: crate::decode::limits::cut(why.reason, MAX_REASON_BYTES),
+        reason: crate::text::cut(why.reason, MAX_REASON_BYTES),
         error_class: "poison",
         stage: why.stage,
         project_id: why.project_id,

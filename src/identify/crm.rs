@@ -2,13 +2,10 @@
 //!
 //! The CRM is never called while a batch's transaction is open: the pipeline looks up every
 //! identifier it can predict before the transaction, and the stages read the answers from
-//! [`CrmLookups`]. An identifier nobody predicted (a phone that reached the card through a
+//! [`crate::crm::lookups::CrmLookups`]. An identifier nobody predicted (a phone that reached the card through a
 //! merge in the same batch, a bot answer leading to an `identify` block) is recorded as
 //! missing; the pipeline then rolls the batch back, looks it up, and applies the batch again.
 //! So a slow CRM delays a batch by at most its timeout budget and never holds locks meanwhile.
-
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 
 use crate::crm::{Answer, FailReason, FoundClient, Identifier, IdentifierType};
 use crate::emit::{Emitter, EventBody, IdentifyMethod};
@@ -17,41 +14,8 @@ use crate::matching;
 use crate::model::{
     is_identifier, Appeal, CardValue, Client, ClientType, Millis, NameClaim, NameRank, Source,
 };
-use crate::pipeline::Ctx;
+use crate::stage::Ctx;
 use crate::store::{StoreResult, WorkingSet};
-
-/// (project, identifier): what one CRM search is about.
-pub type Lookup = (String, Identifier);
-
-/// The CRM answers a batch may use, and the lookups it wanted but did not have.
-#[derive(Default)]
-pub struct CrmLookups {
-    answers: BTreeMap<Lookup, Answer>,
-    /// A Mutex, not a RefCell, only because the batch future must be `Send`; one batch
-    /// applies its inputs one at a time, so it is never contended.
-    missing: Mutex<BTreeSet<Lookup>>,
-}
-
-impl CrmLookups {
-    pub fn extend(&mut self, answers: impl IntoIterator<Item = (Lookup, Answer)>) {
-        self.answers.extend(answers);
-    }
-
-    /// The answer for an identifier; `None` records it as missing (the batch is re-applied
-    /// once it has been looked up).
-    pub fn answer(&self, project_id: &str, id: &Identifier) -> Option<&Answer> {
-        let key = (project_id.to_string(), id.clone());
-        let answer = self.answers.get(&key);
-        if answer.is_none() {
-            self.missing.lock().expect("lookups").insert(key);
-        }
-        answer
-    }
-
-    pub fn take_missing(&self) -> BTreeSet<Lookup> {
-        std::mem::take(&mut self.missing.lock().expect("lookups"))
-    }
-}
 
 /// What a CRM search did to the card.
 pub enum Identification {
@@ -253,15 +217,5 @@ mod tests {
         assert_eq!(changed, ["contract_number", "crm_id", "invalid_values", "name", "phone", "type"]);
 
         assert_eq!(changes.rejected.iter().collect::<Vec<_>>(), ["email"]);
-    }
-
-    #[test]
-    fn an_answer_nobody_looked_up_is_recorded_as_missing_once() {
-        let lookups = CrmLookups::default();
-        let id = Identifier::normalise(crate::crm::IdentifierType::Phone, "+79991234567", "RU").unwrap();
-        assert!(lookups.answer("acme", &id).is_none());
-        assert!(lookups.answer("acme", &id).is_none());
-        assert_eq!(lookups.take_missing().len(), 1);
-        assert!(lookups.take_missing().is_empty());
     }
 }

@@ -20,7 +20,7 @@ use crate::model::{
     is_identifier, Added, CardValue, Client, ClientType, InvalidValue, Millis, NameClaim, NameRank, Source,
     Visitor,
 };
-use crate::pipeline::Ctx;
+use crate::stage::Ctx;
 use crate::store::{StoreResult, WorkingSet};
 
 pub use crate::store::{external_handle, visitor_handle};

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use crate::emit::{Emitter, EventBody, MatchedValue, MergeMatch};
 use crate::model::{Client, Millis};
-use crate::pipeline::Ctx;
+use crate::stage::Ctx;
 use crate::store::{Holders, StoreResult, WorkingSet};
 
 pub use rules::{merged_card, pick_survivor, Generic, ProjectRules};

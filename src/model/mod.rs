@@ -15,6 +15,10 @@ pub use card::{
     MAX_MANUAL_CONTACTS, MAX_VALUES_PER_FIELD,
 };
 
+/// (project, scenario) → block → entries.
+pub type BotBlockEntries =
+    std::collections::BTreeMap<(String, String), std::collections::BTreeMap<String, u64>>;
+
 /// Event time in milliseconds since the Unix epoch (UTC).
 pub type Millis = i64;
 
@@ -205,6 +209,17 @@ pub struct AppealDoc {
     pub dialogue: Dialogue,
 }
 
+/// Where a running scenario stands, stored as JSON with the appeal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BotState {
+    pub scenario_id: String,
+    /// The `ask` waiting for an answer, or the `identify` waiting for `bot::Scenario::resume`.
+    pub block_id: String,
+    /// Invalid answers given to this `ask` so far (its `max_repeats` bound counts them).
+    #[serde(default)]
+    pub invalid_answers: u32,
+}
+
 /// The automatic conversation of an appeal, persisted with it so a restart resumes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dialogue {
@@ -213,7 +228,7 @@ pub struct Dialogue {
     pub ident_asked: Option<u32>,
     /// The running scenario (waiting at an `ask`, or at an `identify` until it finishes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bot: Option<crate::bot::BotState>,
+    pub bot: Option<BotState>,
     /// A scenario that starts once identification stopped asking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot_pending: Option<String>,

@@ -18,9 +18,6 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use super::{RawInput, SourcePos};
 use crate::config::KafkaConfig;
 
-/// The consumer's `session.timeout.ms` unless `kafka.consumer_options` sets another.
-pub const SESSION_TIMEOUT_MS: u64 = 10_000;
-
 /// A topic partition.
 pub type Tp = (String, i32);
 
@@ -81,7 +78,7 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string());
+            .set("session.timeout.ms", crate::config::SESSION_TIMEOUT_MS.to_string());
         for (k, v) in &kafka.consumer_options {
             config.set(k, v);
         }

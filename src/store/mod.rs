@@ -102,9 +102,7 @@ impl StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// (project, scenario) → block → entries.
-pub type BotBlockEntries =
-    std::collections::BTreeMap<(String, String), std::collections::BTreeMap<String, u64>>;
+pub use crate::model::BotBlockEntries;
 
 /// Retries an operation after transient store errors (a locked SQLite file, PostgreSQL down
 /// or failing over) with exponential backoff, `limit` times or forever; any other error, or

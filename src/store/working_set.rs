@@ -130,7 +130,7 @@ async fn write_rows(
     match wanted.difference(&written).next() {
         Some(taken) => Err(StoreError::clash(
             context,
-            format!("id {:?} is already another row's", crate::decode::limits::shorten(taken)),
+            format!("id {:?} is already another row's", crate::text::shorten(taken)),
         )),
         None => Ok(()),
     }
