@@ -58,3 +58,31 @@ fn logs_written_to_a_pipe_are_plain_text_without_colour_codes() {
     assert!(stderr.contains("input sent to the DLQ"), "the sample's bad lines are logged: {stderr}");
     assert!(!stderr.contains('\u{1b}'), "no ANSI escape codes: {stderr}");
 }
+
+#[test]
+fn the_readme_lists_every_metric_the_code_registers() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (at, _) in text.match_indices("\"appealflow_") {
+                    let name: String = text[at + 1..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    assert!(names.len() >= 10, "found the metrics: {names:?}");
+    let missing: Vec<&String> = names.iter().filter(|n| !readme.contains(&format!("`{n}`"))).collect();
+    assert!(missing.is_empty(), "README's metrics list misses {missing:?}");
+}

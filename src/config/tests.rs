@@ -16,13 +16,20 @@ fn the_example_config_is_valid() {
 }
 
 #[test]
-fn the_example_config_states_the_built_in_batching_defaults() {
-    let example = Config::from_toml(include_str!("../../config/example.toml")).unwrap().pipeline;
+fn the_example_config_states_the_built_in_defaults() {
+    let example = Config::from_toml(include_str!("../../config/example.toml")).unwrap();
     let default = PipelineConfig::default();
-    assert_eq!(example.batch_size, default.batch_size);
-    assert_eq!(example.batch_max_wait, default.batch_max_wait);
-    assert_eq!(example.buffered_batches, default.buffered_batches);
-    assert_eq!(example.max_future, default.max_future);
+    let p = &example.pipeline;
+    assert_eq!(p.batch_size, default.batch_size);
+    assert_eq!(p.batch_max_wait, default.batch_max_wait);
+    assert_eq!(p.buffered_batches, default.buffered_batches);
+    assert_eq!(p.max_future, default.max_future);
+    assert_eq!(p.dlq_max_bytes, default.dlq_max_bytes);
+    let kafka = KafkaConfig::default();
+    assert_eq!(example.kafka.shutdown_deadline, kafka.shutdown_deadline);
+    assert_eq!(example.kafka.idle_clock_after, kafka.idle_clock_after);
+    assert_eq!(example.store.max_connections, StoreConfig::default().max_connections);
+    assert_eq!(example.ops.listen, OpsConfig::default().listen);
 }
 
 #[test]
