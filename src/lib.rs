@@ -25,6 +25,7 @@ pub mod matching;
 pub mod model;
 pub mod pipeline;
 pub mod replay;
+pub mod retry;
 pub mod run;
 pub mod source;
 pub mod stage;

@@ -483,19 +483,15 @@ async fn republish_outbox(store: &Store, sink: &KafkaSink) -> anyhow::Result<()>
 /// authorisation) would fail forever: `run` stops with the cause and the setting, the records
 /// stay in the outbox for the next start.
 async fn publish_with_retry(sink: &KafkaSink, records: &[Record]) -> anyhow::Result<()> {
-    let mut delay = Duration::from_millis(100);
-    while let Err(e) = sink.publish(records).await {
-        if let (ErrorClass::Fatal, settings) = crate::errors::kafka(&e) {
-            anyhow::bail!(
-                "publishing to Kafka failed: {e} (check {settings}); the records stay in the outbox"
-            );
+    let retryable = |e: &rdkafka::error::KafkaError| crate::errors::kafka(e).0 != ErrorClass::Fatal;
+    let policy = crate::retry::Backoff::services(None);
+    match crate::retry::retry("publish", policy, retryable, || sink.publish(records)).await.0 {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let settings = crate::errors::kafka(&e).1;
+            anyhow::bail!("publishing to Kafka failed: {e} (check {settings}); the records stay in the outbox")
         }
-        tracing::warn!(error = %e, retry_in = ?delay, "publishing failed; retrying (records stay in the outbox)");
-        telemetry::retry("publish");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
     }
-    Ok(())
 }
 
 /// An input is never skipped because the database is down: retry until it is back.

@@ -2,7 +2,6 @@
 //! another attempt, how long to wait before it, how a body is read.
 
 use std::fmt;
-use std::time::Duration;
 
 use super::protocol::{FoundClient, SearchResponse};
 
@@ -117,11 +116,6 @@ pub(super) fn read_body(body: &[u8]) -> Answer {
     }
 }
 
-/// The wait before retry number `retry` (0 = the first): `base`, doubling each time.
-pub(super) fn backoff(base: Duration, retry: u32) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(retry.min(16)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,14 +140,6 @@ mod tests {
     #[test]
     fn a_success_status_means_the_body_is_read() {
         assert_eq!(status_verdict(200), None);
-    }
-
-    #[test]
-    fn the_backoff_doubles_from_its_base() {
-        let base = Duration::from_millis(100);
-        let waits: Vec<u128> = (0..4).map(|n| backoff(base, n).as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 800]);
-        assert!(backoff(base, 1000) > Duration::ZERO);
     }
 
     #[test]

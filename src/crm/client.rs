@@ -14,6 +14,7 @@ use super::breaker::{Admission, Breaker, Ticket};
 use super::cache::{AnswerCache, DEFAULT_CAPACITY};
 use super::protocol::{Identifier, SearchRequest, SEARCH_PATH};
 use crate::config::{CrmConfig, Secret};
+use crate::retry::{retry, Backoff};
 use crate::telemetry;
 
 /// A client for one project's CRM. Cloning is cheap and shares cache, breaker and limits.
@@ -154,22 +155,15 @@ impl CrmClient {
     }
 
     async fn call_with_retries(&self, id: &Identifier) -> (Answer, u32) {
-        let mut retry = 0;
-        loop {
+        let policy = Backoff { first: self.inner.backoff, max: Duration::MAX, limit: Some(self.inner.retries) };
+        let attempt = || async {
             match self.attempt(id).await {
-                Attempt::Answered(answer) => return (answer, retry + 1),
-                Attempt::Retry(reason) if retry >= self.inner.retries => {
-                    return (Answer::failed(reason), retry + 1)
-                }
-                Attempt::Retry(reason) => {
-                    tracing::debug!(project = %self.project_id(), identifier = %id, reason = reason.as_str(),
-                        retry = retry + 1, "CRM call failed, retrying");
-                    telemetry::retry("crm");
-                    tokio::time::sleep(answer::backoff(self.inner.backoff, retry)).await;
-                    retry += 1;
-                }
+                Attempt::Answered(answer) => Ok(answer),
+                Attempt::Retry(reason) => Err(reason),
             }
-        }
+        };
+        let (outcome, attempts) = retry("crm", policy, |_| true, attempt).await;
+        (outcome.unwrap_or_else(Answer::failed), attempts)
     }
 
     async fn attempt(&self, id: &Identifier) -> Attempt {

@@ -105,27 +105,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub use crate::model::BotBlockEntries;
 
 /// Retries an operation after transient store errors (a locked SQLite file, PostgreSQL down
-/// or failing over) with exponential backoff, `limit` times or forever; any other error, or
-/// the last one, is returned. Each retry is logged and counted (`appealflow_retries_total`).
-pub async fn retry<T, F, Fut>(limit: Option<u32>, mut attempt: F) -> StoreResult<T>
+/// or failing over) with backoff, `limit` times or forever; any other error, or the last one,
+/// is returned.
+pub async fn retry<T, F, Fut>(limit: Option<u32>, attempt: F) -> StoreResult<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = StoreResult<T>>,
 {
-    let mut delay = Duration::from_millis(100);
-    let mut tries = 0;
-    loop {
-        match attempt().await {
-            Err(e) if e.class() == ErrorClass::Retryable && limit.is_none_or(|l| tries < l) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "store unavailable; retrying");
-                crate::telemetry::retry("store");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-                tries += 1;
-            }
-            other => return other,
-        }
-    }
+    let retryable = |e: &StoreError| e.class() == ErrorClass::Retryable;
+    crate::retry::retry("store", crate::retry::Backoff::services(limit), retryable, attempt).await.0
 }
 
 /// A connection pool and the backend it talks to.
