@@ -23,6 +23,7 @@ use crate::model::conversation_key;
 use crate::source::{Batch, RawInput, SourcePos};
 pub use crate::stage::{ApplyError, Ctx};
 use crate::store::{external_handle, visitor_handle, ErrorClass, Store, StoreError, StoreResult, WorkingSet};
+use crate::telemetry::events::{DeadLettered, StoreRefusedData};
 pub use crate::telemetry::Stats;
 
 /// A committed batch: its records are in the outbox under `batch_ids` until published (one
@@ -73,8 +74,7 @@ impl Rejection {
     /// The reason may echo input values (a phone in a type error): masked like every log line.
     /// The DLQ record keeps it whole.
     fn log(&self) {
-        let reason = crate::identify::normalize::mask_text(&self.reason);
-        tracing::warn!(%reason, stage = self.stage, source = ?self.source, "input sent to the DLQ");
+        DeadLettered { stage: self.stage, reason: &self.reason, source: &self.source }.emit();
     }
 }
 
@@ -95,7 +95,7 @@ impl Pipeline {
     pub async fn process(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {
         match self.process_whole(batch, next_offset).await {
             Err(e) if e.class() == ErrorClass::Poison => {
-                tracing::warn!(error = %e, inputs = batch.inputs.len(), "the store refused an input's data; isolating it");
+                StoreRefusedData { error: &e, inputs: batch.inputs.len() }.emit();
                 self.isolate(&batch.partition, &batch.inputs, next_offset).await
             }
             other => other,

@@ -46,8 +46,7 @@ where
         match attempt().await {
             Err(e) if retryable(&e) && policy.limit.is_none_or(|limit| retries < limit) => {
                 let delay = policy.delay(retries);
-                tracing::warn!(what, error = %e, retry_in = ?delay, "retrying");
-                crate::telemetry::retry(what);
+                crate::telemetry::events::Retrying { what, error: &e, retry_in: delay }.emit();
                 tokio::time::sleep(delay).await;
                 retries += 1;
             }
@@ -69,19 +68,30 @@ mod tests {
 
     #[tokio::test]
     async fn a_retryable_failure_is_retried_up_to_the_limit_and_a_permanent_one_never() {
-        let policy = Backoff { first: Duration::from_millis(1), max: Duration::from_millis(1), limit: Some(2) };
+        let policy =
+            Backoff { first: Duration::from_millis(1), max: Duration::from_millis(1), limit: Some(2) };
         let mut calls = 0;
-        let (out, attempts) = retry("test", policy, |_: &String| true, || {
-            calls += 1;
-            async { Err::<(), _>("down".to_string()) }
-        })
+        let (out, attempts) = retry(
+            "test",
+            policy,
+            |_: &String| true,
+            || {
+                calls += 1;
+                async { Err::<(), _>("down".to_string()) }
+            },
+        )
         .await;
         assert_eq!((out.is_err(), attempts, calls), (true, 3, 3));
         let mut calls = 0;
-        let (_, attempts) = retry("test", policy, |e: &String| e != "refused", || {
-            calls += 1;
-            async { Err::<(), _>("refused".to_string()) }
-        })
+        let (_, attempts) = retry(
+            "test",
+            policy,
+            |e: &String| e != "refused",
+            || {
+                calls += 1;
+                async { Err::<(), _>("refused".to_string()) }
+            },
+        )
         .await;
         assert_eq!((attempts, calls), (1, 1));
     }

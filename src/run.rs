@@ -48,6 +48,7 @@ use crate::source::kafka::{partition_key, KafkaSource, Tp};
 use crate::source::{Batch, RawInput, SourcePos};
 use crate::store::{self, ErrorClass, Store, StoreError};
 use crate::telemetry;
+use crate::telemetry::events::{KafkaFatal, Retrying};
 use crate::telemetry::Stats;
 
 /// What one partition has buffered and where it stands.
@@ -459,10 +460,12 @@ async fn relay(store: Store, sink: KafkaSink, mut rx: mpsc::Receiver<Committed>)
 /// `run` with its cause and the setting to look at; the rest librdkafka retries by itself.
 fn consumer_error(e: &rdkafka::error::KafkaError) -> anyhow::Result<()> {
     match crate::errors::kafka(e) {
-        (ErrorClass::Fatal, settings) => anyhow::bail!("consuming from Kafka failed: {e} (check {settings})"),
+        (ErrorClass::Fatal, settings) => {
+            KafkaFatal { side: "consume", error: e, settings }.emit();
+            anyhow::bail!("consuming from Kafka failed: {e} (check {settings})")
+        }
         _ => {
-            tracing::warn!(error = %e, "consumer error; librdkafka retries");
-            telemetry::retry("consume");
+            Retrying { what: "consume", error: e, retry_in: Duration::ZERO }.emit();
             Ok(())
         }
     }
@@ -489,7 +492,10 @@ async fn publish_with_retry(sink: &KafkaSink, records: &[Record]) -> anyhow::Res
         Ok(()) => Ok(()),
         Err(e) => {
             let settings = crate::errors::kafka(&e).1;
-            anyhow::bail!("publishing to Kafka failed: {e} (check {settings}); the records stay in the outbox")
+            KafkaFatal { side: "publish", error: &e, settings }.emit();
+            anyhow::bail!(
+                "publishing to Kafka failed: {e} (check {settings}); the records stay in the outbox"
+            )
         }
     }
 }

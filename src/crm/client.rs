@@ -15,7 +15,10 @@ use super::cache::{AnswerCache, DEFAULT_CAPACITY};
 use super::protocol::{Identifier, SearchRequest, SEARCH_PATH};
 use crate::config::{CrmConfig, Secret};
 use crate::retry::{retry, Backoff};
-use crate::telemetry;
+use crate::telemetry::{
+    self,
+    events::{CrmBreaker, CrmSearched},
+};
 
 /// A client for one project's CRM. Cloning is cheap and shares cache, breaker and limits.
 #[derive(Clone)]
@@ -155,7 +158,8 @@ impl CrmClient {
     }
 
     async fn call_with_retries(&self, id: &Identifier) -> (Answer, u32) {
-        let policy = Backoff { first: self.inner.backoff, max: Duration::MAX, limit: Some(self.inner.retries) };
+        let policy =
+            Backoff { first: self.inner.backoff, max: Duration::MAX, limit: Some(self.inner.retries) };
         let attempt = || async {
             match self.attempt(id).await {
                 Attempt::Answered(answer) => Ok(answer),
@@ -193,10 +197,10 @@ impl CrmClient {
         let outage = matches!(answer, Answer::Failed { reason } if reason.is_outage());
         if outage {
             if state.breaker.failed(ticket, now) {
-                tracing::warn!(project = %self.project_id(), "CRM circuit breaker opened: calls are skipped");
+                CrmBreaker { project: self.project_id(), open: true }.emit();
             }
         } else if state.breaker.succeeded(ticket) {
-            tracing::info!(project = %self.project_id(), "CRM circuit breaker closed: the CRM answers again");
+            CrmBreaker { project: self.project_id(), open: false }.emit();
         }
         match answer {
             Answer::Found(client) => state.cache.put(id.clone(), Some(client.clone()), now),
@@ -209,18 +213,19 @@ impl CrmClient {
 
     /// Counts and logs a search's end. Identifiers are masked; the token is never near a log.
     fn finish(&self, id: &Identifier, answer: Answer, attempts: u32) -> Answer {
-        let project = self.project_id();
-        telemetry::crm_call(project, answer.outcome());
-        match &answer {
-            Answer::Failed { reason: reason @ FailReason::CrmUnavailable } => {
-                tracing::debug!(project, identifier = %id, reason = reason.as_str(), "CRM call skipped")
-            }
-            Answer::Failed { reason } => tracing::warn!(project, identifier = %id, reason = reason.as_str(),
-                detail = %reason.detail(), attempts, "CRM search failed"),
-            _ => {
-                tracing::debug!(project, identifier = %id, outcome = answer.outcome(), attempts, "CRM searched")
-            }
+        let detail = match &answer {
+            Answer::Failed { reason } => Some(reason.detail()),
+            _ => None,
+        };
+        let identifier = id.masked();
+        CrmSearched {
+            project: self.project_id(),
+            identifier: &identifier,
+            outcome: answer.outcome(),
+            detail,
+            attempts,
         }
+        .emit();
         answer
     }
 }

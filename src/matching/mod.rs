@@ -150,7 +150,7 @@ fn announce_generic(
     oldest: Vec<String>,
 ) {
     let max = ctx.project.max_merge_group;
-    tracing::info!(field, value = %crate::identify::normalize::mask(value), cards, "a value turned generic");
+    crate::telemetry::events::ValueTurnedGeneric { field, value, cards }.emit();
     let mut client_ids = vec![card.id.clone()];
     client_ids.extend(oldest.into_iter().filter(|id| *id != card.id).take(1));
     let rule_ids = ctx.rules.rules.iter().filter(|r| r.fields[0] == field).map(|r| r.id.clone()).collect();
@@ -227,7 +227,7 @@ pub async fn merge_into(
             (None, None, Vec::new(), evidence, "external_id")
         }
     };
-    tracing::info!(survivor = %merged.id, absorbed = absorbed.len(), by = how, "cards merged");
+    crate::telemetry::events::CardsMerged { survivor: &merged.id, absorbed: absorbed.len(), by: how }.emit();
     let body = EventBody::ClientMerged {
         survivor_id: merged.id.clone(),
         absorbed_ids: absorbed,

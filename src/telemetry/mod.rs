@@ -4,6 +4,8 @@
 //! inputs by outcome, events by type, merges, stage latencies, batch sizes, outbox backlog and
 //! consumer lag per partition.
 
+pub mod events;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,18 +152,6 @@ pub fn buffered(topic: &str, partition: i32, inputs: usize, paused: bool) {
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     gauge!("appealflow_consumer_lag", "topic" => topic.to_string(), "partition" => partition.to_string())
         .set(lag as f64);
-}
-
-/// A transient failure being retried (`store` or `publish`).
-pub fn retry(what: &'static str) {
-    counter!("appealflow_retries_total", "what" => what).increment(1);
-}
-
-/// A CRM search ended: `outcome` is `found`, `not_found` or a failure reason
-/// (`crm_unavailable` when the breaker skipped the call). Cache hits are counted apart.
-pub fn crm_call(project: &str, outcome: &'static str) {
-    counter!("appealflow_crm_calls_total", "project" => project.to_string(), "outcome" => outcome)
-        .increment(1);
 }
 
 /// A CRM search answered from the cache, without a request.
