@@ -15,30 +15,7 @@ use common::{assert_same_groups, kinds, replay_lines, visitor_components, Kind, 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 
-const CONFIG: &str = r#"
-[[projects]]
-id = "acme"
-default_region = "RU"
-max_merge_group = 1000
-  [[projects.channels]]
-  id = "acme-tg"
-  kind = "telegram"
-  [[projects.channels]]
-  id = "acme-wa"
-  kind = "whatsapp"
-  [[projects.channels]]
-  id = "acme-web"
-  kind = "web_chat"
-  [[projects.channels]]
-  id = "acme-mail"
-  kind = "email"
-  [[projects.multicontact_rules]]
-  id = "by-phone"
-  fields = ["phone"]
-  [[projects.multicontact_rules]]
-  id = "by-email-and-contract"
-  fields = ["email", "contract_number"]
-"#;
+const CONFIG: &str = include_str!("fixtures/property.toml");
 
 const RULES: [&[&str]; 2] = [&["phone"], &["email", "contract_number"]];
 const CHANNELS: [&str; 4] = ["acme-tg", "acme-wa", "acme-web", "acme-mail"];

@@ -8,26 +8,8 @@ use super::{limits, non_empty, project, timestamp, DecodeError};
 use crate::config::Config;
 use crate::model::Millis;
 
-/// The `type` values that are commands.
-pub const COMMAND_TYPES: [&str; 17] = [
-    "close_appeal",
-    "assign_appeal",
-    "set_category",
-    "tag_appeal",
-    "comment_appeal",
-    "identify_client",
-    "set_client_field",
-    "add_contact",
-    "remove_contact",
-    "rename_client",
-    "create_client",
-    "merge_clients",
-    "send_outbound",
-    "start_scenario",
-    "comment_client",
-    "tag_client",
-    "edit_contact",
-];
+/// The `type` values that are commands: the names of [`CommandAction`]'s variants.
+pub const COMMAND_TYPES: &[&str] = <CommandAction as strum::VariantNames>::VARIANTS;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
@@ -92,7 +74,8 @@ pub enum Scope {
     Dialogue,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, strum::IntoStaticStr, strum::VariantNames)]
+#[strum(serialize_all = "snake_case")]
 pub enum CommandAction {
     CloseAppeal { appeal_number: i64 },
     AssignAppeal { appeal_number: i64, group: Option<String>, operator_id: Option<String> },
@@ -412,25 +395,6 @@ fn client_ref(
 impl CommandAction {
     /// The command's `type` on the wire.
     pub fn type_name(&self) -> &'static str {
-        use CommandAction as A;
-        match self {
-            A::CloseAppeal { .. } => "close_appeal",
-            A::AssignAppeal { .. } => "assign_appeal",
-            A::SetCategory { .. } => "set_category",
-            A::TagAppeal { .. } => "tag_appeal",
-            A::CommentAppeal { .. } => "comment_appeal",
-            A::IdentifyClient { .. } => "identify_client",
-            A::SetClientField { .. } => "set_client_field",
-            A::AddContact { .. } => "add_contact",
-            A::RemoveContact { .. } => "remove_contact",
-            A::RenameClient { .. } => "rename_client",
-            A::CreateClient { .. } => "create_client",
-            A::MergeClients { .. } => "merge_clients",
-            A::SendOutbound { .. } => "send_outbound",
-            A::StartScenario { .. } => "start_scenario",
-            A::CommentClient { .. } => "comment_client",
-            A::TagClient { .. } => "tag_client",
-            A::EditContact { .. } => "edit_contact",
-        }
+        self.into()
     }
 }

@@ -24,8 +24,9 @@ pub fn derive_id(parts: &[&str]) -> String {
     Uuid::new_v5(&NAMESPACE, parts.join("\u{1f}").as_bytes()).to_string()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(strum::IntoStaticStr, Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CauseKind {
     Message,
     Command,
@@ -34,11 +35,7 @@ pub enum CauseKind {
 
 impl CauseKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            CauseKind::Message => "message",
-            CauseKind::Command => "command",
-            CauseKind::Timer => "timer",
-        }
+        self.into()
     }
 }
 

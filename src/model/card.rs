@@ -30,8 +30,11 @@ pub fn is_identifier(field: &str) -> bool {
 }
 
 /// Where a value came from. Only `manual` values count towards the three-per-type limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    strum::IntoStaticStr, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Source {
     /// An operator (add_contact, create_client, set_client_field, identify_client).
     Manual,
@@ -45,12 +48,7 @@ pub enum Source {
 
 impl Source {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Manual => "manual",
-            Source::Gateway => "gateway",
-            Source::Bot => "bot",
-            Source::Crm => "crm",
-        }
+        self.into()
     }
 }
 

@@ -34,8 +34,11 @@ pub fn parse_ts(text: &str) -> Result<Millis, String> {
         .map_err(|e| format!("not an RFC 3339 timestamp with offset ({e})"))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    strum::IntoStaticStr, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ClientType {
     /// Anonymous visitor of a widget or SDK chat.
     Internal,
@@ -47,11 +50,7 @@ pub enum ClientType {
 
 impl ClientType {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ClientType::Internal => "internal",
-            ClientType::Channel => "channel",
-            ClientType::Crm => "crm",
-        }
+        self.into()
     }
 }
 
@@ -155,8 +154,9 @@ pub struct Author {
     pub id: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(strum::IntoStaticStr, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AuthorKind {
     Client,
     Operator,
@@ -166,12 +166,7 @@ pub enum AuthorKind {
 
 impl AuthorKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            AuthorKind::Client => "client",
-            AuthorKind::Operator => "operator",
-            AuthorKind::Bot => "bot",
-            AuthorKind::System => "system",
-        }
+        self.into()
     }
 }
 

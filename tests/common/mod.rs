@@ -164,53 +164,7 @@ pub fn parse(stdout: &str) -> Vec<Rec> {
 }
 
 /// The base config most pipeline tests use.
-pub const BASE: &str = r#"
-[[projects]]
-id = "acme"
-default_region = "RU"
-auto_close_after = "24h"
-max_merge_group = 4
-blocked_values = ["+7 495 000-00-00", "test@example.com"]
-
-  [[projects.channels]]
-  id = "acme-tg"
-  kind = "telegram"
-  group = "first-line"
-  [[projects.channels]]
-  id = "acme-wa"
-  kind = "whatsapp"
-  group = "first-line"
-  [[projects.channels]]
-  id = "acme-web"
-  kind = "web_chat"
-  group = "web"
-  [[projects.channels]]
-  id = "acme-mail"
-  kind = "email"
-  [[projects.channels]]
-  id = "acme-ig"
-  kind = "instagram"
-  [[projects.channels]]
-  id = "acme-corp"
-  kind = "web_chat"
-  fixed_client = "corp-1"
-
-  [[projects.multicontact_rules]]
-  id = "by-phone"
-  fields = ["phone"]
-  [[projects.multicontact_rules]]
-  id = "by-email-and-contract"
-  fields = ["email", "contract_number"]
-
-[[projects]]
-id = "globex"
-  [[projects.channels]]
-  id = "globex-tg"
-  kind = "telegram"
-  [[projects.multicontact_rules]]
-  id = "by-phone"
-  fields = ["phone"]
-"#;
+pub const BASE: &str = include_str!("../fixtures/base.toml");
 
 /// A client message input. `visitor` is the JSON of the visitor object.
 pub fn msg(id: &str, channel: &str, at: &str, visitor: &str, text: &str) -> String {
