@@ -106,60 +106,19 @@ async fn subject(
 
 async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Emitter) -> Outcome {
     use CommandAction as A;
-    let at = cmd.issued_at;
     match &cmd.action {
         A::CloseAppeal { appeal_number } => close_appeal(ws, cmd, *appeal_number, em).await,
         A::AssignAppeal { appeal_number, group, operator_id } => {
             assign(ws, cmd, *appeal_number, group, operator_id, em).await
         }
         A::SetCategory { appeal_number, category } => {
-            let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
-            appeal.doc.category = Some(category.clone());
-            ws.put_appeal(appeal.clone());
-            em.event(
-                at,
-                EventBody::AppealCategorized { category: category.clone() },
-                Some(client.summary()),
-                Some(appeal.summary()),
-            );
-            Ok(())
+            set_category(ws, cmd, *appeal_number, category, em).await
         }
-        A::TagAppeal { appeal_number, tag, scope: Scope::Session } => {
-            let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
-            if appeal.doc.tags.contains(tag) {
-                return reject(format!("appeal {appeal_number} already has tag {tag:?}"));
-            }
-            appeal.doc.tags.push(tag.clone());
-            ws.put_appeal(appeal.clone());
-            em.event(
-                at,
-                EventBody::AppealTagged { tag: tag.clone() },
-                Some(client.summary()),
-                Some(appeal.summary()),
-            );
-            Ok(())
+        A::TagAppeal { appeal_number, tag, scope } => {
+            tag_appeal(ws, cmd, *appeal_number, tag, *scope, em).await
         }
-        A::CommentAppeal { appeal_number, text, scope: Scope::Session } => {
-            let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
-            let operator_id = cmd.operator.as_ref().map(|o| o.id.clone());
-            appeal.doc.comments.push(Comment { text: text.clone(), operator_id: operator_id.clone(), at });
-            ws.put_appeal(appeal.clone());
-            em.event(
-                at,
-                EventBody::AppealCommented { text: text.clone(), operator_id },
-                Some(client.summary()),
-                Some(appeal.summary()),
-            );
-            Ok(())
-        }
-        A::TagAppeal { appeal_number, tag, scope: Scope::Dialogue } => {
-            let (appeal, client) = appeal(ws, cmd, *appeal_number).await?;
-            tag_client(ws, cmd, client, tag, Some(&appeal), em)
-        }
-        A::CommentAppeal { appeal_number, text, scope: Scope::Dialogue } => {
-            let (appeal, client) = appeal(ws, cmd, *appeal_number).await?;
-            comment_client(ws, cmd, client, text, Some(&appeal), em);
-            Ok(())
+        A::CommentAppeal { appeal_number, text, scope } => {
+            comment_appeal(ws, cmd, *appeal_number, text, *scope, em).await
         }
         A::TagClient { client, tag } => {
             let card = resolve(ws, ctx, client).await?;
@@ -176,62 +135,166 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
         A::IdentifyClient { appeal_number, identifier, value } => {
             identify_client(ws, ctx, cmd, *appeal_number, identifier, value, em).await
         }
-        A::SetClientField { client, field, value } if is_identifier(field) => {
-            add_contact(ws, ctx, cmd, client, field, value, em).await
-        }
         A::SetClientField { client, field, value } => {
-            let mut card = resolve(ws, ctx, client).await?;
-            let normal = normalized(ctx, field, value)?;
-            let shown = mask_value(field, &normal);
-            if !card.doc.set_manual_field(field, CardValue::new(normal, value.trim(), Source::Manual, at)) {
-                return reject(format!("client already has {field} = {shown:?}"));
-            }
-            updated(ws, ctx, card, field, at, em).await
+            set_client_field(ws, ctx, cmd, client, (field, value), em).await
         }
         A::AddContact { client, contact_type, value } => {
             add_contact(ws, ctx, cmd, client, contact_type, value, em).await
         }
         A::RemoveContact { client, contact_type, value } => {
-            let mut card = resolve(ws, ctx, client).await?;
-            let value = normalized(ctx, contact_type, value)?;
-            if !card.doc.remove_contact(contact_type, &value) {
-                return reject(format!("client has no {contact_type} contact {:?}", normalize::mask(&value)));
-            }
-            ws.put_client(card.clone());
-            let body = EventBody::ClientUpdated { changes: vec![contact_type.clone()], rejected: vec![] };
-            em.event(at, body, Some(card.summary()), None);
-            Ok(())
+            remove_contact(ws, ctx, cmd, client, (contact_type, value), em).await
         }
-        A::RenameClient { client, name } => {
-            let mut card = resolve(ws, ctx, client).await?;
-            card.doc.claim_name(operator_named(name, at));
-            ws.put_client(card.clone());
-            let body = EventBody::ClientUpdated { changes: vec!["name".into()], rejected: vec![] };
-            em.event(at, body, Some(card.summary()), None);
-            Ok(())
-        }
+        A::RenameClient { client, name } => rename_client(ws, ctx, cmd, client, name, em).await,
         A::CreateClient { name, contacts } => create_client(ws, ctx, cmd, name, contacts, em).await,
         A::MergeClients { target, source, keep_name_from } => {
             merge(ws, ctx, cmd, target, source, *keep_name_from, em).await
         }
         A::SendOutbound { client, channel_id, text, template } => {
-            send_outbound(ws, ctx, cmd, client, channel_id, text, template, em).await
+            let message = OutboundMessage { text: text.as_deref(), template: template.as_ref() };
+            send_outbound(ws, ctx, cmd, client, channel_id, message, em).await
         }
         A::StartScenario { appeal_number, scenario_id } => {
-            let (mut appeal, client) = appeal(ws, cmd, *appeal_number).await?;
-            let Some(scenario) = ctx.scenarios.get(&ctx.project.id, scenario_id) else {
-                return reject(format!(
-                    "scenario {scenario_id:?} is not defined in project {:?}",
-                    ctx.project.id
-                ));
-            };
-            if !appeal.is_open() {
-                return reject(format!("appeal {appeal_number} is closed"));
-            }
-            super::dialogue::start(ws, ctx, &mut appeal, client, scenario, at, em).await?;
-            Ok(())
+            start_scenario(ws, ctx, cmd, *appeal_number, scenario_id, em).await
         }
     }
+}
+
+async fn set_category(
+    ws: &mut WorkingSet,
+    cmd: &Command,
+    number: i64,
+    category: &str,
+    em: &mut Emitter,
+) -> Outcome {
+    let (mut appeal, client) = appeal(ws, cmd, number).await?;
+    appeal.doc.category = Some(category.to_string());
+    ws.put_appeal(appeal.clone());
+    let body = EventBody::AppealCategorized { category: category.to_string() };
+    em.event(cmd.issued_at, body, Some(client.summary()), Some(appeal.summary()));
+    Ok(())
+}
+
+/// A tag on the appeal (the session), or on the client's dialogue through it.
+async fn tag_appeal(
+    ws: &mut WorkingSet,
+    cmd: &Command,
+    number: i64,
+    tag: &str,
+    scope: Scope,
+    em: &mut Emitter,
+) -> Outcome {
+    let (mut appeal, client) = appeal(ws, cmd, number).await?;
+    if scope == Scope::Dialogue {
+        return tag_client(ws, cmd, client, tag, Some(&appeal), em);
+    }
+    if appeal.doc.tags.iter().any(|t| t == tag) {
+        return reject(format!("appeal {number} already has tag {tag:?}"));
+    }
+    appeal.doc.tags.push(tag.to_string());
+    ws.put_appeal(appeal.clone());
+    let body = EventBody::AppealTagged { tag: tag.to_string() };
+    em.event(cmd.issued_at, body, Some(client.summary()), Some(appeal.summary()));
+    Ok(())
+}
+
+/// A comment on the appeal (the session), or on the client's dialogue through it.
+async fn comment_appeal(
+    ws: &mut WorkingSet,
+    cmd: &Command,
+    number: i64,
+    text: &str,
+    scope: Scope,
+    em: &mut Emitter,
+) -> Outcome {
+    let (mut appeal, client) = appeal(ws, cmd, number).await?;
+    if scope == Scope::Dialogue {
+        comment_client(ws, cmd, client, text, Some(&appeal), em);
+        return Ok(());
+    }
+    let operator_id = cmd.operator.as_ref().map(|o| o.id.clone());
+    let comment = Comment { text: text.to_string(), operator_id: operator_id.clone(), at: cmd.issued_at };
+    appeal.doc.comments.push(comment);
+    ws.put_appeal(appeal.clone());
+    let body = EventBody::AppealCommented { text: text.to_string(), operator_id };
+    em.event(cmd.issued_at, body, Some(client.summary()), Some(appeal.summary()));
+    Ok(())
+}
+
+/// `set_client_field`: on `phone`/`email`/`crm_id` a hand-added contact (rule 6); on a custom
+/// field, the operator's value replaces the operator's previous one (rule 3).
+async fn set_client_field(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    client: &ClientRef,
+    (field, value): (&str, &str),
+    em: &mut Emitter,
+) -> Outcome {
+    if is_identifier(field) {
+        return add_contact(ws, ctx, cmd, client, field, value, em).await;
+    }
+    let mut card = resolve(ws, ctx, client).await?;
+    let normal = normalized(ctx, field, value)?;
+    let shown = mask_value(field, &normal);
+    let at = cmd.issued_at;
+    if !card.doc.set_manual_field(field, CardValue::new(normal, value.trim(), Source::Manual, at)) {
+        return reject(format!("client already has {field} = {shown:?}"));
+    }
+    updated(ws, ctx, card, field, at, em).await
+}
+
+async fn remove_contact(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    client: &ClientRef,
+    (kind, value): (&str, &str),
+    em: &mut Emitter,
+) -> Outcome {
+    let mut card = resolve(ws, ctx, client).await?;
+    let value = normalized(ctx, kind, value)?;
+    if !card.doc.remove_contact(kind, &value) {
+        return reject(format!("client has no {kind} contact {:?}", normalize::mask(&value)));
+    }
+    ws.put_client(card.clone());
+    let body = EventBody::ClientUpdated { changes: vec![kind.to_string()], rejected: vec![] };
+    em.event(cmd.issued_at, body, Some(card.summary()), None);
+    Ok(())
+}
+
+async fn rename_client(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    client: &ClientRef,
+    name: &str,
+    em: &mut Emitter,
+) -> Outcome {
+    let mut card = resolve(ws, ctx, client).await?;
+    card.doc.claim_name(operator_named(name, cmd.issued_at));
+    ws.put_client(card.clone());
+    let body = EventBody::ClientUpdated { changes: vec!["name".into()], rejected: vec![] };
+    em.event(cmd.issued_at, body, Some(card.summary()), None);
+    Ok(())
+}
+
+async fn start_scenario(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    number: i64,
+    scenario_id: &str,
+    em: &mut Emitter,
+) -> Outcome {
+    let (mut appeal, client) = appeal(ws, cmd, number).await?;
+    let Some(scenario) = ctx.scenarios.get(&ctx.project.id, scenario_id) else {
+        return reject(format!("scenario {scenario_id:?} is not defined in project {:?}", ctx.project.id));
+    };
+    if !appeal.is_open() {
+        return reject(format!("appeal {number} is closed"));
+    }
+    super::dialogue::start(ws, ctx, &mut appeal, client, scenario, cmd.issued_at, em).await?;
+    Ok(())
 }
 
 /// The appeal a command names and its client.
@@ -563,15 +626,23 @@ async fn merge(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What an operator sends: free text, or an approved template.
+#[derive(Clone, Copy)]
+struct OutboundMessage<'a> {
+    text: Option<&'a str>,
+    template: Option<&'a crate::decode::Template>,
+}
+
+/// `send_outbound`: to the client's conversation in the channel, or the visitor there who
+/// wrote last, or (WhatsApp) the client's phone; the 24 h rule decides text or template. A
+/// refused send is an `outbound.refused` event, never dropped silently.
 async fn send_outbound(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
     cmd: &Command,
     client: &ClientRef,
     channel_id: &str,
-    text: &Option<String>,
-    template: &Option<crate::decode::Template>,
+    message: OutboundMessage<'_>,
     em: &mut Emitter,
 ) -> Outcome {
     let mut card = resolve(ws, ctx, client).await?;
@@ -589,14 +660,13 @@ async fn send_outbound(
             Err(Refusal::Rejected(reason)) => return refused(em, &card, reason),
             Err(failed) => return Err(failed),
         },
-
         None => None,
     };
-    let Some((visitor, mut appeal)) = target else {
+    let Some((visitor, appeal)) = target else {
         return refused(em, &card, format!("client has no visitor in channel {channel_id:?}"));
     };
     let last = card.doc.last_inbound.get(&visitor_handle(channel_id, &visitor.visitor_id)).copied();
-    if let Some(reason) = window_refusal(kind, last, at, template.is_some()) {
+    if let Some(reason) = window_refusal(kind, last, at, message.template.is_some()) {
         return refused(em, &card, reason);
     }
     if card.doc.visitors.insert(visitor.clone()) {
@@ -604,54 +674,56 @@ async fn send_outbound(
         // now on, so the answer lands on this card.
         ws.put_client(card.clone());
     }
+    deliver(ws, ctx, cmd, (&card, &visitor, appeal), message, em);
+    Ok(())
+}
+
+/// An operator's message that may go out: the outbound record for the gateway, and the
+/// message in the open appeal (or, with none, stored alone so its delivery statuses apply).
+fn deliver(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    (card, visitor, appeal): (&Client, &Visitor, Option<Appeal>),
+    message: OutboundMessage<'_>,
+    em: &mut Emitter,
+) {
     let id = em.next_id("outbound");
     let outbound = Outbound {
         outbound_id: id.clone(),
         project_id: ctx.project.id.clone(),
-        channel_id: channel_id.to_string(),
+        channel_id: visitor.channel_id.clone(),
         visitor_id: visitor.visitor_id.clone(),
         appeal_number: appeal.as_ref().map(|a| a.number),
-        text: text.clone(),
-        template: template.as_ref().map(|t| serde_json::json!({"name": t.name, "params": t.params})),
+        text: message.text.map(str::to_string),
+        template: message.template.map(|t| serde_json::json!({"name": t.name, "params": t.params})),
         author_kind: AuthorKind::Operator,
         cause: em.cause().clone(),
     };
     em.outbound(&outbound);
     let author = Author { kind: AuthorKind::Operator, id: cmd.operator.as_ref().map(|o| o.id.clone()) };
-    let body = text.clone().or_else(|| template.as_ref().map(|t| format!("[template {}]", t.name)));
-    match appeal.as_mut() {
-        Some(appeal) => {
-            let m = NewMessage {
-                id,
-                author,
-                visitor_id: None,
-                kind: ContentKind::Text,
-                sent_at: at,
-                text: body,
-                attachment: None,
-                visible_to_client: true,
-            };
-            append(ws, appeal, &card, m, em);
-        }
-        None => {
-            // No open appeal: the message still gets a stored record so its delivery statuses apply.
-            let message = crate::model::Message {
-                id: id.clone(),
-                author_kind: AuthorKind::Operator,
-                author_id: author.id,
-                visitor_id: None,
-                kind: ContentKind::Text,
-                group_id: id,
-                sent_at: crate::model::format_ts(at),
-                visible_to_client: true,
-                text: body,
-                attachment: None,
-                status: None,
-            };
-            ws.add_message(StoredMessage { project_id: ctx.project.id.clone(), appeal_id: None, message });
-        }
+    let text = message
+        .text
+        .map(str::to_string)
+        .or_else(|| message.template.map(|t| format!("[template {}]", t.name)));
+    let new = NewMessage {
+        id,
+        author,
+        visitor_id: None,
+        kind: ContentKind::Text,
+        sent_at: cmd.issued_at,
+        text,
+        attachment: None,
+        visible_to_client: true,
+    };
+    match appeal {
+        Some(mut appeal) => append(ws, &mut appeal, card, new, em),
+        None => ws.add_message(StoredMessage {
+            project_id: ctx.project.id.clone(),
+            appeal_id: None,
+            message: super::unappended(new),
+        }),
     }
-    Ok(())
 }
 
 /// WhatsApp's visitor ID is the client's phone (seed 001: an operator adds the phone a

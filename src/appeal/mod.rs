@@ -77,6 +77,23 @@ impl NewMessage {
     }
 }
 
+/// A message stored outside any appeal (an operator's send with no appeal open): its own group.
+pub fn unappended(m: NewMessage) -> Message {
+    Message {
+        group_id: m.id.clone(),
+        id: m.id,
+        author_kind: m.author.kind,
+        author_id: m.author.id,
+        visitor_id: m.visitor_id,
+        kind: m.kind,
+        sent_at: format_ts(m.sent_at),
+        visible_to_client: m.visible_to_client,
+        text: m.text,
+        attachment: m.attachment,
+        status: None,
+    }
+}
+
 /// Appends a message to an appeal (in memory and in the working set) and emits it.
 pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewMessage, em: &mut Emitter) {
     let counts_for_grouping = m.author.kind != AuthorKind::System;
