@@ -125,64 +125,65 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Run { config } => {
             let shutdown = shutdown_signal();
-            let config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            log_warnings(&config);
-            // A service may start before its database: wait for it, however long.
-            let store =
-                Store::connect_with_retry(&config.store.url, config.store.max_connections, None).await?;
-            let stats = appealflow::run::run(Arc::new(config), store.clone(), shutdown).await?;
-            store.close().await;
-            eprintln!(
-                "appealflow run stopped: {} batches, {} inputs ({} applied, {} duplicates, {} DLQ)",
-                stats.batches,
-                stats.stats.inputs,
-                stats.stats.applied,
-                stats.stats.duplicates,
-                stats.stats.dlq
-            );
-            Ok(ExitCode::SUCCESS)
+            match load(config.as_ref()) {
+                Ok(config) => run(config, shutdown).await,
+                Err(code) => Ok(code),
+            }
         }
         Command::Report { report: Report::Scenarios { config, db } } => {
-            let mut config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            if let Some(db) = db {
-                config.store.url = db;
+            match load_with_db(config.as_ref(), db) {
+                Ok(config) => report_scenarios(config).await,
+                Err(code) => Ok(code),
             }
-            let store = Store::connect_reader(&config.store.url, 1).await?;
-            let entries = store.bot_block_entries().await?;
-            store.close().await;
-            print!(
-                "{}",
-                appealflow::bot::render_reports(&appealflow::bot::Scenarios::compile(&config), &entries)
-            );
-            Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { config, db, no_progress, inputs } => {
-            let mut config = match load(config.as_ref()) {
-                Ok(c) => c,
-                Err(code) => return Ok(code),
-            };
-            log_warnings(&config);
-            if let Some(db) = db {
-                config.store.url = db;
-            }
-            let store =
-                Store::connect_with_retry(&config.store.url, config.store.max_connections, Some(8)).await?;
-            let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-            let summary =
-                appealflow::replay::replay(Arc::new(config), store.clone(), &inputs, &mut out, !no_progress)
-                    .await?;
-            store.close().await;
-            eprintln!("{}", summary.render());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Replay { config, db, no_progress, inputs } => match load_with_db(config.as_ref(), db) {
+            Ok(config) => replay(config, &inputs, !no_progress).await,
+            Err(code) => Ok(code),
+        },
     }
+}
+
+/// The config, with `--db` in place of `store.url` when given.
+fn load_with_db(path: Option<&PathBuf>, db: Option<String>) -> Result<Config, ExitCode> {
+    let mut config = load(path)?;
+    if let Some(db) = db {
+        config.store.url = db;
+    }
+    Ok(config)
+}
+
+async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<ExitCode> {
+    log_warnings(&config);
+    // A service may start before its database: wait for it, however long.
+    let store = Store::connect_with_retry(&config.store.url, config.store.max_connections, None).await?;
+    let stats = appealflow::run::run(Arc::new(config), store.clone(), shutdown).await?;
+    store.close().await;
+    eprintln!(
+        "appealflow run stopped: {} batches, {} inputs ({} applied, {} duplicates, {} DLQ)",
+        stats.batches, stats.stats.inputs, stats.stats.applied, stats.stats.duplicates, stats.stats.dlq
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn report_scenarios(config: Config) -> anyhow::Result<ExitCode> {
+    let store = Store::connect_reader(&config.store.url, 1).await?;
+    let entries = store.bot_block_entries().await?;
+    store.close().await;
+    let scenarios = appealflow::bot::Scenarios::compile(&config);
+    print!("{}", appealflow::bot::render_reports(&scenarios, &entries));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn replay(config: Config, inputs: &[String], progress: bool) -> anyhow::Result<ExitCode> {
+    log_warnings(&config);
+    let store = Store::connect_with_retry(&config.store.url, config.store.max_connections, Some(8)).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let summary =
+        appealflow::replay::replay(Arc::new(config), store.clone(), inputs, &mut out, progress).await?;
+    store.close().await;
+    eprintln!("{}", summary.render());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (before

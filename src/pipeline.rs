@@ -55,10 +55,27 @@ pub struct Pipeline {
 /// A batch applied but not yet committed.
 struct Applied {
     ws: WorkingSet,
+    out: Outputs,
+    prefetched: std::time::Duration,
+}
+
+/// What a batch produced so far: its records, its counts, and the inputs it dead-lettered
+/// (to log once it committed).
+#[derive(Default)]
+struct Outputs {
     records: Vec<Record>,
     stats: Stats,
     rejected: Vec<Rejection>,
-    prefetched: std::time::Duration,
+}
+
+impl Outputs {
+    /// An input goes to the DLQ with a record at most `max_bytes` long.
+    fn dead_letter(&mut self, raw: &RawInput, why: emit::DlqReason<'_>, max_bytes: usize) {
+        self.stats.dlq += 1;
+        let stage = why.stage;
+        self.rejected.push(Rejection { reason: why.reason.to_string(), stage, source: raw.pos.clone() });
+        self.records.push(emit::dlq(raw, why, max_bytes));
+    }
 }
 
 /// An input the batch sends to the DLQ. It is logged once the batch committed: a batch
@@ -197,7 +214,7 @@ impl Pipeline {
             lookups.extend(self.look_up(missing).await);
             round += 1;
         };
-        let Applied { mut ws, records, mut stats, rejected, prefetched } = applied;
+        let Applied { mut ws, out: Outputs { records, mut stats, rejected }, prefetched } = applied;
         if let Some(offset) = next_offset {
             ws.set_next_offset(&batch.partition, offset).await?;
         }
@@ -237,33 +254,11 @@ impl Pipeline {
             .collect();
         ws.prefetch_applied(&dead).await?;
         let prefetched = started.elapsed();
-        let mut records = Vec::new();
-        let mut stats = Stats::default();
-        let mut rejected = Vec::new();
+        let mut out = Outputs::default();
         for (raw, input) in batch.inputs.iter().zip(decoded) {
-            stats.inputs += 1;
+            out.stats.inputs += 1;
             match input {
-                Err(e) => {
-                    if let Some((project, id)) = dead_letter_id(raw, e) {
-                        if ws.is_applied(&project, &id).await? {
-                            stats.duplicates += 1;
-                            continue;
-                        }
-                        ws.mark_applied(&project, &id);
-                    }
-                    stats.dlq += 1;
-                    rejected.push(Rejection {
-                        reason: e.reason.clone(),
-                        stage: "decode",
-                        source: raw.pos.clone(),
-                    });
-                    let why = emit::DlqReason {
-                        reason: &e.reason,
-                        stage: "decode",
-                        project_id: e.project_id.clone(),
-                    };
-                    records.push(emit::dlq(raw, why, self.config.pipeline.dlq_max_bytes));
-                }
+                Err(e) => self.undecodable(&mut ws, raw, e, &mut out).await?,
                 Ok(input) => {
                     let span = tracing::debug_span!(
                         "input",
@@ -271,19 +266,32 @@ impl Pipeline {
                         client = tracing::field::Empty,
                         appeal = tracing::field::Empty
                     );
-                    let apply = self.apply(
-                        &mut ws,
-                        &batch.partition,
-                        raw,
-                        input,
-                        lookups,
-                        (&mut records, &mut stats, &mut rejected),
-                    );
+                    let apply = self.apply(&mut ws, &batch.partition, raw, input, lookups, &mut out);
                     apply.instrument(span).await?
                 }
             }
         }
-        Ok(Applied { ws, records, stats, rejected, prefetched })
+        Ok(Applied { ws, out, prefetched })
+    }
+
+    /// An input decode refused: to the DLQ, unless this file line went there before.
+    async fn undecodable(
+        &self,
+        ws: &mut WorkingSet,
+        raw: &RawInput,
+        e: &decode::DecodeError,
+        out: &mut Outputs,
+    ) -> StoreResult<()> {
+        if let Some((project, id)) = dead_letter_id(raw, e) {
+            if ws.is_applied(&project, &id).await? {
+                out.stats.duplicates += 1;
+                return Ok(());
+            }
+            ws.mark_applied(&project, &id);
+        }
+        let why = emit::DlqReason { reason: &e.reason, stage: "decode", project_id: e.project_id.clone() };
+        out.dead_letter(raw, why, self.config.pipeline.dlq_max_bytes);
+        Ok(())
     }
 
     /// The CRM lookups a batch will most likely need, known from the inputs alone: the
@@ -448,18 +456,18 @@ impl Pipeline {
         raw: &RawInput,
         input: &Input,
         lookups: &CrmLookups,
-        (records, stats, rejected): (&mut Vec<Record>, &mut Stats, &mut Vec<Rejection>),
+        out: &mut Outputs,
     ) -> StoreResult<()> {
         let clock = ws.advance_clock(partition, input.event_time()).await?;
         let auto_close = &self.auto_close_ms;
         for em in appeal::close_idle(ws, |p| auto_close.get(p).copied(), clock).await? {
-            stats.inactivity_closes += 1;
-            records.extend(em.records);
+            out.stats.inactivity_closes += 1;
+            out.records.extend(em.records);
         }
         let project = input.project_id();
         if let Some(id) = input.dedupe_id() {
             if ws.is_applied(project, &id).await? {
-                stats.duplicates += 1;
+                out.stats.duplicates += 1;
                 tracing::debug!(input = %id, "duplicate input: already applied");
                 return Ok(());
             }
@@ -483,15 +491,13 @@ impl Pipeline {
         };
         match result {
             Ok(()) => {
-                stats.applied += 1;
-                records.extend(em.records);
+                out.stats.applied += 1;
+                out.records.extend(em.records);
                 Ok(())
             }
             Err(ApplyError::Poison { stage, reason }) => {
-                stats.dlq += 1;
-                rejected.push(Rejection { reason: reason.clone(), stage, source: raw.pos.clone() });
                 let why = emit::DlqReason { reason: &reason, stage, project_id: Some(project.to_string()) };
-                records.push(emit::dlq(raw, why, self.config.pipeline.dlq_max_bytes));
+                out.dead_letter(raw, why, self.config.pipeline.dlq_max_bytes);
                 Ok(())
             }
             Err(ApplyError::Store(e)) => Err(e),

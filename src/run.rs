@@ -87,31 +87,8 @@ pub async fn run(
         let addr = telemetry::serve(&config.ops.listen, telemetry::recorder(), ready.clone()).await?;
         tracing::info!(%addr, "metrics and health endpoint listening");
     }
-    let sink = KafkaSink::new(&config.kafka)?;
-    republish_outbox(&store, &sink).await?;
-    let relay = Relay::start(store.clone(), sink);
-    let source = KafkaSource::new(&config.kafka)?;
+    let mut runner = Runner::connect(config.clone(), store).await?;
     ready.set(true);
-    let pipeline = Arc::new(Pipeline::new(config.clone(), store.clone())?);
-    let max_in_flight = match store.backend() {
-        // One connection: a second batch would only wait for it.
-        store::Backend::Sqlite => 1,
-        // One connection is left for the relay's outbox deletes.
-        store::Backend::Postgres => (config.store.max_connections as usize).saturating_sub(1).max(1),
-    };
-    let mut runner = Runner {
-        config: config.clone(),
-        store,
-        source,
-        pipeline,
-        relay,
-        parts: BTreeMap::new(),
-        busy: BTreeSet::new(),
-        paused: BTreeSet::new(),
-        in_flight: FuturesUnordered::new(),
-        max_in_flight,
-        out: RunStats::default(),
-    };
     tokio::pin!(shutdown);
     let poll = Duration::from_millis(50).min(config.pipeline.batch_max_wait);
     loop {
@@ -131,23 +108,7 @@ pub async fn run(
         runner.advance_idle_clocks().await?;
     }
     ready.set(false);
-    tracing::info!("shutdown requested: finishing buffered batches");
-    let deadline = config.kafka.shutdown_deadline;
-    match tokio::time::timeout(deadline, runner.drain()).await {
-        Ok(outcome) => outcome?,
-        Err(_) => {
-            // Unfinished batches roll back; their inputs are re-read from the database offsets.
-            runner.in_flight.iter().for_each(JoinHandle::abort);
-            tracing::warn!(
-                ?deadline,
-                "shutdown deadline passed; unfinished batches will be re-read from the database offsets"
-            );
-        }
-    }
-    runner.mirror_all(CommitMode::Sync);
-    let Runner { relay, out, .. } = runner;
-    relay.finish().await?;
-    Ok(out)
+    runner.shut_down().await
 }
 
 /// A batch being applied: its partition, the offset after it, and how it ended.
@@ -173,6 +134,56 @@ struct Runner {
 }
 
 impl Runner {
+    /// Publishes what a crashed run left in the outbox, then joins the group.
+    async fn connect(config: Arc<Config>, store: Store) -> anyhow::Result<Runner> {
+        let sink = KafkaSink::new(&config.kafka)?;
+        republish_outbox(&store, &sink).await?;
+        let relay = Relay::start(store.clone(), sink);
+        let source = KafkaSource::new(&config.kafka)?;
+        let pipeline = Arc::new(Pipeline::new(config.clone(), store.clone())?);
+        let max_in_flight = match store.backend() {
+            // One connection: a second batch would only wait for it.
+            store::Backend::Sqlite => 1,
+            // One connection is left for the relay's outbox deletes.
+            store::Backend::Postgres => (config.store.max_connections as usize).saturating_sub(1).max(1),
+        };
+        Ok(Runner {
+            config,
+            store,
+            source,
+            pipeline,
+            relay,
+            parts: BTreeMap::new(),
+            busy: BTreeSet::new(),
+            paused: BTreeSet::new(),
+            in_flight: FuturesUnordered::new(),
+            max_in_flight,
+            out: RunStats::default(),
+        })
+    }
+
+    /// Finishes buffered batches within `kafka.shutdown_deadline`, mirrors the offsets and
+    /// publishes what is left.
+    async fn shut_down(mut self) -> anyhow::Result<RunStats> {
+        tracing::info!("shutdown requested: finishing buffered batches");
+        let deadline = self.config.kafka.shutdown_deadline;
+        match tokio::time::timeout(deadline, self.drain()).await {
+            Ok(outcome) => outcome?,
+            Err(_) => {
+                // Unfinished batches roll back; their inputs are re-read from the database offsets.
+                self.in_flight.iter().for_each(JoinHandle::abort);
+                tracing::warn!(
+                    ?deadline,
+                    "shutdown deadline passed; unfinished batches will be re-read from the database offsets"
+                );
+            }
+        }
+        self.mirror_all(CommitMode::Sync);
+        let Runner { relay, out, .. } = self;
+        relay.finish().await?;
+        Ok(out)
+    }
+
     /// Revoked partitions drop what they buffered (the next owner re-reads it from the
     /// database offset); assigned ones seek to the database offset.
     async fn apply_rebalances(&mut self) -> anyhow::Result<()> {

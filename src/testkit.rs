@@ -212,90 +212,10 @@ fn plan_person(
     facts: &mut BTreeMap<String, VisitorFacts>,
 ) {
     let active_from = START + rng.below(10) as i64 * DAY + rng.below(DAY as u64) as i64;
-    let phone = ("phone".to_string(), format!("+7{}", p.phone_digits));
     // Some people share an e-mail with their neighbour but have their own contract: no merge
     // by that pair alone (their shared mailbox, holding both contracts, joins them).
     let email = if i > 0 && rng.chance(5) { people[i - 1].email.clone() } else { p.email.clone() };
-    let pair =
-        [("email".to_string(), email.clone()), ("contract_number".to_string(), p.contract.to_lowercase())];
-    let mut visitors: Vec<PlannedVisitor> = Vec::new();
-    if rng.chance(70) {
-        let with_phone = rng.chance(60);
-        let (attrs, values) = if with_phone {
-            (
-                format!(r#""name":"Person {i}","phone":{:?}"#, phone_spelling(&p.phone_digits, rng)),
-                vec![phone.clone()],
-            )
-        } else {
-            (format!(r#""name":"Person {i}""#), vec![])
-        };
-        visitors.push(PlannedVisitor {
-            channel: "acme-tg",
-            id: format!("tg-{i}"),
-            attrs,
-            external_id: None,
-            values,
-        });
-    }
-    if rng.chance(50) {
-        let id = phone_spelling(&p.phone_digits, rng);
-        visitors.push(PlannedVisitor {
-            channel: "acme-wa",
-            id,
-            attrs: String::new(),
-            external_id: None,
-            values: vec![phone.clone()],
-        });
-    }
-    if rng.chance(40) {
-        // A third of web visitors are signed in; some of them from a second device too.
-        let account = rng.chance(33).then(|| format!("acct-{i}"));
-        let signed_in = account.as_ref().map(|a| format!(r#","external_id":{a:?}"#)).unwrap_or_default();
-        let attrs = format!(
-            r#""email":{:?},"fields":{{"contract_number":{:?}}}{signed_in}"#,
-            email.to_uppercase(),
-            format!(" {} ", p.contract)
-        );
-        let second = account.is_some() && one_order && rng.chance(50);
-        visitors.push(PlannedVisitor {
-            channel: "acme-web",
-            id: format!("web-{i}"),
-            attrs: attrs.clone(),
-            external_id: account.clone(),
-            values: pair.to_vec(),
-        });
-        if second {
-            visitors.push(PlannedVisitor {
-                channel: "acme-web",
-                id: format!("web-{i}-m"),
-                attrs: format!(r#""external_id":{:?}"#, account.clone().unwrap_or_default()),
-                external_id: account,
-                values: vec![],
-            });
-        }
-    }
-    if rng.chance(30) {
-        let fields = format!(r#""fields":{{"contract_number":{:?}}}"#, p.contract.to_lowercase());
-        visitors.push(PlannedVisitor {
-            channel: "acme-mail",
-            id: email.clone(),
-            attrs: fields,
-            external_id: None,
-            values: pair.to_vec(),
-        });
-    }
-    if rng.chance(10) {
-        // The blocked office line: many people give it, nobody merges through it.
-        let attrs = r#""phone":"+7 495 000-00-00""#.to_string();
-        visitors.push(PlannedVisitor {
-            channel: "acme-vk",
-            id: format!("vk-{i}"),
-            attrs,
-            external_id: None,
-            values: vec![],
-        });
-    }
-    for v in visitors {
+    for v in person_visitors(i, p, &email, one_order, rng) {
         let key = format!("{}:{}", v.channel, v.id);
         let f = facts
             .entry(key.clone())
@@ -313,6 +233,74 @@ fn plan_person(
         };
         plan_visitor(v.channel, v.id, visitor_json, conversation, active_from, shape, rng, planned);
     }
+}
+
+/// The visitors one person writes from, and what each reveals.
+fn person_visitors(i: usize, p: &Person, email: &str, one_order: bool, rng: &mut Rng) -> Vec<PlannedVisitor> {
+    let phone = ("phone".to_string(), format!("+7{}", p.phone_digits));
+    let pair = vec![
+        ("email".to_string(), email.to_string()),
+        ("contract_number".to_string(), p.contract.to_lowercase()),
+    ];
+    let visitor =
+        |channel, id, attrs, values| PlannedVisitor { channel, id, attrs, external_id: None, values };
+    let mut visitors = Vec::new();
+    if rng.chance(70) {
+        let (attrs, values) = if rng.chance(60) {
+            let spelled = phone_spelling(&p.phone_digits, rng);
+            (format!(r#""name":"Person {i}","phone":{spelled:?}"#), vec![phone.clone()])
+        } else {
+            (format!(r#""name":"Person {i}""#), vec![])
+        };
+        visitors.push(visitor("acme-tg", format!("tg-{i}"), attrs, values));
+    }
+    if rng.chance(50) {
+        visitors.push(visitor("acme-wa", phone_spelling(&p.phone_digits, rng), String::new(), vec![phone]));
+    }
+    if rng.chance(40) {
+        visitors.extend(web_visitors(i, p, email, &pair, one_order, rng));
+    }
+    if rng.chance(30) {
+        let fields = format!(r#""fields":{{"contract_number":{:?}}}"#, p.contract.to_lowercase());
+        visitors.push(visitor("acme-mail", email.to_string(), fields, pair));
+    }
+    if rng.chance(10) {
+        // The blocked office line: many people give it, nobody merges through it.
+        visitors.push(visitor("acme-vk", format!("vk-{i}"), r#""phone":"+7 495 000-00-00""#.into(), vec![]));
+    }
+    visitors
+}
+
+/// A person's web chat visitor: a third are signed in, some of those from a second device.
+fn web_visitors(
+    i: usize,
+    p: &Person,
+    email: &str,
+    pair: &[(String, String)],
+    one_order: bool,
+    rng: &mut Rng,
+) -> Vec<PlannedVisitor> {
+    let account = rng.chance(33).then(|| format!("acct-{i}"));
+    let signed_in = account.as_ref().map(|a| format!(r#","external_id":{a:?}"#)).unwrap_or_default();
+    let attrs = format!(
+        r#""email":{:?},"fields":{{"contract_number":{:?}}}{signed_in}"#,
+        email.to_uppercase(),
+        format!(" {} ", p.contract)
+    );
+    let second = account.is_some() && one_order && rng.chance(50);
+    let web = |id: String, attrs: String, values: Vec<(String, String)>| PlannedVisitor {
+        channel: "acme-web",
+        id,
+        attrs,
+        external_id: account.clone(),
+        values,
+    };
+    let mut out = vec![web(format!("web-{i}"), attrs, pair.to_vec())];
+    if second {
+        let attrs = format!(r#""external_id":{:?}"#, account.clone().unwrap_or_default());
+        out.push(web(format!("web-{i}-m"), attrs, vec![]));
+    }
+    out
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -227,33 +227,12 @@ async fn carry_out(
         let mut identify = false;
         for action in std::mem::take(&mut outcome.actions) {
             match action {
-                Action::Entered { block_id, block_type } => {
-                    ws.count_block_entry(&appeal.project_id, scenario.id(), &block_id);
-                    let body = EventBody::BotBlockEntered {
-                        scenario_id: scenario.id().to_string(),
-                        block_id,
-                        block_type: block_type.as_str(),
-                    };
-                    em.event(at, body, Some(client.summary()), Some(appeal.summary()));
-                }
-                Action::Send { text } => say(ws, appeal, &client, text, at, em),
                 Action::Save { field, value, display } => {
                     let value = CardValue::new(value, &display, Source::Bot, at);
                     client = save(ws, ctx, appeal, client, &field, value, at, em).await?;
                 }
-                Action::Rejected { block_id, expect, on_invalid, reason } => {
-                    let body = EventBody::BotAnswerRejected {
-                        scenario_id: scenario.id().to_string(),
-                        block_id,
-                        expect: expect.as_str(),
-                        on_invalid: on_invalid.as_str(),
-                        message_id: answer_id.unwrap_or_default().to_string(),
-                        reason,
-                    };
-                    em.event(at, body, Some(client.summary()), Some(appeal.summary()));
-                }
                 Action::Identify => identify = true,
-                Action::Finished { .. } => {}
+                other => report(ws, appeal, &client, scenario, other, (at, answer_id), em),
             }
         }
         appeal.doc.dialogue.bot = outcome.state.clone();
@@ -273,6 +252,43 @@ async fn carry_out(
         outcome = scenario.resume(&state, &client);
     }
     Ok(())
+}
+
+/// A scenario action that only says something: a block entered (counted and an event), a
+/// bot text, an answer refused; the end.
+fn report(
+    ws: &mut WorkingSet,
+    appeal: &mut Appeal,
+    client: &Client,
+    scenario: &Scenario,
+    action: Action,
+    (at, answer_id): (Millis, Option<&str>),
+    em: &mut Emitter,
+) {
+    match action {
+        Action::Entered { block_id, block_type } => {
+            ws.count_block_entry(&appeal.project_id, scenario.id(), &block_id);
+            let body = EventBody::BotBlockEntered {
+                scenario_id: scenario.id().to_string(),
+                block_id,
+                block_type: block_type.as_str(),
+            };
+            em.event(at, body, Some(client.summary()), Some(appeal.summary()));
+        }
+        Action::Send { text } => say(ws, appeal, client, text, at, em),
+        Action::Rejected { block_id, expect, on_invalid, reason } => {
+            let body = EventBody::BotAnswerRejected {
+                scenario_id: scenario.id().to_string(),
+                block_id,
+                expect: expect.as_str(),
+                on_invalid: on_invalid.as_str(),
+                message_id: answer_id.unwrap_or_default().to_string(),
+                reason,
+            };
+            em.event(at, body, Some(client.summary()), Some(appeal.summary()));
+        }
+        Action::Save { .. } | Action::Identify | Action::Finished { .. } => {}
+    }
 }
 
 /// An accepted answer goes on the card; a new value may join cards by the rules.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::crm::{CrmConfig, IdentificationConfig};
 use super::scenario::{full_match_regex, AskBlock, BlockConfig, Expect, OnInvalid, ScenarioConfig};
-use super::Config;
+use super::{ChannelConfig, Config, ProjectConfig, RuleConfig};
 
 /// One thing wrong with the configuration, located by its key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,65 +114,79 @@ pub(super) fn check(config: &Config) -> Checked {
     duplicates(config.projects.iter().map(|p| p.id.as_str()), "projects", &mut push);
 
     for (pi, project) in config.projects.iter().enumerate() {
-        let at = format!("projects[{pi}]");
-        config_id(&project.id, &format!("{at}.id"), &mut push);
-        if phonenumber::country::Id::try_from(project.default_region.as_str()).is_err()
-            && project.default_region.parse::<phonenumber::country::Id>().is_err()
-        {
-            push(
-                format!("{at}.default_region"),
-                format!("unknown region {:?}: use an ISO 3166 code such as \"RU\"", project.default_region),
-            );
-        }
-        within(&format!("{at}.max_merge_group"), project.max_merge_group, 2, 1_000, &mut push);
-        span(&format!("{at}.auto_close_after"), project.auto_close_after, (60, 366 * 86_400), &mut push);
-        duplicates(project.channels.iter().map(|c| c.id.as_str()), &format!("{at}.channels"), &mut push);
-        duplicates(
-            project.multicontact_rules.iter().map(|r| r.id.as_str()),
-            &format!("{at}.multicontact_rules"),
-            &mut push,
-        );
-        for (ci, channel) in project.channels.iter().enumerate() {
-            config_id(&channel.id, &format!("{at}.channels[{ci}].id"), &mut push);
-            if let Some(fixed) = &channel.fixed_client {
-                if let Err(why) = crate::text::check_id(fixed) {
-                    push(format!("{at}.channels[{ci}].fixed_client"), why);
-                }
-            }
-            if let Some(id) = channel.scenario.as_deref().filter(|id| project.scenario(id).is_none()) {
-                push(
-                    format!("{at}.channels[{ci}].scenario"),
-                    format!("no scenario {id:?} in project {:?}", project.id),
-                );
-            }
-            if let Some(rule) = &channel.identification {
-                let iat = format!("{at}.channels[{ci}].identification");
-                identification(rule, project.crm.is_some(), &iat, &mut push);
-            }
-        }
-        duplicates(project.scenarios.iter().map(|s| s.id.as_str()), &format!("{at}.scenarios"), &mut push);
-        for (si, s) in project.scenarios.iter().enumerate() {
-            scenario(s, &format!("{at}.scenarios[{si}]"), &mut push, &mut warnings);
-        }
-        if let Some(crm_config) = &project.crm {
-            crm(crm_config, &format!("{at}.crm"), &mut push);
-        }
-        for (ri, rule) in project.multicontact_rules.iter().enumerate() {
-            let rat = format!("{at}.multicontact_rules[{ri}]");
-            config_id(&rule.id, &format!("{rat}.id"), &mut push);
-            if rule.fields.is_empty() {
-                push(
-                    format!("{rat}.fields"),
-                    format!("rule {:?} has no fields: it would match everyone", rule.id),
-                );
-            }
-            if rule.fields.iter().any(|f| f.trim().is_empty()) {
-                push(format!("{rat}.fields"), "field names must not be empty".into());
-            }
-            duplicates(rule.fields.iter().map(|f| f.as_str()), &format!("{rat}.fields"), &mut push);
-        }
+        project_rules(project, &format!("projects[{pi}]"), &mut push, &mut warnings);
     }
     Checked { problems, warnings }
+}
+
+/// One project: its id, region and bounds, its channels, scenarios, CRM and rules.
+fn project_rules(
+    project: &ProjectConfig,
+    at: &str,
+    push: &mut impl FnMut(String, String),
+    warnings: &mut Vec<Problem>,
+) {
+    config_id(&project.id, &format!("{at}.id"), push);
+    if phonenumber::country::Id::try_from(project.default_region.as_str()).is_err()
+        && project.default_region.parse::<phonenumber::country::Id>().is_err()
+    {
+        push(
+            format!("{at}.default_region"),
+            format!("unknown region {:?}: use an ISO 3166 code such as \"RU\"", project.default_region),
+        );
+    }
+    within(&format!("{at}.max_merge_group"), project.max_merge_group, 2, 1_000, push);
+    span(&format!("{at}.auto_close_after"), project.auto_close_after, (60, 366 * 86_400), push);
+    duplicates(project.channels.iter().map(|c| c.id.as_str()), &format!("{at}.channels"), push);
+    for (ci, channel) in project.channels.iter().enumerate() {
+        channel_rules(project, channel, &format!("{at}.channels[{ci}]"), push);
+    }
+    duplicates(project.scenarios.iter().map(|s| s.id.as_str()), &format!("{at}.scenarios"), push);
+    for (si, s) in project.scenarios.iter().enumerate() {
+        scenario(s, &format!("{at}.scenarios[{si}]"), push, warnings);
+    }
+    if let Some(crm_config) = &project.crm {
+        crm(crm_config, &format!("{at}.crm"), push);
+    }
+    duplicates(
+        project.multicontact_rules.iter().map(|r| r.id.as_str()),
+        &format!("{at}.multicontact_rules"),
+        push,
+    );
+    for (ri, rule) in project.multicontact_rules.iter().enumerate() {
+        multicontact_rule(rule, &format!("{at}.multicontact_rules[{ri}]"), push);
+    }
+}
+
+fn channel_rules(
+    project: &ProjectConfig,
+    channel: &ChannelConfig,
+    at: &str,
+    push: &mut impl FnMut(String, String),
+) {
+    config_id(&channel.id, &format!("{at}.id"), push);
+    if let Some(fixed) = &channel.fixed_client {
+        if let Err(why) = crate::text::check_id(fixed) {
+            push(format!("{at}.fixed_client"), why);
+        }
+    }
+    if let Some(id) = channel.scenario.as_deref().filter(|id| project.scenario(id).is_none()) {
+        push(format!("{at}.scenario"), format!("no scenario {id:?} in project {:?}", project.id));
+    }
+    if let Some(rule) = &channel.identification {
+        identification(rule, project.crm.is_some(), &format!("{at}.identification"), push);
+    }
+}
+
+fn multicontact_rule(rule: &RuleConfig, at: &str, push: &mut impl FnMut(String, String)) {
+    config_id(&rule.id, &format!("{at}.id"), push);
+    if rule.fields.is_empty() {
+        push(format!("{at}.fields"), format!("rule {:?} has no fields: it would match everyone", rule.id));
+    }
+    if rule.fields.iter().any(|f| f.trim().is_empty()) {
+        push(format!("{at}.fields"), "field names must not be empty".into());
+    }
+    duplicates(rule.fields.iter().map(|f| f.as_str()), &format!("{at}.fields"), push);
 }
 
 /// Every size and duration within bounds: a value outside them is a typo or an overflow

@@ -229,16 +229,25 @@ pub fn decode(value: serde_json::Value, config: &Config) -> Result<Command, Deco
 }
 
 fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandAction, DecodeError> {
+    match wire {
+        w @ (Wire::CloseAppeal { .. }
+        | Wire::AssignAppeal { .. }
+        | Wire::SetCategory { .. }
+        | Wire::TagAppeal { .. }
+        | Wire::CommentAppeal { .. }
+        | Wire::IdentifyClient { .. }
+        | Wire::StartScenario { .. }) => appeal_action(w),
+        w => client_action(w, project),
+    }
+}
+
+/// Commands on an appeal, named by its number.
+fn appeal_action(wire: Wire) -> Result<CommandAction, DecodeError> {
     use CommandAction as A;
     Ok(match wire {
         Wire::CloseAppeal { appeal_number } => A::CloseAppeal { appeal_number },
         Wire::AssignAppeal { appeal_number, group, operator_id } => {
-            if group.is_none() && operator_id.is_none() {
-                return Err(DecodeError::new("assign_appeal needs `group` or `operator_id`"));
-            }
-            limits::opt_id("group", group.as_deref())?;
-            limits::opt_id("operator_id", operator_id.as_deref())?;
-            A::AssignAppeal { appeal_number, group, operator_id }
+            assign(appeal_number, group, operator_id)?
         }
         Wire::SetCategory { appeal_number, category } => {
             limits::id("category", &category)?;
@@ -249,101 +258,150 @@ fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandA
             A::TagAppeal { appeal_number, tag, scope }
         }
         Wire::CommentAppeal { appeal_number, text, scope } => {
-            non_empty("text", &text)?;
-            limits::opt_text("text", Some(&text))?;
-            A::CommentAppeal { appeal_number, text, scope }
-        }
-        Wire::CommentClient { client, text } => {
-            non_empty("text", &text)?;
-            limits::opt_text("text", Some(&text))?;
-            A::CommentClient { client: client_ref("client", client, project)?, text }
-        }
-        Wire::TagClient { client, tag } => {
-            limits::id("tag", &tag)?;
-            A::TagClient { client: client_ref("client", client, project)?, tag }
-        }
-        Wire::EditContact { client, contact_type, old_value, value } => {
-            limits::id("contact_type", &contact_type)?;
-            limits::value("old_value", &old_value)?;
-            limits::value("value", &value)?;
-            A::EditContact { client: client_ref("client", client, project)?, contact_type, old_value, value }
+            A::CommentAppeal { appeal_number, text: text_field("text", text)?, scope }
         }
         Wire::IdentifyClient { appeal_number, identifier, value } => {
-            if !["phone", "email", "crm_id"].contains(&identifier.as_str()) {
-                return Err(DecodeError::new(format!(
-                    "`identifier` must be phone, email or crm_id, not {identifier:?}"
-                )));
-            }
-            non_empty("value", &value)?;
-            limits::value("value", &value)?;
-            A::IdentifyClient { appeal_number, identifier, value }
-        }
-        Wire::SetClientField { client, field, value } => {
-            limits::id("field", &field)?;
-            let value = match value {
-                serde_json::Value::String(s) => s,
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::Bool(b) => b.to_string(),
-                _ => return Err(DecodeError::new("`value` must be a string, number or boolean")),
-            };
-            limits::value("value", &value)?;
-            A::SetClientField { client: client_ref("client", client, project)?, field, value }
-        }
-        Wire::AddContact { client, contact_type, value } => {
-            limits::id("contact_type", &contact_type)?;
-            limits::value("value", &value)?;
-            A::AddContact { client: client_ref("client", client, project)?, contact_type, value }
-        }
-        Wire::RemoveContact { client, contact_type, value } => {
-            limits::id("contact_type", &contact_type)?;
-            limits::value("value", &value)?;
-            A::RemoveContact { client: client_ref("client", client, project)?, contact_type, value }
-        }
-        Wire::RenameClient { client, name } => {
-            non_empty("name", &name)?;
-            limits::value("name", &name)?;
-            A::RenameClient { client: client_ref("client", client, project)?, name }
-        }
-        Wire::CreateClient { name, contacts } => {
-            non_empty("name", &name)?;
-            limits::value("name", &name)?;
-            if contacts.len() > MAX_CREATE_CONTACTS {
-                return Err(DecodeError::new(format!(
-                    "`contacts` has {} entries, the limit is {MAX_CREATE_CONTACTS}",
-                    contacts.len()
-                )));
-            }
-            for c in &contacts {
-                limits::id("contacts.contact_type", &c.contact_type)?;
-                limits::value("contacts.value", &c.value)?;
-            }
-            A::CreateClient { name, contacts }
-        }
-        Wire::MergeClients { target, source, keep_name_from } => A::MergeClients {
-            target: client_ref("target", target, project)?,
-            source: client_ref("source", source, project)?,
-            keep_name_from,
-        },
-        Wire::SendOutbound { client, channel_id, text, template } => {
-            super::channel(project, &channel_id)?;
-            match (&text, &template) {
-                (Some(t), None) => {
-                    non_empty("text", t)?;
-                    limits::opt_text("text", Some(t))?;
-                }
-                (None, Some(t)) => {
-                    limits::id("template.name", &t.name)?;
-                    limits::opt_text("template.params", Some(&t.params.to_string()))?;
-                }
-                _ => return Err(DecodeError::new("send_outbound needs exactly one of `text` or `template`")),
-            }
-            A::SendOutbound { client: client_ref("client", client, project)?, channel_id, text, template }
+            identify(appeal_number, identifier, value)?
         }
         Wire::StartScenario { appeal_number, scenario_id } => {
             limits::id("scenario_id", &scenario_id)?;
             A::StartScenario { appeal_number, scenario_id }
         }
+        _ => unreachable!("`action` sends only appeal commands here"),
     })
+}
+
+/// Commands on a client card, named by a client ref.
+fn client_action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandAction, DecodeError> {
+    use CommandAction as A;
+    let client = |at: &str, r: WireRef| client_ref(at, r, project);
+    Ok(match wire {
+        Wire::CommentClient { client: r, text } => {
+            A::CommentClient { text: text_field("text", text)?, client: client("client", r)? }
+        }
+        Wire::TagClient { client: r, tag } => {
+            limits::id("tag", &tag)?;
+            A::TagClient { client: client("client", r)?, tag }
+        }
+        Wire::EditContact { client: r, contact_type, old_value, value } => {
+            limits::id("contact_type", &contact_type)?;
+            limits::value("old_value", &old_value)?;
+            let (contact_type, value) = contact(contact_type, value)?;
+            A::EditContact { client: client("client", r)?, contact_type, old_value, value }
+        }
+        Wire::SetClientField { client: r, field, value } => {
+            limits::id("field", &field)?;
+            A::SetClientField { client: client("client", r)?, field, value: scalar(value)? }
+        }
+        Wire::AddContact { client: r, contact_type, value } => {
+            let (contact_type, value) = contact(contact_type, value)?;
+            A::AddContact { client: client("client", r)?, contact_type, value }
+        }
+        Wire::RemoveContact { client: r, contact_type, value } => {
+            let (contact_type, value) = contact(contact_type, value)?;
+            A::RemoveContact { client: client("client", r)?, contact_type, value }
+        }
+        Wire::RenameClient { client: r, name } => {
+            A::RenameClient { client: client("client", r)?, name: name_field(name)? }
+        }
+        Wire::CreateClient { name, contacts } => create(name, contacts)?,
+        Wire::MergeClients { target, source, keep_name_from } => A::MergeClients {
+            target: client("target", target)?,
+            source: client("source", source)?,
+            keep_name_from,
+        },
+        Wire::SendOutbound { client: r, channel_id, text, template } => {
+            super::channel(project, &channel_id)?;
+            outbound_body(text.as_deref(), template.as_ref())?;
+            A::SendOutbound { client: client("client", r)?, channel_id, text, template }
+        }
+        _ => unreachable!("`action` sends only client commands here"),
+    })
+}
+
+fn assign(
+    appeal_number: i64,
+    group: Option<String>,
+    operator_id: Option<String>,
+) -> Result<CommandAction, DecodeError> {
+    if group.is_none() && operator_id.is_none() {
+        return Err(DecodeError::new("assign_appeal needs `group` or `operator_id`"));
+    }
+    limits::opt_id("group", group.as_deref())?;
+    limits::opt_id("operator_id", operator_id.as_deref())?;
+    Ok(CommandAction::AssignAppeal { appeal_number, group, operator_id })
+}
+
+fn identify(appeal_number: i64, identifier: String, value: String) -> Result<CommandAction, DecodeError> {
+    if !crate::model::is_identifier(&identifier) {
+        return Err(DecodeError::new(format!(
+            "`identifier` must be phone, email or crm_id, not {identifier:?}"
+        )));
+    }
+    non_empty("value", &value)?;
+    limits::value("value", &value)?;
+    Ok(CommandAction::IdentifyClient { appeal_number, identifier, value })
+}
+
+fn create(name: String, contacts: Vec<ContactSpec>) -> Result<CommandAction, DecodeError> {
+    if contacts.len() > MAX_CREATE_CONTACTS {
+        return Err(DecodeError::new(format!(
+            "`contacts` has {} entries, the limit is {MAX_CREATE_CONTACTS}",
+            contacts.len()
+        )));
+    }
+    for c in &contacts {
+        limits::id("contacts.contact_type", &c.contact_type)?;
+        limits::value("contacts.value", &c.value)?;
+    }
+    Ok(CommandAction::CreateClient { name: name_field(name)?, contacts })
+}
+
+/// A contact type and value within their bounds.
+fn contact(contact_type: String, value: String) -> Result<(String, String), DecodeError> {
+    limits::id("contact_type", &contact_type)?;
+    limits::value("value", &value)?;
+    Ok((contact_type, value))
+}
+
+/// A text (a comment): not empty, within the text bound.
+fn text_field(field: &str, text: String) -> Result<String, DecodeError> {
+    non_empty(field, &text)?;
+    limits::opt_text(field, Some(&text))?;
+    Ok(text)
+}
+
+fn name_field(name: String) -> Result<String, DecodeError> {
+    non_empty("name", &name)?;
+    limits::value("name", &name)?;
+    Ok(name)
+}
+
+/// A custom field value: a scalar, kept as its text.
+fn scalar(value: serde_json::Value) -> Result<String, DecodeError> {
+    let text = match value {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        _ => return Err(DecodeError::new("`value` must be a string, number or boolean")),
+    };
+    limits::value("value", &text)?;
+    Ok(text)
+}
+
+/// Exactly one of a text or a template, each within its bound.
+fn outbound_body(text: Option<&str>, template: Option<&Template>) -> Result<(), DecodeError> {
+    match (text, template) {
+        (Some(t), None) => {
+            non_empty("text", t)?;
+            limits::opt_text("text", Some(t))
+        }
+        (None, Some(t)) => {
+            limits::id("template.name", &t.name)?;
+            limits::opt_text("template.params", Some(&t.params.to_string()))
+        }
+        _ => Err(DecodeError::new("send_outbound needs exactly one of `text` or `template`")),
+    }
 }
 
 /// Contacts one `create_client` may carry (three of a type hold anyway).
