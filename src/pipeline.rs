@@ -48,7 +48,6 @@ pub struct Pipeline {
     rules: HashMap<String, ProjectRules>,
     scenarios: Scenarios,
     crm: CrmDirectory,
-    auto_close_ms: Arc<HashMap<String, i64>>,
     store: Store,
 }
 
@@ -98,11 +97,9 @@ impl Rejection {
 impl Pipeline {
     pub fn new(config: Arc<Config>, store: Store) -> Result<Self, CrmError> {
         let rules = config.projects.iter().map(|p| (p.id.clone(), ProjectRules::new(p))).collect();
-        let auto_close_ms =
-            config.projects.iter().map(|p| (p.id.clone(), p.auto_close_after.as_millis() as i64)).collect();
         let scenarios = Scenarios::compile(&config);
         let crm = CrmDirectory::from_config(&config)?;
-        Ok(Pipeline { config, rules, scenarios, crm, auto_close_ms: Arc::new(auto_close_ms), store })
+        Ok(Pipeline { config, rules, scenarios, crm, store })
     }
 
     /// Applies a batch and commits it with its outputs; `next_offset` is stored with it. When
@@ -168,7 +165,7 @@ impl Pipeline {
         let rejection = Rejection { reason: reason.clone(), stage: "store", source: raw.pos.clone() };
         let why = emit::DlqReason { reason: &reason, stage: "store", project_id: project };
         let record = emit::dlq(raw, why, self.config.pipeline.dlq_max_bytes);
-        let mut ws = self.store.begin(self.auto_close_ms.clone()).await?;
+        let mut ws = self.store.begin().await?;
         if let Ok(input) = &decoded {
             if let Some(id) = input.dedupe_id() {
                 ws.lock_projects(&BTreeSet::from([input.project_id().to_string()])).await?;
@@ -241,7 +238,7 @@ impl Pipeline {
         lookups: &CrmLookups,
         started: std::time::Instant,
     ) -> StoreResult<Applied> {
-        let mut ws = self.store.begin(self.auto_close_ms.clone()).await?;
+        let mut ws = self.store.begin().await?;
         let projects: BTreeSet<String> =
             decoded.iter().flatten().map(|i| i.project_id().to_string()).collect();
         ws.lock_projects(&projects).await?;
@@ -356,15 +353,14 @@ impl Pipeline {
     /// Advances a partition's event-time clock with no input (a quiet partition in `run`),
     /// closing the appeals that went idle meanwhile.
     pub async fn advance_clock(&self, partition: &str, to: i64) -> StoreResult<Committed> {
-        let mut ws = self.store.begin(self.auto_close_ms.clone()).await?;
+        let mut ws = self.store.begin().await?;
         let projects: BTreeSet<String> = self.config.projects.iter().map(|p| p.id.clone()).collect();
         ws.lock_projects(&projects).await?;
         ws.prefetch_idle(partition, to).await?;
         let clock = ws.advance_clock(partition, to).await?;
         let mut records = Vec::new();
         let mut stats = Stats::default();
-        let auto_close = &self.auto_close_ms;
-        for em in appeal::close_idle(&mut ws, |p| auto_close.get(p).copied(), clock).await? {
+        for em in appeal::close_idle(&mut ws, |p| self.rules.contains_key(p), clock).await? {
             stats.inactivity_closes += 1;
             records.extend(em.records);
         }
@@ -459,8 +455,7 @@ impl Pipeline {
         out: &mut Outputs,
     ) -> StoreResult<()> {
         let clock = ws.advance_clock(partition, input.event_time()).await?;
-        let auto_close = &self.auto_close_ms;
-        for em in appeal::close_idle(ws, |p| auto_close.get(p).copied(), clock).await? {
+        for em in appeal::close_idle(ws, |p| self.rules.contains_key(p), clock).await? {
             out.stats.inactivity_closes += 1;
             out.records.extend(em.records);
         }

@@ -123,7 +123,11 @@ pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewM
     if counts_for_grouping {
         appeal.doc.last_author = Some(grouped_as);
         appeal.doc.last_group_id = Some(message.group_id.clone());
-        appeal.last_message_at = appeal.last_message_at.max(m.sent_at);
+        let last = appeal.last_message_at.max(m.sent_at);
+        // The inactivity window the appeal opened with moves along with its last message.
+        appeal.close_deadline =
+            appeal.close_deadline.map(|d| d.saturating_add(last - appeal.last_message_at));
+        appeal.last_message_at = last;
     }
     ws.put_appeal(appeal.clone());
     ws.add_message(StoredMessage {
@@ -255,6 +259,7 @@ async fn open(
         opened_at: m.sent_at,
         last_message_at: m.sent_at,
         partition: partition.to_string(),
+        close_deadline: Some(m.sent_at.saturating_add(ctx.project.auto_close_after.as_millis() as Millis)),
         doc: AppealDoc { group: ctx.channel(&m.channel_id).group.clone(), ..AppealDoc::default() },
     };
     client.appeal_count += 1;
@@ -275,6 +280,7 @@ pub fn close(
     em: &mut Emitter,
 ) {
     appeal.status = AppealStatus::Closed;
+    appeal.close_deadline = None;
     appeal.doc.closed_at = Some(at);
     ws.put_appeal(appeal.clone());
     em.event(at, EventBody::AppealClosed { reason }, Some(client.summary()), Some(appeal.summary()));
@@ -282,19 +288,20 @@ pub fn close(
     append(ws, appeal, client, note, em);
 }
 
-/// Closes the partition's appeals idle for longer than their project allows, as of `clock`.
-/// Each closure is its own cause (a timer with a deterministic id), so replays agree.
+/// Closes the partition's appeals whose close deadline is before `clock` (those of projects
+/// the configuration still has). Each closure is its own cause (a timer with a deterministic
+/// id), so replays agree.
 pub async fn close_idle(
     ws: &mut WorkingSet,
-    ctx_for: impl Fn(&str) -> Option<Millis>,
+    configured: impl Fn(&str) -> bool,
     clock: Millis,
 ) -> StoreResult<Vec<Emitter>> {
     let mut out = Vec::new();
     for mut appeal in ws.due_idle(clock) {
-        let Some(after) = ctx_for(&appeal.project_id) else {
+        let Some(at) = appeal.close_deadline.filter(|_| configured(&appeal.project_id)) else {
             continue;
         };
-        let at = appeal.last_message_at + after;
+        let after = at - appeal.last_message_at;
         let cause = Cause {
             kind: CauseKind::Timer,
             id: format!("inactivity:{}:{}", appeal.id, appeal.last_message_at),

@@ -263,6 +263,9 @@ pub struct Appeal {
     pub last_message_at: Millis,
     /// The input partition whose event-time clock closes this appeal when idle.
     pub partition: String,
+    /// When inactivity closes it, while open: set by the appeal stage (the project's
+    /// `auto_close_after` past the last message), kept by the store for the idle index.
+    pub close_deadline: Option<Millis>,
     pub doc: AppealDoc,
 }
 

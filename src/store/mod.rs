@@ -267,12 +267,9 @@ impl Store {
     }
 
     /// Starts a batch: a transaction plus the cache the stages read and write through.
-    pub async fn begin(
-        &self,
-        auto_close_ms: std::sync::Arc<std::collections::HashMap<String, i64>>,
-    ) -> StoreResult<WorkingSet> {
+    pub async fn begin(&self) -> StoreResult<WorkingSet> {
         let tx = self.pool.begin().await.map_err(StoreError::new("begin transaction"))?;
-        Ok(WorkingSet::new(tx, self.backend, auto_close_ms))
+        Ok(WorkingSet::new(tx, self.backend))
     }
 
     /// Records committed but not yet published (a crash came between commit and publish),

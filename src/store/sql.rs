@@ -250,12 +250,13 @@ pub fn appeal_from_row(row: &AnyRow) -> StoreResult<Appeal> {
         opened_at: row.try_get(7).map_err(ctx())?,
         last_message_at: row.try_get(8).map_err(ctx())?,
         partition: row.try_get(9).map_err(ctx())?,
+        close_deadline: row.try_get(11).map_err(ctx())?,
         key: row.try_get(12).map_err(ctx())?,
         doc: serde_json::from_str(&doc).map_err(|e| decode_error("appeal doc", e))?,
     })
 }
 
-pub fn appeal_params(a: &Appeal, close_deadline: Option<i64>) -> Vec<Param> {
+pub fn appeal_params(a: &Appeal) -> Vec<Param> {
     vec![
         a.id.clone().into(),
         a.project_id.clone().into(),
@@ -268,7 +269,7 @@ pub fn appeal_params(a: &Appeal, close_deadline: Option<i64>) -> Vec<Param> {
         a.last_message_at.into(),
         a.partition.clone().into(),
         serde_json::to_string(&a.doc).expect("appeal doc serialises").into(),
-        close_deadline.into(),
+        a.close_deadline.filter(|_| a.is_open()).into(),
         a.key.clone().into(),
     ]
 }

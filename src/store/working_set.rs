@@ -12,7 +12,6 @@
 //! earlier in the batch is never returned stale.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 
 use sqlx::{Any, Row, Transaction};
 
@@ -27,7 +26,6 @@ type ValueKey = (String, String, String);
 pub struct WorkingSet {
     tx: Transaction<'static, Any>,
     backend: Backend,
-    auto_close_ms: Arc<HashMap<String, i64>>,
 
     clients: HashMap<String, Client>,
     dirty_clients: BTreeSet<String>,
@@ -157,15 +155,10 @@ fn handles_of(c: &Client) -> Vec<String> {
 }
 
 impl WorkingSet {
-    pub(super) fn new(
-        tx: Transaction<'static, Any>,
-        backend: Backend,
-        auto_close_ms: Arc<HashMap<String, i64>>,
-    ) -> Self {
+    pub(super) fn new(tx: Transaction<'static, Any>, backend: Backend) -> Self {
         WorkingSet {
             tx,
             backend,
-            auto_close_ms,
             clients: HashMap::new(),
             dirty_clients: BTreeSet::new(),
             new_clients: HashSet::new(),
@@ -530,8 +523,7 @@ impl WorkingSet {
     // ---- appeals ------------------------------------------------------------------------
 
     fn deadline(&self, a: &Appeal) -> Option<Millis> {
-        let after = self.auto_close_ms.get(&a.project_id)?;
-        a.is_open().then(|| a.last_message_at.saturating_add(*after))
+        a.close_deadline.filter(|_| a.is_open())
     }
 
     fn index_appeal(&mut self, a: &Appeal, add: bool) {
@@ -916,9 +908,7 @@ impl WorkingSet {
             .dirty_appeals
             .iter()
             .filter_map(|id| self.appeals.get(id))
-            .map(|a| {
-                (self.new_appeals.contains(&a.id), a.id.clone(), sql::appeal_params(a, self.deadline(a)))
-            })
+            .map(|a| (self.new_appeals.contains(&a.id), a.id.clone(), sql::appeal_params(a)))
             .collect();
         let head = format!("INSERT INTO appeals ({})", sql::APPEAL_COLS);
         let tail = "ON CONFLICT (id) DO UPDATE SET client_id = excluded.client_id, status = excluded.status, \
