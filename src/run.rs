@@ -141,12 +141,7 @@ impl Runner {
         let relay = Relay::start(store.clone(), sink);
         let source = KafkaSource::new(&config.kafka)?;
         let pipeline = Arc::new(Pipeline::new(config.clone(), store.clone())?);
-        let max_in_flight = match store.backend() {
-            // One connection: a second batch would only wait for it.
-            store::Backend::Sqlite => 1,
-            // One connection is left for the relay's outbox deletes.
-            store::Backend::Postgres => (config.store.max_connections as usize).saturating_sub(1).max(1),
-        };
+        let max_in_flight = store.backend().max_writers(config.store.max_connections);
         Ok(Runner {
             config,
             store,

@@ -419,46 +419,7 @@ pub fn expected_partition(
             uf.union(first, i);
         }
     }
-    loop {
-        let mut held: BTreeMap<usize, BTreeMap<&str, BTreeSet<&str>>> = BTreeMap::new();
-        for (i, v) in visitors.iter().enumerate() {
-            let root = uf.find(i);
-            for (field, value) in v.values.iter().filter(|(_, value)| !blocked.contains(value)) {
-                held.entry(root).or_default().entry(field).or_default().insert(value);
-            }
-        }
-        let shares = |a: &BTreeMap<&str, BTreeSet<&str>>, b: &BTreeMap<&str, BTreeSet<&str>>| {
-            rules.iter().any(|rule| {
-                rule.iter().all(|f| match (a.get(f), b.get(f)) {
-                    (Some(x), Some(y)) => !x.is_disjoint(y),
-                    _ => false,
-                })
-            })
-        };
-        let mut holders: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
-        for (root, fields) in &held {
-            for (field, values) in fields {
-                values.iter().for_each(|v| holders.entry((field, v)).or_default().push(*root));
-            }
-        }
-        let mut joined = false;
-        for (a, fields) in &held {
-            for rule in rules {
-                let firsts = fields.get(rule[0]).into_iter().flatten();
-                let others = firsts.flat_map(|v| holders.get(&(rule[0], *v)).into_iter().flatten());
-                for b in others.copied().collect::<Vec<_>>() {
-                    if uf.find(*a) != uf.find(b) && shares(fields, &held[&b]) {
-                        uf.union(*a, b);
-                        joined = true;
-                    }
-                }
-            }
-        }
-
-        if !joined {
-            break;
-        }
-    }
+    while join_sharing(&mut uf, visitors, rules, blocked) {}
     let mut groups: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for (i, v) in visitors.iter().enumerate() {
         groups.entry(uf.find(i)).or_default().push(v.key.clone());
@@ -472,6 +433,54 @@ pub fn expected_partition(
         .collect();
     out.sort();
     out
+}
+
+/// A group's values by field.
+type Held<'a> = BTreeMap<&'a str, BTreeSet<&'a str>>;
+
+/// One round of the oracle: joins every two groups that share a value in every field of some
+/// rule (values as the groups held them at the start of the round). Whether any joined.
+fn join_sharing(
+    uf: &mut UnionFind,
+    visitors: &[VisitorFacts],
+    rules: &[&[&str]],
+    blocked: &BTreeSet<String>,
+) -> bool {
+    let mut held: BTreeMap<usize, Held> = BTreeMap::new();
+    for (i, v) in visitors.iter().enumerate() {
+        let root = uf.find(i);
+        for (field, value) in v.values.iter().filter(|(_, value)| !blocked.contains(value)) {
+            held.entry(root).or_default().entry(field).or_default().insert(value);
+        }
+    }
+    let shares = |a: &Held, b: &Held| {
+        rules.iter().any(|rule| {
+            rule.iter().all(|f| match (a.get(f), b.get(f)) {
+                (Some(x), Some(y)) => !x.is_disjoint(y),
+                _ => false,
+            })
+        })
+    };
+    let mut holders: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for (root, fields) in &held {
+        for (field, values) in fields {
+            values.iter().for_each(|v| holders.entry((field, v)).or_default().push(*root));
+        }
+    }
+    let mut joined = false;
+    for (a, fields) in &held {
+        for rule in rules {
+            let firsts = fields.get(rule[0]).into_iter().flatten();
+            let others = firsts.flat_map(|v| holders.get(&(rule[0], *v)).into_iter().flatten());
+            for b in others.copied().collect::<Vec<_>>() {
+                if uf.find(*a) != uf.find(b) && shares(fields, &held[&b]) {
+                    uf.union(*a, b);
+                    joined = true;
+                }
+            }
+        }
+    }
+    joined
 }
 
 /// Union-find over indices.

@@ -12,7 +12,7 @@ pub mod commands;
 pub mod dialogue;
 
 use crate::decode::{InboundMessage, StatusUpdate};
-use crate::emit::{derive_id, Cause, CauseKind, Emitter, EventBody, MessageView};
+use crate::emit::{derive_id, Cause, CauseKind, Emitter, EventBody};
 use crate::model::{
     conversation_key, format_ts, Appeal, AppealDoc, AppealStatus, Author, AuthorKind, Client, ContentKind,
     DeliveryStatus, Message, Millis, StoredMessage,
@@ -135,21 +135,9 @@ pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewM
         appeal_id: Some(appeal.id.clone()),
         message: message.clone(),
     });
-    let view = MessageView {
-        id: message.id,
-        author_kind: message.author_kind,
-        author_id: message.author_id,
-        visitor_id: message.visitor_id,
-        kind: message.kind,
-        group_id: message.group_id,
-        sent_at: message.sent_at,
-        visible_to_client: message.visible_to_client,
-        text: message.text,
-        attachment: message.attachment,
-    };
     em.event(
         m.sent_at,
-        EventBody::AppealMessageAdded { message: view },
+        EventBody::AppealMessageAdded { message: message.into() },
         Some(client.summary()),
         Some(appeal.summary()),
     );

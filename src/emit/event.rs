@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 use super::Cause;
-use crate::model::{AppealSummary, Attachment, AuthorKind, ClientSummary, ContentKind, DeliveryStatus};
+use crate::model::{
+    AppealSummary, Attachment, AuthorKind, ClientSummary, ContentKind, DeliveryStatus, Message,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
@@ -62,6 +64,24 @@ pub struct MessageView {
     pub text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,
+}
+
+/// A stored message as events show it (its delivery status travels in events of its own).
+impl From<Message> for MessageView {
+    fn from(m: Message) -> Self {
+        MessageView {
+            id: m.id,
+            author_kind: m.author_kind,
+            author_id: m.author_id,
+            visitor_id: m.visitor_id,
+            kind: m.kind,
+            group_id: m.group_id,
+            sent_at: m.sent_at,
+            visible_to_client: m.visible_to_client,
+            text: m.text,
+            attachment: m.attachment,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

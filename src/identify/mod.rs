@@ -214,7 +214,7 @@ async fn join_account(
     let max = ctx.project.max_merge_group;
     if size > max {
         let body = EventBody::ClientMergeRefused {
-            reason: format!("max_merge_group: the merge would join {size} cards, the limit is {max}"),
+            reason: matching::group_limit_reason(size, max),
             client_ids: vec![known.id.clone(), anonymous.id.clone()],
             rule_ids: vec![],
             field: Some("external_id".into()),

@@ -17,7 +17,7 @@ use crate::model::{Client, Millis};
 use crate::stage::Ctx;
 use crate::store::{Holders, StoreResult, WorkingSet};
 
-pub use rules::{merged_card, pick_survivor, Generic, ProjectRules};
+pub use rules::{group_limit_reason, merged_card, pick_survivor, Generic, ProjectRules};
 
 /// Why cards were merged: the `client.merged` event says which.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +68,7 @@ pub async fn run(
     }
     let size: usize = group.iter().map(|c| c.doc.group_size).sum();
     if size > ctx.project.max_merge_group {
-        refuse(em, at, &card, &group, &matches, size, ctx.project.max_merge_group);
+        refuse(em, at, &card, (&group, &matches), size, ctx.project.max_merge_group);
         return Ok(card);
     }
     let survivor = pick_survivor(&group).id.clone();
@@ -172,8 +172,7 @@ fn refuse(
     em: &mut Emitter,
     at: Millis,
     card: &Client,
-    group: &[Client],
-    matches: &[MergeMatch],
+    (group, matches): (&[Client], &[MergeMatch]),
     size: usize,
     max: usize,
 ) {
@@ -184,7 +183,7 @@ fn refuse(
         .into_iter()
         .collect();
     let body = EventBody::ClientMergeRefused {
-        reason: format!("max_merge_group: the merge would join {size} cards, the limit is {max}"),
+        reason: group_limit_reason(size, max),
         client_ids: group.iter().take(max + 1).map(|c| c.id.clone()).collect(),
         rule_ids,
         field: None,

@@ -90,6 +90,12 @@ impl ProjectRules {
     }
 }
 
+/// Why a merge joining `size` original cards, more than the project's `max_merge_group`, is
+/// refused: the reason of `client.merge_refused`, whichever path merges.
+pub fn group_limit_reason(size: usize, max: usize) -> String {
+    format!("max_merge_group: the merge would join {size} cards, the limit is {max}")
+}
+
 /// The oldest card survives; equal ages fall back to the id, so every instance agrees.
 pub fn pick_survivor(group: &[Client]) -> &Client {
     group

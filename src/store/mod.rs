@@ -1,32 +1,24 @@
 //! Store: SQLite (embedded default) or PostgreSQL through sqlx, one schema, one code path.
 //!
-//! The same SQL runs on both backends through `sqlx::Any`; the only backend-specific parts
-//! are the migrations folder, connection pragmas, the per-project lock PostgreSQL takes so
-//! that several instances never interleave inside one project, and the planner statistics
-//! PostgreSQL is given as a fresh database grows. A batch's state changes, the
+//! The same SQL runs on both backends through `sqlx::Any`; what differs (opening, pragmas and
+//! locks, migrations, placeholders, planner statistics) is in [`dialect`]. A batch's state changes, the
 //! ids of the inputs it applied, its partition clock/offset and its output records (the
 //! outbox) are written in one transaction: that transaction is the commit point.
 
+mod dialect;
 mod sql;
 mod working_set;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Row};
 
+pub use dialect::Backend;
+use dialect::PlannerStatistics;
 pub use sql::Param;
 pub use working_set::{external_handle, visitor_handle, Holders, WorkingSet};
 
 use crate::emit::Record;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 pub use crate::errors::ErrorClass;
 
@@ -122,43 +114,11 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     url: Arc<str>,
-    planner: Arc<PlannerStatistics>,
+    /// PostgreSQL writers only.
+    planner: Option<Arc<PlannerStatistics>>,
     /// A SQLite store's writer lock, held as long as any clone of the store lives.
     _writer: Option<Arc<std::fs::File>>,
 }
-
-/// When the planner statistics of the growing tables were last refreshed, in inputs committed
-/// by this process.
-///
-/// Why: a fresh database grows from nothing to many thousands of rows within minutes, and
-/// until PostgreSQL has statistics it assumes default selectivities: lookups of a batch's
-/// handles, values and merged cards then scan whole tables, and every batch gets slower as the
-/// tables grow. Autovacuum fixes that within minutes where it is on, and never where it is
-/// off (as on these machines). Refreshing each time the input count doubles costs a few
-/// `ANALYZE` runs (each samples at most 30,000 rows per table) over the life of a process.
-#[derive(Default)]
-struct PlannerStatistics {
-    committed: AtomicU64,
-    next_refresh: AtomicU64,
-    refreshing: AtomicBool,
-}
-
-/// Inputs committed before the first refresh; each later one waits for twice as many.
-const FIRST_ANALYZE_AFTER: u64 = 1_000;
-
-/// The tables that grow with the stream and are read by key in every batch.
-const ANALYZED_TABLES: [&str; 6] =
-    ["clients", "client_handles", "client_values", "appeals", "messages", "applied_inputs"];
-
-/// Those of [`ANALYZED_TABLES`] never analysed, or changed by more than autovacuum's default
-/// share (50 rows plus 10%) since their last analysis: a restart over large, settled tables
-/// analyses nothing. (Change counts reach these views up to a few seconds late, which is why
-/// a table never analysed does not wait for them.)
-const STALE_TABLES: &str =
-    "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
-     WHERE s.schemaname = current_schema() AND s.relname::text = ANY(string_to_array($1, ',')) \
-     AND (COALESCE(s.last_analyze, s.last_autoanalyze) IS NULL \
-          OR s.n_mod_since_analyze > 50 + 0.1 * GREATEST(c.reltuples, 0))";
 
 impl Store {
     /// Connects as the store's writer and applies pending migrations. Retryable failures (the
@@ -176,59 +136,9 @@ impl Store {
     /// Connects as the store's writer and applies pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
-        let writer = match backend {
-            Backend::Sqlite => writer_lock(url)?,
-            Backend::Postgres => None,
-        };
-        let url = match backend {
-            Backend::Sqlite if !url.contains("mode=") => {
-                format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
-            }
-            _ => url.to_string(),
-        };
-        let options: AnyConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
-        let pool = match backend {
-            // One writer: SQLite serialises writers anyway, and one connection keeps the
-            // batch transaction free of SQLITE_BUSY from our own pool.
-            Backend::Sqlite => AnyPoolOptions::new()
-                .max_connections(1)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        // Card and appeal keys are UUIDs, so writes land on random pages: a
-                        // 2 MiB default cache turns every batch into page reads as tables grow.
-                        conn.execute("PRAGMA cache_size = -131072").await?;
-                        conn.execute("PRAGMA mmap_size = 1073741824").await?;
-                        conn.execute("PRAGMA temp_store = MEMORY").await?;
-                        conn.execute("PRAGMA foreign_keys = OFF").await?;
-                        Ok(())
-                    })
-                })
-                .connect_with(options)
-                .await
-                .map_err(StoreError::new("open SQLite database"))?,
-            Backend::Postgres => AnyPoolOptions::new()
-                .max_connections(max_connections.max(1))
-                .acquire_timeout(Duration::from_secs(10))
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        // Prepared statements get a generic plan after five runs; planned while
-                        // the tables were empty it scans them, and a batch slows as they grow.
-                        // Lookups here are all by key: always plan for the actual values.
-                        conn.execute("SET plan_cache_mode = force_custom_plan").await?;
-                        Ok(())
-                    })
-                })
-                .connect_with(options)
-                .await
-                .map_err(StoreError::new("connect to PostgreSQL"))?,
-        };
-        let planner = PlannerStatistics { next_refresh: FIRST_ANALYZE_AFTER.into(), ..Default::default() };
-        let store = Store { pool, backend, url: url.into(), planner: Arc::new(planner), _writer: writer };
-        store.migrate().await?;
+        let backend = Backend::of_url(url);
+        let store = Store::from(backend, backend.open_writer(url, max_connections).await?);
+        backend.migrate(&store.pool).await?;
         Ok(store)
     }
 
@@ -236,34 +146,17 @@ impl Store {
     /// so it reads while `replay` or `run` write.
     pub async fn connect_reader(url: &str, max_connections: u32) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") { Backend::Sqlite } else { Backend::Postgres };
-        let url = match backend {
-            Backend::Sqlite if !url.contains("mode=") => {
-                format!("{url}{}mode=ro", if url.contains('?') { "&" } else { "?" })
-            }
-            _ => url.to_string(),
-        };
-        let options: AnyConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(StoreError::new("open the store for reading"))?;
-        let planner = PlannerStatistics::default();
-        Ok(Store { pool, backend, url: url.into(), planner: Arc::new(planner), _writer: None })
+        let backend = Backend::of_url(url);
+        Ok(Store::from(backend, backend.open_reader(url, max_connections).await?))
+    }
+
+    fn from(backend: Backend, opened: dialect::Opened) -> Store {
+        let dialect::Opened { pool, url, writer, planner } = opened;
+        Store { pool, backend, url: url.into(), planner, _writer: writer }
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    async fn migrate(&self) -> StoreResult<()> {
-        let result = match self.backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&self.pool).await,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&self.pool).await,
-        };
-        result.map_err(|e| StoreError::new("apply migrations")(e.into()))
     }
 
     /// Starts a batch: a transaction plus the cache the stages read and write through.
@@ -293,10 +186,10 @@ impl Store {
     pub async fn mark_published(&self, batch_ids: &[String]) -> StoreResult<()> {
         let keys = batch_ids.iter().map(|id| id.clone().into()).collect();
         let context = "delete published outbox batches";
-        let mut tx = self.pool.begin().await.map_err(StoreError::new(context))?;
-        let head = "DELETE FROM outbox_batches WHERE batch_id";
-        sql::execute_in(&mut tx, self.backend, head, Vec::new(), keys, context).await?;
-        tx.commit().await.map_err(StoreError::new(context))
+        let tx = self.pool.begin().await.map_err(StoreError::new(context))?;
+        let mut db = sql::Db::new(tx, self.backend);
+        db.execute_in("DELETE FROM outbox_batches WHERE batch_id", Vec::new(), keys, context).await?;
+        db.commit(context).await
     }
 
     /// Bot block entries so far, by project, scenario and block.
@@ -344,99 +237,15 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// Counts committed inputs and, on PostgreSQL, refreshes the planner statistics in the
-    /// background each time their number doubled (see [`PlannerStatistics`]).
+    /// Counts committed inputs: PostgreSQL's planner statistics are refreshed as they grow
+    /// (see [`PlannerStatistics`]).
     pub fn note_committed(&self, inputs: usize) {
-        if self.backend != Backend::Postgres || inputs == 0 {
-            return;
+        if let Some(planner) = &self.planner {
+            planner.note_committed(&self.url, inputs);
         }
-        let planner = &self.planner;
-        let total = planner.committed.fetch_add(inputs as u64, Ordering::Relaxed) + inputs as u64;
-        if total < planner.next_refresh.load(Ordering::Relaxed)
-            || planner.refreshing.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        planner.next_refresh.store(total.saturating_mul(2), Ordering::Relaxed);
-        let (url, planner) = (self.url.clone(), self.planner.clone());
-        tokio::spawn(async move {
-            refresh_planner_statistics(&url, total).await;
-            planner.refreshing.store(false, Ordering::Release);
-        });
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-/// The SQLite file of a `sqlite://` URL, unless it is in memory.
-fn sqlite_path(url: &str) -> Option<&str> {
-    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = path.split('?').next().unwrap_or(path);
-    (!path.is_empty() && !path.contains(":memory:")).then_some(path)
-}
-
-/// One process writes a SQLite store (README "Guarantees"): an exclusive lock on
-/// `<file>.writer-lock`, which records who holds it. A second writer would interleave its
-/// batches with the first's; it is refused at once, naming the holder. The operating system
-/// releases the lock when the holder exits, however it exits.
-fn writer_lock(url: &str) -> StoreResult<Option<Arc<std::fs::File>>> {
-    use std::io::{Read, Seek, Write};
-    let Some(path) = sqlite_path(url) else { return Ok(None) };
-    let lock_path = format!("{path}.writer-lock");
-    let failed = |e: std::io::Error| StoreError::new("lock the SQLite store")(sqlx::Error::Io(e));
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&lock_path)
-        .map_err(failed)?;
-    match file.try_lock() {
-        Ok(()) => {
-            file.set_len(0).map_err(failed)?;
-            file.seek(std::io::SeekFrom::Start(0)).map_err(failed)?;
-            let holder = format!("pid {} since {}", std::process::id(), chrono::Utc::now().to_rfc3339());
-            file.write_all(holder.as_bytes()).map_err(failed)?;
-            Ok(Some(Arc::new(file)))
-        }
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let detail = format!(
-                "{path} is written by another appealflow process ({}): a SQLite store has one writer; stop \
-                 it, or use a store of your own (--db, store.url) or PostgreSQL for several instances",
-                if holder.trim().is_empty() { "unknown pid" } else { holder.trim() }
-            );
-            Err(StoreError { context: "open SQLite database", source: StoreCause::Locked(detail) })
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(failed(e)),
-    }
-}
-
-/// `ANALYZE` of the tables that changed enough, on a connection of its own so batches keep
-/// the pool. It takes a lock that writers and readers do not wait for. A failure only costs
-/// plan quality: logged, not raised.
-async fn refresh_planner_statistics(url: &str, inputs: u64) {
-    use sqlx::Connection;
-    let started = std::time::Instant::now();
-    let result = async {
-        let mut conn = sqlx::AnyConnection::connect(url).await?;
-        let stale: Vec<String> =
-            sqlx::query_scalar(STALE_TABLES).bind(ANALYZED_TABLES.join(",")).fetch_all(&mut conn).await?;
-        // The names come from ANALYZED_TABLES, never from input.
-        if !stale.is_empty() {
-            conn.execute(format!("ANALYZE {}", stale.join(", ")).as_str()).await?;
-        }
-        conn.close().await?;
-        Ok::<_, sqlx::Error>(stale)
-    }
-    .await;
-    match result {
-        Ok(tables) => {
-            tracing::debug!(inputs, ?tables, took = ?started.elapsed(), "planner statistics refreshed")
-        }
-        Err(e) => tracing::warn!(error = %e, "could not refresh planner statistics; continuing"),
     }
 }

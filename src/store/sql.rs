@@ -1,8 +1,11 @@
 //! SQL helpers shared by both backends: parameter binding, chunked multi-row statements, and
-//! row ↔ domain conversions. Placeholders are `$N`, which PostgreSQL and SQLite both accept.
+//! row ↔ domain conversions. Placeholders are written `$N`; [`Backend::statement`] spells
+//! them for the backend.
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
+use std::collections::BTreeSet;
+
 use sqlx::{Any, Row, Transaction};
 
 use super::{Backend, StoreError, StoreResult};
@@ -61,28 +64,6 @@ pub fn bind_all<'q>(
     query
 }
 
-/// SQLite resolves `$N` parameters by name with a linear scan per bind, which is quadratic
-/// on multi-row statements; anonymous `?` are bound by position. Placeholders in our SQL
-/// always appear in ascending order, so the rewrite keeps their meaning.
-pub fn dialect(backend: Backend, sql: String) -> String {
-    if backend != Backend::Sqlite || !sql.contains('$') {
-        return sql;
-    }
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            while chars.peek().is_some_and(char::is_ascii_digit) {
-                chars.next();
-            }
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// `($1,$2),($3,$4)` for `rows` rows of `cols` columns, numbering from `first`.
 pub fn value_tuples(rows: usize, cols: usize, first: usize) -> String {
     let mut out = String::with_capacity(rows * cols * 6);
@@ -116,83 +97,150 @@ fn push_list(out: &mut String, n: usize, first: usize) {
     }
 }
 
-/// Runs `INSERT ... VALUES <tuples> <tail>` in chunks.
-pub async fn insert_rows(
-    tx: &mut Transaction<'static, Any>,
+/// A batch's transaction on its backend: every statement of a working set goes through it,
+/// and statements over many rows or keys run in chunks of [`CHUNK_ROWS`].
+pub struct Db {
+    tx: Transaction<'static, Any>,
     backend: Backend,
-    head: &str,
-    tail: &str,
-    rows: Vec<Vec<Param>>,
-    context: &'static str,
-) -> StoreResult<()> {
-    insert_rows_returning(tx, backend, head, tail, rows, context).await.map(drop)
 }
 
-/// Like [`insert_rows`], returning the rows a `RETURNING` tail yields.
-pub async fn insert_rows_returning(
-    tx: &mut Transaction<'static, Any>,
-    backend: Backend,
-    head: &str,
-    tail: &str,
-    rows: Vec<Vec<Param>>,
-    context: &'static str,
-) -> StoreResult<Vec<AnyRow>> {
-    let Some(cols) = rows.first().map(Vec::len) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<Vec<Param>> = rows.by_ref().take(CHUNK_ROWS).collect();
-        let sql = dialect(backend, format!("{head} VALUES {} {tail}", value_tuples(chunk.len(), cols, 1)));
-        let params = chunk.into_iter().flatten().collect();
-        let returned = bind_all(sqlx::query(&sql), params)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(StoreError::new(context))?;
-        out.extend(returned);
+impl Db {
+    pub fn new(tx: Transaction<'static, Any>, backend: Backend) -> Db {
+        Db { tx, backend }
     }
-    Ok(out)
-}
 
-/// Runs `<head> IN (<list>) <tail>` in chunks over `keys`, after `fixed` leading parameters.
-pub async fn select_in(
-    tx: &mut Transaction<'static, Any>,
-    backend: Backend,
-    head: &str,
-    tail: &str,
-    fixed: Vec<Param>,
-    keys: Vec<Param>,
-    context: &'static str,
-) -> StoreResult<Vec<AnyRow>> {
-    let mut out = Vec::new();
-    for chunk in keys.chunks(CHUNK_ROWS) {
-        let sql = dialect(backend, format!("{head} IN ({}) {tail}", list(chunk.len(), fixed.len() + 1)));
-        let params = fixed.iter().cloned().chain(chunk.iter().cloned()).collect();
-        let rows = bind_all(sqlx::query(&sql), params)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(StoreError::new(context))?;
-        out.extend(rows);
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
-    Ok(out)
-}
 
-/// Runs `<head> IN (<list>)` in chunks over `keys`, after `fixed` leading parameters.
-pub async fn execute_in(
-    tx: &mut Transaction<'static, Any>,
-    backend: Backend,
-    head: &str,
-    fixed: Vec<Param>,
-    keys: Vec<Param>,
-    context: &'static str,
-) -> StoreResult<()> {
-    for chunk in keys.chunks(CHUNK_ROWS) {
-        let sql = dialect(backend, format!("{head} IN ({})", list(chunk.len(), fixed.len() + 1)));
-        let params = fixed.iter().cloned().chain(chunk.iter().cloned()).collect();
-        bind_all(sqlx::query(&sql), params).execute(&mut **tx).await.map_err(StoreError::new(context))?;
+    /// The transaction, for single statements.
+    pub fn tx(&mut self) -> &mut Transaction<'static, Any> {
+        &mut self.tx
     }
-    Ok(())
+
+    pub async fn commit(self, context: &'static str) -> StoreResult<()> {
+        self.tx.commit().await.map_err(StoreError::new(context))
+    }
+
+    /// Runs one statement with these parameters, returning its rows.
+    pub async fn fetch_all(
+        &mut self,
+        sql: &str,
+        params: Vec<Param>,
+        context: &'static str,
+    ) -> StoreResult<Vec<AnyRow>> {
+        self.run(sql.to_string(), params, context).await
+    }
+
+    async fn run(
+        &mut self,
+        sql: String,
+        params: Vec<Param>,
+        context: &'static str,
+    ) -> StoreResult<Vec<AnyRow>> {
+        let sql = self.backend.statement(sql);
+        bind_all(sqlx::query(&sql), params).fetch_all(&mut *self.tx).await.map_err(StoreError::new(context))
+    }
+
+    /// Runs one statement per chunk of `items`, each built by `build` from its chunk (the
+    /// statement with `$N` placeholders and its parameters), and collects the rows returned.
+    pub async fn chunked<T>(
+        &mut self,
+        items: Vec<T>,
+        mut build: impl FnMut(Vec<T>) -> (String, Vec<Param>),
+        context: &'static str,
+    ) -> StoreResult<Vec<AnyRow>> {
+        let mut out = Vec::new();
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let (sql, params) = build(items.by_ref().take(CHUNK_ROWS).collect());
+            out.extend(self.run(sql, params, context).await?);
+        }
+        Ok(out)
+    }
+
+    /// Runs `INSERT ... VALUES <tuples> <tail>` in chunks.
+    pub async fn insert_rows(
+        &mut self,
+        head: &str,
+        tail: &str,
+        rows: Vec<Vec<Param>>,
+        context: &'static str,
+    ) -> StoreResult<()> {
+        self.insert_rows_returning(head, tail, rows, context).await.map(drop)
+    }
+
+    /// Like [`Db::insert_rows`], returning the rows a `RETURNING` tail yields.
+    pub async fn insert_rows_returning(
+        &mut self,
+        head: &str,
+        tail: &str,
+        rows: Vec<Vec<Param>>,
+        context: &'static str,
+    ) -> StoreResult<Vec<AnyRow>> {
+        let Some(cols) = rows.first().map(Vec::len) else {
+            return Ok(Vec::new());
+        };
+        let build = |chunk: Vec<Vec<Param>>| {
+            let sql = format!("{head} VALUES {} {tail}", value_tuples(chunk.len(), cols, 1));
+            (sql, chunk.into_iter().flatten().collect())
+        };
+        self.chunked(rows, build, context).await
+    }
+
+    /// Runs `<head> IN (<list>) <tail>` in chunks over `keys`, after `fixed` leading
+    /// parameters, returning the rows.
+    pub async fn select_in(
+        &mut self,
+        head: &str,
+        tail: &str,
+        fixed: Vec<Param>,
+        keys: Vec<Param>,
+        context: &'static str,
+    ) -> StoreResult<Vec<AnyRow>> {
+        let build = |chunk: Vec<Param>| {
+            let sql = format!("{head} IN ({}) {tail}", list(chunk.len(), fixed.len() + 1));
+            (sql, fixed.iter().cloned().chain(chunk).collect())
+        };
+        self.chunked(keys, build, context).await
+    }
+
+    /// Runs `<head> IN (<list>)` in chunks over `keys`, after `fixed` leading parameters.
+    pub async fn execute_in(
+        &mut self,
+        head: &str,
+        fixed: Vec<Param>,
+        keys: Vec<Param>,
+        context: &'static str,
+    ) -> StoreResult<()> {
+        self.select_in(head, "", fixed, keys, context).await.map(drop)
+    }
+
+    /// Writes a table's rows: (created by this batch, key, params). Existing rows are upserted
+    /// by `upsert_tail`; created ones are inserted only where their key is free, so a new card,
+    /// appeal or message whose id another row holds (a crafted input) is a clash the caller
+    /// refuses, and never overwrites that row.
+    pub async fn write_rows(
+        &mut self,
+        (head, upsert_tail, key): (&str, &str, &str),
+        rows: Vec<(bool, String, Vec<Param>)>,
+        context: &'static str,
+    ) -> StoreResult<()> {
+        let (created, existing): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(new, _, _)| *new);
+        self.insert_rows(head, upsert_tail, existing.into_iter().map(|r| r.2).collect(), context).await?;
+        let wanted: BTreeSet<String> = created.iter().map(|r| r.1.clone()).collect();
+        let tail = format!("ON CONFLICT DO NOTHING RETURNING {key}");
+        let params = created.into_iter().map(|r| r.2).collect();
+        let written = self.insert_rows_returning(head, &tail, params, context).await?;
+        let written: BTreeSet<String> = written.iter().map(|r| r.get(0)).collect();
+        match wanted.difference(&written).next() {
+            Some(taken) => Err(StoreError::clash(
+                context,
+                format!("id {:?} is already another row's", crate::text::shorten(taken)),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 pub const CLIENT_COLS: &str = "id, project_id, kind, created_at, appeal_count, merged_into, doc";
@@ -292,16 +340,6 @@ fn decode_error(what: &'static str, e: serde_json::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sqlite_gets_positional_placeholders_and_postgres_keeps_numbered_ones() {
-        let sql = "SELECT a FROM t WHERE p = $1 AND x IN ($2,$3) AND note = '$'".to_string();
-        assert_eq!(
-            dialect(Backend::Sqlite, sql.clone()),
-            "SELECT a FROM t WHERE p = ? AND x IN (?,?) AND note = '$'"
-        );
-        assert_eq!(dialect(Backend::Postgres, sql.clone()), sql);
-    }
 
     #[test]
     fn value_tuples_number_placeholders_row_by_row() {

@@ -1,0 +1,366 @@
+//! The batch's cards and their secondary lookups: handle → card (visitors, external IDs) and
+//! value → cards (phones, e-mails, matched fields), each the database's answer at the start
+//! of the batch joined with an index of the cards the batch holds in memory.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use sqlx::Row;
+
+use super::{not_cached, ProjectKey, ValueKey};
+use crate::model::Client;
+use crate::store::sql::{self, Db, Param};
+use crate::store::StoreResult;
+
+/// Who holds a value, as [`super::WorkingSet::value_holders`] sees it.
+pub enum Holders {
+    Cards(Vec<Client>),
+    /// Held by cards standing for more people than the group limit: no longer compared.
+    /// `newly`: this lookup found it so (say so once); `cards` is then how many hold it and
+    /// `oldest` the two oldest of them.
+    Generic {
+        cards: i64,
+        newly: bool,
+        oldest: Vec<String>,
+    },
+}
+
+/// The handle of a visitor of a channel.
+pub fn visitor_handle(channel_id: &str, visitor_id: &str) -> String {
+    format!("v:{channel_id}:{visitor_id}")
+}
+
+/// The handle of an external ID.
+pub fn external_handle(external_id: &str) -> String {
+    format!("x:{external_id}")
+}
+
+fn handles_of(c: &Client) -> Vec<String> {
+    let visitors = c.doc.visitors.iter().map(|v| visitor_handle(&v.channel_id, &v.visitor_id));
+    visitors.chain(c.doc.external_ids.iter().map(|x| external_handle(x))).collect()
+}
+
+#[derive(Default)]
+pub(super) struct Clients {
+    cards: HashMap<String, Client>,
+    dirty: BTreeSet<String>,
+    /// Cards this batch created: written only where their id is free (see [`Db::write_rows`]).
+    new: HashSet<String>,
+    /// Cards whose handles or values changed: only these rewrite their index rows.
+    dirty_index: BTreeSet<String>,
+    mem_handles: HashMap<ProjectKey, String>,
+    db_handles: HashMap<ProjectKey, Option<String>>,
+    mem_values: HashMap<ValueKey, BTreeSet<String>>,
+    db_values: HashMap<ValueKey, Vec<String>>,
+    /// Whether a value is generic (held beyond the group limit), as loaded or found.
+    generic: HashMap<ValueKey, bool>,
+    /// Values found generic by this batch, with how many cards held them.
+    new_generic: Vec<(ValueKey, i64)>,
+}
+
+impl Clients {
+    fn index(&mut self, client: &Client, add: bool) {
+        if client.merged_into.is_some() {
+            return;
+        }
+        for handle in handles_of(client) {
+            let key = (client.project_id.clone(), handle);
+            if add {
+                self.mem_handles.insert(key, client.id.clone());
+            } else if self.mem_handles.get(&key) == Some(&client.id) {
+                self.mem_handles.remove(&key);
+            }
+        }
+        for (field, value) in client.all_values() {
+            let key = (client.project_id.clone(), field, value);
+            if add {
+                self.mem_values.entry(key).or_default().insert(client.id.clone());
+            } else if let Some(ids) = self.mem_values.get_mut(&key) {
+                ids.remove(&client.id);
+            }
+        }
+    }
+
+    fn cache(&mut self, client: Client) {
+        if self.cards.contains_key(&client.id) {
+            return;
+        }
+        self.index(&client, true);
+        self.cards.insert(client.id.clone(), client);
+    }
+
+    /// Loads cards by id (already cached ones are kept: they may be newer).
+    pub(super) async fn load(&mut self, db: &mut Db, ids: &[String]) -> StoreResult<()> {
+        let missing: Vec<Param> = ids
+            .iter()
+            .filter(|id| !self.cards.contains_key(*id))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|id| id.clone().into())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let head = format!("SELECT {} FROM clients WHERE id", sql::CLIENT_COLS);
+        let rows = db.select_in(&head, "", vec![], missing, "load clients").await?;
+        for row in &rows {
+            let client = sql::client_from_row(row)?;
+            self.cache(client);
+        }
+        Ok(())
+    }
+
+    /// The card with this id, following merges to the card that absorbed it.
+    pub(super) async fn live(&mut self, db: &mut Db, id: &str) -> StoreResult<Option<Client>> {
+        let mut id = id.to_string();
+        for _ in 0..64 {
+            self.load(db, std::slice::from_ref(&id)).await?;
+            match self.cards.get(&id) {
+                None => return Ok(None),
+                Some(c) => match &c.merged_into {
+                    Some(next) => id = next.clone(),
+                    None => return Ok(Some(c.clone())),
+                },
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a new or changed card.
+    pub(super) fn put(&mut self, client: Client) {
+        let index_changed = match self.cards.remove(&client.id) {
+            Some(old) => {
+                self.index(&old, false);
+                old.merged_into != client.merged_into
+                    || handles_of(&old) != handles_of(&client)
+                    || old.all_values() != client.all_values()
+            }
+            None => {
+                self.new.insert(client.id.clone());
+                true
+            }
+        };
+        if index_changed {
+            self.dirty_index.insert(client.id.clone());
+        }
+        self.index(&client, true);
+        self.dirty.insert(client.id.clone());
+        self.cards.insert(client.id.clone(), client);
+    }
+
+    /// Loads handle → card mappings for these handles of one project.
+    pub(super) async fn prefetch_handles(
+        &mut self,
+        db: &mut Db,
+        project: &str,
+        handles: &[String],
+    ) -> StoreResult<()> {
+        let missing =
+            not_cached(handles, |h| self.db_handles.contains_key(&(project.to_string(), h.to_string())));
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Param> = missing.iter().map(|h| (*h).clone().into()).collect();
+        let head = "SELECT handle, client_id FROM client_handles WHERE project_id = $1 AND handle";
+        let rows = db.select_in(head, "", vec![project.into()], keys, "read client handles").await?;
+        let found: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let ids: Vec<String> = found.values().cloned().collect();
+        for handle in missing {
+            let id = found.get(handle).cloned();
+            self.db_handles.insert((project.to_string(), handle.clone()), id);
+        }
+        self.load(db, &ids).await
+    }
+
+    /// The live card holding a handle (`v:channel:visitor`, `x:external`), if any.
+    pub(super) async fn by_handle(
+        &mut self,
+        db: &mut Db,
+        project: &str,
+        handle: &str,
+    ) -> StoreResult<Option<Client>> {
+        let key = (project.to_string(), handle.to_string());
+        if let Some(id) = self.mem_handles.get(&key).cloned() {
+            return self.live(db, &id).await;
+        }
+        if !self.db_handles.contains_key(&key) {
+            self.prefetch_handles(db, project, &[handle.to_string()]).await?;
+        }
+        match self.db_handles.get(&key).cloned().flatten() {
+            Some(id) => self.live(db, &id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Loads which values of one field are generic (see [`Holders::Generic`]).
+    async fn load_generic(
+        &mut self,
+        db: &mut Db,
+        project: &str,
+        field: &str,
+        values: &[String],
+    ) -> StoreResult<()> {
+        let missing = not_cached(values, |v| {
+            self.generic.contains_key(&(project.to_string(), field.to_string(), v.to_string()))
+        });
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Param> = missing.iter().map(|v| (*v).clone().into()).collect();
+        let head = "SELECT value FROM generic_values WHERE project_id = $1 AND field = $2 AND value";
+        let fixed = vec![project.into(), field.into()];
+        let rows = db.select_in(head, "", fixed, keys, "read generic values").await?;
+        let found: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        for v in missing {
+            let generic = found.contains(v);
+            self.generic.insert((project.to_string(), field.to_string(), v.clone()), generic);
+        }
+        Ok(())
+    }
+
+    /// Whether a value is known to be generic (loaded by a lookup of it this batch).
+    pub(super) fn is_generic(&self, project: &str, field: &str, value: &str) -> bool {
+        self.generic.get(&(project.to_string(), field.to_string(), value.to_string())) == Some(&true)
+    }
+
+    /// Loads which cards hold these values of one field (one statement for a whole batch),
+    /// at most `limit + 2` cards a value: more than that many are more than any group may
+    /// join, and reading them all would make a shared value cost more with every card.
+    pub(super) async fn prefetch_values(
+        &mut self,
+        db: &mut Db,
+        (project, field): (&str, &str),
+        values: &[String],
+        limit: usize,
+    ) -> StoreResult<()> {
+        self.load_generic(db, project, field, values).await?;
+        let missing = not_cached(values, |v| {
+            let key = (project.to_string(), field.to_string(), v.to_string());
+            self.db_values.contains_key(&key) || self.generic.get(&key) == Some(&true)
+        });
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<Param> = missing.iter().map(|v| (*v).clone().into()).collect();
+        let head = "SELECT value, client_id FROM (SELECT value, client_id, \
+                    ROW_NUMBER() OVER (PARTITION BY value ORDER BY client_id) AS n \
+                    FROM client_values WHERE project_id = $1 AND field = $2 AND value";
+        let tail = format!(") held WHERE n <= {}", limit.saturating_add(2));
+        let fixed = vec![project.into(), field.into()];
+        let rows = db.select_in(head, &tail, fixed, keys, "read client values").await?;
+        let mut found: HashMap<String, Vec<String>> = HashMap::new();
+        for row in &rows {
+            found.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        let ids: Vec<String> = found.values().flatten().cloned().collect();
+        for v in missing {
+            let key = (project.to_string(), field.to_string(), v.clone());
+            self.db_values.insert(key, found.remove(v).unwrap_or_default());
+        }
+        self.load(db, &ids).await
+    }
+
+    /// See [`super::WorkingSet::value_holders`].
+    pub(super) async fn value_holders(
+        &mut self,
+        db: &mut Db,
+        (project, field, value): (&str, &str, &str),
+        limit: usize,
+    ) -> StoreResult<Holders> {
+        let key = (project.to_string(), field.to_string(), value.to_string());
+        self.prefetch_values(db, (project, field), std::slice::from_ref(&key.2), limit).await?;
+        if self.generic.get(&key) == Some(&true) {
+            return Ok(Holders::Generic { cards: 0, newly: false, oldest: Vec::new() });
+        }
+        let out = self.live_holders(db, &key).await?;
+        let people: usize = out.iter().map(|c| c.doc.group_size).sum();
+        if people > limit {
+            let cards = count_holders(db, &key).await?.max(out.len() as i64);
+            self.generic.insert(key.clone(), true);
+            self.new_generic.push((key, cards));
+            let oldest = out.iter().take(2).map(|c| c.id.clone()).collect();
+            return Ok(Holders::Generic { cards, newly: true, oldest });
+        }
+        Ok(Holders::Cards(out))
+    }
+
+    /// The live cards holding a value, oldest first: those the database listed at the start
+    /// of the batch and those holding it in memory, each checked against its current state.
+    async fn live_holders(&mut self, db: &mut Db, key: &ValueKey) -> StoreResult<Vec<Client>> {
+        let (_, field, value) = key;
+        let mut ids: BTreeSet<String> = self.db_values[key].iter().cloned().collect();
+        ids.extend(self.mem_values.get(key).into_iter().flatten().cloned());
+        let mut out: Vec<Client> = Vec::new();
+        let mut seen = HashSet::new();
+        for id in ids {
+            if let Some(c) = self.live(db, &id).await? {
+                if c.values(field).contains(value.as_str()) && seen.insert(c.id.clone()) {
+                    out.push(c);
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    /// Writes changed cards, then rewrites the handle and value rows of those whose handles
+    /// or values changed.
+    pub(super) async fn flush(&mut self, db: &mut Db) -> StoreResult<()> {
+        let dirty: Vec<&Client> = self.dirty.iter().filter_map(|id| self.cards.get(id)).collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        let rows =
+            dirty.iter().map(|c| (self.new.contains(&c.id), c.id.clone(), sql::client_params(c))).collect();
+        let head = format!("INSERT INTO clients ({})", sql::CLIENT_COLS);
+        let tail =
+            "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, appeal_count = excluded.appeal_count, \
+                    merged_into = excluded.merged_into, doc = excluded.doc";
+        let reindexed: Vec<&Client> =
+            dirty.iter().copied().filter(|c| self.dirty_index.contains(&c.id)).collect();
+        db.write_rows((&head, tail, "id"), rows, "write clients").await?;
+        write_index(db, &reindexed).await
+    }
+
+    /// Records the values this batch found generic.
+    pub(super) async fn flush_generic(&mut self, db: &mut Db) -> StoreResult<()> {
+        let rows = std::mem::take(&mut self.new_generic)
+            .into_iter()
+            .map(|((p, f, v), cards)| vec![p.into(), f.into(), v.into(), cards.into()])
+            .collect();
+        let head = "INSERT INTO generic_values (project_id, field, value, cards)";
+        db.insert_rows(head, "ON CONFLICT DO NOTHING", rows, "record generic values").await
+    }
+}
+
+/// How many cards the store holds a value on (once, when the value turns generic).
+async fn count_holders(db: &mut Db, (project, field, value): &ValueKey) -> StoreResult<i64> {
+    let count = "SELECT COUNT(*) FROM client_values WHERE project_id = $1 AND field = $2 AND value = $3";
+    let params = vec![project.clone().into(), field.clone().into(), value.clone().into()];
+    let rows = db.fetch_all(count, params, "count value holders").await?;
+    let row = rows.first().expect("COUNT(*) returns one row");
+    row.try_get(0).map_err(crate::store::StoreError::new("count value holders"))
+}
+
+/// Replaces the handle and value rows of these cards (an absorbed card keeps none).
+async fn write_index(db: &mut Db, cards: &[&Client]) -> StoreResult<()> {
+    let ids: Vec<Param> = cards.iter().map(|c| c.id.clone().into()).collect();
+    let mut handles: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut values: BTreeSet<(String, String, String, String)> = BTreeSet::new();
+    for c in cards.iter().filter(|c| c.merged_into.is_none()) {
+        for h in handles_of(c) {
+            handles.insert((c.project_id.clone(), h), c.id.clone());
+        }
+        for (f, v) in c.all_values() {
+            values.insert((c.project_id.clone(), f, v, c.id.clone()));
+        }
+    }
+    db.execute_in("DELETE FROM client_values WHERE client_id", vec![], ids, "clear client values").await?;
+    let rows =
+        values.into_iter().map(|(p, f, v, id)| vec![p.into(), f.into(), v.into(), id.into()]).collect();
+    let head = "INSERT INTO client_values (project_id, field, value, client_id)";
+    db.insert_rows(head, "", rows, "write client values").await?;
+    let rows = handles.into_iter().map(|((p, h), id)| vec![p.into(), h.into(), id.into()]).collect();
+    let head = "INSERT INTO client_handles (project_id, handle, client_id)";
+    let tail = "ON CONFLICT (project_id, handle) DO UPDATE SET client_id = excluded.client_id";
+    db.insert_rows(head, tail, rows, "write client handles").await
+}

@@ -1,0 +1,117 @@
+//! The commit of a batch: every entity writes what it changed, merges repoint what the batch
+//! did not load, the output records join the outbox, all in the batch's transaction.
+
+use std::collections::BTreeMap;
+
+use super::WorkingSet;
+use crate::emit::Record;
+use crate::store::sql::{self, Db, Param};
+use crate::store::StoreResult;
+
+impl WorkingSet {
+    /// Writes everything the batch changed plus its output records, then commits.
+    pub async fn commit(mut self, batch_id: &str, records: &[Record]) -> StoreResult<()> {
+        let t = std::time::Instant::now();
+        let db = &mut self.db;
+        let mut marks = Vec::new();
+        self.appeals.flush_counters(db).await?;
+        flush_merges(db, std::mem::take(&mut self.merges)).await?;
+        marks.push(("merges", t.elapsed()));
+        self.clients.flush(db).await?;
+        marks.push(("clients", t.elapsed()));
+        self.appeals.flush(db).await?;
+        marks.push(("appeals", t.elapsed()));
+        self.messages.flush(db).await?;
+        marks.push(("messages", t.elapsed()));
+        self.applied.flush(db).await?;
+        marks.push(("applied", t.elapsed()));
+        self.partitions.flush(db).await?;
+        self.partitions.flush_block_entries(db).await?;
+        self.clients.flush_generic(db).await?;
+        flush_outbox(db, batch_id, records).await?;
+        marks.push(("outbox", t.elapsed()));
+        self.db.commit("commit batch").await?;
+        marks.push(("commit", t.elapsed()));
+        tracing::debug!(?marks, "flushed");
+        Ok(())
+    }
+}
+
+/// Each absorbed card → the card it finally lives on in, following merges of this batch in
+/// order (a survivor absorbed later passes its absorbed cards on to its own survivor).
+fn final_survivors(merges: &[(String, Vec<String>)]) -> BTreeMap<String, String> {
+    let mut into: BTreeMap<String, String> = BTreeMap::new();
+    for (survivor, absorbed) in merges {
+        for id in absorbed {
+            into.insert(id.clone(), survivor.clone());
+        }
+    }
+    let resolve = |start: &String| {
+        let mut at = start;
+        for _ in 0..=into.len() {
+            match into.get(at) {
+                Some(next) => at = next,
+                None => break,
+            }
+        }
+        at.clone()
+    };
+    into.keys().map(|id| (id.clone(), resolve(id))).collect()
+}
+
+/// Moves the appeals of absorbed cards to their final survivor and repoints cards merged
+/// into them earlier, in two statements for the whole batch whatever the merge count.
+async fn flush_merges(db: &mut Db, merges: Vec<(String, Vec<String>)>) -> StoreResult<()> {
+    let rows: Vec<Vec<Param>> = final_survivors(&merges)
+        .into_iter()
+        .map(|(absorbed, survivor)| vec![absorbed.into(), survivor.into()])
+        .collect();
+    for (table, column, context) in [
+        ("appeals", "client_id", "move appeals to survivor"),
+        ("clients", "merged_into", "repoint merged cards"),
+    ] {
+        let build = |chunk: Vec<Vec<Param>>| {
+            let sql = format!(
+                "WITH m (absorbed, survivor) AS (VALUES {}) \
+                 UPDATE {table} SET {column} = m.survivor FROM m WHERE {table}.{column} = m.absorbed",
+                sql::value_tuples(chunk.len(), 2, 1)
+            );
+            (sql, chunk.into_iter().flatten().collect())
+        };
+        db.chunked(rows.clone(), build, context).await?;
+    }
+    Ok(())
+}
+
+/// The batch's records as one row: see migration 0002 for why.
+async fn flush_outbox(db: &mut Db, batch_id: &str, records: &[Record]) -> StoreResult<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let row = vec![batch_id.into(), Record::encode_batch(records).into()];
+    db.insert_rows("INSERT INTO outbox_batches (batch_id, records)", "", vec![row], "write outbox").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merges(list: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+        list.iter().map(|(s, a)| (s.to_string(), a.iter().map(|x| x.to_string()).collect())).collect()
+    }
+
+    #[test]
+    fn cards_absorbed_by_a_card_that_is_absorbed_later_end_on_the_last_survivor() {
+        let out = final_survivors(&merges(&[("b", &["a"]), ("c", &["b", "x"]), ("d", &["y"])]));
+        let expected: BTreeMap<String, String> = [("a", "c"), ("b", "c"), ("x", "c"), ("y", "d")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn no_merges_need_no_mapping() {
+        assert!(final_survivors(&[]).is_empty());
+    }
+}

@@ -1,0 +1,240 @@
+//! The store layer on its own, on SQLite and on PostgreSQL, through its public API: what a
+//! batch's working set answers after writes of the same batch, and what commit and rollback
+//! (dropping the working set) leave behind. The pipeline's tests cover the same code end to
+//! end; these pin down the contract the stages rely on.
+
+mod common;
+
+use appealflow::errors::ErrorClass;
+use appealflow::model::{Appeal, AppealDoc, AppealStatus, CardValue, Client, ClientType, Source, Visitor};
+use appealflow::store::{visitor_handle, Holders, Store, WorkingSet};
+use common::{kinds, TestDb};
+
+const PROJECT: &str = "acme";
+const PHONE: &str = "+79991234567";
+
+fn card(id: &str, created_at: i64, visitor: &str) -> Client {
+    let mut c = Client::new(id.into(), PROJECT.into(), ClientType::Channel, created_at);
+    c.doc.name = Some(format!("Card {id}"));
+    c.doc.visitors.insert(Visitor { channel_id: "tg".into(), visitor_id: visitor.into() });
+    c.add_contact("phone", CardValue::new(PHONE.into(), "8 999 123-45-67", Source::Gateway, created_at));
+    c
+}
+
+fn appeal(id: &str, number: i64, client: &str, key: &str) -> Appeal {
+    Appeal {
+        id: id.into(),
+        project_id: PROJECT.into(),
+        number,
+        client_id: client.into(),
+        channel_id: "tg".into(),
+        visitor_id: "v-1".into(),
+        key: key.into(),
+        status: AppealStatus::Open,
+        opened_at: 1_000,
+        last_message_at: 1_000,
+        partition: "in:0".into(),
+        close_deadline: Some(1_000 + 86_400_000),
+        doc: AppealDoc::default(),
+    }
+}
+
+async fn holders(ws: &mut WorkingSet) -> Vec<String> {
+    match ws.value_holders(PROJECT, "phone", PHONE, 20).await.unwrap() {
+        Holders::Cards(cards) => cards.into_iter().map(|c| c.id).collect(),
+        Holders::Generic { .. } => panic!("two cards are not a generic value"),
+    }
+}
+
+/// `survivor` absorbs `absorbed` the way the matching stage writes a merge.
+async fn merge(ws: &mut WorkingSet, survivor: &str, absorbed: &str) {
+    let mut gone = ws.live_client(absorbed).await.unwrap().expect("absorbed card exists");
+    let mut kept = ws.live_client(survivor).await.unwrap().expect("survivor exists");
+    kept.doc.visitors.extend(gone.doc.visitors.clone());
+    kept.doc.group_size += gone.doc.group_size;
+    gone.merged_into = Some(survivor.into());
+    ws.put_client(gone);
+    ws.put_client(kept);
+    ws.record_merge(survivor, &[absorbed.to_string()]);
+}
+
+async fn commit(ws: WorkingSet) {
+    ws.commit("batch", &[]).await.expect("batch commits");
+}
+
+async fn stores() -> Vec<(TestDb, Store)> {
+    let mut out = Vec::new();
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let store = db.store().await;
+        out.push((db, store));
+    }
+    out
+}
+
+#[tokio::test]
+async fn after_a_merge_within_a_batch_a_value_lookup_returns_only_the_survivor() {
+    for (_db, store) in stores().await {
+        let mut ws = store.begin().await.unwrap();
+        ws.put_client(card("a", 1, "v-a"));
+        ws.put_client(card("b", 2, "v-b"));
+        ws.put_appeal(appeal("ap-b", 1, "b", "v:tg:v-b"));
+        commit(ws).await;
+
+        let mut ws = store.begin().await.unwrap();
+        assert_eq!(holders(&mut ws).await, ["a", "b"], "both cards hold the phone, oldest first");
+        merge(&mut ws, "a", "b").await;
+        assert_eq!(holders(&mut ws).await, ["a"]);
+        let by_handle = ws.client_by_handle(PROJECT, &visitor_handle("tg", "v-b")).await.unwrap();
+        assert_eq!(
+            by_handle.map(|c| c.id).as_deref(),
+            Some("a"),
+            "the absorbed card's visitor leads to the survivor"
+        );
+        // An appeal the batch did not load is repointed at commit; until then its card
+        // resolves to the survivor.
+        let owner = ws.appeal_by_id("ap-b").await.unwrap().unwrap().client_id;
+        assert_eq!(ws.live_client(&owner).await.unwrap().unwrap().id, "a");
+        commit(ws).await;
+
+        let mut ws = store.begin().await.unwrap();
+        assert_eq!(holders(&mut ws).await, ["a"], "and so it does in the next batch");
+        assert_eq!(ws.live_client("b").await.unwrap().unwrap().id, "a");
+        assert_eq!(ws.appeal_by_id("ap-b").await.unwrap().unwrap().client_id, "a");
+        drop(ws); // a SQLite store has one connection
+        assert_eq!(store.client("b").await.unwrap().unwrap().id, "a");
+    }
+}
+
+#[tokio::test]
+async fn cards_created_and_merged_in_one_batch_leave_one_holder_of_their_value() {
+    for (_db, store) in stores().await {
+        let mut ws = store.begin().await.unwrap();
+        ws.put_client(card("a", 1, "v-a"));
+        ws.put_client(card("b", 2, "v-b"));
+        assert_eq!(holders(&mut ws).await, ["a", "b"]);
+        merge(&mut ws, "a", "b").await;
+        assert_eq!(holders(&mut ws).await, ["a"]);
+        commit(ws).await;
+        let mut ws = store.begin().await.unwrap();
+        assert_eq!(holders(&mut ws).await, ["a"]);
+    }
+}
+
+#[tokio::test]
+async fn an_open_appeal_lookup_never_returns_a_closed_appeal() {
+    for (_db, store) in stores().await {
+        let key = "v:tg:v-a";
+        let mut ws = store.begin().await.unwrap();
+        ws.put_client(card("a", 1, "v-a"));
+        ws.put_appeal(appeal("ap-1", 1, "a", key));
+        assert_eq!(ws.open_appeal(PROJECT, key).await.unwrap().map(|a| a.id).as_deref(), Some("ap-1"));
+        commit(ws).await;
+
+        let mut ws = store.begin().await.unwrap();
+        ws.prefetch_open_appeals(PROJECT, &[key.to_string()]).await.unwrap();
+        let mut open = ws.open_appeal(PROJECT, key).await.unwrap().expect("the stored appeal is open");
+        open.status = AppealStatus::Closed;
+        ws.put_appeal(open);
+        assert!(ws.open_appeal(PROJECT, key).await.unwrap().is_none(), "closed earlier in the batch");
+        commit(ws).await;
+
+        let mut ws = store.begin().await.unwrap();
+        ws.appeal_by_id("ap-1").await.unwrap();
+        assert!(ws.open_appeal(PROJECT, key).await.unwrap().is_none(), "closed by an earlier batch");
+        ws.put_appeal(appeal("ap-2", 2, "a", key));
+        assert_eq!(ws.open_appeal(PROJECT, key).await.unwrap().map(|a| a.id).as_deref(), Some("ap-2"));
+        commit(ws).await;
+
+        let mut ws = store.begin().await.unwrap();
+        assert_eq!(ws.open_appeal(PROJECT, key).await.unwrap().map(|a| a.id).as_deref(), Some("ap-2"));
+    }
+}
+
+#[tokio::test]
+async fn a_claimed_input_id_is_free_again_after_a_rollback_and_applied_after_a_commit() {
+    for (_db, store) in stores().await {
+        let id = [(PROJECT.to_string(), "in-1".to_string())];
+        let mut ws = store.begin().await.unwrap();
+        ws.prefetch_applied(&id).await.unwrap();
+        assert!(!ws.is_applied(PROJECT, "in-1").await.unwrap());
+        ws.mark_applied(PROJECT, "in-1");
+        assert!(ws.is_applied(PROJECT, "in-1").await.unwrap(), "a repeat later in the batch is skipped");
+        drop(ws);
+
+        let mut ws = store.begin().await.unwrap();
+        assert!(!ws.is_applied(PROJECT, "in-1").await.unwrap(), "the rolled-back claim left nothing");
+        ws.mark_applied(PROJECT, "in-1");
+        commit(ws).await;
+
+        let mut ws = store.begin().await.unwrap();
+        assert!(ws.is_applied(PROJECT, "in-1").await.unwrap());
+        assert!(!ws.is_applied("other", "in-1").await.unwrap(), "input ids are per project");
+    }
+}
+
+#[tokio::test]
+async fn a_new_card_whose_id_another_card_holds_is_refused_and_never_overwrites_it() {
+    for (_db, store) in stores().await {
+        let mut ws = store.begin().await.unwrap();
+        ws.put_client(card("a", 1, "v-a"));
+        commit(ws).await;
+
+        let mut ws = store.begin().await.unwrap();
+        let mut intruder = card("a", 5, "v-x");
+        intruder.doc.name = Some("Intruder".into());
+        ws.put_client(intruder);
+        let err = ws.commit("batch", &[]).await.expect_err("the id is taken");
+        assert_eq!(err.class(), ErrorClass::Poison, "{err}");
+
+        let kept = store.client("a").await.unwrap().unwrap();
+        assert_eq!(kept.doc.name.as_deref(), Some("Card a"));
+        assert_eq!(kept.created_at, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_partition_clock_only_moves_forward_and_its_offset_commits_with_the_batch() {
+    for (_db, store) in stores().await {
+        let mut ws = store.begin().await.unwrap();
+        assert_eq!(ws.clock("in:0").await.unwrap(), None);
+        assert_eq!(ws.advance_clock("in:0", 500).await.unwrap(), 500);
+        assert_eq!(ws.advance_clock("in:0", 100).await.unwrap(), 500, "a late input does not move it back");
+        ws.set_next_offset("in:0", 7).await.unwrap();
+        drop(ws);
+        assert_eq!(store.partition("in:0").await.unwrap(), None, "rolled back");
+
+        let mut ws = store.begin().await.unwrap();
+        ws.advance_clock("in:0", 500).await.unwrap();
+        ws.set_next_offset("in:0", 7).await.unwrap();
+        commit(ws).await;
+        assert_eq!(store.partition("in:0").await.unwrap(), Some((500, Some(7))));
+    }
+}
+
+#[tokio::test]
+async fn idle_appeals_come_due_by_their_own_deadline_in_deadline_order() {
+    for (_db, store) in stores().await {
+        let mut ws = store.begin().await.unwrap();
+        ws.put_client(card("a", 1, "v-a"));
+        let mut late = appeal("ap-late", 1, "a", "v:tg:v-a");
+        late.close_deadline = Some(9_000);
+        let mut early = appeal("ap-early", 2, "a", "v:tg:v-b");
+        early.close_deadline = Some(3_000);
+        ws.put_appeal(late);
+        ws.put_appeal(early);
+        commit(ws).await;
+
+        let mut ws = store.begin().await.unwrap();
+        ws.prefetch_idle("in:0", 10_000).await.unwrap();
+        let due =
+            |ws: &mut WorkingSet, clock| ws.due_idle(clock).into_iter().map(|a| a.id).collect::<Vec<_>>();
+        assert!(due(&mut ws, 3_000).is_empty(), "due strictly after the deadline");
+        assert_eq!(due(&mut ws, 5_000), ["ap-early"]);
+        assert_eq!(due(&mut ws, 10_000), ["ap-early", "ap-late"]);
+        let mut closed = ws.appeal_by_id("ap-early").await.unwrap().unwrap();
+        closed.status = AppealStatus::Closed;
+        ws.put_appeal(closed);
+        assert_eq!(due(&mut ws, 10_000), ["ap-late"], "a closed appeal is never due");
+    }
+}
