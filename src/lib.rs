@@ -5,7 +5,8 @@
 //! is read once at start, [`pipeline`] drives a batch through the stages, and [`replay`]
 //! is the file-in, stdout-out front end. [`bot`] is the pure engine of bot scenarios
 //! (contact collection): it decides what the bot says and saves, the stages carry it out.
-//! [`crm`] calls a project's CRM for automatic identification.
+//! [`crm`] calls a project's CRM for automatic identification. [`api`] is the read side beside
+//! the pipeline: cards, timelines and merge ledgers over the store, over HTTP.
 
 /// A batch allocates and frees many small strings (ids, keys, JSON fields); under glibc's
 /// malloc that was about a quarter of `run`'s CPU in `perf`. Set here rather than in the
@@ -13,6 +14,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod api;
 pub mod appeal;
 pub mod bot;
 pub mod config;

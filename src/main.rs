@@ -48,6 +48,17 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Serve the read API (SPEC "Read API") over the store until interrupted.
+    Api {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Store URL, overriding `store.url`.
+        #[arg(long)]
+        db: Option<String>,
+        /// Address to listen on, overriding `api.listen` (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Validate a config and explain every problem with its key.
     CheckConfig {
         #[arg(long, short)]
@@ -136,6 +147,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Err(code) => Ok(code),
             }
         }
+        Command::Api { config, db, listen } => match load_with_db(config.as_ref(), db) {
+            Ok(config) => api(config, listen).await,
+            Err(code) => Ok(code),
+        },
         Command::Replay { config, db, no_progress, inputs } => match load_with_db(config.as_ref(), db) {
             Ok(config) => replay(config, &inputs, !no_progress).await,
             Err(code) => Ok(code),
@@ -162,6 +177,21 @@ async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) ->
         "appealflow run stopped: {} batches, {} inputs ({} applied, {} duplicates, {} DLQ)",
         stats.batches, stats.stats.inputs, stats.stats.applied, stats.stats.duplicates, stats.stats.dlq
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn api(config: Config, listen: Option<String>) -> anyhow::Result<ExitCode> {
+    let listen = listen.or_else(|| Some(config.api.listen.clone()).filter(|l| !l.is_empty()));
+    let listen = listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    if config.api.tokens.is_empty() {
+        eprintln!("appealflow api: no [[api.tokens]] in the config: every request would be refused");
+        return Ok(ExitCode::from(2));
+    }
+    let store = Store::connect_reader(&config.store.url, config.store.max_connections).await?;
+    let addr = appealflow::api::serve(&listen, Arc::new(config), store.clone()).await?;
+    eprintln!("appealflow api: serving http://{addr}/v1 (Ctrl-C stops)");
+    shutdown_signal().await;
+    store.close().await;
     Ok(ExitCode::SUCCESS)
 }
 

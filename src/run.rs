@@ -87,6 +87,12 @@ pub async fn run(
         let addr = telemetry::serve(&config.ops.listen, telemetry::recorder(), ready.clone()).await?;
         tracing::info!(%addr, "metrics and health endpoint listening");
     }
+    if !config.api.listen.is_empty() {
+        // A reader of its own: over SQLite the batches keep the single writer connection.
+        let reader = Store::connect_reader(&config.store.url, config.store.max_connections).await?;
+        let addr = crate::api::serve(&config.api.listen, config.clone(), reader).await?;
+        tracing::info!(%addr, "read API listening");
+    }
     let mut runner = Runner::connect(config.clone(), store).await?;
     ready.set(true);
     tokio::pin!(shutdown);

@@ -6,7 +6,9 @@
 mod common;
 
 use appealflow::errors::ErrorClass;
-use appealflow::model::{Appeal, AppealDoc, AppealStatus, CardValue, Client, ClientType, Source, Visitor};
+use appealflow::model::{
+    Appeal, AppealDoc, AppealStatus, CardValue, Client, ClientType, MatchedValue, MergeEntry, Source, Visitor,
+};
 use appealflow::store::{visitor_handle, Holders, Store, WorkingSet};
 use common::{kinds, TestDb};
 
@@ -47,7 +49,7 @@ async fn holders(ws: &mut WorkingSet) -> Vec<String> {
 }
 
 /// `survivor` absorbs `absorbed` the way the matching stage writes a merge.
-async fn merge(ws: &mut WorkingSet, survivor: &str, absorbed: &str) {
+async fn merge(ws: &mut WorkingSet, survivor: &str, absorbed: &str, at: i64) {
     let mut gone = ws.live_client(absorbed).await.unwrap().expect("absorbed card exists");
     let mut kept = ws.live_client(survivor).await.unwrap().expect("survivor exists");
     kept.doc.visitors.extend(gone.doc.visitors.clone());
@@ -55,7 +57,16 @@ async fn merge(ws: &mut WorkingSet, survivor: &str, absorbed: &str) {
     gone.merged_into = Some(survivor.into());
     ws.put_client(gone);
     ws.put_client(kept);
-    ws.record_merge(survivor, &[absorbed.to_string()]);
+    ws.record_merge(MergeEntry {
+        project_id: PROJECT.into(),
+        at,
+        survivor_id: survivor.into(),
+        absorbed_ids: vec![absorbed.into()],
+        by: "rule".into(),
+        rule_id: Some("by-phone".into()),
+        operator: None,
+        matched: vec![MatchedValue { field: "phone".into(), value: PHONE.into() }],
+    });
 }
 
 async fn commit(ws: WorkingSet) {
@@ -83,7 +94,7 @@ async fn after_a_merge_within_a_batch_a_value_lookup_returns_only_the_survivor()
 
         let mut ws = store.begin().await.unwrap();
         assert_eq!(holders(&mut ws).await, ["a", "b"], "both cards hold the phone, oldest first");
-        merge(&mut ws, "a", "b").await;
+        merge(&mut ws, "a", "b", 7_000).await;
         assert_eq!(holders(&mut ws).await, ["a"]);
         let by_handle = ws.client_by_handle(PROJECT, &visitor_handle("tg", "v-b")).await.unwrap();
         assert_eq!(
@@ -103,6 +114,16 @@ async fn after_a_merge_within_a_batch_a_value_lookup_returns_only_the_survivor()
         assert_eq!(ws.appeal_by_id("ap-b").await.unwrap().unwrap().client_id, "a");
         drop(ws); // a SQLite store has one connection
         assert_eq!(store.client("b").await.unwrap().unwrap().id, "a");
+        assert_eq!(store.absorbed_ids("a").await.unwrap(), ["b"]);
+        let ledger = store.merge_ledger(PROJECT, "a").await.unwrap();
+        assert_eq!(ledger.len(), 1, "{ledger:?}");
+        assert_eq!(
+            (ledger[0].survivor_id.as_str(), ledger[0].absorbed_ids.as_slice()),
+            ("a", &["b".to_string()][..])
+        );
+        assert_eq!((ledger[0].at, ledger[0].rule_id.as_deref()), (7_000, Some("by-phone")));
+        assert_eq!(ledger[0].matched[0].value, PHONE);
+        assert!(store.merge_ledger("other", "a").await.unwrap().is_empty(), "ledgers are per project");
     }
 }
 
@@ -113,7 +134,7 @@ async fn cards_created_and_merged_in_one_batch_leave_one_holder_of_their_value()
         ws.put_client(card("a", 1, "v-a"));
         ws.put_client(card("b", 2, "v-b"));
         assert_eq!(holders(&mut ws).await, ["a", "b"]);
-        merge(&mut ws, "a", "b").await;
+        merge(&mut ws, "a", "b", 7_000).await;
         assert_eq!(holders(&mut ws).await, ["a"]);
         commit(ws).await;
         let mut ws = store.begin().await.unwrap();
@@ -236,5 +257,30 @@ async fn idle_appeals_come_due_by_their_own_deadline_in_deadline_order() {
         closed.status = AppealStatus::Closed;
         ws.put_appeal(closed);
         assert_eq!(due(&mut ws, 10_000), ["ap-late"], "a closed appeal is never due");
+    }
+}
+
+#[tokio::test]
+async fn the_ledger_of_a_card_lists_the_merges_of_the_cards_it_absorbed_oldest_first() {
+    for (_db, store) in stores().await {
+        let mut ws = store.begin().await.unwrap();
+        for (id, created) in [("a", 1), ("b", 2), ("c", 3)] {
+            ws.put_client(card(id, created, &format!("v-{id}")));
+        }
+        merge(&mut ws, "b", "c", 8_000).await;
+        commit(ws).await;
+        let mut ws = store.begin().await.unwrap();
+        merge(&mut ws, "a", "b", 9_000).await;
+        commit(ws).await;
+
+        assert_eq!(
+            store.absorbed_ids("a").await.unwrap(),
+            ["b", "c"],
+            "c was repointed to the final survivor"
+        );
+        let ledger = store.merge_ledger(PROJECT, "a").await.unwrap();
+        let merges: Vec<(&str, &str)> =
+            ledger.iter().map(|m| (m.survivor_id.as_str(), m.absorbed_ids[0].as_str())).collect();
+        assert_eq!(merges, [("b", "c"), ("a", "b")]);
     }
 }

@@ -91,6 +91,7 @@ pub fn unappended(m: NewMessage) -> Message {
         text: m.text,
         attachment: m.attachment,
         status: None,
+        seq: None,
     }
 }
 
@@ -118,6 +119,7 @@ pub fn append(ws: &mut WorkingSet, appeal: &mut Appeal, client: &Client, m: NewM
         text: m.text,
         attachment: m.attachment,
         status: None,
+        seq: Some(appeal.doc.message_count + 1),
     };
     appeal.doc.message_count += 1;
     if counts_for_grouping {

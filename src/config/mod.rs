@@ -47,6 +47,10 @@ pub struct Config {
     /// The operations endpoint of `run`: Prometheus metrics and health checks.
     #[serde(default)]
     pub ops: OpsConfig,
+    /// The read API (SPEC "Read API"): served by `appealflow api`, and by `run` when `listen`
+    /// is set.
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Tenants. Every lookup, rule and merge is scoped to one project.
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
@@ -115,6 +119,37 @@ impl Default for TopicsConfig {
 pub struct OpsConfig {
     /// Address of `/metrics`, `/health/live` and `/health/ready`; empty disables it.
     pub listen: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address of the read API; empty: `run` does not serve it (`api` defaults to
+    /// 127.0.0.1:8080).
+    pub listen: String,
+    /// Bearer tokens and the projects each may read.
+    pub tokens: Vec<ApiToken>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    /// A secret: never logged, compared in constant time.
+    pub token: String,
+    /// Project ids this token reads, or `["*"]` for all.
+    pub projects: Vec<String>,
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken").field("token", &"***").field("projects", &self.projects).finish()
+    }
+}
+
+impl ApiToken {
+    pub fn covers(&self, project: &str) -> bool {
+        self.projects.iter().any(|p| p == "*" || p == project)
+    }
 }
 
 impl Default for OpsConfig {

@@ -496,3 +496,34 @@ fn a_misspelt_crm_key_is_an_error() {
     let p = problems(&CRM_PROJECT.replace("token =", "tokn ="));
     assert_eq!(p[0].key, "projects[0].crm.tokn");
 }
+
+#[test]
+fn api_problems_are_named_by_key_and_never_quote_a_token() {
+    let toml = r#"
+[api]
+listen = "localhost-8080"
+  [[api.tokens]]
+  token = "short"
+  projects = ["acme", "nope"]
+  [[api.tokens]]
+  token = "a-good-token"
+  projects = []
+[[projects]]
+id = "acme"
+"#;
+    let p = problems(toml);
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["api.listen", "api.tokens[0].token", "api.tokens[0].projects", "api.tokens[1].projects"]
+    );
+    assert!(p.iter().all(|p| !p.message.contains("short") && !p.message.contains("a-good-token")), "{p:?}");
+}
+
+#[test]
+fn a_listening_api_needs_a_token_and_a_token_is_never_printed_by_debug() {
+    let k = keys("[api]\nlisten = \"127.0.0.1:8080\"\n[[projects]]\nid = \"acme\"\n");
+    assert_eq!(k, ["api.tokens"]);
+    let token = ApiToken { token: "secret-value".into(), projects: vec!["*".into()] };
+    assert!(!format!("{token:?}").contains("secret-value"));
+}

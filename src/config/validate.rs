@@ -116,7 +116,41 @@ pub(super) fn check(config: &Config) -> Checked {
     for (pi, project) in config.projects.iter().enumerate() {
         project_rules(project, &format!("projects[{pi}]"), &mut push, &mut warnings);
     }
+    api(config, &mut push);
     Checked { problems, warnings }
+}
+
+/// `[api]`: an address that parses, tokens that are secrets and name configured projects.
+fn api(config: &Config, push: &mut impl FnMut(String, String)) {
+    let api = &config.api;
+    if !api.listen.is_empty() && api.listen.parse::<std::net::SocketAddr>().is_err() {
+        push("api.listen".into(), format!("{:?} is not an address such as 127.0.0.1:8080", api.listen));
+    }
+    if !api.listen.is_empty() && api.tokens.is_empty() {
+        push(
+            "api.tokens".into(),
+            "the API serves only bearer tokens: add at least one [[api.tokens]]".into(),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, t) in api.tokens.iter().enumerate() {
+        let at = format!("api.tokens[{i}]");
+        // The token itself is a secret: problems never quote it.
+        if t.token.len() < 8 || t.token.len() > 256 || !t.token.bytes().all(|b| b.is_ascii_graphic()) {
+            push(format!("{at}.token"), "a token is 8 to 256 visible ASCII characters".into());
+        }
+        if !seen.insert(t.token.as_str()) {
+            push(format!("{at}.token"), "the same token is listed twice".into());
+        }
+        if t.projects.is_empty() {
+            push(format!("{at}.projects"), "list the projects this token reads, or [\"*\"]".into());
+        }
+        for p in t.projects.iter().filter(|p| *p != "*") {
+            if !config.projects.iter().any(|c| &c.id == p) {
+                push(format!("{at}.projects"), format!("unknown project {p:?}"));
+            }
+        }
+    }
 }
 
 /// One project: its id, region and bounds, its channels, scenarios, CRM and rules.

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::Cause;
+pub use crate::model::MatchedValue;
 use crate::model::{
     AppealSummary, Attachment, AuthorKind, ClientSummary, ContentKind, DeliveryStatus, Message,
 };
@@ -36,14 +37,6 @@ pub enum IdentifyMethod {
 pub struct MergeMatch {
     pub client_id: String,
     pub rule_id: String,
-}
-
-/// A value two cards shared that made a rule (or an external ID) merge them: the evidence
-/// an operator needs to trust or dispute a merge.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct MatchedValue {
-    pub field: String,
-    pub value: String,
 }
 
 /// The message object of `appeal.message_added`.

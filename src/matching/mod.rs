@@ -13,7 +13,7 @@ pub mod rules;
 use std::collections::{BTreeSet, HashSet};
 
 use crate::emit::{Emitter, EventBody, MatchedValue, MergeMatch};
-use crate::model::{Client, Millis};
+use crate::model::{Client, MergeEntry, Millis};
 use crate::stage::Ctx;
 use crate::store::{Holders, StoreResult, WorkingSet};
 
@@ -215,7 +215,6 @@ pub async fn merge_into(
         ws.put_client(other);
     }
     ws.put_client(merged.clone());
-    ws.record_merge(&merged.id, &absorbed);
     let (rule_id, operator, matches, matched, how) = match by {
         MergeBy::Rule { matches, matched } => {
             (matches.first().map(|m| m.rule_id.clone()), None, matches, matched, "rule")
@@ -226,6 +225,16 @@ pub async fn merge_into(
             (None, None, Vec::new(), evidence, "external_id")
         }
     };
+    ws.record_merge(MergeEntry {
+        project_id: merged.project_id.clone(),
+        at,
+        survivor_id: merged.id.clone(),
+        absorbed_ids: absorbed.clone(),
+        by: how.to_string(),
+        rule_id: rule_id.clone(),
+        operator: operator.clone(),
+        matched: matched.clone(),
+    });
     crate::telemetry::events::CardsMerged { survivor: &merged.id, absorbed: absorbed.len(), by: how }.emit();
     let body = EventBody::ClientMerged {
         survivor_id: merged.id.clone(),

@@ -349,6 +349,11 @@ pub struct Message {
     pub attachment: Option<Attachment>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DeliveryStatus>,
+    /// Its place in the appeal (1, 2, ...): the order messages were appended in, which their
+    /// times cannot give (a system message shares its client message's time). Absent on
+    /// messages stored before it was kept, and outside appeals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
 }
 
 /// A stored message with what a delivery status needs to find its appeal.
@@ -357,4 +362,33 @@ pub struct StoredMessage {
     pub project_id: String,
     pub appeal_id: Option<String>,
     pub message: Message,
+}
+
+/// A value two cards shared that made a rule (or an external ID) merge them: the evidence an
+/// operator needs to trust or dispute a merge (in `client.merged` and the merge ledger).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MatchedValue {
+    pub field: String,
+    pub value: String,
+}
+
+/// One merge as the ledger keeps it (SPEC "Read API", merges): written in the batch that
+/// merged, read by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeEntry {
+    #[serde(skip)]
+    pub project_id: String,
+    #[serde(skip)]
+    pub at: Millis,
+    #[serde(skip)]
+    pub survivor_id: String,
+    pub absorbed_ids: Vec<String>,
+    /// `rule`, `external_id` or `operator`.
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default)]
+    pub matched: Vec<MatchedValue>,
 }

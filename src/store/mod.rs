@@ -6,6 +6,7 @@
 //! outbox) are written in one transaction: that transaction is the commit point.
 
 mod dialect;
+mod read;
 mod sql;
 mod working_set;
 

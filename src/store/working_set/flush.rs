@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::WorkingSet;
 use crate::emit::Record;
+use crate::model::MergeEntry;
 use crate::store::sql::{self, Db, Param};
 use crate::store::StoreResult;
 
@@ -60,9 +61,12 @@ fn final_survivors(merges: &[(String, Vec<String>)]) -> BTreeMap<String, String>
 }
 
 /// Moves the appeals of absorbed cards to their final survivor and repoints cards merged
-/// into them earlier, in two statements for the whole batch whatever the merge count.
-async fn flush_merges(db: &mut Db, merges: Vec<(String, Vec<String>)>) -> StoreResult<()> {
-    let rows: Vec<Vec<Param>> = final_survivors(&merges)
+/// into them earlier, in two statements for the whole batch whatever the merge count; then
+/// writes the merges to the ledger.
+async fn flush_merges(db: &mut Db, merges: Vec<MergeEntry>) -> StoreResult<()> {
+    let pairs: Vec<(String, Vec<String>)> =
+        merges.iter().map(|m| (m.survivor_id.clone(), m.absorbed_ids.clone())).collect();
+    let rows: Vec<Vec<Param>> = final_survivors(&pairs)
         .into_iter()
         .map(|(absorbed, survivor)| vec![absorbed.into(), survivor.into()])
         .collect();
@@ -80,7 +84,20 @@ async fn flush_merges(db: &mut Db, merges: Vec<(String, Vec<String>)>) -> StoreR
         };
         db.chunked(rows.clone(), build, context).await?;
     }
-    Ok(())
+    write_ledger(db, merges).await
+}
+
+async fn write_ledger(db: &mut Db, merges: Vec<MergeEntry>) -> StoreResult<()> {
+    let rows = merges
+        .into_iter()
+        .filter_map(|m| {
+            let merge_id = m.absorbed_ids.first()?.clone();
+            let doc = serde_json::to_string(&m).expect("merge entry serialises");
+            Some(vec![merge_id.into(), m.project_id.into(), m.at.into(), m.survivor_id.into(), doc.into()])
+        })
+        .collect();
+    let head = "INSERT INTO merge_ledger (merge_id, project_id, at, survivor_id, doc)";
+    db.insert_rows(head, "ON CONFLICT DO NOTHING", rows, "write merge ledger").await
 }
 
 /// The batch's records as one row: see migration 0002 for why.

@@ -29,7 +29,7 @@ pub use clients::{external_handle, visitor_handle, Holders};
 
 use super::sql::Db;
 use super::{Backend, StoreResult};
-use crate::model::{Appeal, Client, Millis, StoredMessage};
+use crate::model::{Appeal, Client, MergeEntry, Millis, StoredMessage};
 
 type ProjectKey = (String, String);
 type ValueKey = (String, String, String);
@@ -46,9 +46,8 @@ pub struct WorkingSet {
     messages: messages::Messages,
     applied: messages::AppliedInputs,
     partitions: partitions::Partitions,
-    /// Merges of this batch in order: (survivor, absorbed). Rows the batch did not load are
-    /// repointed at commit.
-    merges: Vec<(String, Vec<String>)>,
+    /// Merges of this batch in order. Rows the batch did not load are repointed at commit.
+    merges: Vec<MergeEntry>,
 }
 
 impl WorkingSet {
@@ -149,10 +148,11 @@ impl WorkingSet {
         self.clients.value_holders(&mut self.db, (project, field, value), limit).await
     }
 
-    /// Records that `absorbed` cards now live on in `survivor`; their appeals follow it.
-    pub fn record_merge(&mut self, survivor: &str, absorbed: &[String]) {
-        self.appeals.move_to(survivor, absorbed);
-        self.merges.push((survivor.to_string(), absorbed.to_vec()));
+    /// Records a merge: its absorbed cards now live on in its survivor, their appeals follow
+    /// it, and the merge ledger gets the entry.
+    pub fn record_merge(&mut self, entry: MergeEntry) {
+        self.appeals.move_to(&entry.survivor_id, &entry.absorbed_ids);
+        self.merges.push(entry);
     }
 
     // ---- appeals ------------------------------------------------------------------------

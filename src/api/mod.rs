@@ -1,0 +1,234 @@
+//! The read API (SPEC "Read API"): cards, timelines, appeals and merge ledgers over the store,
+//! read-only, beside the pipeline. It reads what the batches committed, through a store opened
+//! as a reader (a SQLite file read-only), so `replay` or `run` keep writing while it serves.
+//!
+//! Every response is JSON; every failure is `{"error": {"code", "message"}}` with a 400, 401
+//! or 404 (a token that does not cover a project gets the 404 of a project that does not
+//! exist); a store failure is a 503 and is logged.
+
+mod auth;
+mod cursor;
+pub mod views;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::model::Millis;
+use crate::store::{Store, StoreError};
+
+/// What every handler reads.
+#[derive(Clone)]
+pub struct Api {
+    config: Arc<Config>,
+    store: Store,
+}
+
+/// A failed request, as the client sees it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
+    }
+
+    fn not_found(what: &str) -> Self {
+        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: format!("no such {what}") }
+    }
+
+    fn unauthorized() -> Self {
+        let message = "send Authorization: Bearer <token> with a token of [[api.tokens]]".into();
+        ApiError { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "read API: store failed");
+        let message = "the store did not answer; try again".into();
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// The API's routes over a store.
+pub fn router(config: Arc<Config>, store: Store) -> Router {
+    Router::new()
+        .route("/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/projects/{project}/clients/{client_id}", get(card))
+        .route("/v1/projects/{project}/clients/{client_id}/timeline", get(timeline))
+        .route("/v1/projects/{project}/clients/{client_id}/merges", get(merges))
+        .route("/v1/projects/{project}/appeals/{number}", get(appeal))
+        .fallback(|| async { ApiError::not_found("endpoint") })
+        .with_state(Api { config, store })
+}
+
+/// Serves the API on `addr` until the process ends; returns the address bound.
+pub async fn serve(addr: &str, config: Arc<Config>, store: Store) -> anyhow::Result<SocketAddr> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("api.listen {addr}: {e}"))?;
+    let local = listener.local_addr()?;
+    let app = router(config, store);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "read API stopped");
+        }
+    });
+    Ok(local)
+}
+
+fn now() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Checks the token and the project; the project's config.
+fn project<'a>(
+    api: &'a Api,
+    headers: &HeaderMap,
+    project: &str,
+) -> Result<&'a crate::config::ProjectConfig, ApiError> {
+    let token = auth::token(headers, &api.config.api.tokens).ok_or_else(ApiError::unauthorized)?;
+    match api.config.projects.iter().find(|p| p.id == project) {
+        Some(p) if token.covers(project) => Ok(p),
+        _ => Err(ApiError::not_found("project")),
+    }
+}
+
+/// An id from a path: bounded, no control characters (ids never hold them).
+fn path_id<'a>(id: &'a str, what: &str) -> Result<&'a str, ApiError> {
+    if id.is_empty() || id.len() > 512 || id.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be 1 to 512 characters without control characters"
+        )));
+    }
+    Ok(id)
+}
+
+/// The live card an id names, and the id asked for when it was an absorbed card's.
+async fn live_card(
+    api: &Api,
+    project: &str,
+    id: &str,
+) -> Result<(crate::model::Client, Option<String>), ApiError> {
+    let id = path_id(id, "client_id")?;
+    let card = api.store.project_client(project, id).await?.ok_or_else(|| ApiError::not_found("client"))?;
+    let resolved_from = (card.id != id).then(|| id.to_string());
+    Ok((card, resolved_from))
+}
+
+async fn card(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((p, id)): Path<(String, String)>,
+) -> ApiResult {
+    let config = project(&api, &headers, &p)?;
+    let (card, resolved_from) = live_card(&api, &p, &id).await?;
+    let absorbed = api.store.absorbed_ids(&card.id).await?;
+    let mut view = views::card(&card, config, absorbed, now());
+    view.resolved_from = resolved_from;
+    Ok(Json(view).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimelineQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// `limit` within 1..=max, or the default.
+fn limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!("limit must be a whole number from 1 to {max}"))),
+    }
+}
+
+async fn timeline(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((p, id)): Path<(String, String)>,
+    query: Result<Query<TimelineQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    project(&api, &headers, &p)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = limit(q.limit.as_deref(), 50, 100)?;
+    let before = q.before.as_deref().map(cursor::decode_appeal).transpose()?;
+    let (card, _) = live_card(&api, &p, &id).await?;
+    let mut page = api.store.timeline(&p, &card.id, before, limit + 1).await?;
+    let next = (page.len() > limit).then(|| {
+        page.truncate(limit);
+        page.last().map(|a| cursor::encode_appeal(a.opened_at, a.number))
+    });
+    let appeals: Vec<_> = page.iter().map(views::timeline_entry).collect();
+    Ok(Json(json!({"appeals": appeals, "next": next.flatten()})).into_response())
+}
+
+async fn merges(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((p, id)): Path<(String, String)>,
+) -> ApiResult {
+    project(&api, &headers, &p)?;
+    let (card, _) = live_card(&api, &p, &id).await?;
+    let ledger = api.store.merge_ledger(&p, &card.id).await?;
+    let merges: Vec<_> = ledger.into_iter().map(views::merge).collect();
+    Ok(Json(json!({"merges": merges})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppealQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+async fn appeal(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((p, number)): Path<(String, String)>,
+    query: Result<Query<AppealQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    project(&api, &headers, &p)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let number: i64 =
+        number.parse().map_err(|_| ApiError::bad_request("an appeal number is a whole number"))?;
+    let limit = limit(q.limit.as_deref(), 500, 500)?;
+    let after = q.after.as_deref().map(cursor::decode_message).transpose()?;
+    let appeal =
+        api.store.appeal_by_number(&p, number).await?.ok_or_else(|| ApiError::not_found("appeal"))?;
+    let client = api
+        .store
+        .project_client(&p, &appeal.client_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("client"))?;
+    let all = api.store.appeal_messages(&p, &appeal.id).await?;
+    let key = |(at, m): &(Millis, crate::model::Message)| (m.seq.unwrap_or(0), *at, m.id.clone());
+    let start = after.map_or(0, |after| all.partition_point(|item| key(item) <= after));
+    let page: Vec<_> = all.into_iter().skip(start).take(limit + 1).collect();
+    let next = (page.len() > limit).then(|| cursor::encode_message(&key(&page[limit - 1])));
+    let messages = page.into_iter().take(limit).map(|(_, m)| views::message(m)).collect();
+    Ok(Json(views::appeal(&appeal, &client, messages, next)).into_response())
+}
