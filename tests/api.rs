@@ -288,3 +288,103 @@ async fn an_appeal_lists_its_messages_in_order_paged_with_the_client_and_system_
         }
     }
 }
+
+/// Who the search found for `q`: (client name, how the first match matched).
+async fn found(server: &Server, q: &str) -> Vec<(String, String)> {
+    let path = format!("/clients?q={}", urlencode(q));
+    let body = server.acme(&path).await;
+    body["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["client"]["name"].as_str().unwrap_or("").to_string(),
+                r["matched"][0]["how"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn urlencode(q: &str) -> String {
+    q.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+#[tokio::test]
+async fn search_finds_phones_in_any_spelling_digit_tails_emails_typos_and_cyrillic_names() {
+    let config = api_config();
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let lines = vec![
+            msg(
+                "m1",
+                "acme-tg",
+                &t(0),
+                r#"{"id":"t1","name":"Alfred Hitchcock","phone":"+7 (999) 123-45-67"}"#,
+                "hi",
+            ),
+            msg(
+                "m2",
+                "acme-tg",
+                &t(1),
+                r#"{"id":"t2","name":"Дмитрий Орлов","email":"D.Orlov@Example.com"}"#,
+                "привет",
+            ),
+            msg("m3", "acme-tg", &t(2), r#"{"id":"t3","name":"Alfreda Brown"}"#, "hi"),
+            msg("m4", "acme-wa", &t(3), r#"{"id":"79991234567","phone":"79991234567"}"#, "same phone"),
+        ];
+        let run = replay_lines(&config, &db, &lines).await;
+        let absorbed = run.events("client.merged")[0]["absorbed_ids"][0].as_str().unwrap().to_string();
+        let server = Server::start(config.clone(), &db).await;
+
+        let alfred = ("Alfred Hitchcock".to_string(), "exact".to_string());
+        assert_eq!(found(&server, "8 (999) 123-45-67").await, std::slice::from_ref(&alfred));
+        assert_eq!(found(&server, "+79991234567").await, std::slice::from_ref(&alfred));
+        assert_eq!(found(&server, "4567").await[0].1, "suffix");
+        assert_eq!(
+            found(&server, "D.ORLOV@example.COM").await,
+            [("Дмитрий Орлов".to_string(), "exact".to_string())]
+        );
+        assert_eq!(found(&server, "d.orl").await.len(), 0, "an e-mail's beginning needs its @");
+        assert_eq!(found(&server, "d.orlov@").await[0].1, "prefix");
+        assert_eq!(found(&server, "орлов").await[0].0, "Дмитрий Орлов", "Cyrillic, case-insensitive");
+        assert_eq!(found(&server, "дмит").await[0].1, "prefix");
+        assert_eq!(found(&server, "alfrd hitch").await[0].0, "Alfred Hitchcock", "a typo and a word prefix");
+        let both = found(&server, "alfred").await;
+        assert_eq!(both[0], alfred, "the exact word first, then the longer one");
+        assert_eq!(both[1].0, "Alfreda Brown");
+        assert_eq!(found(&server, "79991234567").await.len(), 1, "the visitor id and the phone are one card");
+        assert_eq!(found(&server, &absorbed).await.len(), 0, "absorbed cards are never listed");
+
+        for bad in ["", "%20%20", &"x".repeat(257), "a%00b"] {
+            let (status, body) =
+                server.get(Some("acme-token-1"), &format!("/projects/acme/clients?q={bad}")).await;
+            assert_eq!(status, 400, "{bad:?}: {body}");
+        }
+        let (status, _) = server.get(Some("acme-token-1"), "/projects/acme/clients?q=anna&limit=21").await;
+        assert_eq!(status, 400);
+        let (status, body) = server.get(Some("globex-token"), "/projects/acme/clients?q=alfred").await;
+        assert_eq!(status, 404, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_store_written_before_the_search_index_gets_it_built_when_the_writer_starts() {
+    let config = api_config();
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let lines = vec![msg("m1", "acme-tg", &t(0), r#"{"id":"t1","name":"Anna Petrova"}"#, "hi")];
+        replay_lines(&config, &db, &lines).await;
+        // What a store of the release before looks like: no terms, no mark.
+        let store = db.store().await;
+        store.forget_search_index().await.unwrap();
+        store.close().await;
+        drop(store); // releases SQLite's writer lock
+        let server = Server::start(config.clone(), &db).await;
+        assert!(found(&server, "anna").await.is_empty());
+        db.store().await.close().await; // the writer starts
+        assert_eq!(found(&server, "anna").await[0].0, "Anna Petrova");
+    }
+}

@@ -8,6 +8,7 @@
 
 mod auth;
 mod cursor;
+pub mod search;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -76,6 +77,7 @@ type ApiResult = Result<Response, ApiError>;
 pub fn router(config: Arc<Config>, store: Store) -> Router {
     Router::new()
         .route("/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/projects/{project}/clients", get(search_clients))
         .route("/v1/projects/{project}/clients/{client_id}", get(card))
         .route("/v1/projects/{project}/clients/{client_id}/timeline", get(timeline))
         .route("/v1/projects/{project}/clients/{client_id}/merges", get(merges))
@@ -231,4 +233,37 @@ async fn appeal(
     let next = (page.len() > limit).then(|| cursor::encode_message(&key(&page[limit - 1])));
     let messages = page.into_iter().take(limit).map(|(_, m)| views::message(m)).collect();
     Ok(Json(views::appeal(&appeal, &client, messages, next)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    q: Option<String>,
+    limit: Option<String>,
+}
+
+async fn search_clients(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(p): Path<String>,
+    query: Result<Query<SearchQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let config = project(&api, &headers, &p)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let q = query.q.as_deref().map(str::trim).unwrap_or_default();
+    if q.is_empty() || q.chars().count() > 256 || q.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("q must be 1 to 256 characters without control characters"));
+    }
+    let limit = limit(query.limit.as_deref(), 20, 20)?;
+    let found = search::search(&api.store, config, q, limit).await?;
+    let mut clients = Vec::with_capacity(found.len());
+    for f in found {
+        // The index holds live cards only; a card absorbed since is skipped, never shown.
+        let Some(card) = api.store.project_client(&p, &f.client_id).await? else { continue };
+        if card.id != f.client_id {
+            continue;
+        }
+        clients.push(json!({"client": card.summary(), "matched": f.matched, "score": f.score}));
+    }
+    Ok(Json(json!({"clients": clients})).into_response())
 }

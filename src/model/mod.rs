@@ -4,6 +4,7 @@
 //! document (`ClientDoc`, `AppealDoc`), so adding a field to a card never needs a migration.
 
 pub mod card;
+pub mod search;
 
 use std::collections::BTreeSet;
 

@@ -7,6 +7,7 @@
 
 mod dialect;
 mod read;
+mod search;
 mod sql;
 mod working_set;
 
@@ -16,6 +17,7 @@ use sqlx::{AnyPool, Row};
 
 pub use dialect::Backend;
 use dialect::PlannerStatistics;
+pub use search::{Hit, Match};
 pub use sql::Param;
 pub use working_set::{external_handle, visitor_handle, Holders, WorkingSet};
 
@@ -140,6 +142,7 @@ impl Store {
         let backend = Backend::of_url(url);
         let store = Store::from(backend, backend.open_writer(url, max_connections).await?);
         backend.migrate(&store.pool).await?;
+        store.build_search_index().await?;
         Ok(store)
     }
 

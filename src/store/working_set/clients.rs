@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use sqlx::Row;
 
 use super::{not_cached, ProjectKey, ValueKey};
-use crate::model::Client;
+use crate::model::{search, Client};
 use crate::store::sql::{self, Db, Param};
 use crate::store::StoreResult;
 
@@ -47,6 +47,8 @@ pub(super) struct Clients {
     new: HashSet<String>,
     /// Cards whose handles or values changed: only these rewrite their index rows.
     dirty_index: BTreeSet<String>,
+    /// Cards whose search terms may have changed (name, values, handles, merged).
+    dirty_search: BTreeSet<String>,
     mem_handles: HashMap<ProjectKey, String>,
     db_handles: HashMap<ProjectKey, Option<String>>,
     mem_values: HashMap<ValueKey, BTreeSet<String>>,
@@ -127,20 +129,24 @@ impl Clients {
 
     /// Stores a new or changed card.
     pub(super) fn put(&mut self, client: Client) {
-        let index_changed = match self.cards.remove(&client.id) {
+        let (index_changed, name_changed) = match self.cards.remove(&client.id) {
             Some(old) => {
                 self.index(&old, false);
-                old.merged_into != client.merged_into
+                let index_changed = old.merged_into != client.merged_into
                     || handles_of(&old) != handles_of(&client)
-                    || old.all_values() != client.all_values()
+                    || old.all_values() != client.all_values();
+                (index_changed, old.doc.name != client.doc.name)
             }
             None => {
                 self.new.insert(client.id.clone());
-                true
+                (true, true)
             }
         };
         if index_changed {
             self.dirty_index.insert(client.id.clone());
+        }
+        if index_changed || name_changed {
+            self.dirty_search.insert(client.id.clone());
         }
         self.index(&client, true);
         self.dirty.insert(client.id.clone());
@@ -317,8 +323,11 @@ impl Clients {
                     merged_into = excluded.merged_into, doc = excluded.doc";
         let reindexed: Vec<&Client> =
             dirty.iter().copied().filter(|c| self.dirty_index.contains(&c.id)).collect();
+        let researched: Vec<&Client> =
+            dirty.iter().copied().filter(|c| self.dirty_search.contains(&c.id)).collect();
         db.write_rows((&head, tail, "id"), rows, "write clients").await?;
-        write_index(db, &reindexed).await
+        write_index(db, &reindexed).await?;
+        write_search_terms(db, &researched).await
     }
 
     /// Records the values this batch found generic.
@@ -363,4 +372,26 @@ async fn write_index(db: &mut Db, cards: &[&Client]) -> StoreResult<()> {
     let head = "INSERT INTO client_handles (project_id, handle, client_id)";
     let tail = "ON CONFLICT (project_id, handle) DO UPDATE SET client_id = excluded.client_id";
     db.insert_rows(head, tail, rows, "write client handles").await
+}
+
+/// Replaces the search terms of these cards (SPEC "Read API", search; `model::search`).
+pub(crate) async fn write_search_terms(db: &mut Db, cards: &[&Client]) -> StoreResult<()> {
+    let ids: Vec<Param> = cards.iter().map(|c| c.id.clone().into()).collect();
+    db.execute_in("DELETE FROM search_terms WHERE client_id", vec![], ids, "clear search terms").await?;
+    let rows = cards
+        .iter()
+        .flat_map(|c| {
+            search::terms(c).into_iter().map(|t| {
+                vec![
+                    c.project_id.clone().into(),
+                    t.term.into(),
+                    c.id.clone().into(),
+                    t.field.into(),
+                    t.value.into(),
+                ]
+            })
+        })
+        .collect();
+    let head = "INSERT INTO search_terms (project_id, term, client_id, field, value)";
+    db.insert_rows(head, "", rows, "write search terms").await
 }

@@ -25,6 +25,7 @@ use std::collections::BTreeSet;
 
 use sqlx::{Any, Transaction};
 
+pub(crate) use clients::write_search_terms;
 pub use clients::{external_handle, visitor_handle, Holders};
 
 use super::sql::Db;
