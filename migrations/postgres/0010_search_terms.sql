@@ -2,8 +2,8 @@
 -- (model::search), rewritten in the batch that changed the card's name, contacts, fields or
 -- technical contacts, so a committed card is searchable at once. Prefix searches are range
 -- scans over (project_id, term) in byte order. Cards stored before this migration are
--- indexed by the writer when it next starts (search_index_built in project_state's sibling
--- table below).
+-- indexed by the writer when it next starts, which then records key 'search_index' in
+-- store_meta.
 CREATE TABLE search_terms (
     project_id TEXT COLLATE "C" NOT NULL,
     term TEXT COLLATE "C" NOT NULL,
