@@ -388,3 +388,84 @@ async fn a_store_written_before_the_search_index_gets_it_built_when_the_writer_s
         assert_eq!(found(&server, "anna").await[0].0, "Anna Petrova");
     }
 }
+
+/// The schema the OpenAPI document gives for a path's answer with this status, able to
+/// validate on its own (its `$ref`s point into the document's components).
+fn documented(doc: &Value, path: &str, status: u16) -> jsonschema::Validator {
+    let response = &doc["paths"][path]["get"]["responses"][status.to_string()];
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "{path} answers {status} undocumented");
+    let mut root = schema.clone();
+    root["components"] = doc["components"].clone();
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&root)
+        .expect("the schema compiles")
+}
+
+#[tokio::test]
+async fn every_answer_of_every_endpoint_matches_the_openapi_document() {
+    let config = api_config();
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let run = replay_lines(&config, &db, &stream()).await;
+        let survivor = ids(&run, "client.merged", "survivor_id")[0].clone();
+        let absorbed = run.events("client.merged")[0]["absorbed_ids"][0].as_str().unwrap().to_string();
+        let server = Server::start(config.clone(), &db).await;
+        let (status, doc) = server.get(None, "/openapi.json").await;
+        assert_eq!(status, 200, "the document needs no token");
+        assert_eq!(doc["openapi"], "3.1.0");
+        jsonschema::draft202012::meta::validate(&doc["components"]["schemas"]["CardView"])
+            .expect("a JSON Schema");
+
+        let card = "/v1/projects/{project}/clients/{client_id}";
+        let wrong = serde_json::json!({"id": 7, "name": "x"});
+        assert!(!documented(&doc, card, 200).is_valid(&wrong), "the document can tell a wrong answer");
+        let cases: Vec<(&str, Option<&str>, String)> = vec![
+            ("/v1/health", None, "/health".into()),
+            (
+                "/v1/projects/{project}/clients",
+                Some("acme-token-1"),
+                "/projects/acme/clients?q=anna%20petr".into(),
+            ),
+            ("/v1/projects/{project}/clients", Some("acme-token-1"), "/projects/acme/clients?q=1122".into()),
+            ("/v1/projects/{project}/clients", Some("acme-token-1"), "/projects/acme/clients?q=".into()),
+            (card, Some("acme-token-1"), format!("/projects/acme/clients/{survivor}")),
+            (card, Some("acme-token-1"), format!("/projects/acme/clients/{absorbed}")),
+            (card, None, format!("/projects/acme/clients/{survivor}")),
+            (card, Some("globex-token"), format!("/projects/acme/clients/{survivor}")),
+            (
+                "/v1/projects/{project}/clients/{client_id}/timeline",
+                Some("acme-token-1"),
+                format!("/projects/acme/clients/{survivor}/timeline?limit=2"),
+            ),
+            (
+                "/v1/projects/{project}/clients/{client_id}/timeline",
+                Some("acme-token-1"),
+                format!("/projects/acme/clients/{survivor}/timeline?before=bad"),
+            ),
+            (
+                "/v1/projects/{project}/clients/{client_id}/merges",
+                Some("acme-token-1"),
+                format!("/projects/acme/clients/{survivor}/merges"),
+            ),
+            (
+                "/v1/projects/{project}/appeals/{number}",
+                Some("acme-token-1"),
+                "/projects/acme/appeals/4?limit=1".into(),
+            ),
+            (
+                "/v1/projects/{project}/appeals/{number}",
+                Some("acme-token-1"),
+                "/projects/acme/appeals/99".into(),
+            ),
+        ];
+        for (template, token, path) in cases {
+            let (status, body) = server.get(token, &path).await;
+            assert!(status < 500, "{path}: {status}");
+            let validator = documented(&doc, template, status);
+            let errors: Vec<String> = validator.iter_errors(&body).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{path} ({status}) breaks the document: {errors:?}\n{body}");
+        }
+    }
+}

@@ -19,8 +19,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::config::Config;
 use crate::model::Millis;
@@ -64,10 +64,72 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Every failure's body.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `not_found` or `unavailable`.
+    code: String,
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
         (self.status, Json(body)).into_response()
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchResult {
+    client: views::ClientSummaryView,
+    matched: Vec<search::Matched>,
+    score: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SearchResponse {
+    clients: Vec<SearchResult>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TimelineResponse {
+    appeals: Vec<views::TimelineEntry>,
+    /// The cursor of the next page (`before`), or null.
+    next: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MergesResponse {
+    merges: Vec<views::MergeView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    status: String,
+}
+
+/// The OpenAPI 3.1 description of the API, generated from the handlers and their types.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "appealflow read API", description = "SPEC \"Read API\": cards, search, timelines, appeals, merge ledgers"),
+    paths(health, search_clients, card, timeline, merges, appeal),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
 }
 
@@ -76,7 +138,8 @@ type ApiResult = Result<Response, ApiError>;
 /// The API's routes over a store.
 pub fn router(config: Arc<Config>, store: Store) -> Router {
     Router::new()
-        .route("/v1/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/health", get(health))
+        .route("/v1/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/v1/projects/{project}/clients", get(search_clients))
         .route("/v1/projects/{project}/clients/{client_id}", get(card))
         .route("/v1/projects/{project}/clients/{client_id}/timeline", get(timeline))
@@ -139,6 +202,18 @@ async fn live_card(
     Ok((card, resolved_from))
 }
 
+#[utoipa::path(get, path = "/v1/health", responses((status = 200, body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/clients/{client_id}",
+    params(("project" = String, Path), ("client_id" = String, Path, description = "a card's id; an absorbed card's answers with its survivor")),
+    responses((status = 200, body = views::CardView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn card(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -152,9 +227,12 @@ async fn card(
     Ok(Json(view).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct TimelineQuery {
+    /// 1 to 100, default 50.
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
     before: Option<String>,
 }
@@ -168,6 +246,13 @@ fn limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiErro
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/clients/{client_id}/timeline",
+    params(("project" = String, Path), ("client_id" = String, Path), TimelineQuery),
+    responses((status = 200, body = TimelineResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn timeline(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -184,10 +269,17 @@ async fn timeline(
         page.truncate(limit);
         page.last().map(|a| cursor::encode_appeal(a.opened_at, a.number))
     });
-    let appeals: Vec<_> = page.iter().map(views::timeline_entry).collect();
-    Ok(Json(json!({"appeals": appeals, "next": next.flatten()})).into_response())
+    let appeals = page.iter().map(views::timeline_entry).collect();
+    Ok(Json(TimelineResponse { appeals, next: next.flatten() }).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/clients/{client_id}/merges",
+    params(("project" = String, Path), ("client_id" = String, Path)),
+    responses((status = 200, body = MergesResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn merges(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -196,17 +288,27 @@ async fn merges(
     project(&api, &headers, &p)?;
     let (card, _) = live_card(&api, &p, &id).await?;
     let ledger = api.store.merge_ledger(&p, &card.id).await?;
-    let merges: Vec<_> = ledger.into_iter().map(views::merge).collect();
-    Ok(Json(json!({"merges": merges})).into_response())
+    let merges = ledger.into_iter().map(views::merge).collect();
+    Ok(Json(MergesResponse { merges }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AppealQuery {
+    /// 1 to 500, default 500.
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
     after: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/appeals/{number}",
+    params(("project" = String, Path), ("number" = i64, Path), AppealQuery),
+    responses((status = 200, body = views::AppealView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn appeal(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -235,13 +337,24 @@ async fn appeal(
     Ok(Json(views::appeal(&appeal, &client, messages, next)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
+    /// 1 to 256 characters: a name, phone, e-mail, identifier or field value.
     q: Option<String>,
+    /// 1 to 20, default 20.
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/clients",
+    params(("project" = String, Path), SearchQuery),
+    responses((status = 200, body = SearchResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = []))
+)]
 async fn search_clients(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -263,7 +376,7 @@ async fn search_clients(
         if card.id != f.client_id {
             continue;
         }
-        clients.push(json!({"client": card.summary(), "matched": f.matched, "score": f.score}));
+        clients.push(SearchResult { client: card.summary().into(), matched: f.matched, score: f.score });
     }
-    Ok(Json(json!({"clients": clients})).into_response())
+    Ok(Json(SearchResponse { clients }).into_response())
 }

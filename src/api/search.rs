@@ -18,11 +18,12 @@ const PER_LOOKUP: usize = 200;
 /// Least trigram similarity for a word to count as a typo of another.
 const SIMILAR: f64 = 0.4;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Matched {
     pub field: String,
     pub value: String,
     /// `exact`, `prefix`, `suffix` or `similar`.
+    #[schema(value_type = String)]
     pub how: &'static str,
 }
 

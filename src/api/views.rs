@@ -4,21 +4,25 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::config::{ChannelKind, ProjectConfig};
-use crate::model::{format_ts, Appeal, CardValue, Client, Comment, MatchedValue, MergeEntry, Millis, Source};
+use crate::model::{
+    format_ts, Appeal, CardValue, Client, ClientSummary, Comment, MergeEntry, Millis, Source,
+};
 
 /// The messengers' reply window (SPEC's 24 h rule).
 pub const REPLY_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ValueView {
     pub value: String,
     pub display: String,
+    #[schema(value_type = String)]
     pub source: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ReplyWindow {
     /// Until when a free-text reply may go out; null when none may (or the channel has no window).
     pub open_until: Option<String>,
@@ -26,36 +30,37 @@ pub struct ReplyWindow {
     pub template_only: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct VisitorView {
     pub channel_id: String,
+    #[schema(value_type = Option<String>)]
     pub channel_kind: Option<ChannelKind>,
     pub visitor_id: String,
     pub last_client_message_at: Option<String>,
     pub reply_window: ReplyWindow,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Technical {
     pub visitors: Vec<VisitorView>,
     pub external_ids: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CrmView {
     pub crm_id: Option<String>,
     /// What the CRM said of the client: the card's values whose source is the CRM.
     pub data: BTreeMap<String, Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CommentView {
     pub text: String,
     pub operator_id: Option<String>,
     pub at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InvalidView {
     pub field: String,
     /// As given: it could not be read as a value of its type.
@@ -64,11 +69,12 @@ pub struct InvalidView {
     pub at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CardView {
     pub id: String,
     pub name: Option<String>,
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub created_at: String,
     pub appeal_count: i64,
@@ -183,11 +189,12 @@ fn crm(c: &Client) -> Option<CrmView> {
     (crm_id.is_some() || !data.is_empty()).then_some(CrmView { crm_id, data })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineEntry {
     pub number: i64,
     pub id: String,
     pub channel_id: String,
+    #[schema(value_type = String)]
     pub status: &'static str,
     pub opened_at: String,
     pub closed_at: Option<String>,
@@ -216,7 +223,14 @@ pub fn timeline_entry(a: &Appeal) -> TimelineEntry {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A value that made a merge happen.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MatchedView {
+    pub field: String,
+    pub value: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MergeView {
     pub at: String,
     pub survivor_id: String,
@@ -224,7 +238,7 @@ pub struct MergeView {
     pub by: String,
     pub rule_id: Option<String>,
     pub operator: Option<String>,
-    pub matched: Vec<MatchedValue>,
+    pub matched: Vec<MatchedView>,
 }
 
 pub fn merge(m: MergeEntry) -> MergeView {
@@ -235,7 +249,29 @@ pub fn merge(m: MergeEntry) -> MergeView {
         by: m.by,
         rule_id: m.rule_id,
         operator: m.operator,
-        matched: m.matched,
+        matched: m.matched.into_iter().map(|v| MatchedView { field: v.field, value: v.value }).collect(),
+    }
+}
+
+/// The client object of search results and appeals.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientSummaryView {
+    pub id: String,
+    pub name: Option<String>,
+    /// `channel`, `internal` or `crm`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub appeal_count: i64,
+}
+
+impl From<ClientSummary> for ClientSummaryView {
+    fn from(c: ClientSummary) -> Self {
+        ClientSummaryView {
+            id: c.id,
+            name: c.name,
+            kind: c.kind.as_str().to_string(),
+            appeal_count: c.appeal_count,
+        }
     }
 }
 
@@ -265,19 +301,23 @@ mod tests {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessageItem {
     pub id: String,
+    #[schema(value_type = String)]
     pub author_kind: crate::model::AuthorKind,
     /// Who wrote it: the visitor of a client message, the operator's or the bot's id.
     pub author: Option<String>,
+    #[schema(value_type = String)]
     pub kind: crate::model::ContentKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub attachment: Option<crate::model::Attachment>,
     pub sent_at: String,
     pub group_id: String,
+    #[schema(value_type = Option<String>)]
     pub status: Option<crate::model::DeliveryStatus>,
     pub visible_to_client: bool,
 }
@@ -301,11 +341,11 @@ pub fn message(m: crate::model::Message) -> MessageItem {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AppealView {
     #[serde(flatten)]
     pub appeal: TimelineEntry,
-    pub client: crate::model::ClientSummary,
+    pub client: ClientSummaryView,
     pub comments: Vec<CommentView>,
     pub messages: Vec<MessageItem>,
     /// The cursor of the next page of messages (`after`), or null.
@@ -315,7 +355,7 @@ pub struct AppealView {
 pub fn appeal(a: &Appeal, client: &Client, messages: Vec<MessageItem>, next: Option<String>) -> AppealView {
     AppealView {
         appeal: timeline_entry(a),
-        client: client.summary(),
+        client: client.summary().into(),
         comments: comments(&a.doc.comments),
         messages,
         next,
