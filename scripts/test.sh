@@ -3,7 +3,8 @@
 # run `cargo test --all-targets` against them, stop the broker again if this
 # run started it. A broker an earlier `scripts/test-env.sh` of this checkout left
 # running is restarted with empty state first, so every run gets a fresh one.
-# Extra arguments go to `cargo test`, e.g.
+# Without arguments it then fuzzes the read API (scripts/api-fuzz.sh, schemathesis).
+# Extra arguments go to `cargo test` (and skip the fuzz), e.g.
 #     scripts/test.sh -- --nocapture
 #     scripts/test.sh --test store_pg
 # CARGO_TARGET_DIR defaults to ~/.cache/appealflow/target (shared between runs).
@@ -44,6 +45,12 @@ rc=0
 cargo test --all-targets "$@" </dev/null || rc=$?
 if [[ $rc -eq 0 ]]; then
     echo "tests: passed ($((SECONDS - t1)) s)" >&2
+    # The whole suite (no arguments) also fuzzes the read API from its OpenAPI document.
+    if [[ $# -eq 0 ]]; then
+        t2=$SECONDS
+        bash "$repo/scripts/api-fuzz.sh" </dev/null || rc=$?
+        echo "api fuzz: exit $rc ($((SECONDS - t2)) s)" >&2
+    fi
 else
     echo "tests: FAILED (cargo test exit code $rc, $((SECONDS - t1)) s)" >&2
 fi
