@@ -82,6 +82,25 @@ impl Server {
     }
 }
 
+/// Anna's stream replayed on a fresh store and served: the store (kept for the test's
+/// length), the server, her card, the card it absorbed, and what the replay printed.
+struct Served {
+    db: TestDb,
+    server: Server,
+    survivor: String,
+    absorbed: String,
+    run: common::Run,
+}
+
+async fn serve_stream(config: &Arc<Config>, kind: common::Kind) -> Served {
+    let db = TestDb::new(kind).await;
+    let run = replay_lines(config, &db, &stream()).await;
+    let survivor = ids(&run, "client.merged", "survivor_id")[0].clone();
+    let absorbed = run.events("client.merged")[0]["absorbed_ids"][0].as_str().unwrap().to_string();
+    let server = Server::start(config.clone(), &db).await;
+    Served { db, server, survivor, absorbed, run }
+}
+
 /// The client id of the events of one type, in order.
 fn ids(run: &common::Run, kind: &str, field: &str) -> Vec<String> {
     run.events(kind).iter().map(|e| e[field].as_str().unwrap().to_string()).collect()
@@ -91,11 +110,7 @@ fn ids(run: &common::Run, kind: &str, field: &str) -> Vec<String> {
 async fn a_card_shows_its_values_visitors_and_what_it_absorbed_and_an_absorbed_id_answers_with_it() {
     let config = api_config();
     for kind in kinds() {
-        let db = TestDb::new(kind).await;
-        let run = replay_lines(&config, &db, &stream()).await;
-        let survivor = ids(&run, "client.merged", "survivor_id")[0].clone();
-        let absorbed = run.events("client.merged")[0]["absorbed_ids"][0].as_str().unwrap().to_string();
-        let server = Server::start(config.clone(), &db).await;
+        let Served { db: _db, server, survivor, absorbed, .. } = serve_stream(&config, kind).await;
 
         let card = server.acme(&format!("/clients/{survivor}")).await;
         assert_eq!(card["name"], "Anna Petrova");
@@ -128,10 +143,7 @@ async fn a_card_shows_its_values_visitors_and_what_it_absorbed_and_an_absorbed_i
 async fn the_timeline_pages_every_appeal_of_the_card_and_of_what_it_absorbed_newest_first() {
     let config = api_config();
     for kind in kinds() {
-        let db = TestDb::new(kind).await;
-        let run = replay_lines(&config, &db, &stream()).await;
-        let survivor = ids(&run, "client.merged", "survivor_id")[0].clone();
-        let server = Server::start(config.clone(), &db).await;
+        let Served { db: _db, server, survivor, .. } = serve_stream(&config, kind).await;
 
         let mut numbers = Vec::new();
         let mut path = format!("/clients/{survivor}/timeline?limit=2");
@@ -156,10 +168,7 @@ async fn the_timeline_pages_every_appeal_of_the_card_and_of_what_it_absorbed_new
 async fn the_merge_ledger_says_who_joined_by_which_rule_on_which_value() {
     let config = api_config();
     for kind in kinds() {
-        let db = TestDb::new(kind).await;
-        let run = replay_lines(&config, &db, &stream()).await;
-        let survivor = ids(&run, "client.merged", "survivor_id")[0].clone();
-        let server = Server::start(config.clone(), &db).await;
+        let Served { db: _db, server, survivor, .. } = serve_stream(&config, kind).await;
         let ledger = server.acme(&format!("/clients/{survivor}/merges")).await;
         let merges = ledger["merges"].as_array().unwrap();
         assert_eq!(merges.len(), 1, "{ledger}");
@@ -174,10 +183,8 @@ async fn the_merge_ledger_says_who_joined_by_which_rule_on_which_value() {
 async fn tokens_read_only_their_projects_and_bad_input_is_a_400_never_a_500() {
     let config = api_config();
     for kind in kinds() {
-        let db = TestDb::new(kind).await;
-        let run = replay_lines(&config, &db, &stream()).await;
+        let Served { db: _db, server, run, .. } = serve_stream(&config, kind).await;
         let card = run.events("client.created")[0]["client"]["id"].as_str().unwrap().to_string();
-        let server = Server::start(config.clone(), &db).await;
         let path = format!("/projects/acme/clients/{card}");
         assert_eq!(server.get(None, &path).await.0, 401);
         assert_eq!(server.get(Some("wrong-token-1"), &path).await.0, 401);
@@ -407,11 +414,7 @@ fn documented(doc: &Value, path: &str, status: u16) -> jsonschema::Validator {
 async fn every_answer_of_every_endpoint_matches_the_openapi_document() {
     let config = api_config();
     for kind in kinds() {
-        let db = TestDb::new(kind).await;
-        let run = replay_lines(&config, &db, &stream()).await;
-        let survivor = ids(&run, "client.merged", "survivor_id")[0].clone();
-        let absorbed = run.events("client.merged")[0]["absorbed_ids"][0].as_str().unwrap().to_string();
-        let server = Server::start(config.clone(), &db).await;
+        let Served { db: _db, server, survivor, absorbed, .. } = serve_stream(&config, kind).await;
         let (status, doc) = server.get(None, "/openapi.json").await;
         assert_eq!(status, 200, "the document needs no token");
         assert_eq!(doc["openapi"], "3.1.0");
