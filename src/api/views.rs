@@ -6,13 +6,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::appeal::commands::REPLY_WINDOW_MS;
 use crate::config::{ChannelKind, ProjectConfig};
 use crate::model::{
     format_ts, Appeal, CardValue, Client, ClientSummary, Comment, MergeEntry, Millis, Source,
 };
-
-/// The messengers' reply window (SPEC's 24 h rule).
-pub const REPLY_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ValueView {
@@ -91,20 +89,11 @@ pub struct CardView {
     pub resolved_from: Option<String>,
 }
 
-fn source_name(source: Source) -> &'static str {
-    match source {
-        Source::Manual => "manual",
-        Source::Gateway => "gateway",
-        Source::Bot => "bot",
-        Source::Crm => "crm",
-    }
-}
-
 fn values(map: &BTreeMap<String, Vec<CardValue>>) -> BTreeMap<String, Vec<ValueView>> {
     let view = |v: &CardValue| ValueView {
         value: v.value.clone(),
         display: v.display().to_string(),
-        source: source_name(v.source),
+        source: v.source.into(),
     };
     map.iter().map(|(k, vs)| (k.clone(), vs.iter().map(view).collect())).collect()
 }
@@ -165,7 +154,7 @@ pub fn card(c: &Client, project: &ProjectConfig, absorbed_ids: Vec<String>, now:
             .map(|v| InvalidView {
                 field: v.field.clone(),
                 display: v.display.clone(),
-                source: source_name(v.source),
+                source: v.source.into(),
                 at: format_ts(v.at),
             })
             .collect(),

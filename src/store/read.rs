@@ -8,7 +8,7 @@ use super::{Store, StoreError, StoreResult};
 use crate::model::{Appeal, Client, MergeEntry, Message, Millis};
 
 impl Store {
-    async fn fetch_all(
+    pub(super) async fn fetch_all(
         &self,
         sql: &str,
         params: Vec<Param>,

@@ -96,11 +96,7 @@ impl Store {
             "SELECT client_id, term, field, value FROM search_terms WHERE project_id = $1 AND {filter} \
              ORDER BY term, client_id LIMIT {limit}"
         );
-        let sql = self.backend.statement(sql);
-        let rows = sql::bind_all(sqlx::query(&sql), params)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::new("search clients"))?;
+        let rows = self.fetch_all(&sql, params, "search clients").await?;
         Ok(rows
             .iter()
             .map(|r| Hit { client_id: r.get(0), term: r.get(1), field: r.get(2), value: r.get(3) })
