@@ -4,7 +4,9 @@
 #     started when missing/down; a trust line for 127.0.0.1/32 is added to
 #     pg_hba.conf if the server asks for a password there),
 #   * a Kafka-protocol broker (tansu 0.6.0, SQLite storage) on 127.0.0.1:19092,
-#     built once with `cargo install` into ~/.cache/appealflow/tansu.
+#     built once with `cargo install` into ~/.cache/appealflow/tansu,
+#   * Chromium and its WebDriver (Debian: chromium, chromium-driver) for the
+#     console's browser test, installed with apt-get when missing.
 #
 # Usage:
 #   scripts/test-env.sh [start]   bring services up; print `export` lines on
@@ -377,6 +379,20 @@ ensure_tansu() {
     die "tansu: broker exited during start-up"
 }
 
+# The console's browser test drives Debian's Chromium through chromedriver.
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+        say "chromium: $(chromium --version 2>/dev/null | head -n 1)"
+        return 0
+    fi
+    local t0=$SECONDS
+    say "chromium: not installed; apt-get install -y chromium chromium-driver"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >&2 ||
+        die "chromium: apt-get install chromium chromium-driver failed"
+    say "chromium: installed ($((SECONDS - t0)) s)"
+}
+
 # ---------------------------------------------------------------------- main
 
 cmd=${1:-start}
@@ -395,6 +411,7 @@ esac
 
 mkdir -p "$env_dir"
 ensure_postgres
+ensure_chromium
 ensure_tansu
 
 exports=$(

@@ -7,6 +7,7 @@
 //! exist); a store failure is a 503 and is logged.
 
 mod auth;
+mod console;
 mod cursor;
 pub mod search;
 pub mod views;
@@ -145,6 +146,7 @@ pub fn router(config: Arc<Config>, store: Store) -> Router {
         .route("/v1/projects/{project}/clients/{client_id}/timeline", get(timeline))
         .route("/v1/projects/{project}/clients/{client_id}/merges", get(merges))
         .route("/v1/projects/{project}/appeals/{number}", get(appeal))
+        .merge(console::routes())
         .fallback(|| async { ApiError::not_found("endpoint") })
         .with_state(Api { config, store })
 }

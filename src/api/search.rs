@@ -1,22 +1,32 @@
 //! `GET /v1/projects/{project}/clients?q=`: the cards most like what an operator typed (SPEC
 //! "Read API", search). The query is read every way it could be meant at once: a phone in
 //! any spelling or its last digits, an e-mail or its beginning, an identifier or field value,
-//! a name by word prefixes and, for typos, by trigrams. Each way looks up the store's search
-//! index (bounded reads); the scores here rank what came back.
+//! a name whole (its words in one lookup, the last one as typed so far) or word by word. A
+//! misspelt name word is first corrected against the project's vocabulary of name words,
+//! then looked up as spelt. Each way is a bounded read of the store's search index; the
+//! scores here rank what came back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
 
 use crate::config::ProjectConfig;
 use crate::identify::normalize;
-use crate::model::search::{fold, reversed_digits, similarity, trigrams, words};
+use crate::model::search::{fold, likeness, reversed_digits, trigrams, words, MIN_TYPO_WORD};
 use crate::store::{Hit, Match, Store, StoreResult};
 
 /// Rows read per lookup: far more than 20 results need, few enough to stay cheap.
 const PER_LOOKUP: usize = 200;
-/// Least trigram similarity for a word to count as a typo of another.
-const SIMILAR: f64 = 0.4;
+/// Vocabulary words read per trigram of a word that may be misspelt.
+const PER_TRIGRAM: usize = 500;
+/// Least likeness for a word of the vocabulary to be what a typo meant.
+const LIKE: f64 = 0.75;
+/// Corrections tried per query word.
+const CORRECTIONS: usize = 2;
+/// Whole-name lookups per query: the likeliest readings of its words.
+const READINGS: usize = 8;
+/// Query words a name is matched on.
+const NAME_WORDS: usize = 4;
 
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Matched {
@@ -115,7 +125,8 @@ pub async fn search(
     for hit in store.search_terms(p, &format!("i:{folded}"), Match::Exact, PER_LOOKUP).await? {
         scores.identifier(hit, 1.0, "exact");
     }
-    if q.contains('@') {
+    // An e-mail is found by its beginning, typed with or without the @.
+    if q.contains('@') || (q.len() >= 3 && !q.contains(char::is_whitespace) && !looks_like_phone(q)) {
         for hit in store.search_terms(p, &format!("e:{folded}"), Match::Prefix, PER_LOOKUP).await? {
             let exact = hit.term == format!("e:{folded}");
             scores.identifier(hit, if exact { 1.0 } else { 0.8 }, if exact { "exact" } else { "prefix" });
@@ -132,33 +143,127 @@ pub async fn search(
             scores.identifier(hit, 0.7, "suffix");
         }
     }
-    let query_words = words(q);
-    for (i, word) in query_words.iter().enumerate() {
-        name_word(store, p, &mut scores, (i, word)).await?;
-    }
+    // A name holds neither an @ nor only digits: such queries are contacts alone.
+    let query_words: Vec<String> = if q.contains('@') || looks_like_phone(q) {
+        Vec::new()
+    } else {
+        words(q).into_iter().take(NAME_WORDS).collect()
+    };
+    names(store, p, &mut scores, &query_words, limit).await?;
     Ok(scores.ranked(query_words.len(), limit))
 }
 
-/// One query word against the names: word prefixes, then trigram look-alikes.
-async fn name_word(store: &Store, p: &str, scores: &mut Scores, (i, word): (usize, &str)) -> StoreResult<()> {
-    for hit in store.search_terms(p, &format!("n:{word}"), Match::Prefix, PER_LOOKUP).await? {
-        let exact = hit.term.len() == word.len() + 2;
-        scores.name(hit, i, if exact { 1.0 } else { 0.8 }, if exact { "exact" } else { "prefix" });
+/// One way to read a query word: as typed, or as a word of the vocabulary it misspells.
+#[derive(Debug, Clone, PartialEq)]
+struct Reading {
+    word: String,
+    /// What a card matching it scores for this word (the likeness of a correction).
+    score: f64,
+    corrected: bool,
+}
+
+/// A word as typed, then what it may misspell: the likeliest words of the project's names
+/// sharing a trigram with it, when it is not itself one of them.
+async fn readings(store: &Store, p: &str, word: &str) -> StoreResult<Vec<Reading>> {
+    let mut out = vec![Reading { word: word.to_string(), score: 1.0, corrected: false }];
+    if word.chars().count() < MIN_TYPO_WORD {
+        return Ok(out);
     }
-    if word.chars().count() < 3 {
-        return Ok(());
-    }
-    let mut seen: HashMap<String, Hit> = HashMap::new();
+    let mut vocabulary = BTreeSet::new();
     for t in trigrams(word) {
-        for hit in store.search_terms(p, &format!("t:{t}"), Match::Exact, PER_LOOKUP).await? {
-            seen.entry(hit.client_id.clone()).or_insert(hit);
+        vocabulary.extend(store.words_with_trigram(p, &t, PER_TRIGRAM).await?);
+    }
+    if vocabulary.contains(word) {
+        return Ok(out);
+    }
+    let mut alike: Vec<(f64, String)> =
+        vocabulary.into_iter().map(|w| (likeness(word, &w), w)).filter(|(l, _)| *l >= LIKE).collect();
+    alike.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    out.extend(alike.into_iter().take(CORRECTIONS).map(|(l, w)| Reading {
+        word: w,
+        score: 0.6 * l,
+        corrected: true,
+    }));
+    Ok(out)
+}
+
+/// Every way to read the query, one reading per word, likeliest first, at most `n`.
+fn combinations(per_word: &[Vec<Reading>], n: usize) -> Vec<Vec<Reading>> {
+    let mut all: Vec<Vec<Reading>> = vec![Vec::new()];
+    for readings in per_word {
+        all = all
+            .into_iter()
+            .flat_map(|head| {
+                readings.iter().map(move |r| {
+                    let mut next = head.clone();
+                    next.push(r.clone());
+                    next
+                })
+            })
+            .collect();
+    }
+    let total = |c: &[Reading]| c.iter().map(|r| r.score).sum::<f64>();
+    all.sort_by(|a, b| total(b).total_cmp(&total(a)));
+    all.truncate(n);
+    all
+}
+
+/// The query's words against names: whole names first, then word by word for names that
+/// hold the words apart or in another order.
+async fn names(
+    store: &Store,
+    p: &str,
+    scores: &mut Scores,
+    words: &[String],
+    limit: usize,
+) -> StoreResult<()> {
+    let mut per_word = Vec::with_capacity(words.len());
+    for w in words {
+        per_word.push(readings(store, p, w).await?);
+    }
+    if words.len() > 1 {
+        for combo in combinations(&per_word, READINGS) {
+            whole_name(store, p, scores, &combo).await?;
         }
     }
-    for hit in seen.into_values() {
-        let best = words(&hit.value).iter().map(|w| similarity(word, w)).fold(0.0, f64::max);
-        if best >= SIMILAR {
-            scores.name(hit, i, 0.6 * best, "similar");
+    if words.len() == 1 || scores.names.len() < limit {
+        for (i, readings) in per_word.iter().enumerate() {
+            for r in readings.iter().filter(|r| words.len() == 1 || !r.corrected) {
+                name_word(store, p, scores, i, r).await?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// Names holding these words in this order, the last one as typed so far.
+async fn whole_name(store: &Store, p: &str, scores: &mut Scores, combo: &[Reading]) -> StoreResult<()> {
+    let key = combo.iter().map(|r| r.word.as_str()).collect::<Vec<_>>().join(" ");
+    for hit in store.search_terms(p, &format!("f:{key}"), Match::Prefix, PER_LOOKUP).await? {
+        let rest = hit.term.get(2 + key.len()..).unwrap_or_default();
+        let last_whole = rest.is_empty() || rest.starts_with(' ');
+        for (i, r) in combo.iter().enumerate() {
+            let (score, how) = match r {
+                r if r.corrected => (r.score, "similar"),
+                _ if i + 1 == combo.len() && !last_whole => (0.8, "prefix"),
+                _ => (1.0, "exact"),
+            };
+            scores.name(hit.clone(), i, score, how);
+        }
+    }
+    Ok(())
+}
+
+/// Names with a word starting with this reading of query word `i` (or equal to a correction).
+async fn name_word(store: &Store, p: &str, scores: &mut Scores, i: usize, r: &Reading) -> StoreResult<()> {
+    let how = if r.corrected { Match::Exact } else { Match::Prefix };
+    for hit in store.search_terms(p, &format!("n:{}", r.word), how, PER_LOOKUP).await? {
+        let (score, how) = match hit.term.len() == r.word.len() + 2 {
+            _ if r.corrected => (r.score, "similar"),
+            true => (1.0, "exact"),
+            false => (0.8, "prefix"),
+        };
+        scores.name(hit, i, score, how);
     }
     Ok(())
 }
@@ -181,6 +286,16 @@ mod tests {
         let ranked: Vec<(String, f64)> =
             s.ranked(2, 20).into_iter().map(|f| (f.client_id, f.score)).collect();
         assert_eq!(ranked, [("a".to_string(), 0.7), ("c".to_string(), 0.7)], "ties by id; b misses a word");
+    }
+
+    #[test]
+    fn the_likeliest_readings_of_a_query_come_first() {
+        let r = |w: &str, score: f64| Reading { word: w.into(), score, corrected: score < 1.0 };
+        let per_word =
+            vec![vec![r("anna", 1.0)], vec![r("smrinova", 1.0), r("smirnova", 0.52), r("smirnov", 0.4)]];
+        let words = |c: &Vec<Reading>| c.iter().map(|r| r.word.clone()).collect::<Vec<_>>().join(" ");
+        let combos: Vec<String> = combinations(&per_word, 2).iter().map(words).collect();
+        assert_eq!(combos, ["anna smrinova", "anna smirnova"]);
     }
 
     #[test]

@@ -2,10 +2,14 @@
 //! store's search index in the batch that changed the card (so a committed card is found at
 //! once), and the same folding applied to queries. Pure, so the API and the store agree.
 //!
-//! Terms are prefixed by kind: `n:` a name word, `t:` a trigram of a name word (typos),
-//! `p:` a phone (E.164), `s:` a phone's digits reversed (its last digits), `e:` an e-mail,
-//! `i:` any other identifier or value (external ID, CRM id, visitor ID, custom field),
-//! case-folded. Prefix searches are range scans over one ordered index.
+//! Terms are prefixed by kind: `n:` a name word, `f:` the whole name from each of its first
+//! words on (`anna smirnova`, `smirnova anna`: the words of a query meet in one lookup however
+//! common each is alone), `p:` a phone (E.164), `s:` a phone's digits reversed (its last
+//! digits), `e:` an e-mail, `i:` any other identifier or value (external ID, CRM id, visitor
+//! ID, custom field), case-folded. Prefix searches are range scans over one ordered index.
+//!
+//! Typos are not indexed per card: the project's vocabulary of name words, by trigram
+//! ([`vocabulary`]), corrects a query word to words that exist, which are then looked up.
 
 use std::collections::BTreeSet;
 
@@ -13,6 +17,11 @@ use super::Client;
 
 /// Longest term kept: longer values are still found by their first characters.
 pub const MAX_TERM: usize = 200;
+
+/// Rotations of a name indexed whole: a name is looked up from any of its first words.
+const MAX_ROTATIONS: usize = 4;
+/// Shortest word a typo is looked for in: shorter ones have too many look-alikes.
+pub const MIN_TYPO_WORD: usize = 4;
 
 /// Lower-cased and trimmed, at most [`MAX_TERM`] bytes (on a character boundary).
 pub fn fold(s: &str) -> String {
@@ -72,9 +81,15 @@ pub fn terms(c: &Client) -> BTreeSet<Term> {
         return out;
     }
     if let Some(name) = &c.doc.name {
-        for w in words(name) {
-            out.extend(trigrams(&w).iter().map(|t| term("t:", t, "name", name)));
-            out.insert(term("n:", &w, "name", name));
+        let ws = words(name);
+        for w in &ws {
+            out.insert(term("n:", w, "name", name));
+        }
+        if ws.len() > 1 {
+            for first in 0..ws.len().min(MAX_ROTATIONS) {
+                let rotated: Vec<&str> = ws[first..].iter().chain(&ws[..first]).map(String::as_str).collect();
+                out.insert(term("f:", &rotated.join(" "), "name", name));
+            }
         }
     }
     for (field, values) in c.doc.contacts.iter().chain(c.doc.fields.iter()) {
@@ -102,6 +117,25 @@ pub fn terms(c: &Client) -> BTreeSet<Term> {
     out
 }
 
+/// The card's name words under each of their trigrams: rows of the project's vocabulary,
+/// shared by every card with that word.
+pub fn vocabulary(c: &Client) -> BTreeSet<(String, String)> {
+    let Some(name) = c.doc.name.as_ref().filter(|_| c.merged_into.is_none()) else {
+        return BTreeSet::new();
+    };
+    words(name)
+        .into_iter()
+        .filter(|w| w.chars().count() >= MIN_TYPO_WORD)
+        .flat_map(|w| trigrams(&w).into_iter().map(move |t| (t, w.clone())))
+        .collect()
+}
+
+/// How alike a typed word is to a word that exists, 0 to 1: one minus the edit distance
+/// (a swap of neighbours counts once) over the longer length.
+pub fn likeness(typed: &str, word: &str) -> f64 {
+    strsim::normalized_damerau_levenshtein(typed, word)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +161,23 @@ mod tests {
     fn a_typo_still_looks_like_the_word() {
         assert!(similarity("alfrd", "alfred") >= 0.4, "{}", similarity("alfrd", "alfred"));
         assert!(similarity("boris", "alfred") < 0.1);
+        assert!(likeness("smrinova", "smirnova") >= 0.85, "a swap of neighbours is one edit");
+        assert!(likeness("alfrd", "alfred") >= 0.8);
+        assert!(likeness("smirnov", "petrova") < 0.5);
+    }
+
+    #[test]
+    fn a_name_is_indexed_whole_from_each_of_its_words() {
+        let mut c = Client::new("c1".into(), "acme".into(), ClientType::Channel, 0);
+        c.doc.name = Some("Анна Смирнова-Кузнецова".into());
+        let t: Vec<String> = terms(&c).into_iter().map(|t| t.term).filter(|t| t.starts_with("f:")).collect();
+        assert_eq!(
+            t,
+            ["f:анна смирнова кузнецова", "f:кузнецова анна смирнова", "f:смирнова кузнецова анна"]
+        );
+        let v = vocabulary(&c);
+        assert!(v.contains(&("мир".to_string(), "смирнова".to_string())));
+        assert_eq!(v.iter().filter(|(_, w)| w == "анна").count(), 2, "анн, нна");
     }
 
     #[test]

@@ -72,7 +72,12 @@ impl Store {
     /// Drops the search index and its mark, as a store written before it existed has neither
     /// (for tests of the upgrade).
     pub async fn forget_search_index(&self) -> StoreResult<()> {
-        for sql in ["DELETE FROM search_terms", "DELETE FROM store_meta WHERE key = 'search_index'"] {
+        let clear = [
+            "DELETE FROM search_terms",
+            "DELETE FROM search_words",
+            "DELETE FROM store_meta WHERE key = 'search_index'",
+        ];
+        for sql in clear {
             sqlx::query(sql).execute(&self.pool).await.map_err(StoreError::new("forget search index"))?;
         }
         Ok(())
@@ -101,5 +106,20 @@ impl Store {
             .iter()
             .map(|r| Hit { client_id: r.get(0), term: r.get(1), field: r.get(2), value: r.get(3) })
             .collect())
+    }
+
+    /// Name words of a project that share `trigram`, at most `limit`: where a typo is
+    /// corrected from.
+    pub async fn words_with_trigram(
+        &self,
+        project: &str,
+        trigram: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<String>> {
+        let sql = format!(
+            "SELECT word FROM search_words WHERE project_id = $1 AND trigram = $2 ORDER BY word LIMIT {limit}"
+        );
+        let rows = self.fetch_all(&sql, vec![project.into(), trigram.into()], "search name words").await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 }

@@ -393,5 +393,12 @@ pub(crate) async fn write_search_terms(db: &mut Db, cards: &[&Client]) -> StoreR
         })
         .collect();
     let head = "INSERT INTO search_terms (project_id, term, client_id, field, value)";
-    db.insert_rows(head, "", rows, "write search terms").await
+    db.insert_rows(head, "", rows, "write search terms").await?;
+    let words: BTreeSet<(String, String, String)> = cards
+        .iter()
+        .flat_map(|c| search::vocabulary(c).into_iter().map(|(t, w)| (c.project_id.clone(), t, w)))
+        .collect();
+    let rows = words.into_iter().map(|(p, t, w)| vec![p.into(), t.into(), w.into()]).collect();
+    let head = "INSERT INTO search_words (project_id, trigram, word)";
+    db.insert_rows(head, "ON CONFLICT DO NOTHING", rows, "write search words").await
 }

@@ -1,0 +1,410 @@
+// The operator console: a client of the public read API (SPEC "Read API") and nothing else.
+// Every value shown comes from a /v1 answer and is put on the page as text, never as markup:
+// names, messages and links are client input.
+
+const PAGE = Number(new URLSearchParams(location.search).get("page")) || 10;
+const DEBOUNCE_MS = 250;
+const WINDOW_KINDS = new Set(["whatsapp", "instagram"]); // channels with SPEC's 24 h reply window
+
+const $ = (id) => document.getElementById(id);
+
+/** An element with attributes and children (strings become text nodes). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === undefined || c === null || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+// --- session ------------------------------------------------------------------------------
+
+const session = {
+  get project() { return sessionStorage.getItem("appealflow.project"); },
+  get token() { return sessionStorage.getItem("appealflow.token"); },
+  save(project, token) {
+    sessionStorage.setItem("appealflow.project", project);
+    sessionStorage.setItem("appealflow.token", token);
+  },
+  clear() {
+    sessionStorage.removeItem("appealflow.project");
+    sessionStorage.removeItem("appealflow.token");
+  },
+};
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** GET a path under the signed-in project; the JSON answer or an ApiError. */
+async function api(path, project = session.project, token = session.token) {
+  const url = `/v1/projects/${encodeURIComponent(project)}${path}`;
+  let resp;
+  try {
+    resp = await fetch(url, { headers: { Authorization: `Bearer ${token}`, Accept: "application/json" } });
+  } catch {
+    throw new ApiError(0, "network", "appealflow did not answer: is it still running?");
+  }
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new ApiError(resp.status, body?.error?.code ?? "error", body?.error?.message ?? resp.statusText);
+  return body;
+}
+
+/** What a failed call means to an operator. */
+function explain(e) {
+  if (e.status === 401) return "The token was not accepted. Sign in again with a token of [[api.tokens]].";
+  if (e.status === 404 && e.message === "no such project") return "This token does not open that project, or there is no such project.";
+  if (e.status === 404) return `Not found: ${e.message.replace(/^no such /, "")}.`;
+  return e.message;
+}
+
+/** Shows a failure; a rejected token ends the session. */
+function fail(e) {
+  if (e.status === 401 || (e.status === 404 && e.message === "no such project")) {
+    session.clear();
+    showLogin(explain(e));
+    return;
+  }
+  $("view").replaceChildren(h("p", { class: "error", role: "alert" }, explain(e)));
+}
+
+function showLogin(message = "") {
+  $("workspace").hidden = true;
+  $("session").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message;
+  if (session.project) $("login-project").value = session.project;
+  $("login-token").value = "";
+  $("login-token").focus();
+}
+
+function showWorkspace() {
+  $("login").hidden = true;
+  $("workspace").hidden = false;
+  $("session").hidden = false;
+  $("session-project").textContent = session.project;
+  route();
+  if (!location.hash) $("search-input").focus();
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const project = $("login-project").value.trim();
+  const token = $("login-token").value;
+  if (!project || !token) {
+    $("login-error").textContent = "Type both the project and the token.";
+    return;
+  }
+  try {
+    await api("/clients?q=a&limit=1", project, token); // any answer but 401/404 proves both
+  } catch (e) {
+    $("login-error").textContent = explain(e);
+    return;
+  }
+  session.save(project, token);
+  showWorkspace();
+}
+
+// --- formatting ---------------------------------------------------------------------------
+
+const when = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+
+function time(iso, fmt = when) {
+  return iso ? h("time", { datetime: iso }, fmt.format(new Date(iso))) : "";
+}
+
+/** "+79991234567" as people read it: "+7 999 123-45-67"; other numbers as stored. */
+function phone(e164) {
+  const m = /^\+7(\d{3})(\d{3})(\d{2})(\d{2})$/.exec(e164);
+  return m ? `+7 ${m[1]} ${m[2]}-${m[3]}-${m[4]}` : e164;
+}
+
+function shown(field, value) {
+  return field === "phone" ? phone(value) : value;
+}
+
+function replyWindow(v) {
+  const w = v.reply_window;
+  if (w.open_until) {
+    const until = new Date(w.open_until);
+    const sameDay = until.toDateString() === new Date().toDateString();
+    return h("span", { class: "badge open" }, `open until ${sameDay ? clock.format(until) : when.format(until)}`);
+  }
+  if (w.template_only) return h("span", { class: "badge templates" }, "templates only");
+  if (WINDOW_KINDS.has(v.channel_kind)) return h("span", { class: "badge closed" }, "closed");
+  return h("span", { class: "badge" }, "no reply limit");
+}
+
+/** A link only to http(s) addresses: an attachment URL is client input. */
+function safeLink(url, text) {
+  try {
+    const u = new URL(url);
+    if (u.protocol === "https:" || u.protocol === "http:") {
+      return h("a", { href: u.href, rel: "noopener noreferrer nofollow", target: "_blank" }, text);
+    }
+  } catch { /* not a URL: shown as text */ }
+  return h("span", {}, `${text} (${url})`);
+}
+
+// --- search -------------------------------------------------------------------------------
+
+let searchSeq = 0;
+let debounce;
+
+function onSearchInput() {
+  clearTimeout(debounce);
+  debounce = setTimeout(search, DEBOUNCE_MS);
+}
+
+async function search() {
+  const q = $("search-input").value.trim();
+  const seq = ++searchSeq;
+  if (!q) {
+    $("results").replaceChildren();
+    $("search-status").textContent = "";
+    return;
+  }
+  $("search-status").textContent = "Searching…";
+  let body;
+  try {
+    body = await api(`/clients?q=${encodeURIComponent(q)}`);
+  } catch (e) {
+    if (seq !== searchSeq) return;
+    if (e.status === 400) {
+      $("search-status").textContent = e.message;
+      return;
+    }
+    fail(e);
+    return;
+  }
+  if (seq !== searchSeq) return; // an older answer arriving after a newer one
+  const found = body.clients;
+  $("search-status").textContent =
+    found.length === 0 ? "No client matches." : `${found.length} client${found.length === 1 ? "" : "s"} found.`;
+  $("results").replaceChildren(...found.map(resultItem));
+}
+
+function resultItem(r) {
+  const why = r.matched.map((m) => `${m.field} ${shown(m.field, m.value)} (${m.how})`).join(", ");
+  return h("li", {},
+    h("button", { type: "button", "data-client": r.client.id, onclick: () => go(`#/clients/${encodeURIComponent(r.client.id)}`) },
+      h("span", { class: "name" }, r.client.name ?? "(no name)"),
+      h("span", { class: "why" }, `${r.client.type} · ${r.client.appeal_count} appeal${r.client.appeal_count === 1 ? "" : "s"} · matched ${why}`)));
+}
+
+/** Arrow keys walk the results; Escape goes back to the search box. */
+function onResultsKey(event) {
+  const buttons = [...$("results").querySelectorAll("button")];
+  const at = buttons.indexOf(document.activeElement);
+  if (event.key === "ArrowDown" && buttons.length) {
+    event.preventDefault();
+    buttons[Math.min(at + 1, buttons.length - 1)].focus();
+  } else if (event.key === "ArrowUp" && at >= 0) {
+    event.preventDefault();
+    (at === 0 ? $("search-input") : buttons[at - 1]).focus();
+  } else if (event.key === "Escape") {
+    $("search-input").focus();
+  }
+}
+
+// --- views --------------------------------------------------------------------------------
+
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+async function route() {
+  if (!session.token) return;
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const current = $("results").querySelectorAll("button");
+  current.forEach((b) => b.setAttribute("aria-current", String(parts[0] === "clients" && b.dataset.client === parts[1])));
+  try {
+    if (parts[0] === "clients" && parts[1]) await showCard(parts[1]);
+    else if (parts[0] === "appeals" && parts[1]) await showAppeal(parts[1]);
+  } catch (e) {
+    fail(e);
+  }
+}
+
+function section(title, ...content) {
+  const id = `s-${title.toLowerCase().replace(/\W+/g, "-")}`;
+  return h("section", { "aria-labelledby": id }, h("h3", { id }, title), ...content);
+}
+
+function valueList(map, empty) {
+  const entries = Object.entries(map);
+  if (!entries.length) return h("p", { class: "muted" }, empty);
+  return h("dl", { class: "values" }, entries.flatMap(([field, values]) => [
+    h("dt", {}, field),
+    h("dd", {}, values.map((v, i) => [i ? ", " : "", v.display, " ", h("span", { class: "badge", title: "source" }, v.source)])),
+  ]));
+}
+
+async function showCard(id) {
+  const card = await api(`/clients/${encodeURIComponent(id)}`);
+  const [timeline, merges] = await Promise.all([
+    api(`/clients/${encodeURIComponent(card.id)}/timeline?limit=${PAGE}`),
+    api(`/clients/${encodeURIComponent(card.id)}/merges`),
+  ]);
+  const rows = h("tbody", {});
+  const more = h("button", { type: "button", class: "secondary", id: "timeline-more" }, "Show older appeals");
+  let next = timeline.next;
+  const addPage = (page) => rows.append(...page.appeals.map(timelineRow));
+  addPage(timeline);
+  more.hidden = !next;
+  more.addEventListener("click", async () => {
+    try {
+      const page = await api(`/clients/${encodeURIComponent(card.id)}/timeline?limit=${PAGE}&before=${encodeURIComponent(next)}`);
+      addPage(page);
+      next = page.next;
+      more.hidden = !next;
+      rows.lastElementChild?.querySelector("button")?.focus();
+    } catch (e) { fail(e); }
+  });
+
+  const view = h("article", { "aria-labelledby": "card-title", id: "card" },
+    card.resolved_from ? h("p", { class: "note" }, `Card ${card.resolved_from} was merged into this one.`) : "",
+    h("div", { class: "card-head" },
+      h("h2", { id: "card-title", tabindex: "-1" }, card.name ?? "(no name)"),
+      h("span", { class: "badge" }, card.type),
+      h("span", { class: "muted" }, `${card.appeal_count} appeal${card.appeal_count === 1 ? "" : "s"} · since `, time(card.created_at))),
+    section("Contacts", valueList(card.contacts, "No contacts.")),
+    section("Channels", technical(card.technical)),
+    section("Fields", valueList(card.fields, "No fields.")),
+    card.invalid_values.length ? section("Values that could not be read",
+      h("ul", { class: "plain" }, card.invalid_values.map((v) => h("li", {}, `${v.field}: ${v.display} (${v.source}, `, time(v.at), ")")))) : "",
+    card.crm ? section("CRM", h("p", {}, "CRM id: ", card.crm.crm_id ?? "—"),
+      h("dl", { class: "values" }, Object.entries(card.crm.data).flatMap(([k, vs]) => [h("dt", {}, k), h("dd", {}, vs.join(", "))]))) : "",
+    card.tags.length ? section("Tags", h("p", {}, card.tags.map((t) => [h("span", { class: "badge" }, t), " "]))) : "",
+    card.comments.length ? section("Comments", h("ul", { class: "plain" }, card.comments.map(comment))) : "",
+    section("Merges", mergeList(merges.merges, card.absorbed_ids)),
+    section("Timeline",
+      h("div", { class: "scroll" }, h("table", {},
+        h("thead", {}, h("tr", {}, ["Appeal", "Channel", "Status", "Opened", "Messages"].map((c) => h("th", { scope: "col" }, c)))),
+        rows)),
+      more));
+  $("view").replaceChildren(view);
+  $("card-title").focus();
+}
+
+function technical(t) {
+  const rows = t.visitors.map((v) => h("tr", {},
+    h("td", {}, v.channel_id, h("br"), h("span", { class: "muted" }, v.channel_kind ?? "")),
+    h("td", { class: "ids" }, v.visitor_id),
+    h("td", {}, replyWindow(v), v.last_client_message_at ? [h("br"), h("span", { class: "muted" }, "last wrote ", time(v.last_client_message_at))] : "")));
+  return [
+    h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Channel", "Visitor", "Reply window"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, rows))),
+    t.external_ids.length ? h("p", {}, "External ids: ", h("span", { class: "ids" }, t.external_ids.join(", "))) : "",
+  ];
+}
+
+function comment(c) {
+  return h("li", {}, c.text, " ", h("span", { class: "muted" }, "— ", c.operator_id ?? "operator", ", ", time(c.at)));
+}
+
+function mergeList(merges, absorbed) {
+  const items = merges.map((m) => {
+    const how = m.by === "rule"
+      ? `joined by rule ${m.rule_id ?? ""} on ${m.matched.map((v) => shown(v.field, v.value)).join(", ")}`
+      : `joined by ${m.by}${m.operator ? ` (${m.operator})` : ""}`;
+    return h("li", {}, time(m.at), ": ", how, h("br"),
+      h("span", { class: "muted" }, "absorbed ", h("span", { class: "ids" }, m.absorbed_ids.join(", "))));
+  });
+  return [
+    items.length ? h("ul", { class: "plain", id: "merges" }, items) : h("p", { class: "muted" }, "This card was never joined with another."),
+    absorbed.length ? h("p", {}, "Absorbed ids: ", h("span", { class: "ids" }, absorbed.join(", "))) : "",
+  ];
+}
+
+function timelineRow(a) {
+  return h("tr", {},
+    h("td", {}, h("button", { type: "button", class: "link", "data-appeal": a.number, onclick: () => go(`#/appeals/${a.number}`) }, `#${a.number}`)),
+    h("td", {}, a.channel_id, a.group ? h("span", { class: "muted" }, ` · ${a.group}`) : ""),
+    h("td", {}, h("span", { class: `badge ${a.status === "open" ? "open" : ""}` }, a.status)),
+    h("td", {}, time(a.opened_at)),
+    h("td", {}, String(a.message_count)));
+}
+
+async function showAppeal(number) {
+  let appeal = await api(`/appeals/${encodeURIComponent(number)}`);
+  const messages = [...appeal.messages];
+  while (appeal.next) { // an appeal is read whole: the chat shows every message
+    appeal = await api(`/appeals/${encodeURIComponent(number)}?after=${encodeURIComponent(appeal.next)}`);
+    messages.push(...appeal.messages);
+  }
+  const view = h("article", { "aria-labelledby": "appeal-title", id: "appeal" },
+    h("p", {}, h("button", { type: "button", class: "link", onclick: () => go(`#/clients/${encodeURIComponent(appeal.client.id)}`) },
+      `← ${appeal.client.name ?? "client"}'s card`)),
+    h("div", { class: "card-head" },
+      h("h2", { id: "appeal-title", tabindex: "-1" }, `Appeal #${appeal.number}`),
+      h("span", { class: `badge ${appeal.status === "open" ? "open" : ""}` }, appeal.status),
+      h("span", { class: "muted" }, `${appeal.channel_id}${appeal.group ? ` · ${appeal.group}` : ""}${appeal.operator_id ? ` · ${appeal.operator_id}` : ""} · opened `, time(appeal.opened_at))),
+    appeal.tags.length ? h("p", {}, appeal.tags.map((t) => [h("span", { class: "badge" }, t), " "])) : "",
+    appeal.comments.length ? section("Comments", h("ul", { class: "plain" }, appeal.comments.map(comment))) : "",
+    h("div", { class: "chat", role: "log", "aria-label": "Messages" }, chat(messages)));
+  $("view").replaceChildren(view);
+  $("appeal-title").focus();
+}
+
+const STATUS_MARK = { sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read" };
+
+/** Messages as a chat: one bubble per author while they write within a minute of their last
+ *  message; system messages (and operator-only notes) stand apart. */
+function chat(messages) {
+  const out = [];
+  let group = null;
+  for (const m of messages) {
+    if (m.author_kind === "system" || !m.visible_to_client) {
+      group = null;
+      out.push(h("div", { class: `system ${m.visible_to_client ? "" : "internal"}` },
+        m.visible_to_client ? "" : h("strong", {}, "Operators only: "), body(m), " ", time(m.sent_at, clock)));
+      continue;
+    }
+    const at = Date.parse(m.sent_at);
+    if (!group || group.kind !== m.author_kind || group.author !== m.author || at - group.last > 60_000) {
+      const who = m.author_kind === "client" ? `Client${m.author ? ` (${m.author})` : ""}` : `${m.author_kind === "bot" ? "Bot" : "Operator"} ${m.author ?? ""}`;
+      group = { kind: m.author_kind, author: m.author, last: at, el: h("div", { class: `group ${m.author_kind}` }, h("div", { class: "who" }, who)) };
+      out.push(group.el);
+    }
+    group.last = at;
+    group.el.append(h("p", {}, body(m), " ", time(m.sent_at, clock), m.status ? h("span", { class: "status" }, STATUS_MARK[m.status] ?? m.status) : ""));
+  }
+  return out;
+}
+
+function body(m) {
+  const parts = [];
+  if (m.text) parts.push(m.text);
+  if (m.attachment) {
+    const name = m.attachment.file_name ?? `${m.kind} attachment`;
+    parts.push(parts.length ? " " : "", safeLink(m.attachment.url, `Attachment: ${name}`));
+  }
+  if (!parts.length) parts.push(h("span", { class: "muted" }, `(${m.kind})`));
+  return parts;
+}
+
+// --- start --------------------------------------------------------------------------------
+
+$("login-form").addEventListener("submit", signIn);
+$("sign-out").addEventListener("click", () => { session.clear(); location.hash = ""; showLogin(); });
+$("search-input").addEventListener("input", onSearchInput);
+$("search-input").addEventListener("keydown", onResultsKey);
+$("results").addEventListener("keydown", onResultsKey);
+window.addEventListener("hashchange", route);
+if (session.token) showWorkspace();
+else showLogin();

@@ -1,0 +1,276 @@
+//! The operator console in a real browser: Debian's Chromium driven over WebDriver
+//! (chromedriver), against `appealflow api`'s router serving the replayed sample. Each step
+//! writes a screenshot under the target dir's tmp (printed) for a person to look at.
+//!
+//! Needs `chromium` and `chromedriver` (Debian: chromium, chromium-driver); `scripts/test.sh`
+//! installs them where missing. `APPEALFLOW_CHROMIUM` and `APPEALFLOW_CHROMEDRIVER` point
+//! elsewhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use appealflow::config::Config;
+use appealflow::store::Store;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const TOKEN: &str = "demo-token";
+/// The appeals the card's timeline lists.
+const APPEALS: &str = "#card tbody button[data-appeal]";
+
+/// A chromedriver of our own on a free port, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start() -> Driver {
+        let bin = std::env::var("APPEALFLOW_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(&bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {bin}: {e}; install Debian's chromium and chromium-driver (scripts/test.sh does)")
+            });
+        let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
+        let started = Instant::now();
+        while reqwest::get(format!("{}/status", driver.url)).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not come up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        driver
+    }
+
+    async fn browser(&self) -> Client {
+        let chromium = std::env::var("APPEALFLOW_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let options = serde_json::json!({
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,900", "--lang=en-US", "--no-first-run"],
+        });
+        let mut caps = serde_json::Map::new();
+        caps.insert("goog:chromeOptions".into(), options);
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector).capabilities(caps).connect(&self.url).await.expect("a Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The sample replayed into a SQLite store, served by the API and console; its base URL.
+async fn serve_sample(dir: &Path) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let toml = std::fs::read_to_string(root.join("config/example.toml")).unwrap();
+    let config = Arc::new(Config::from_toml(&toml).unwrap());
+    let url = format!("sqlite://{}", dir.join("console.db").display());
+    let store = Store::connect(&url, 2).await.unwrap();
+    let sample = root.join("examples/sample.jsonl").display().to_string();
+    appealflow::replay::replay(config.clone(), store.clone(), &[sample], &mut std::io::sink(), false)
+        .await
+        .unwrap();
+    store.close().await;
+    let reader = Store::connect_reader(&url, 2).await.unwrap();
+    let addr = appealflow::api::serve("127.0.0.1:0", config, reader).await.unwrap();
+    format!("http://{addr}")
+}
+
+struct Steps {
+    browser: Client,
+    shots: PathBuf,
+    n: usize,
+}
+
+impl Steps {
+    /// The first element `css` finds, once it is there and shown.
+    async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        let started = Instant::now();
+        loop {
+            if let Ok(el) = self.browser.find(Locator::Css(css)).await {
+                if el.is_displayed().await.unwrap_or(false) {
+                    return el;
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "nothing shown matches {css}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The text of `css` once it contains `want`.
+    async fn text_with(&self, css: &str, want: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let text = match self.browser.find(Locator::Css(css)).await {
+                Ok(el) => el.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(want) {
+                return text;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{css} never said {want:?}; it says {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Pages the timeline until it lists appeal `i` (from 0); false when it has no more.
+    async fn list_appeal(&self, i: usize) -> bool {
+        let started = Instant::now();
+        while self.count(APPEALS).await <= i {
+            let more = self.browser.find(Locator::Css("#timeline-more")).await.unwrap();
+            if !more.is_displayed().await.unwrap() {
+                return false;
+            }
+            more.click().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(started.elapsed() < Duration::from_secs(15), "the timeline never listed appeal {i}");
+        }
+        true
+    }
+
+    async fn count(&self, css: &str) -> usize {
+        self.browser.find_all(Locator::Css(css)).await.map(|v| v.len()).unwrap_or(0)
+    }
+
+    async fn shot(&mut self, name: &str) {
+        self.n += 1;
+        let png = self.browser.screenshot().await.unwrap();
+        let path = self.shots.join(format!("{:02}-{name}.png", self.n));
+        std::fs::write(&path, png).unwrap();
+        println!("screenshot: {}", path.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_finds_a_client_by_a_phone_spelling_and_reads_the_card_timeline_appeal_and_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = serve_sample(dir.path()).await;
+    let driver = Driver::start().await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut s = Steps { browser: driver.browser().await, shots, n: 0 };
+
+    // One appeal per page, so paging is exercised on the sample's timeline.
+    s.browser.goto(&format!("{base}/?page=1")).await.unwrap();
+    s.find("#login-token").await.send_keys("not-the-token").await.unwrap();
+    s.find("#login-form button[type=submit]").await.click().await.unwrap();
+    s.text_with("#login-error", "token was not accepted").await;
+    s.shot("wrong-token").await;
+
+    let token = s.find("#login-token").await;
+    token.clear().await.unwrap();
+    token.send_keys(TOKEN).await.unwrap();
+    s.find("#login-form button[type=submit]").await.click().await.unwrap();
+
+    s.find("#search-input").await.send_keys("8 999 123 45 67").await.unwrap();
+    let found = s.text_with("#results", "Alfred").await;
+    assert!(found.contains("phone +7 999 123-45-67"), "the result says what matched: {found}");
+    s.shot("search-by-phone").await;
+
+    s.find("#results button").await.click().await.unwrap();
+    s.text_with("#card-title", "Alfred").await;
+    let card = s.text_with("#card", "Channels").await;
+    for want in ["acme-tg", "acme-wa", "Merges", "Absorbed ids"] {
+        assert!(card.contains(want), "the card shows {want}: {card}");
+    }
+    assert!(
+        ["open until", "templates only", "closed", "no reply limit"].iter().any(|w| card.contains(w)),
+        "each channel has its reply window: {card}"
+    );
+    let merge = s.text_with("#merges", "joined by rule").await;
+    assert!(merge.contains("by-phone on +7 999 123-45-67"), "the ledger says how: {merge}");
+    s.shot("card").await;
+
+    assert_eq!(s.count(APPEALS).await, 1, "one appeal per page");
+    assert!(s.list_appeal(1).await, "a second page of the timeline");
+    s.shot("timeline-paged").await;
+
+    // Alfred's first appeal is his Telegram one, with the photo of the declined payment.
+    let mut opened = false;
+    for i in 0.. {
+        if !s.list_appeal(i).await {
+            break;
+        }
+        let buttons = s.browser.find_all(Locator::Css(APPEALS)).await.unwrap();
+        buttons[i].click().await.unwrap();
+        s.find("#appeal .chat").await;
+        if s.text_with("#appeal", "Appeal #").await.contains("decline.png") {
+            opened = true;
+            break;
+        }
+        s.browser.back().await.unwrap();
+        s.find("#card-title").await;
+    }
+    assert!(opened, "an appeal of Alfred's shows the photo he sent");
+    let link = s.find("#appeal a[href$='decline.png']").await;
+    assert!(link.attr("href").await.unwrap().unwrap().starts_with("https://"));
+    assert!(s.count("#appeal .group.client").await >= 1, "client messages are grouped bubbles");
+    assert!(s.count("#appeal .group.operator, #appeal .group.bot, #appeal .system").await >= 1);
+    s.shot("appeal").await;
+
+    s.browser.set_window_size(390, 844).await.unwrap();
+    s.browser.back().await.unwrap();
+    s.text_with("#card-title", "Alfred").await;
+    s.shot("card-phone-width").await;
+
+    // Nothing the page read came from anywhere but the console's files and the documented API.
+    let doc: serde_json::Value =
+        reqwest::get(format!("{base}/v1/openapi.json")).await.unwrap().json().await.unwrap();
+    let templates: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    let read = s
+        .browser
+        .execute("return performance.getEntriesByType('resource').map(e => e.name)", vec![])
+        .await
+        .unwrap();
+    let read: Vec<String> = serde_json::from_value(read).unwrap();
+    assert!(
+        read.iter().any(|u| u.contains("/v1/projects/acme/clients")),
+        "the console read the API: {read:?}"
+    );
+    for url in &read {
+        let path = url.strip_prefix(&base).unwrap_or_else(|| panic!("{url} is not served by appealflow"));
+        let path = path.split('?').next().unwrap();
+        let documented = templates.iter().any(|t| matches_template(t, path));
+        assert!(
+            path.starts_with("/console/") || documented,
+            "{path} is neither a console file nor in the API"
+        );
+    }
+    s.browser.close().await.unwrap();
+}
+
+/// Whether `path` is an instance of an OpenAPI path template (`{name}` matches one segment).
+fn matches_template(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<_>, Vec<_>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len() && t.iter().zip(&p).all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_a_policy_that_loads_only_its_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = serve_sample(dir.path()).await;
+    for (path, kind) in
+        [("/", "text/html"), ("/console/app.js", "text/javascript"), ("/console/style.css", "text/css")]
+    {
+        let resp = reqwest::get(format!("{base}{path}")).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let headers = resp.headers();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+    }
+    let page = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
+    assert!(!page.contains("http://") && !page.contains("https://"), "the page loads nothing from elsewhere");
+}
