@@ -10,7 +10,8 @@
 //! database `appealflow_bench_read_<cards>`; each write phase adds a few thousand cards to it.
 //!
 //! Options (environment): `BENCH_CARDS` (default 1000000), `BENCH_QUERIES` (per kind, default
-//! 300), `BENCH_WRITES` (inputs replayed during the loaded phase, default 60000), `BENCH_PG_URL`.
+//! 300), `BENCH_WRITES` (inputs replayed during the loaded phase, default 60000), `BENCH_PG_URL`,
+//! `BENCH_STORES` (`sqlite,postgres`), `BENCH_FILL_ONLY=1` (fill the stores, measure nothing).
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run on 3,000 cards
 //! that fails when a query kind stops finding the card it was made from.
 
@@ -543,14 +544,24 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     println!("appealflow read API benchmark: {cards} cards, {queries} people sampled per query kind");
 
-    let url = format!("sqlite://{}", dir.join(format!("read-{cards}.db")).display());
-    println!("SQLite ({url})");
-    runtime.block_on(bench_store(&config, &url, cards, queries, writes, scratch.path()));
-
-    if let Ok(admin) = std::env::var("BENCH_PG_URL") {
+    let stores = std::env::var("BENCH_STORES").unwrap_or_else(|_| "sqlite,postgres".into());
+    let fill_only = std::env::var("BENCH_FILL_ONLY").is_ok_and(|v| v == "1");
+    let mut urls = Vec::new();
+    if stores.contains("sqlite") {
+        urls.push(("SQLite", format!("sqlite://{}", dir.join(format!("read-{cards}.db")).display())));
+    }
+    if let (Ok(admin), true) = (std::env::var("BENCH_PG_URL"), stores.contains("postgres")) {
         let url = runtime.block_on(pg_database(&admin, &format!("appealflow_bench_read_{cards}"), benching));
-        println!("PostgreSQL ({url})");
-        runtime.block_on(bench_store(&config, &url, cards, queries, writes, scratch.path()));
+        urls.push(("PostgreSQL", url));
+    }
+    for (name, url) in urls {
+        println!("{name} ({url})");
+        if fill_only {
+            // Filling stores in parallel processes, then measuring each alone, saves an hour.
+            runtime.block_on(fill(&config, &url, cards, scratch.path()));
+        } else {
+            runtime.block_on(bench_store(&config, &url, cards, queries, writes, scratch.path()));
+        }
     }
 }
 

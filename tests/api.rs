@@ -355,7 +355,11 @@ async fn search_finds_phones_in_any_spelling_digit_tails_emails_typos_and_cyrill
             [("Дмитрий Орлов".to_string(), "exact".to_string())]
         );
         let start = found(&server, "d.orl").await;
-        assert_eq!(start, [("Дмитрий Орлов".to_string(), "prefix".to_string())], "an e-mail's beginning, no @");
+        assert_eq!(
+            start,
+            [("Дмитрий Орлов".to_string(), "prefix".to_string())],
+            "an e-mail's beginning, no @"
+        );
         assert_eq!(found(&server, "d.orlov@").await[0].1, "prefix");
         assert_eq!(found(&server, "орлов").await[0].0, "Дмитрий Орлов", "Cyrillic, case-insensitive");
         assert_eq!(found(&server, "дмит").await[0].1, "prefix");

@@ -1,6 +1,7 @@
 //! The read API (SPEC "Read API"): cards, timelines, appeals and merge ledgers over the store,
 //! read-only, beside the pipeline. It reads what the batches committed, through a store opened
 //! as a reader (a SQLite file read-only), so `replay` or `run` keep writing while it serves.
+//! The operator console (`console`, at `/`) is the API's first client and reads only `/v1`.
 //!
 //! Every response is JSON; every failure is `{"error": {"code", "message"}}` with a 400, 401
 //! or 404 (a token that does not cover a project gets the 404 of a project that does not

@@ -21,6 +21,8 @@ const PER_LOOKUP: usize = 200;
 const PER_TRIGRAM: usize = 500;
 /// Least likeness for a word of the vocabulary to be what a typo meant.
 const LIKE: f64 = 0.75;
+/// Longest query word corrected for typos.
+const MAX_TYPO_WORD: usize = 32;
 /// Corrections tried per query word.
 const CORRECTIONS: usize = 2;
 /// Whole-name lookups per query: the likeliest readings of its words.
@@ -166,7 +168,8 @@ struct Reading {
 /// sharing a trigram with it, when it is not itself one of them.
 async fn readings(store: &Store, p: &str, word: &str) -> StoreResult<Vec<Reading>> {
     let mut out = vec![Reading { word: word.to_string(), score: 1.0, corrected: false }];
-    if word.chars().count() < MIN_TYPO_WORD {
+    // A longer word is no name word's typo, and would cost a lookup per trigram.
+    if !(MIN_TYPO_WORD..=MAX_TYPO_WORD).contains(&word.chars().count()) {
         return Ok(out);
     }
     let mut vocabulary = BTreeSet::new();
