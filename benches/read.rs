@@ -11,7 +11,8 @@
 //!
 //! Options (environment): `BENCH_CARDS` (default 1000000), `BENCH_QUERIES` (per kind, default
 //! 300), `BENCH_WRITES` (inputs replayed during the loaded phase, default 60000), `BENCH_PG_URL`,
-//! `BENCH_STORES` (`sqlite,postgres`), `BENCH_FILL_ONLY=1` (fill the stores, measure nothing).
+//! `BENCH_STORES` (`sqlite,postgres`), `BENCH_FILL_ONLY=1` (fill the stores, measure nothing),
+//! `BENCH_PG_DB` (the database's name).
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a smoke run on 3,000 cards
 //! that fails when a query kind stops finding the card it was made from.
 
@@ -551,7 +552,8 @@ fn main() {
         urls.push(("SQLite", format!("sqlite://{}", dir.join(format!("read-{cards}.db")).display())));
     }
     if let (Ok(admin), true) = (std::env::var("BENCH_PG_URL"), stores.contains("postgres")) {
-        let url = runtime.block_on(pg_database(&admin, &format!("appealflow_bench_read_{cards}"), benching));
+        let name = std::env::var("BENCH_PG_DB").unwrap_or_else(|_| format!("appealflow_bench_read_{cards}"));
+        let url = runtime.block_on(pg_database(&admin, &name, benching));
         urls.push(("PostgreSQL", url));
     }
     for (name, url) in urls {
