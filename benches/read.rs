@@ -313,8 +313,8 @@ fn typo(word: &str) -> String {
     c.into_iter().collect()
 }
 
-/// Whether a search answer holds the card person `p` made: by name for name queries (many
-/// people share one), else by the exact name too, which the generator keeps per person.
+/// Whether a search answer lists a card with person `p`'s full name: the summary shows
+/// nothing more particular, and for name queries any namesake is as good an answer.
 fn found(body: &serde_json::Value, p: &Person) -> bool {
     let want = p.name();
     body["clients"].as_array().is_some_and(|cs| cs.iter().any(|c| c["client"]["name"] == want.as_str()))
