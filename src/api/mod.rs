@@ -13,6 +13,7 @@ mod cursor;
 pub mod search;
 pub mod views;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -372,14 +373,16 @@ async fn search_clients(
     }
     let limit = limit(query.limit.as_deref(), 20, 20)?;
     let found = search::search(&api.store, config, q, limit).await?;
-    let mut clients = Vec::with_capacity(found.len());
-    for f in found {
-        // The index holds live cards only; a card absorbed since is skipped, never shown.
-        let Some(card) = api.store.project_client(&p, &f.client_id).await? else { continue };
-        if card.id != f.client_id {
-            continue;
-        }
-        clients.push(SearchResult { client: card.summary().into(), matched: f.matched, score: f.score });
-    }
+    let ids: Vec<&str> = found.iter().map(|f| f.client_id.as_str()).collect();
+    let mut cards: HashMap<String, crate::model::Client> =
+        api.store.project_clients(&p, &ids).await?.into_iter().map(|c| (c.id.clone(), c)).collect();
+    // The index holds live cards only; a card absorbed since the lookup is left out, never shown.
+    let clients = found
+        .into_iter()
+        .filter_map(|f| {
+            let card = cards.remove(&f.client_id)?;
+            Some(SearchResult { client: card.summary().into(), matched: f.matched, score: f.score })
+        })
+        .collect();
     Ok(Json(SearchResponse { clients }).into_response())
 }

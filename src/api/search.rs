@@ -73,6 +73,11 @@ impl Scores {
         }
     }
 
+    /// Cards whose name matched every one of the query's `words`.
+    fn named(&self, words: usize) -> usize {
+        self.names.values().filter(|w| w.len() >= words).count()
+    }
+
     /// Cards ranked: the better of a card's identifier match and its name match (every query
     /// word must match a word of the name), ties by id.
     fn ranked(self, query_words: usize, limit: usize) -> Vec<Found> {
@@ -164,20 +169,22 @@ struct Reading {
     corrected: bool,
 }
 
+/// A word as typed.
+fn as_typed(word: &str) -> Reading {
+    Reading { word: word.to_string(), score: 1.0, corrected: false }
+}
+
 /// A word as typed, then what it may misspell: the likeliest words of the project's names
 /// sharing a trigram with it, when it is not itself one of them.
 async fn readings(store: &Store, p: &str, word: &str) -> StoreResult<Vec<Reading>> {
-    let mut out = vec![Reading { word: word.to_string(), score: 1.0, corrected: false }];
+    let mut out = vec![as_typed(word)];
     // A longer word is no name word's typo, and would cost a lookup per trigram.
-    if !(MIN_TYPO_WORD..=MAX_TYPO_WORD).contains(&word.chars().count()) {
+    if !(MIN_TYPO_WORD..=MAX_TYPO_WORD).contains(&word.chars().count()) || store.has_word(p, word).await? {
         return Ok(out);
     }
     let mut vocabulary = BTreeSet::new();
     for t in trigrams(word) {
         vocabulary.extend(store.words_with_trigram(p, &t, PER_TRIGRAM).await?);
-    }
-    if vocabulary.contains(word) {
-        return Ok(out);
     }
     let mut alike: Vec<(f64, String)> =
         vocabulary.into_iter().map(|w| (likeness(word, &w), w)).filter(|(l, _)| *l >= LIKE).collect();
@@ -212,7 +219,9 @@ fn combinations(per_word: &[Vec<Reading>], n: usize) -> Vec<Vec<Reading>> {
 }
 
 /// The query's words against names: whole names first, then word by word for names that
-/// hold the words apart or in another order.
+/// hold the words apart or in another order. Corrections are looked for only when the words
+/// as typed fill less than a page: a card matching a correction scores below every card
+/// matching the words as typed, so it could not make the page.
 async fn names(
     store: &Store,
     p: &str,
@@ -220,20 +229,33 @@ async fn names(
     words: &[String],
     limit: usize,
 ) -> StoreResult<()> {
+    if words.is_empty() {
+        return Ok(());
+    }
+    let typed: Vec<Reading> = words.iter().map(|w| as_typed(w)).collect();
+    if words.len() > 1 {
+        whole_name(store, p, scores, &typed).await?;
+    }
+    if words.len() == 1 || scores.named(words.len()) < limit {
+        for (i, r) in typed.iter().enumerate() {
+            name_word(store, p, scores, i, r).await?;
+        }
+    }
+    if scores.named(words.len()) >= limit {
+        return Ok(());
+    }
     let mut per_word = Vec::with_capacity(words.len());
     for w in words {
         per_word.push(readings(store, p, w).await?);
     }
+    let corrected = |combo: &[Reading]| combo.iter().any(|r| r.corrected);
     if words.len() > 1 {
-        for combo in combinations(&per_word, READINGS) {
-            whole_name(store, p, scores, &combo).await?;
+        for combo in combinations(&per_word, READINGS).iter().filter(|c| corrected(c)) {
+            whole_name(store, p, scores, combo).await?;
         }
-    }
-    if words.len() == 1 || scores.names.len() < limit {
-        for (i, readings) in per_word.iter().enumerate() {
-            for r in readings.iter().filter(|r| words.len() == 1 || !r.corrected) {
-                name_word(store, p, scores, i, r).await?;
-            }
+    } else {
+        for r in per_word[0].iter().filter(|r| r.corrected) {
+            name_word(store, p, scores, 0, r).await?;
         }
     }
     Ok(())

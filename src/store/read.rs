@@ -23,6 +23,24 @@ impl Store {
         Ok(self.client(id).await?.filter(|c| c.project_id == project))
     }
 
+    /// The live cards of a project among `ids`, in no order: what a search lists, read at
+    /// once (absorbed cards and other projects' cards are left out).
+    pub async fn project_clients(&self, project: &str, ids: &[&str]) -> StoreResult<Vec<Client>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(sql::CHUNK_ROWS) {
+            let sql = format!(
+                "SELECT {} FROM clients WHERE project_id = $1 AND merged_into IS NULL AND id IN ({})",
+                sql::CLIENT_COLS,
+                sql::list(chunk.len(), 2)
+            );
+            let params = std::iter::once(project.into()).chain(chunk.iter().map(|&id| id.into())).collect();
+            for row in self.fetch_all(&sql, params, "read clients").await? {
+                out.push(sql::client_from_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The ids of the cards a live card absorbed (directly or through cards it absorbed:
     /// merges repoint them all to the final survivor), in id order.
     pub async fn absorbed_ids(&self, survivor: &str) -> StoreResult<Vec<String>> {

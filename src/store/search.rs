@@ -108,6 +108,15 @@ impl Store {
             .collect())
     }
 
+    /// Whether a word is in a project's vocabulary of name words (under any of its trigrams,
+    /// as each word is stored under all of them).
+    pub async fn has_word(&self, project: &str, word: &str) -> StoreResult<bool> {
+        let Some(trigram) = crate::model::search::trigrams(word).into_iter().next() else { return Ok(false) };
+        let sql = "SELECT 1 FROM search_words WHERE project_id = $1 AND trigram = $2 AND word = $3";
+        let params = vec![project.into(), trigram.into(), word.into()];
+        Ok(!self.fetch_all(sql, params, "search name words").await?.is_empty())
+    }
+
     /// Name words of a project that share `trigram`, at most `limit`: where a typo is
     /// corrected from.
     pub async fn words_with_trigram(
