@@ -6,6 +6,10 @@
 //! channels, once against the CRM test double and once with the CRM down (connections
 //! refused), to show what identification costs and that an outage does not stall the stream.
 //!
+//! Next to it, in alternating rounds, runs the durable-ingest floor (`benches/ingest_floor.py`:
+//! Python's `json` and `sqlite3` keeping each input as one row, WAL, `synchronous=FULL`) and
+//! prints the engine's share of it.
+//!
 //! Options (environment): `BENCH_INPUTS` (default 100000), `BENCH_PG_URL` (also replay on a
 //! fresh PostgreSQL database created under that server URL).
 
@@ -35,9 +39,23 @@ fn main() {
     let baseline = decode_only(&lines, &config);
     println!("  decode-only baseline   {:>9.0} inputs/s", baseline);
 
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let sqlite = runtime.block_on(full(&config, &url, &path));
-    println!("  full pipeline, SQLite  {:>9.0} inputs/s  ({:.3} of baseline)", sqlite, sqlite / baseline);
+    // The floor and the engine alternate, so both see the same machine; the ratio is the figure.
+    let mut sqlite = 0f64;
+    for round in 1..=ROUNDS {
+        let floor = ingest_floor(&path, &dir.path().join(format!("floor-{round}.db")));
+        let url = format!("sqlite://{}", dir.path().join(format!("bench-{round}.db")).display());
+        let engine = runtime.block_on(full(&config, &url, &path));
+        sqlite = sqlite.max(engine);
+        match floor {
+            Some(floor) => println!(
+                "  round {round}: ingest floor {floor:>7.0} inputs/s, full pipeline, SQLite {engine:>7.0} inputs/s  \
+                 ({:.2} of the floor, {:.3} of decode alone)",
+                engine / floor,
+                engine / baseline
+            ),
+            None => println!("  round {round}: full pipeline, SQLite {engine:>7.0} inputs/s (no python3 for the floor)"),
+        }
+    }
 
     let crm = runtime.block_on(start_crm_double());
     let up = Arc::new(Config::from_toml(&with_crm(&crm)).unwrap());
@@ -69,6 +87,19 @@ fn main() {
             pg / sqlite
         );
     }
+}
+
+/// Rounds of floor and engine, alternating.
+const ROUNDS: usize = 2;
+
+/// `benches/ingest_floor.py` over the stream: what merely keeping each input durably costs
+/// (inputs/s), or `None` without a Python to run it.
+fn ingest_floor(stream: &std::path::Path, db: &std::path::Path) -> Option<f64> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/ingest_floor.py");
+    let out = std::process::Command::new("python3").arg(script).arg(stream).arg(db).output().ok()?;
+    assert!(out.status.success(), "ingest floor failed: {}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(report["inputs"].as_f64()? / report["seconds"].as_f64()?)
 }
 
 /// Read + JSON decode + validate every input: the floor any processing adds to.

@@ -119,8 +119,9 @@ pub struct Store {
     url: Arc<str>,
     /// PostgreSQL writers only.
     planner: Option<Arc<PlannerStatistics>>,
-    /// A SQLite store's writer lock, held as long as any clone of the store lives.
-    _writer: Option<Arc<std::fs::File>>,
+    /// A SQLite store's writer lock and checkpointer, held as long as any clone of the store
+    /// lives.
+    writer: Option<Arc<dialect::SqliteWriter>>,
 }
 
 impl Store {
@@ -156,7 +157,7 @@ impl Store {
 
     fn from(backend: Backend, opened: dialect::Opened) -> Store {
         let dialect::Opened { pool, url, writer, planner } = opened;
-        Store { pool, backend, url: url.into(), planner, _writer: writer }
+        Store { pool, backend, url: url.into(), planner, writer }
     }
 
     pub fn backend(&self) -> Backend {
@@ -165,6 +166,9 @@ impl Store {
 
     /// Starts a batch: a transaction plus the cache the stages read and write through.
     pub async fn begin(&self) -> StoreResult<WorkingSet> {
+        if let Some(writer) = &self.writer {
+            writer.catch_up(&self.pool).await?;
+        }
         let tx = self.pool.begin().await.map_err(StoreError::new("begin transaction"))?;
         Ok(WorkingSet::new(tx, self.backend))
     }

@@ -18,6 +18,7 @@ use sqlx::{Any, AnyPool, Transaction};
 pub(crate) use postgres::PlannerStatistics;
 
 use super::{StoreError, StoreResult};
+pub(crate) use sqlite::Writer as SqliteWriter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -30,8 +31,8 @@ pub(crate) struct Opened {
     pub pool: AnyPool,
     /// The URL as connected (SQLite's gets its open mode).
     pub url: String,
-    /// A SQLite store's writer lock, held as long as the store lives.
-    pub writer: Option<Arc<std::fs::File>>,
+    /// A SQLite store's writer lock and checkpointer, held as long as the store lives.
+    pub writer: Option<Arc<SqliteWriter>>,
     pub planner: Option<Arc<PlannerStatistics>>,
 }
 

@@ -2,6 +2,7 @@
 //! needs, positional placeholders.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
@@ -9,8 +10,50 @@ use sqlx::{AnyPool, Executor};
 use super::Opened;
 use crate::store::{StoreCause, StoreError, StoreResult};
 
+/// How often the checkpointer copies committed WAL pages into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// WAL size past which the writer empties the WAL before its next batch. SQLite starts the
+/// WAL afresh only when a transaction begins with every page copied, and copying beside a
+/// writer that is nearly always inside a batch, the checkpointer seldom sees that moment.
+/// The file's size is what it holds: it is only ever emptied by truncation.
+const CATCH_UP_BYTES: u64 = 64 << 20;
+/// WAL pages (of 4 KiB) past which the writer checkpoints by itself, in its commits: a last
+/// resort, as the writer empties the WAL between batches long before.
+const BACKSTOP_PAGES: u64 = 4 * CATCH_UP_BYTES / 4096;
+
+/// What a SQLite store's writer holds for as long as any clone of the store lives: the writer
+/// lock, and the checkpointer, stopped with it.
+pub(crate) struct Writer {
+    _lock: std::fs::File,
+    checkpointer: tokio::task::JoinHandle<()>,
+    wal: std::path::PathBuf,
+}
+
+impl Writer {
+    /// Between batches, when the WAL has grown past [`CATCH_UP_BYTES`]: a `TRUNCATE`
+    /// checkpoint on the writer's connection copies what the checkpointer has not yet and
+    /// empties the WAL. It waits for readers' snapshots up to the busy timeout.
+    pub(crate) async fn catch_up(&self, pool: &AnyPool) -> StoreResult<()> {
+        if std::fs::metadata(&self.wal).map_or(0, |m| m.len()) < CATCH_UP_BYTES {
+            return Ok(());
+        }
+        let done: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::new("empty the SQLite WAL"))?;
+        tracing::debug!(busy = done.0, wal_pages = done.1, copied = done.2, "WAL emptied between batches");
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.checkpointer.abort();
+    }
+}
+
 pub(super) async fn open_writer(url: &str) -> StoreResult<Opened> {
-    let writer = writer_lock(url)?;
+    let lock = writer_lock(url)?;
     let url = with_mode(url, "rwc");
     let options: AnyConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
     // One connection: SQLite serialises writers anyway, and one connection keeps the batch
@@ -20,7 +63,12 @@ pub(super) async fn open_writer(url: &str) -> StoreResult<Opened> {
         .after_connect(|conn, _| {
             Box::pin(async move {
                 conn.execute("PRAGMA journal_mode = WAL").await?;
+                // Durability: in WAL mode NORMAL syncs the WAL at each checkpoint, not at each
+                // commit. A killed process loses nothing (the OS holds the written WAL); a
+                // power cut can lose the last commits, each whole: the store then stands at an
+                // earlier batch with that batch's offsets, and `run` consumes the rest again.
                 conn.execute("PRAGMA synchronous = NORMAL").await?;
+                conn.execute(format!("PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}").as_str()).await?;
                 conn.execute("PRAGMA busy_timeout = 10000").await?;
                 // Card and appeal keys are UUIDs, so writes land on random pages: a 2 MiB
                 // default cache turns every batch into page reads as tables grow.
@@ -34,7 +82,53 @@ pub(super) async fn open_writer(url: &str) -> StoreResult<Opened> {
         .connect_with(options)
         .await
         .map_err(StoreError::new("open SQLite database"))?;
+    let writer = match (lock, sqlite_path(&url)) {
+        (Some(lock), Some(path)) => {
+            let wal = format!("{path}-wal").into();
+            Some(Arc::new(Writer { _lock: lock, checkpointer: checkpointer(&url).await?, wal }))
+        }
+        _ => None,
+    };
     Ok(Opened { pool, url, writer, planner: None })
+}
+
+/// Copies the WAL into the database file from a connection of its own, every
+/// [`CHECKPOINT_EVERY`]. In the writer's own commit (SQLite's default) a checkpoint stalls the
+/// batch that crosses the threshold; here it runs beside the batches, on another thread
+/// (`PASSIVE`: it neither blocks the writer nor waits for it). The writer empties a WAL grown
+/// past [`CATCH_UP_BYTES`] before its next batch ([`Writer::catch_up`]), so it stays bounded.
+///
+/// A crash in the middle is SQLite's to recover: the WAL keeps every page until the database
+/// file holds it, synced (`synchronous = NORMAL` syncs both at each checkpoint).
+async fn checkpointer(url: &str) -> StoreResult<tokio::task::JoinHandle<()>> {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::ConnectOptions;
+    let options: SqliteConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
+    let mut conn = options
+        .busy_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(StoreError::new("open SQLite checkpointer"))?;
+    Ok(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            tracing::trace!("WAL checkpoint started");
+            let done = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut conn)
+                .await;
+            match done {
+                Ok((busy, wal_pages, copied)) => {
+                    tracing::trace!(busy, wal_pages, copied, "WAL checkpoint done")
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "WAL checkpoint failed; the writer checkpoints in its commits past {BACKSTOP_PAGES} pages"
+                ),
+            }
+        }
+    }))
 }
 
 /// The URL with an open mode (`rwc` for the writer, `ro` for readers) unless it names one.
@@ -83,7 +177,7 @@ fn sqlite_path(url: &str) -> Option<&str> {
 /// `<file>.writer-lock`, which records who holds it. A second writer would interleave its
 /// batches with the first's; it is refused at once, naming the holder. The operating system
 /// releases the lock when the holder exits, however it exits.
-fn writer_lock(url: &str) -> StoreResult<Option<Arc<std::fs::File>>> {
+fn writer_lock(url: &str) -> StoreResult<Option<std::fs::File>> {
     use std::io::{Read, Seek, Write};
     let Some(path) = sqlite_path(url) else { return Ok(None) };
     let lock_path = format!("{path}.writer-lock");
@@ -101,7 +195,7 @@ fn writer_lock(url: &str) -> StoreResult<Option<Arc<std::fs::File>>> {
             file.seek(std::io::SeekFrom::Start(0)).map_err(failed)?;
             let holder = format!("pid {} since {}", std::process::id(), chrono::Utc::now().to_rfc3339());
             file.write_all(holder.as_bytes()).map_err(failed)?;
-            Ok(Some(Arc::new(file)))
+            Ok(Some(file))
         }
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut holder = String::new();
