@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use appealflow::config::Config;
 use appealflow::model::format_ts;
 use appealflow::store::Store;
+use appealflow::testkit::Rng;
 use appealflow::{api, replay, testkit};
 
 /// 2026-11-01T00:00:00Z
@@ -123,26 +124,9 @@ const STEM_CYR: [&str; 16] = [
 ];
 const ENDING_CYR: [&str; 8] = ["ецов", "ов", "ова", "ин", "ина", "енко", "ский", "ская"];
 
-/// SplitMix64, seeded per person so any person can be rebuilt without the others.
-struct Rng(u64);
-
-impl Rng {
-    fn for_person(i: usize) -> Rng {
-        Rng((i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x5EED)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
+/// The generator of a person, so any person can be rebuilt without the others.
+fn person_rng(i: usize) -> Rng {
+    Rng::new((i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x5EED)
 }
 
 /// One person of the directory, as the generator made them.
@@ -159,7 +143,7 @@ struct Person {
 }
 
 fn person(i: usize) -> Person {
-    let mut r = Rng::for_person(i);
+    let mut r = person_rng(i);
     let (first, last) = if r.below(100) < 30 {
         (r.pick(&FIRST_CYR), format!("{}{}", r.pick(&STEM_CYR), r.pick(&ENDING_CYR)))
     } else {
@@ -474,8 +458,8 @@ async fn bench_store(
     let reader = Store::connect_reader(url, 4).await.unwrap();
     let addr = api::serve("127.0.0.1:0", config.clone(), reader.clone()).await.unwrap();
     let c = Client { http: reqwest::Client::new(), base: format!("http://{addr}") };
-    let mut r = Rng(0xBE7C);
-    let samples: Vec<usize> = (0..queries).map(|_| r.below(cards)).collect();
+    let mut r = Rng::new(0xBE7C);
+    let samples: Vec<usize> = (0..queries).map(|_| r.below(cards as u64) as usize).collect();
     let ids = timeline_cards(&c, &samples).await;
     assert!(!ids.is_empty(), "no card found to open");
 
