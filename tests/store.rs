@@ -284,3 +284,22 @@ async fn the_ledger_of_a_card_lists_the_merges_of_the_cards_it_absorbed_oldest_f
         assert_eq!(merges, [("b", "c"), ("a", "b")]);
     }
 }
+
+#[tokio::test]
+async fn a_sqlite_wal_grown_past_its_bound_is_emptied_before_the_next_batch() {
+    let db = TestDb::new(common::Kind::Sqlite).await;
+    let store = db.store().await;
+    let wal = format!("{}-wal", db.url.trim_start_matches("sqlite://"));
+    let mut ws = store.begin().await.unwrap();
+    ws.put_client(card("c1", 1, "v1"));
+    commit(ws).await;
+    // SQLite reads a WAL only up to its last valid frame, so a longer file stands for one
+    // that grew while the checkpointer never found a moment to start it afresh.
+    std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(65 << 20).unwrap();
+    let mut ws = store.begin().await.unwrap();
+    ws.put_client(card("c2", 2, "v2"));
+    commit(ws).await;
+    assert!(std::fs::metadata(&wal).unwrap().len() < 1 << 20, "the writer emptied the WAL first");
+    let ws = &mut store.begin().await.unwrap();
+    assert!(ws.live_client("c1").await.unwrap().is_some(), "what the WAL held is in the database");
+}
