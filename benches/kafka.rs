@@ -20,9 +20,13 @@
 //! `BENCH_WORKLOAD` the traffic: `conversations` (default: visits of up to a dozen messages,
 //! as steady support traffic is) or `stress` (short visits, a new card every other input,
 //! many merges: 3.7 records written per input against 2.0); see `testkit::Shape`.
-//! A last phase offers the same inputs to a fresh `run` at a fixed rate (`BENCH_LATENCY_RATE`
-//! inputs/s; default 0.7 of the rate `run` reached, `0` skips it) and prints the end-to-end
-//! latency percentiles: how long a client's message takes to become events.
+//! Two latency phases offer the same inputs to a fresh `run` at a fixed rate and print the
+//! end-to-end latency percentiles, how long a client's message takes to become events: a
+//! quiet system (`BENCH_QUIET_RATE` inputs/s, default 100, for 15 seconds) and one under load
+//! (`BENCH_LATENCY_RATE`; default 0.7 of the rate `run` reached); `0` skips a phase. Last, the
+//! `appealflow` binary runs in a process of its own over a backlog of `BENCH_MEMORY_INPUTS`
+//! inputs (default: the bench's inputs; `0` skips it) and the bench prints its peak resident
+//! set size while it catches up.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,11 +153,18 @@ async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, tes
     println!("    {}", Cpu::now().since(cpu).line(lines.len()));
     // Throughput alone says nothing of how long a client waits: the same inputs again, now
     // offered at a fixed rate below what `run` just reached, timed from each input's produce
-    // to the last record it caused.
+    // to the last record it caused: first on a quiet system (a support desk's ordinary hour),
+    // then at 0.7 of capacity.
+    let quiet = std::env::var("BENCH_QUIET_RATE").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(100.0);
     let rate = std::env::var("BENCH_LATENCY_RATE").ok().and_then(|v| v.parse::<f64>().ok());
     let rate = rate.unwrap_or((full * 0.7).round());
-    if rate > 0.0 {
-        let l = latency(brokers, pg, &format!("{tag}-lat"), &lines, &keys, rate).await;
+    // The quiet phase offers 15 seconds' worth of inputs.
+    let quiet_inputs = ((quiet * 15.0) as usize).clamp(2, lines.len());
+    for (phase, rate, n) in [("quiet", quiet, quiet_inputs), ("load", rate, lines.len())] {
+        if rate <= 0.0 {
+            continue;
+        }
+        let l = latency(brokers, pg, &format!("{tag}-{phase}"), &lines[..n], &keys[..n], rate).await;
         println!(
             "  latency at {rate:.0} inputs/s ({:.2} of run's rate): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms  ({} inputs, {:.0} per batch)",
             rate / full,
@@ -165,6 +176,60 @@ async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, tes
             l.per_batch
         );
     }
+    let memory_inputs = std::env::var("BENCH_MEMORY_INPUTS").ok().and_then(|v| v.parse().ok());
+    match memory_inputs.unwrap_or(lines.len()) {
+        0 => {}
+        n if n == lines.len() => catch_up_peak_memory(brokers, pg, &tag, None).await,
+        n => {
+            let tag = format!("{tag}-mem");
+            create_run_topics(brokers, &tag, &[]).await;
+            let more = testkit::generate_shaped(persons_for(n, shape), 8, false, shape);
+            let lines: Vec<String> = more.lines.into_iter().take(n).collect();
+            let keys: Vec<String> = more.keys.into_iter().take(lines.len()).collect();
+            produce(brokers, &format!("in-{tag}"), &lines, &keys).await;
+            drop((lines, keys));
+            catch_up_peak_memory(brokers, pg, &tag, Some(n)).await;
+        }
+    }
+}
+
+/// `appealflow run` in a process of its own, from the start of `tag`'s inbound topic under a
+/// new group and on a fresh database, until it has applied everything: prints the most memory
+/// it held and its rate.
+async fn catch_up_peak_memory(brokers: &str, pg: &str, tag: &str, inputs: Option<usize>) {
+    let url = fresh_db(pg, &format!("{tag}-rss")).await;
+    let toml = config_toml(brokers, &url, tag)
+        .replace(&format!("group_id = \"run-{tag}\""), &format!("group_id = \"rss-{tag}\""));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.toml");
+    std::fs::write(&file, toml).unwrap();
+    let inbound = format!("in-{tag}");
+    let backlog = match inputs {
+        Some(n) => n as i64,
+        None => topic_size(brokers, &inbound),
+    };
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_appealflow"));
+    command
+        .args(["run", "--config"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let started = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_child = stop.clone();
+    let measuring = std::thread::spawn(move || testkit::run_measuring_peak_memory(&mut command, &stop_child));
+    wait_applied(&url, &inbound, backlog).await;
+    let elapsed = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (status, peak) =
+        tokio::task::spawn_blocking(move || measuring.join().unwrap().unwrap()).await.unwrap();
+    assert!(status.is_none(), "`appealflow run` ended before it was stopped: {status:?}");
+    drop_db(pg, &url).await;
+    println!(
+        "  memory: `appealflow run` catching up on {backlog} inputs in its own process, peak RSS {}  ({:.0} inputs/s with the group join)",
+        peak.describe(),
+        backlog as f64 / elapsed.as_secs_f64()
+    );
 }
 
 /// End-to-end latency percentiles, in milliseconds.
@@ -205,10 +270,13 @@ async fn latency(
         let _ = stopped.await;
     }));
     let inbound = topic("in");
-    // The first input waits for the group join; it is applied before the clock starts.
-    produce(brokers, &inbound, &lines[..1], &keys[..1]).await;
-    wait_applied(&url, &inbound, 1).await;
+    // The first input waits for the group join; it is applied before the clock starts. It
+    // goes through the producer of the timed inputs, so their clock does not count that
+    // producer's start either (connecting, its idempotent producer id).
     let producer = producer(brokers);
+    let first = FutureRecord::to(&inbound).key(keys[0].as_str()).payload(lines[0].as_str());
+    producer.send(first, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    wait_applied(&url, &inbound, 1).await;
     let mut produced = std::collections::HashMap::new();
     let mut acks = Vec::with_capacity(lines.len());
     let start = tokio::time::Instant::now();
@@ -463,7 +531,12 @@ async fn fresh_db(admin: &str, tag: &str) -> String {
 }
 
 fn config(brokers: &str, url: &str, tag: &str) -> Arc<Config> {
-    let toml = format!(
+    Arc::new(Config::from_toml(&config_toml(brokers, url, tag)).unwrap())
+}
+
+/// The TOML of [`config`].
+fn config_toml(brokers: &str, url: &str, tag: &str) -> String {
+    format!(
         r#"
 [kafka]
 brokers = "{brokers}"
@@ -482,8 +555,19 @@ listen = ""
 {}"#,
         client_options(),
         testkit::CONFIG.replace("batch_size = 500", &format!("batch_size = {}", batch_size()))
-    );
-    Arc::new(Config::from_toml(&toml).unwrap())
+    )
+}
+
+/// How many records a topic holds (the sum of its partitions' high watermarks).
+fn topic_size(brokers: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap().1)
+        .sum()
 }
 
 /// `BENCH_PRODUCER="compression.type=lz4,linger.ms=20"`: librdkafka producer options for `run`;
@@ -520,9 +604,9 @@ async fn wait_applied(url: &str, inbound: &str, n: i64) {
         let row = sqlx::query("SELECT COALESCE(SUM(next_offset),0)::BIGINT, (SELECT COUNT(*) FROM outbox_batches) FROM partitions WHERE partition_key LIKE $1")
             .bind(format!("{inbound}:%"))
             .fetch_one(&pool)
-            .await
-            .unwrap();
-        let (applied, pending): (i64, i64) = (row.get(0), row.get(1));
+            .await;
+        // A `run` in another process may not have created its tables yet.
+        let (applied, pending): (i64, i64) = row.map_or((0, 0), |row| (row.get(0), row.get(1)));
         if applied >= n && pending == 0 {
             return;
         }

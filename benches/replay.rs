@@ -10,8 +10,12 @@
 //! Python's `json` and `sqlite3` keeping each input as one row, WAL, `synchronous=FULL`) and
 //! prints the engine's share of it.
 //!
+//! Last, the `appealflow` binary replays a stream in a process of its own and the bench prints
+//! its peak resident set size: the memory a replay of that many inputs needs.
+//!
 //! Options (environment): `BENCH_INPUTS` (default 100000), `BENCH_PG_URL` (also replay on a
-//! fresh PostgreSQL database created under that server URL).
+//! fresh PostgreSQL database created under that server URL), `BENCH_MEMORY_INPUTS` (the size
+//! of the stream the memory phase replays; default `BENCH_INPUTS`, `0` skips it).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,6 +80,20 @@ fn main() {
         with_down / sqlite
     );
 
+    let memory_inputs = std::env::var("BENCH_MEMORY_INPUTS").ok().and_then(|v| v.parse().ok());
+    match memory_inputs.unwrap_or(lines.len()) {
+        0 => {}
+        n if n == lines.len() => peak_rss(&path, n, dir.path()),
+        n => {
+            let mut more = testkit::generate(n / 2, 43).lines;
+            more.truncate(n);
+            let stream = dir.path().join("memory.jsonl");
+            std::fs::write(&stream, more.join("\n") + "\n").unwrap();
+            drop(more);
+            peak_rss(&stream, n, dir.path());
+        }
+    }
+
     if let Ok(admin) = std::env::var("BENCH_PG_URL") {
         let url = runtime.block_on(fresh_pg(&admin));
         let pg = runtime.block_on(full(&config, &url, &path));
@@ -100,6 +118,31 @@ fn ingest_floor(stream: &std::path::Path, db: &std::path::Path) -> Option<f64> {
     assert!(out.status.success(), "ingest floor failed: {}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     Some(report["inputs"].as_f64()? / report["seconds"].as_f64()?)
+}
+
+/// Replays `stream` with the `appealflow` binary on a fresh SQLite file and prints the peak
+/// resident set size of that process.
+fn peak_rss(stream: &std::path::Path, inputs: usize, dir: &std::path::Path) {
+    let config = dir.join("memory.toml");
+    std::fs::write(&config, testkit::CONFIG).unwrap();
+    let db = format!("sqlite://{}", dir.join("memory.db").display());
+    let started = Instant::now();
+    let (status, peak) = testkit::run_measuring_peak_memory(
+        std::process::Command::new(env!("CARGO_BIN_EXE_appealflow"))
+            .args(["replay", "--no-progress", "--db", &db, "--config"])
+            .arg(&config)
+            .arg(stream)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "the memory phase's replay failed: {status:?}");
+    println!(
+        "  memory: `appealflow replay` of {inputs} inputs in its own process, peak RSS {}  ({:.0} inputs/s)",
+        peak.describe(),
+        inputs as f64 / started.elapsed().as_secs_f64()
+    );
 }
 
 /// Read + JSON decode + validate every input: the floor any processing adds to.

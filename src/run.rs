@@ -109,7 +109,8 @@ pub async fn run(
                 Err(_) => {}
             },
         }
-        runner.start_ready(false);
+        let caught_up = runner.buffer_waiting()?;
+        runner.start_ready(caught_up && runner.in_flight.is_empty());
         runner.resume_drained();
         runner.advance_idle_clocks().await?;
     }
@@ -244,6 +245,22 @@ impl Runner {
         }
     }
 
+    /// Buffers what the consumer already holds, without waiting for more; true when it ran
+    /// out (the source is caught up), false when it stopped at a batch's worth so the loop
+    /// can book finished batches and notice a shutdown in between.
+    fn buffer_waiting(&mut self) -> anyhow::Result<bool> {
+        use futures::FutureExt;
+        for _ in 0..self.config.pipeline.batch_size {
+            match self.source.next().now_or_never() {
+                Some(Ok(input)) => self.buffer(input),
+                // Whatever the error, the loop's own poll meets the next one, with its timeout.
+                Some(Err(e)) => return consumer_error(&e).map(|()| false),
+                None => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
     /// Most inputs a partition holds before its fetching pauses.
     fn buffer_limit(&self) -> usize {
         self.config.pipeline.batch_size * self.config.pipeline.buffered_batches
@@ -294,6 +311,12 @@ impl Runner {
 
     /// Starts a batch for every idle partition whose buffer is full or old enough (or, with
     /// `all`, has anything), as far as `max_in_flight` allows.
+    ///
+    /// The loop passes `all` whenever the consumer holds nothing more: then waiting would only
+    /// add latency, so a quiet system applies each input at once, and batches grow only with
+    /// the backlog (what arrives while a partition's batch is applied forms its next batch).
+    /// `batch_max_wait` bounds a partial batch's wait while other partitions keep the consumer
+    /// busy.
     fn start_ready(&mut self, all: bool) {
         let size = self.config.pipeline.batch_size;
         let wait = self.config.pipeline.batch_max_wait;

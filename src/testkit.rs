@@ -345,13 +345,15 @@ struct OpenAppeal {
 fn render(planned: Vec<Planned>, rng: &mut Rng, closes: bool) -> Workload {
     let mut w = Workload::default();
     let mut open: BTreeMap<String, OpenAppeal> = BTreeMap::new();
+    // The open appeals by last message, so closing the idle ones does not scan them all (a
+    // million-input stream would take hours).
+    let mut by_last: BTreeSet<(i64, String)> = BTreeSet::new();
     let mut clock = i64::MIN;
     let mut next_number = 1;
     for (n, p) in planned.iter().enumerate() {
         clock = clock.max(p.at);
-        let idle: Vec<String> =
-            open.iter().filter(|(_, a)| a.last + DAY < clock).map(|(k, _)| k.clone()).collect();
-        for k in idle {
+        while let Some((last, k)) = by_last.first().cloned().filter(|(last, _)| last + DAY < clock) {
+            by_last.remove(&(last, k.clone()));
             open.remove(&k);
             w.expected.inactivity_closes += 1;
         }
@@ -360,7 +362,9 @@ fn render(planned: Vec<Planned>, rng: &mut Rng, closes: bool) -> Workload {
             next_number += 1;
             OpenAppeal { number: next_number - 1, last: p.at }
         });
+        by_last.remove(&(appeal.last, p.conversation.clone()));
         appeal.last = p.at;
+        by_last.insert((appeal.last, p.conversation.clone()));
         let line = format!(
             r#"{{"type":"message","message_id":"gen-{n}","project_id":"acme","channel_id":"{}","sent_at":"{}","visitor":{},"content":{{"kind":"text","text":"message {n}"}}}}"#,
             p.channel,
@@ -380,6 +384,7 @@ fn render(planned: Vec<Planned>, rng: &mut Rng, closes: bool) -> Workload {
         if p.close_after && closes {
             let number = appeal.number;
             open.remove(&p.conversation);
+            by_last.remove(&(p.at, p.conversation.clone()));
             w.expected.operator_closes += 1;
             let close = format!(
                 r#"{{"type":"close_appeal","command_id":"close-{n}","project_id":"acme","issued_at":"{}","operator":{{"id":"op-1"}},"appeal_number":{number}}}"#,
@@ -515,6 +520,61 @@ impl UnionFind {
     }
 }
 
+/// The most memory a process held, in bytes: its peak resident set size (Linux `VmHWM`) and,
+/// of what it held at the samples, the most that was anonymous (heap, stacks, caches), as
+/// against pages of mapped files, which the kernel may drop and read again at will.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PeakMemory {
+    pub resident: Option<u64>,
+    pub anonymous: Option<u64>,
+}
+
+impl PeakMemory {
+    /// Folds in one `/proc/PID/status` text.
+    fn sample(&mut self, status: &str) {
+        let kb = |name: &str| {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+        };
+        self.resident = self.resident.max(kb("VmHWM:"));
+        self.anonymous = self.anonymous.max(kb("RssAnon:"));
+    }
+
+    /// `1223 MB (anonymous 212 MB)`, for a bench's output.
+    pub fn describe(&self) -> String {
+        let mb = |b: Option<u64>| {
+            b.map_or("unknown (no /proc)".to_string(), |b| format!("{:.0} MB", b as f64 / 1e6))
+        };
+        format!("{} (anonymous {})", mb(self.resident), mb(self.anonymous))
+    }
+}
+
+/// Runs a command until it ends, or until `stop` is set (then kills it), and returns its exit
+/// status (`None` when killed) with the most memory it held, sampled every 20 ms while it ran
+/// (a peak held for less than that at the very end can be missed).
+pub fn run_measuring_peak_memory(
+    command: &mut std::process::Command,
+    stop: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<(Option<std::process::ExitStatus>, PeakMemory)> {
+    let mut child = command.spawn()?;
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = PeakMemory::default();
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file) {
+            peak.sample(&status);
+        }
+        if let Some(status) = child.try_wait()? {
+            return Ok((Some(status), peak));
+        }
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            child.kill()?;
+            child.wait()?;
+            return Ok((None, peak));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,5 +610,15 @@ mod tests {
             vec!["vk:2"],
         ];
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_peak_memory_keeps_the_largest_of_each_figure_across_samples() {
+        let mut peak = PeakMemory::default();
+        peak.sample("Name:\tappealflow\nVmHWM:\t  2048 kB\nRssAnon:\t 1024 kB\nRssFile:\t 1024 kB\n");
+        peak.sample("Name:\tappealflow\nVmHWM:\t  3072 kB\nRssAnon:\t 512 kB\nRssFile:\t 2560 kB\n");
+        peak.sample("Name:\tzombie\n");
+        assert_eq!(peak, PeakMemory { resident: Some(3072 * 1024), anonymous: Some(1024 * 1024) });
+        assert_eq!(peak.describe(), "3 MB (anonymous 1 MB)");
     }
 }

@@ -364,6 +364,33 @@ async fn a_project_waiting_for_its_lock_does_not_hold_up_another_projects_partit
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_quiet_topic_each_input_is_applied_at_once_not_after_batch_max_wait() {
+    let Some(brokers) = kafka::brokers() else { return };
+    if !kinds().contains(&Kind::Postgres) {
+        return;
+    }
+    let topics = Topics::random();
+    topics.create(&brokers, 1).await;
+    let db = TestDb::new(Kind::Postgres).await;
+    // A partial batch may wait a minute for more input; nothing else is waiting, so none does.
+    let toml = topics
+        .config_toml(&brokers, &db.url, BASE)
+        .replace("batch_max_wait = \"100ms\"", "batch_max_wait = \"60s\"");
+    let config = std::sync::Arc::new(Config::from_toml(&toml).expect("config"));
+    let (stop, task) = spawn_run(config, db.store().await);
+    for (i, at) in ["2026-11-20T10:00:00Z", "2026-11-20T10:00:05Z"].into_iter().enumerate() {
+        let line = msg(&format!("q-{i}"), "acme-tg", at, r#"{"id":"quiet"}"#, "hello?");
+        produce_to(&brokers, &topics.inbound, 0, &line).await;
+        // The first wait includes joining the group (a few seconds against tansu).
+        kafka::wait_until_applied(&db.url, &topics.inbound, i as i64 + 1, Duration::from_secs(30)).await;
+    }
+    let _ = stop.send(());
+    let stats = task.await.unwrap();
+    assert_eq!(stats.batches, 2, "each input was a batch of its own");
+    assert_eq!(stats.stats.inputs, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_whose_batches_wait_stops_fetching_at_its_buffer_bound_and_resumes_without_loss() {
     let Some(brokers) = kafka::brokers() else { return };
     if !kinds().contains(&Kind::Postgres) {
