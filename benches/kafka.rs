@@ -15,6 +15,7 @@
 //! Needs a broker and PostgreSQL: `BENCH_KAFKA` (or `APPEALFLOW_TEST_KAFKA`) and `BENCH_PG_URL`
 //! (or `APPEALFLOW_TEST_PG_URL`); `scripts/test-env.sh` provides both. `BENCH_INPUTS` sets the
 //! size (default 20000), `BENCH_BATCH_SIZE` the pipeline's batch size (default: appealflow's),
+//! `BENCH_BATCH_MAX_WAIT` its `batch_max_wait` (`50ms`; default: appealflow's),
 //! `BENCH_PRODUCER` extra librdkafka producer options for `run` (`compression.type=lz4`),
 //! `BENCH_CONSUMER` consumer options for `run` and the passthroughs (`fetch.wait.max.ms=20`),
 //! `BENCH_WORKLOAD` the traffic: `conversations` (default: visits of up to a dozen messages,
@@ -554,7 +555,8 @@ url = "{url}"
 listen = ""
 {}"#,
         client_options(),
-        testkit::CONFIG.replace("batch_size = 500", &format!("batch_size = {}", batch_size()))
+        testkit::CONFIG
+            .replace("batch_size = 500", &format!("batch_size = {}{}", batch_size(), batch_max_wait()))
     )
 }
 
@@ -591,6 +593,11 @@ fn options(var: &str) -> Vec<(String, String)> {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// `BENCH_BATCH_MAX_WAIT="50ms"`: the pipeline's `batch_max_wait` (default: appealflow's).
+fn batch_max_wait() -> String {
+    std::env::var("BENCH_BATCH_MAX_WAIT").map_or(String::new(), |w| format!("\nbatch_max_wait = {w:?}"))
 }
 
 fn batch_size() -> usize {
