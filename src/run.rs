@@ -312,11 +312,12 @@ impl Runner {
     /// Starts a batch for every idle partition whose buffer is full or old enough (or, with
     /// `all`, has anything), as far as `max_in_flight` allows.
     ///
-    /// The loop passes `all` whenever the consumer holds nothing more: then waiting would only
-    /// add latency, so a quiet system applies each input at once, and batches grow only with
-    /// the backlog (what arrives while a partition's batch is applied forms its next batch).
-    /// `batch_max_wait` bounds a partial batch's wait while other partitions keep the consumer
-    /// busy.
+    /// The loop passes `all` when the consumer holds nothing more and no batch is being
+    /// applied: then waiting would only add latency, so a quiet system applies each input at
+    /// once, and batches grow only with the backlog (what arrives while batches are applied
+    /// forms the next ones; starting each partition's few inputs beside a running batch would
+    /// only queue small batches on the project's lock). `batch_max_wait` bounds the wait of a
+    /// partial batch meanwhile.
     fn start_ready(&mut self, all: bool) {
         let size = self.config.pipeline.batch_size;
         let wait = self.config.pipeline.batch_max_wait;

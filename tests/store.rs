@@ -303,3 +303,24 @@ async fn a_sqlite_wal_grown_past_its_bound_is_emptied_before_the_next_batch() {
     let ws = &mut store.begin().await.unwrap();
     assert!(ws.live_client("c1").await.unwrap().is_some(), "what the WAL held is in the database");
 }
+
+#[tokio::test]
+async fn the_sqlite_writer_does_not_map_its_database_file_into_memory() {
+    // A mapped file's pages count in the resident size, which would then grow with the store.
+    let db = TestDb::new(common::Kind::Sqlite).await;
+    let store = db.store().await;
+    for i in 0..3 {
+        let mut ws = store.begin().await.unwrap();
+        ws.put_client(card(&format!("c{i}"), i, &format!("v{i}")));
+        commit(ws).await;
+        let ws = &mut store.begin().await.unwrap();
+        assert!(ws.live_client(&format!("c{i}")).await.unwrap().is_some());
+    }
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return };
+    let file = db.url.trim_start_matches("sqlite://");
+    assert!(
+        !maps.lines().any(|l| l.ends_with(file)),
+        "{file} is mapped into memory:\n{}",
+        maps.lines().filter(|l| l.contains(file)).collect::<Vec<_>>().join("\n")
+    );
+}

@@ -180,8 +180,8 @@ pub struct PipelineConfig {
     /// Inputs per micro-batch: one database transaction each.
     pub batch_size: usize,
     /// Longest a partial batch waits for more input before it is committed. `run` applies a
-    /// partial batch at once when the consumer holds nothing more, so this bounds the wait
-    /// only while other partitions keep it busy.
+    /// partial batch at once when the consumer holds nothing more and no batch is being
+    /// applied, so this bounds the wait only while other batches keep it busy.
     #[serde(with = "duration::serde_duration")]
     pub batch_max_wait: Duration,
     /// Inputs larger than this go to the DLQ unread.
