@@ -179,6 +179,18 @@ async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, tes
     }
 }
 
+/// `run` in this process until the returned sender fires.
+fn spawn_run(
+    config: Arc<Config>,
+    store: Store,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<RunStats>>) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(appealflow::run::run(config, store, async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
 /// Rounds of passthrough and `run`, alternating.
 const ROUNDS: usize = 2;
 
@@ -193,10 +205,7 @@ async fn run_phase(brokers: &str, pg: &str, tag: &str, round: usize, n: usize) -
     let task_store = store.clone();
     let cpu = Cpu::now();
     let started = Instant::now();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(appealflow::run::run(config, task_store, async move {
-        let _ = stopped.await;
-    }));
+    let (stop, task) = spawn_run(config, task_store);
     wait_applied(&url, &format!("in-{tag}"), n as i64).await;
     let finished = Instant::now();
     let run_cpu = Cpu::now().since(cpu);
@@ -287,10 +296,7 @@ async fn latency(
     config.kafka.consumer_options.entry("fetch.wait.max.ms".into()).or_insert_with(|| "10".into());
     let config = Arc::new(config);
     let store = Store::connect(&url, config.store.max_connections).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(appealflow::run::run(config, store.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let (stop, task) = spawn_run(config, store.clone());
     let inbound = topic("in");
     // The first input waits for the group join; it is applied before the clock starts. It
     // goes through the producer of the timed inputs, so their clock does not count that

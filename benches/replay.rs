@@ -33,11 +33,9 @@ fn main() {
         std::env::var("BENCH_INPUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(default_inputs);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let config = Arc::new(Config::from_toml(testkit::CONFIG).unwrap());
-    let mut lines = testkit::generate(inputs / 2, 42).lines;
-    lines.truncate(inputs);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("stream.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let lines = write_stream(inputs, 42, &path);
     println!("appealflow replay benchmark: {} generated inputs ({} persons' worth)", lines.len(), inputs / 2);
 
     let baseline = decode_only(&lines, &config);
@@ -83,14 +81,11 @@ fn main() {
     let memory_inputs = std::env::var("BENCH_MEMORY_INPUTS").ok().and_then(|v| v.parse().ok());
     match memory_inputs.unwrap_or(lines.len()) {
         0 => {}
-        n if n == lines.len() => peak_rss(&path, n, dir.path()),
+        n if n == lines.len() => replay_peak_memory(&path, n, dir.path()),
         n => {
-            let mut more = testkit::generate(n / 2, 43).lines;
-            more.truncate(n);
             let stream = dir.path().join("memory.jsonl");
-            std::fs::write(&stream, more.join("\n") + "\n").unwrap();
-            drop(more);
-            peak_rss(&stream, n, dir.path());
+            drop(write_stream(n, 43, &stream));
+            replay_peak_memory(&stream, n, dir.path());
         }
     }
 
@@ -120,9 +115,17 @@ fn ingest_floor(stream: &std::path::Path, db: &std::path::Path) -> Option<f64> {
     Some(report["inputs"].as_f64()? / report["seconds"].as_f64()?)
 }
 
-/// Replays `stream` with the `appealflow` binary on a fresh SQLite file and prints the peak
-/// resident set size of that process.
-fn peak_rss(stream: &std::path::Path, inputs: usize, dir: &std::path::Path) {
+/// Writes `inputs` generated inputs (`inputs / 2` people's worth) to `path`; returns them.
+fn write_stream(inputs: usize, seed: u64, path: &std::path::Path) -> Vec<String> {
+    let mut lines = testkit::generate(inputs / 2, seed).lines;
+    lines.truncate(inputs);
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    lines
+}
+
+/// Replays `stream` with the `appealflow` binary on a fresh SQLite file and prints the most
+/// memory that process held.
+fn replay_peak_memory(stream: &std::path::Path, inputs: usize, dir: &std::path::Path) {
     let config = dir.join("memory.toml");
     std::fs::write(&config, testkit::CONFIG).unwrap();
     let db = format!("sqlite://{}", dir.join("memory.db").display());

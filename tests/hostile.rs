@@ -15,10 +15,17 @@ fn at(min: i64) -> String {
 }
 
 async fn each_backend(lines: &[String], check: impl AsyncFn(&Run, &TestDb)) {
-    let config = config(BASE);
+    each_backend_with(&config(BASE), lines, check).await
+}
+
+async fn each_backend_with(
+    config: &std::sync::Arc<appealflow::config::Config>,
+    lines: &[String],
+    check: impl AsyncFn(&Run, &TestDb),
+) {
     for kind in kinds() {
         let db = TestDb::new(kind).await;
-        let run = replay_lines(&config, &db, lines).await;
+        let run = replay_lines(config, &db, lines).await;
         eprintln!("backend {kind:?}");
         check(&run, &db).await;
     }
@@ -358,10 +365,8 @@ async fn a_value_made_generic_by_an_earlier_batch_is_read_back_as_generic_by_lat
     // Batches of 7: the phone turns generic in the second batch, and the 42 batches after it
     // learn so from the store, in the lookup that finds the cards of their other values.
     let config = config(&format!("[pipeline]\nbatch_size = 7\n{BASE}"));
-    for kind in kinds() {
-        let db = TestDb::new(kind).await;
-        let run = replay_lines(&config, &db, &office_phone_lines()).await;
-        eprintln!("backend {kind:?}");
-        assert_the_office_phone_turned_generic_once(&run);
-    }
+    each_backend_with(&config, &office_phone_lines(), async |run, _| {
+        assert_the_office_phone_turned_generic_once(run)
+    })
+    .await;
 }
