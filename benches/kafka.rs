@@ -161,6 +161,7 @@ async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, tes
             l.inputs,
             l.per_batch
         );
+        println!("    {}", l.stages);
     }
     let memory_inputs = std::env::var("BENCH_MEMORY_INPUTS").ok().and_then(|v| v.parse().ok());
     match memory_inputs.unwrap_or(lines.len()) {
@@ -217,9 +218,11 @@ async fn run_phase(brokers: &str, pg: &str, tag: &str, round: usize, n: usize) -
     // the assignment are not the pipeline's work (tansu takes a few seconds over them).
     let first = out.first_input.unwrap_or(started);
     let notes = format!(
-        "    (run joined the group and got its first input after {:.2}s)\n    {}",
+        "    (run joined the group and got its first input after {:.2}s)\n    {}\n    {} ({:.0} inputs)",
         (first - started).as_secs_f64(),
-        run_cpu.line(n)
+        run_cpu.line(n),
+        stage_means(&out),
+        out.stats.inputs as f64 / out.batches.max(1) as f64
     );
     (n as f64 / (finished - first).as_secs_f64(), out, notes)
 }
@@ -263,6 +266,19 @@ async fn catch_up_peak_memory(brokers: &str, pg: &str, tag: &str, inputs: Option
     );
 }
 
+/// `lock 1.2 ms, prefetch ...`: each stage's mean time per batch over a run.
+fn stage_means(out: &RunStats) -> String {
+    let t = &out.timings;
+    let per = |d: Duration| d.as_secs_f64() * 1000.0 / out.batches.max(1) as f64;
+    format!(
+        "per batch: lock wait {:.1} ms, prefetch {:.1} ms, apply {:.1} ms, commit {:.1} ms",
+        per(t.lock),
+        per(t.prefetch),
+        per(t.apply),
+        per(t.commit)
+    )
+}
+
 /// End-to-end latency percentiles, in milliseconds.
 struct Latency {
     p50: i64,
@@ -271,6 +287,8 @@ struct Latency {
     max: i64,
     inputs: usize,
     per_batch: f64,
+    /// Mean milliseconds per batch in each stage: where a batch's time went.
+    stages: String,
 }
 
 /// Offers `lines` to a fresh `run` at `rate` inputs/s and measures, per message input, the
@@ -340,6 +358,7 @@ async fn latency(
         max: waits.last().copied().unwrap_or(0),
         inputs: waits.len(),
         per_batch: out.stats.inputs as f64 / out.batches.max(1) as f64,
+        stages: stage_means(&out),
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Pipeline {
 struct Applied {
     ws: WorkingSet,
     out: Outputs,
+    /// Since the batch started: when its locks were held, when its prefetch was done.
+    locked: std::time::Duration,
     prefetched: std::time::Duration,
 }
 
@@ -211,7 +213,7 @@ impl Pipeline {
             lookups.extend(self.look_up(missing).await);
             round += 1;
         };
-        let Applied { mut ws, out: Outputs { records, mut stats, rejected }, prefetched } = applied;
+        let Applied { mut ws, out: Outputs { records, mut stats, rejected }, locked, prefetched } = applied;
         if let Some(offset) = next_offset {
             ws.set_next_offset(&batch.partition, offset).await?;
         }
@@ -221,7 +223,8 @@ impl Pipeline {
         self.store.note_committed(batch.inputs.len());
         rejected.iter().for_each(Rejection::log);
         let timings = crate::telemetry::Timings {
-            prefetch: prefetched,
+            lock: locked,
+            prefetch: prefetched - locked,
             apply: applied - prefetched,
             commit: started.elapsed() - applied,
         };
@@ -242,6 +245,7 @@ impl Pipeline {
         let projects: BTreeSet<String> =
             decoded.iter().flatten().map(|i| i.project_id().to_string()).collect();
         ws.lock_projects(&projects).await?;
+        let locked = started.elapsed();
         self.prefetch(&mut ws, &batch.partition, decoded).await?;
         let dead: Vec<(String, String)> = batch
             .inputs
@@ -268,7 +272,7 @@ impl Pipeline {
                 }
             }
         }
-        Ok(Applied { ws, out, prefetched })
+        Ok(Applied { ws, out, locked, prefetched })
     }
 
     /// An input decode refused: to the DLQ, unless this file line went there before.

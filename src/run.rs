@@ -65,6 +65,8 @@ struct PartitionState {
 pub struct RunStats {
     pub stats: Stats,
     pub batches: u64,
+    /// The stage timings of all batches, summed.
+    pub timings: crate::telemetry::Timings,
     /// When the first input arrived: joining the group and being assigned partitions come
     /// before it, so throughput measured from here is the pipeline's, not the group join's.
     pub first_input: Option<Instant>,
@@ -394,6 +396,7 @@ impl Runner {
         telemetry::batch_committed(&committed.stats, committed.timings);
         self.out.stats.add(&committed.stats);
         self.out.batches += 1;
+        self.out.timings.add(&committed.timings);
         self.relay.send(committed).await
     }
 

@@ -14,13 +14,28 @@ fn t(min: i64) -> String {
 }
 
 async fn each_backend(lines: &[String], check: impl AsyncFn(&Run, &TestDb)) {
-    let config = config(BASE);
+    each_backend_with(BASE, lines, check).await
+}
+
+async fn each_backend_with(toml: &str, lines: &[String], check: impl AsyncFn(&Run, &TestDb)) {
+    let config = config(toml);
     for kind in kinds() {
         let db = TestDb::new(kind).await;
         let run = replay_lines(&config, &db, lines).await;
         eprintln!("backend {kind:?}");
         check(&run, &db).await;
     }
+}
+
+/// The (field, value) rows the value index holds for a card, sorted.
+async fn value_rows(db: &TestDb, card: &str) -> Vec<(String, String)> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&db.url).await.unwrap();
+    let select = "SELECT field, value FROM client_values WHERE client_id = $1 ORDER BY field, value";
+    let select = if db.url.starts_with("sqlite") { select.replace("$1", "?") } else { select.to_string() };
+    let rows: Vec<(String, String)> = sqlx::query_as(&select).bind(card).fetch_all(&pool).await.unwrap();
+    pool.close().await;
+    rows
 }
 
 fn first<'a>(run: &'a Run, cause: &str, kind: &str) -> &'a Value {
@@ -141,6 +156,47 @@ async fn edit_contact_replaces_one_hand_added_contact_and_the_new_value_can_merg
             .collect();
         assert_eq!(manual, ["8 (999) 555-01-03"]);
         assert!(!c.values("phone").contains("+79995550102"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_value_edited_away_in_a_later_batch_leaves_the_value_index_and_the_values_kept_still_match() {
+    // One input per batch: the edit rewrites the index rows of a card stored by earlier
+    // batches, the way a live desk's edits arrive.
+    let toml = format!("[pipeline]\nbatch_size = 1\n{BASE}");
+    let lines = [
+        msg("m1", "acme-tg", &t(0), r#"{"id":"t1","phone":"+7 999 111-11-11"}"#, "hi"),
+        cmd(
+            "add_contact",
+            "c1",
+            &t(1),
+            &format!(r#"{TG1},"contact_type":"phone","value":"+7 999 555-01-02""#),
+        ),
+        cmd(
+            "edit_contact",
+            "c2",
+            &t(2),
+            &format!(
+                r#"{TG1},"contact_type":"phone","old_value":"+7 999 555-01-02","value":"+7 999 555-01-03""#
+            ),
+        ),
+        msg("m2", "acme-wa", &t(3), r#"{"id":"79995550102"}"#, "the edited-away number"),
+        msg("m3", "acme-wa", &t(4), r#"{"id":"79995550103"}"#, "the new number"),
+        msg("m4", "acme-wa", &t(5), r#"{"id":"79991111111"}"#, "the number the gateway gave"),
+    ];
+    each_backend_with(&toml, &lines, async |run, db| {
+        let card = client_of(run, "m1");
+        let index = value_rows(db, &card).await;
+        let phones: Vec<&str> = index.iter().filter(|(f, _)| f == "phone").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(phones, ["+79991111111", "+79995550103"], "the card's phone rows in the value index");
+        assert_eq!(first(run, "c2", "client.updated")["changes"], json!(["phone"]));
+        assert!(run.caused_by("m2").iter().all(|e| e["type"] != "client.merged"), "{}", run.stdout);
+        assert_ne!(client_of(run, "m2"), card);
+        for cause in ["m3", "m4"] {
+            assert_eq!(first(run, cause, "client.merged")["survivor_id"], json!(card), "{cause}");
+            assert_eq!(client_of(run, cause), card, "{cause}");
+        }
     })
     .await;
 }

@@ -97,16 +97,122 @@ fn push_list(out: &mut String, n: usize, first: usize) {
     }
 }
 
+/// Bound parameters one combined statement carries at most: PostgreSQL takes 65,535.
+const COMBINED_PARAMS: usize = 30_000;
+
 /// A batch's transaction on its backend: every statement of a working set goes through it,
 /// and statements over many rows or keys run in chunks of [`CHUNK_ROWS`].
+///
+/// While a commit writes, PostgreSQL writes are held and sent as one statement (each a
+/// data-modifying `WITH` part): a batch's dozen writes cost one round trip instead of a
+/// dozen, and round trips, not rows, are most of a small batch's time. The parts see the
+/// same snapshot and none sees another's rows, so held writes must not depend on each other:
+/// no two touch one row, a `DELETE` never meets an `INSERT` of the same key (see
+/// `working_set::clients::write_index`). SQLite cannot put writes in `WITH` and has no
+/// round trips to save: it runs each at once.
 pub struct Db {
     tx: Transaction<'static, Any>,
     backend: Backend,
+    /// Writes waiting for [`Db::release_writes`], while held.
+    held: Option<Vec<Held>>,
+}
+
+/// A write waiting to be sent: `$N` placeholders numbered from 1.
+struct Held {
+    sql: String,
+    params: Vec<Param>,
+    /// For inserts of new rows: the keys that must come back from `RETURNING`.
+    returns: Option<Returns>,
+}
+
+/// Keys an insert of new rows must write; one missing is a clash (see [`Db::write_rows`]).
+struct Returns {
+    key: &'static str,
+    wanted: BTreeSet<String>,
+    context: &'static str,
+}
+
+impl Returns {
+    fn check(&self, written: &BTreeSet<String>) -> StoreResult<()> {
+        match self.wanted.difference(written).next() {
+            Some(taken) => Err(StoreError::clash(
+                self.context,
+                format!("id {:?} is already another row's", crate::text::shorten(taken)),
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Db {
     pub fn new(tx: Transaction<'static, Any>, backend: Backend) -> Db {
-        Db { tx, backend }
+        Db { tx, backend, held: None }
+    }
+
+    /// Holds the writes that follow until [`Db::release_writes`] (PostgreSQL only).
+    pub fn hold_writes(&mut self) {
+        if self.backend == Backend::Postgres && self.held.is_none() {
+            self.held = Some(Vec::new());
+        }
+    }
+
+    /// Sends the held writes, as few statements as the parameter limit allows, and checks
+    /// that every insert of new rows wrote all of them.
+    pub async fn release_writes(&mut self) -> StoreResult<()> {
+        let Some(mut held) = self.held.take() else { return Ok(()) };
+        while !held.is_empty() {
+            let mut params = 0;
+            let take = held
+                .iter()
+                .take_while(|h| {
+                    params += h.params.len();
+                    params <= COMBINED_PARAMS
+                })
+                .count()
+                .max(1);
+            let group: Vec<Held> = held.drain(..take).collect();
+            self.run_combined(group).await?;
+        }
+        Ok(())
+    }
+
+    /// One statement of `group`'s writes; rows come back as (part, key) for those that return.
+    async fn run_combined(&mut self, group: Vec<Held>) -> StoreResult<()> {
+        let context = "write batch";
+        let (sql, params) = combine(&group);
+        let rows = self.run(sql, params, context).await?;
+        let mut written: Vec<BTreeSet<String>> = vec![BTreeSet::new(); group.len()];
+        for row in &rows {
+            let part: String = row.try_get(0).map_err(StoreError::new(context))?;
+            let key: String = row.try_get(1).map_err(StoreError::new(context))?;
+            if let Some(set) = part.parse::<usize>().ok().and_then(|i| written.get_mut(i)) {
+                set.insert(key);
+            }
+        }
+        for (h, written) in group.iter().zip(&written) {
+            if let Some(r) = &h.returns {
+                r.check(written)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a write, or holds it while writes are held.
+    async fn write(
+        &mut self,
+        (sql, params): (String, Vec<Param>),
+        returns: Option<Returns>,
+        context: &'static str,
+    ) -> StoreResult<()> {
+        if let Some(held) = &mut self.held {
+            held.push(Held { sql, params, returns });
+            return Ok(());
+        }
+        let rows = self.run(sql, params, context).await?;
+        match returns {
+            Some(r) => r.check(&rows.iter().map(|row| row.get(0)).collect()),
+            None => Ok(()),
+        }
     }
 
     pub fn backend(&self) -> Backend {
@@ -129,6 +235,7 @@ impl Db {
         params: Vec<Param>,
         context: &'static str,
     ) -> StoreResult<Vec<AnyRow>> {
+        self.release_writes().await?;
         self.run(sql.to_string(), params, context).await
     }
 
@@ -150,6 +257,8 @@ impl Db {
         mut build: impl FnMut(Vec<T>) -> (String, Vec<Param>),
         context: &'static str,
     ) -> StoreResult<Vec<AnyRow>> {
+        // A read sees every write before it.
+        self.release_writes().await?;
         let mut out = Vec::new();
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
@@ -167,7 +276,12 @@ impl Db {
         rows: Vec<Vec<Param>>,
         context: &'static str,
     ) -> StoreResult<()> {
-        self.insert_rows_returning(head, tail, rows, context).await.map(drop)
+        let Some(cols) = rows.first().map(Vec::len) else { return Ok(()) };
+        for chunk in chunks(rows) {
+            let sql = format!("{head} VALUES {} {tail}", value_tuples(chunk.len(), cols, 1));
+            self.write((sql, chunk.into_iter().flatten().collect()), None, context).await?;
+        }
+        Ok(())
     }
 
     /// Like [`Db::insert_rows`], returning the rows a `RETURNING` tail yields.
@@ -205,6 +319,33 @@ impl Db {
         self.chunked(keys, build, context).await
     }
 
+    /// Runs one write (held while writes are held).
+    pub async fn execute(
+        &mut self,
+        sql: String,
+        params: Vec<Param>,
+        context: &'static str,
+    ) -> StoreResult<()> {
+        self.write((sql, params), None, context).await
+    }
+
+    /// Runs one write now, after the writes held before it: for a write the held ones after
+    /// it must see.
+    pub async fn execute_apart(
+        &mut self,
+        sql: String,
+        params: Vec<Param>,
+        context: &'static str,
+    ) -> StoreResult<()> {
+        let holding = self.held.is_some();
+        self.release_writes().await?;
+        self.run(sql, params, context).await?;
+        if holding {
+            self.hold_writes();
+        }
+        Ok(())
+    }
+
     /// Runs `<head> IN (<list>)` in chunks over `keys`, after `fixed` leading parameters.
     pub async fn execute_in(
         &mut self,
@@ -213,7 +354,11 @@ impl Db {
         keys: Vec<Param>,
         context: &'static str,
     ) -> StoreResult<()> {
-        self.select_in(head, "", fixed, keys, context).await.map(drop)
+        for chunk in chunks(keys) {
+            let sql = format!("{head} IN ({})", list(chunk.len(), fixed.len() + 1));
+            self.write((sql, fixed.iter().cloned().chain(chunk).collect()), None, context).await?;
+        }
+        Ok(())
     }
 
     /// Writes a table's rows: (created by this batch, key, params). Existing rows are upserted
@@ -222,25 +367,77 @@ impl Db {
     /// refuses, and never overwrites that row.
     pub async fn write_rows(
         &mut self,
-        (head, upsert_tail, key): (&str, &str, &str),
+        (head, upsert_tail, key): (&str, &str, &'static str),
         rows: Vec<(bool, String, Vec<Param>)>,
         context: &'static str,
     ) -> StoreResult<()> {
         let (created, existing): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(new, _, _)| *new);
         self.insert_rows(head, upsert_tail, existing.into_iter().map(|r| r.2).collect(), context).await?;
-        let wanted: BTreeSet<String> = created.iter().map(|r| r.1.clone()).collect();
-        let tail = format!("ON CONFLICT DO NOTHING RETURNING {key}");
-        let params = created.into_iter().map(|r| r.2).collect();
-        let written = self.insert_rows_returning(head, &tail, params, context).await?;
-        let written: BTreeSet<String> = written.iter().map(|r| r.get(0)).collect();
-        match wanted.difference(&written).next() {
-            Some(taken) => Err(StoreError::clash(
-                context,
-                format!("id {:?} is already another row's", crate::text::shorten(taken)),
-            )),
-            None => Ok(()),
+        let Some(cols) = created.first().map(|r| r.2.len()) else { return Ok(()) };
+        for chunk in chunks(created) {
+            let wanted = chunk.iter().map(|r| r.1.clone()).collect();
+            let sql = format!(
+                "{head} VALUES {} ON CONFLICT DO NOTHING RETURNING {key}",
+                value_tuples(chunk.len(), cols, 1)
+            );
+            let params = chunk.into_iter().flat_map(|r| r.2).collect();
+            self.write((sql, params), Some(Returns { key, wanted, context }), context).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `items` in chunks of at most [`CHUNK_ROWS`].
+fn chunks<T>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut out = Vec::with_capacity(items.len().div_ceil(CHUNK_ROWS));
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        out.push(items.by_ref().take(CHUNK_ROWS).collect());
+    }
+    out
+}
+
+/// Held writes as one statement: `WITH w0 AS (...), w1 AS (...) SELECT ...`, each part's
+/// placeholders moved past the parts before it; the statement returns (part, key) rows of
+/// the parts that return keys.
+fn combine(group: &[Held]) -> (String, Vec<Param>) {
+    use std::fmt::Write;
+    let mut sql = String::with_capacity(group.iter().map(|h| h.sql.len() + 16).sum::<usize>() + 64);
+    let mut params = Vec::with_capacity(group.iter().map(|h| h.params.len()).sum());
+    let mut selects = Vec::new();
+    for (i, h) in group.iter().enumerate() {
+        sql.push_str(if i == 0 { "WITH " } else { ", " });
+        write!(sql, "w{i} AS (").expect("writing to a String cannot fail");
+        push_renumbered(&mut sql, &h.sql, params.len());
+        sql.push(')');
+        params.extend(h.params.iter().cloned());
+        if let Some(r) = &h.returns {
+            selects.push(format!("SELECT '{i}', {key} FROM w{i}", key = r.key));
         }
     }
+    if selects.is_empty() {
+        sql.push_str(" SELECT '', ''");
+    } else {
+        sql.push(' ');
+        sql.push_str(&selects.join(" UNION ALL "));
+    }
+    (sql, params)
+}
+
+/// Appends `sql` with each `$N` written `$(N + by)`. Statements here never hold a `$` but in
+/// placeholders: every value, input or not, is a bound parameter.
+fn push_renumbered(out: &mut String, sql: &str, by: usize) {
+    use std::fmt::Write;
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        let digits = rest[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(n) = rest[at + 1..at + 1 + digits].parse::<usize>() {
+            write!(out, "{}", n + by).expect("writing to a String cannot fail");
+        }
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
 }
 
 pub const CLIENT_COLS: &str = "id, project_id, kind, created_at, appeal_count, merged_into, doc";
@@ -340,6 +537,42 @@ fn decode_error(what: &'static str, e: serde_json::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn held(sql: &str, params: usize, returns: Option<&'static str>) -> Held {
+        let returns = returns.map(|key| Returns { key, wanted: BTreeSet::new(), context: "test" });
+        Held { sql: sql.into(), params: (0..params as i64).map(Param::Int).collect(), returns }
+    }
+
+    #[test]
+    fn held_writes_combine_into_one_statement_with_placeholders_numbered_on() {
+        let group = [
+            held("INSERT INTO a (x, y) VALUES ($1,$2),($3,$4)", 4, None),
+            held("DELETE FROM b WHERE id IN ($1,$2)", 2, None),
+            held("INSERT INTO c (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id", 1, Some("id")),
+        ];
+        let (sql, params) = combine(&group);
+        assert_eq!(
+            sql,
+            "WITH w0 AS (INSERT INTO a (x, y) VALUES ($1,$2),($3,$4)), \
+             w1 AS (DELETE FROM b WHERE id IN ($5,$6)), \
+             w2 AS (INSERT INTO c (id) VALUES ($7) ON CONFLICT DO NOTHING RETURNING id) \
+             SELECT '2', id FROM w2"
+        );
+        assert_eq!(params.len(), 7);
+    }
+
+    #[test]
+    fn held_writes_that_return_nothing_still_make_a_whole_statement() {
+        let (sql, _) = combine(&[held("DELETE FROM b WHERE id IN ($1)", 1, None)]);
+        assert_eq!(sql, "WITH w0 AS (DELETE FROM b WHERE id IN ($1)) SELECT '', ''");
+    }
+
+    #[test]
+    fn placeholders_past_nine_are_renumbered_whole() {
+        let mut out = String::new();
+        push_renumbered(&mut out, "($9,$10,$11)", 100);
+        assert_eq!(out, "($109,$110,$111)");
+    }
 
     #[test]
     fn value_tuples_number_placeholders_row_by_row() {

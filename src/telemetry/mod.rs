@@ -111,9 +111,22 @@ pub async fn serve(addr: &str, handle: PrometheusHandle, ready: Readiness) -> an
 /// How long each stage of a batch took.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Timings {
+    /// Decoding, CRM lookups, opening the transaction and waiting for the project locks:
+    /// under load, mostly the wait for another batch of the same project to commit.
+    pub lock: Duration,
     pub prefetch: Duration,
     pub apply: Duration,
     pub commit: Duration,
+}
+
+impl Timings {
+    /// Adds another batch's timings (totals over a run).
+    pub fn add(&mut self, other: &Timings) {
+        self.lock += other.lock;
+        self.prefetch += other.prefetch;
+        self.apply += other.apply;
+        self.commit += other.commit;
+    }
 }
 
 /// A committed batch: counts by outcome and type, and stage latencies.
@@ -127,6 +140,7 @@ pub fn batch_committed(stats: &Stats, timings: Timings) {
         counter!("appealflow_events_total", "type" => kind.clone()).increment(*n);
     }
     histogram!("appealflow_batch_inputs").record(stats.inputs as f64);
+    histogram!("appealflow_stage_seconds", "stage" => "lock").record(timings.lock.as_secs_f64());
     histogram!("appealflow_stage_seconds", "stage" => "prefetch").record(timings.prefetch.as_secs_f64());
     histogram!("appealflow_stage_seconds", "stage" => "apply").record(timings.apply.as_secs_f64());
     histogram!("appealflow_stage_seconds", "stage" => "commit").record(timings.commit.as_secs_f64());

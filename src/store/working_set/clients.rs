@@ -352,26 +352,74 @@ async fn count_holders(db: &mut Db, (project, field, value): &ValueKey) -> Store
 
 /// Replaces the handle and value rows of these cards (an absorbed card keeps none).
 async fn write_index(db: &mut Db, cards: &[&Client]) -> StoreResult<()> {
-    let ids: Vec<Param> = cards.iter().map(|c| c.id.clone().into()).collect();
     let mut handles: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut values: BTreeSet<(String, String, String, String)> = BTreeSet::new();
-    for c in cards.iter().filter(|c| c.merged_into.is_none()) {
-        for h in handles_of(c) {
-            handles.insert((c.project_id.clone(), h), c.id.clone());
+    let mut values: Vec<(String, Vec<Param>)> = Vec::new();
+    for c in cards {
+        let mut rows = Vec::new();
+        if c.merged_into.is_none() {
+            for h in handles_of(c) {
+                handles.insert((c.project_id.clone(), h), c.id.clone());
+            }
+            for (f, v) in c.all_values() {
+                rows.extend([c.project_id.clone().into(), f.into(), v.into(), c.id.clone().into()]);
+            }
         }
-        for (f, v) in c.all_values() {
-            values.insert((c.project_id.clone(), f, v, c.id.clone()));
+        values.push((c.id.clone(), rows));
+    }
+    for (sql, params, apart) in stale_value_deletes(&values) {
+        match apart {
+            true => db.execute_apart(sql, params, "clear client values").await?,
+            false => db.execute(sql, params, "clear client values").await?,
         }
     }
-    db.execute_in("DELETE FROM client_values WHERE client_id", vec![], ids, "clear client values").await?;
-    let rows =
-        values.into_iter().map(|(p, f, v, id)| vec![p.into(), f.into(), v.into(), id.into()]).collect();
+    let rows = values.into_iter().flat_map(|(_, rows)| rows).collect::<Vec<_>>();
+    let rows = rows.chunks(4).map(<[Param]>::to_vec).collect();
     let head = "INSERT INTO client_values (project_id, field, value, client_id)";
-    db.insert_rows(head, "", rows, "write client values").await?;
+    db.insert_rows(head, "ON CONFLICT DO NOTHING", rows, "write client values").await?;
     let rows = handles.into_iter().map(|((p, h), id)| vec![p.into(), h.into(), id.into()]).collect();
     let head = "INSERT INTO client_handles (project_id, handle, client_id)";
     let tail = "ON CONFLICT (project_id, handle) DO UPDATE SET client_id = excluded.client_id";
     db.insert_rows(head, tail, rows, "write client handles").await
+}
+
+/// Bound values a statement clearing value rows carries at most.
+const CLEAR_PARAMS: usize = 8_000;
+
+/// Statements deleting the value rows of these cards (id, the 4 columns of each value row
+/// it holds) that they no longer hold, and only those: a row kept is not rewritten, and the
+/// insert after them never meets a row they delete (the two may share one statement: see
+/// [`Db`]). A card holding more values than one statement lists loses all its rows in a
+/// statement that must run apart, before the insert (`true`).
+fn stale_value_deletes(cards: &[(String, Vec<Param>)]) -> Vec<(String, Vec<Param>, bool)> {
+    let mut out = Vec::new();
+    let mut rest = cards;
+    while let Some((id, kept)) = rest.first() {
+        if 1 + kept.len() > CLEAR_PARAMS {
+            let sql = "DELETE FROM client_values WHERE client_id IN ($1)".to_string();
+            out.push((sql, vec![id.clone().into()], true));
+            rest = &rest[1..];
+            continue;
+        }
+        let mut size = 0;
+        let take = rest
+            .iter()
+            .take_while(|(_, kept)| {
+                size += 1 + kept.len();
+                size <= CLEAR_PARAMS
+            })
+            .count();
+        let (chunk, later) = rest.split_at(take);
+        rest = later;
+        let ids: Vec<Param> = chunk.iter().map(|(id, _)| id.clone().into()).collect();
+        let kept: Vec<Param> = chunk.iter().flat_map(|(_, kept)| kept.iter().cloned()).collect();
+        let mut sql = format!("DELETE FROM client_values WHERE client_id IN ({})", sql::list(ids.len(), 1));
+        if !kept.is_empty() {
+            let tuples = sql::value_tuples(kept.len() / 4, 4, ids.len() + 1);
+            sql.push_str(&format!(" AND (project_id, field, value, client_id) NOT IN (VALUES {tuples})"));
+        }
+        out.push((sql, ids.into_iter().chain(kept).collect(), false));
+    }
+    out
 }
 
 /// Replaces the search terms of these cards (SPEC "Read API", search; `model::search`).
@@ -401,4 +449,56 @@ pub(crate) async fn write_search_terms(db: &mut Db, cards: &[&Client]) -> StoreR
     let rows = words.into_iter().map(|(p, t, w)| vec![p.into(), t.into(), w.into()]).collect();
     let head = "INSERT INTO search_words (project_id, trigram, word)";
     db.insert_rows(head, "ON CONFLICT DO NOTHING", rows, "write search words").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(id: &str, values: &[(&str, &str)]) -> (String, Vec<Param>) {
+        let rows = values.iter().flat_map(|(f, v)| ["p", f, v, id].map(Param::from)).collect();
+        (id.to_string(), rows)
+    }
+
+    #[test]
+    fn a_card_s_values_it_still_holds_are_kept_out_of_the_delete() {
+        let deletes = stale_value_deletes(&[card("a", &[("phone", "1")]), card("b", &[])]);
+        assert_eq!(deletes.len(), 1);
+        let (sql, params, _) = &deletes[0];
+        assert_eq!(
+            sql,
+            "DELETE FROM client_values WHERE client_id IN ($1,$2) \
+             AND (project_id, field, value, client_id) NOT IN (VALUES ($3,$4,$5,$6))"
+        );
+        let expected: Vec<Param> = ["a", "b", "p", "phone", "1", "a"].map(Param::from).into();
+        assert_eq!(params, &expected);
+    }
+
+    #[test]
+    fn cards_that_hold_no_values_lose_all_their_rows() {
+        let deletes = stale_value_deletes(&[card("a", &[])]);
+        assert_eq!(deletes[0].0, "DELETE FROM client_values WHERE client_id IN ($1)");
+    }
+
+    #[test]
+    fn many_values_split_into_statements_under_the_parameter_bound() {
+        let values: Vec<(String, String)> = (0..1_500).map(|i| ("phone".into(), i.to_string())).collect();
+        let refs: Vec<(&str, &str)> = values.iter().map(|(f, v)| (f.as_str(), v.as_str())).collect();
+        let cards: Vec<_> = (0..4).map(|i| card(&format!("c{i}"), &refs)).collect();
+        let deletes = stale_value_deletes(&cards);
+        assert_eq!(deletes.len(), 4, "each card's 6,001 parameters fit alone, not two together");
+        assert!(deletes.iter().all(|(_, p, apart)| p.len() <= CLEAR_PARAMS && !apart));
+        let ids: usize = deletes.iter().map(|(sql, _, _)| sql.matches("client_id IN ($1)").count()).sum();
+        assert_eq!(ids, 4);
+    }
+
+    #[test]
+    fn a_card_holding_more_values_than_a_statement_lists_is_cleared_apart_before_the_insert() {
+        let values: Vec<(String, String)> = (0..2_500).map(|i| (format!("f{i}"), "v".into())).collect();
+        let refs: Vec<(&str, &str)> = values.iter().map(|(f, v)| (f.as_str(), v.as_str())).collect();
+        let deletes = stale_value_deletes(&[card("small", &[]), card("huge", &refs), card("next", &[])]);
+        let shapes: Vec<(usize, bool)> = deletes.iter().map(|(_, p, apart)| (p.len(), *apart)).collect();
+        assert_eq!(shapes, [(1, false), (1, true), (1, false)]);
+        assert_eq!(deletes[1].0, "DELETE FROM client_values WHERE client_id IN ($1)");
+    }
 }

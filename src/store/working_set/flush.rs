@@ -10,27 +10,29 @@ use crate::store::sql::{self, Db, Param};
 use crate::store::StoreResult;
 
 impl WorkingSet {
-    /// Writes everything the batch changed plus its output records, then commits.
+    /// Writes everything the batch changed plus its output records, then commits. Merges
+    /// repoint rows first, on their own: the rest may rewrite those rows, so it is held and
+    /// sent after them as one statement (see [`Db`]).
     pub async fn commit(mut self, batch_id: &str, records: &[Record]) -> StoreResult<()> {
         let t = std::time::Instant::now();
         let db = &mut self.db;
         let mut marks = Vec::new();
-        self.appeals.flush_counters(db).await?;
-        flush_merges(db, std::mem::take(&mut self.merges)).await?;
+        let merges = std::mem::take(&mut self.merges);
+        repoint_merged(db, &merges).await?;
         marks.push(("merges", t.elapsed()));
+        db.hold_writes();
+        write_ledger(db, merges).await?;
+        self.appeals.flush_counters(db).await?;
         self.clients.flush(db).await?;
-        marks.push(("clients", t.elapsed()));
         self.appeals.flush(db).await?;
-        marks.push(("appeals", t.elapsed()));
         self.messages.flush(db).await?;
-        marks.push(("messages", t.elapsed()));
         self.applied.flush(db).await?;
-        marks.push(("applied", t.elapsed()));
         self.partitions.flush(db).await?;
         self.partitions.flush_block_entries(db).await?;
         self.clients.flush_generic(db).await?;
         flush_outbox(db, batch_id, records).await?;
-        marks.push(("outbox", t.elapsed()));
+        db.release_writes().await?;
+        marks.push(("writes", t.elapsed()));
         self.db.commit("commit batch").await?;
         marks.push(("commit", t.elapsed()));
         tracing::debug!(?marks, "flushed");
@@ -61,9 +63,8 @@ fn final_survivors(merges: &[(String, Vec<String>)]) -> BTreeMap<String, String>
 }
 
 /// Moves the appeals of absorbed cards to their final survivor and repoints cards merged
-/// into them earlier, in two statements for the whole batch whatever the merge count; then
-/// writes the merges to the ledger.
-async fn flush_merges(db: &mut Db, merges: Vec<MergeEntry>) -> StoreResult<()> {
+/// into them earlier, in two statements for the whole batch whatever the merge count.
+async fn repoint_merged(db: &mut Db, merges: &[MergeEntry]) -> StoreResult<()> {
     let pairs: Vec<(String, Vec<String>)> =
         merges.iter().map(|m| (m.survivor_id.clone(), m.absorbed_ids.clone())).collect();
     let rows: Vec<Vec<Param>> = final_survivors(&pairs)
@@ -84,7 +85,7 @@ async fn flush_merges(db: &mut Db, merges: Vec<MergeEntry>) -> StoreResult<()> {
         };
         db.chunked(rows.clone(), build, context).await?;
     }
-    write_ledger(db, merges).await
+    Ok(())
 }
 
 async fn write_ledger(db: &mut Db, merges: Vec<MergeEntry>) -> StoreResult<()> {
