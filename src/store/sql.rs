@@ -156,10 +156,17 @@ impl Db {
         }
     }
 
-    /// Sends the held writes, as few statements as the parameter limit allows, and checks
-    /// that every insert of new rows wrote all of them.
+    /// Sends the held writes and stops holding the writes that follow.
     pub async fn release_writes(&mut self) -> StoreResult<()> {
-        let Some(mut held) = self.held.take() else { return Ok(()) };
+        self.send_held().await?;
+        self.held = None;
+        Ok(())
+    }
+
+    /// Sends the writes held so far, as few statements as the parameter limit allows, and
+    /// checks that every insert of new rows wrote all of them; later writes are still held.
+    async fn send_held(&mut self) -> StoreResult<()> {
+        let Some(mut held) = self.held.as_mut().map(std::mem::take) else { return Ok(()) };
         while !held.is_empty() {
             let mut params = 0;
             let take = held
@@ -224,7 +231,9 @@ impl Db {
         &mut self.tx
     }
 
-    pub async fn commit(self, context: &'static str) -> StoreResult<()> {
+    /// Commits, after sending any writes still held.
+    pub async fn commit(mut self, context: &'static str) -> StoreResult<()> {
+        self.release_writes().await?;
         self.tx.commit().await.map_err(StoreError::new(context))
     }
 
@@ -235,7 +244,7 @@ impl Db {
         params: Vec<Param>,
         context: &'static str,
     ) -> StoreResult<Vec<AnyRow>> {
-        self.release_writes().await?;
+        self.send_held().await?;
         self.run(sql.to_string(), params, context).await
     }
 
@@ -258,7 +267,7 @@ impl Db {
         context: &'static str,
     ) -> StoreResult<Vec<AnyRow>> {
         // A read sees every write before it.
-        self.release_writes().await?;
+        self.send_held().await?;
         let mut out = Vec::new();
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
@@ -337,13 +346,8 @@ impl Db {
         params: Vec<Param>,
         context: &'static str,
     ) -> StoreResult<()> {
-        let holding = self.held.is_some();
-        self.release_writes().await?;
-        self.run(sql, params, context).await?;
-        if holding {
-            self.hold_writes();
-        }
-        Ok(())
+        self.send_held().await?;
+        self.run(sql, params, context).await.map(drop)
     }
 
     /// Runs `<head> IN (<list>)` in chunks over `keys`, after `fixed` leading parameters.
