@@ -353,7 +353,7 @@ async fn count_holders(db: &mut Db, (project, field, value): &ValueKey) -> Store
 /// Replaces the handle and value rows of these cards (an absorbed card keeps none).
 async fn write_index(db: &mut Db, cards: &[&Client]) -> StoreResult<()> {
     let mut handles: BTreeMap<(String, String), String> = BTreeMap::new();
-    let mut values: Vec<(String, Vec<Param>)> = Vec::new();
+    let mut values: Vec<(String, Vec<Vec<Param>>)> = Vec::new();
     for c in cards {
         let mut rows = Vec::new();
         if c.merged_into.is_none() {
@@ -361,7 +361,7 @@ async fn write_index(db: &mut Db, cards: &[&Client]) -> StoreResult<()> {
                 handles.insert((c.project_id.clone(), h), c.id.clone());
             }
             for (f, v) in c.all_values() {
-                rows.extend([c.project_id.clone().into(), f.into(), v.into(), c.id.clone().into()]);
+                rows.push(vec![c.project_id.clone().into(), f.into(), v.into(), c.id.clone().into()]);
             }
         }
         values.push((c.id.clone(), rows));
@@ -372,8 +372,7 @@ async fn write_index(db: &mut Db, cards: &[&Client]) -> StoreResult<()> {
             false => db.execute(sql, params, "clear client values").await?,
         }
     }
-    let rows = values.into_iter().flat_map(|(_, rows)| rows).collect::<Vec<_>>();
-    let rows = rows.chunks(4).map(<[Param]>::to_vec).collect();
+    let rows = values.into_iter().flat_map(|(_, rows)| rows).collect();
     let head = "INSERT INTO client_values (project_id, field, value, client_id)";
     db.insert_rows(head, "ON CONFLICT DO NOTHING", rows, "write client values").await?;
     let rows = handles.into_iter().map(|((p, h), id)| vec![p.into(), h.into(), id.into()]).collect();
@@ -385,33 +384,34 @@ async fn write_index(db: &mut Db, cards: &[&Client]) -> StoreResult<()> {
 /// Bound values a statement clearing value rows carries at most.
 const CLEAR_PARAMS: usize = 8_000;
 
-/// Statements deleting the value rows of these cards (id, the 4 columns of each value row
-/// it holds) that they no longer hold, and only those: a row kept is not rewritten, and the
+/// Statements deleting the value rows of these cards (id, the value rows it holds) that
+/// they no longer hold, and only those: a row kept is not rewritten, and the
 /// insert after them never meets a row they delete (the two may share one statement: see
 /// [`Db`]). A card holding more values than one statement lists loses all its rows in a
 /// statement that must run apart, before the insert (`true`).
-fn stale_value_deletes(cards: &[(String, Vec<Param>)]) -> Vec<(String, Vec<Param>, bool)> {
+fn stale_value_deletes(cards: &[(String, Vec<Vec<Param>>)]) -> Vec<(String, Vec<Param>, bool)> {
+    let size = |kept: &Vec<Vec<Param>>| 1 + 4 * kept.len();
     let mut out = Vec::new();
     let mut rest = cards;
     while let Some((id, kept)) = rest.first() {
-        if 1 + kept.len() > CLEAR_PARAMS {
+        if size(kept) > CLEAR_PARAMS {
             let sql = "DELETE FROM client_values WHERE client_id IN ($1)".to_string();
             out.push((sql, vec![id.clone().into()], true));
             rest = &rest[1..];
             continue;
         }
-        let mut size = 0;
+        let mut total = 0;
         let take = rest
             .iter()
             .take_while(|(_, kept)| {
-                size += 1 + kept.len();
-                size <= CLEAR_PARAMS
+                total += size(kept);
+                total <= CLEAR_PARAMS
             })
             .count();
         let (chunk, later) = rest.split_at(take);
         rest = later;
         let ids: Vec<Param> = chunk.iter().map(|(id, _)| id.clone().into()).collect();
-        let kept: Vec<Param> = chunk.iter().flat_map(|(_, kept)| kept.iter().cloned()).collect();
+        let kept: Vec<Param> = chunk.iter().flat_map(|(_, kept)| kept.iter().flatten().cloned()).collect();
         let mut sql = format!("DELETE FROM client_values WHERE client_id IN ({})", sql::list(ids.len(), 1));
         if !kept.is_empty() {
             let tuples = sql::value_tuples(kept.len() / 4, 4, ids.len() + 1);
@@ -455,8 +455,8 @@ pub(crate) async fn write_search_terms(db: &mut Db, cards: &[&Client]) -> StoreR
 mod tests {
     use super::*;
 
-    fn card(id: &str, values: &[(&str, &str)]) -> (String, Vec<Param>) {
-        let rows = values.iter().flat_map(|(f, v)| ["p", f, v, id].map(Param::from)).collect();
+    fn card(id: &str, values: &[(&str, &str)]) -> (String, Vec<Vec<Param>>) {
+        let rows = values.iter().map(|(f, v)| ["p", f, v, id].map(Param::from).into()).collect();
         (id.to_string(), rows)
     }
 
