@@ -20,7 +20,7 @@ use crate::emit::{self, Cause, CauseKind, Emitter, Record};
 use crate::identify;
 use crate::matching::ProjectRules;
 use crate::model::conversation_key;
-use crate::source::{Batch, RawInput, SourcePos};
+use crate::source::{Batch, Part, RawInput, SourcePos};
 pub use crate::stage::{ApplyError, Ctx};
 use crate::store::{external_handle, visitor_handle, ErrorClass, Store, StoreError, StoreResult, WorkingSet};
 use crate::telemetry::events::{DeadLettered, StoreRefusedData};
@@ -104,15 +104,20 @@ impl Pipeline {
         Ok(Pipeline { config, rules, scenarios, crm, store })
     }
 
-    /// Applies a batch and commits it with its outputs; `next_offset` is stored with it. When
-    /// the store refuses the data of an input (a value it cannot hold, an id that is another
-    /// row's), the batch is committed in parts around that input, which goes to the DLQ.
-    #[tracing::instrument(name = "batch", skip_all, fields(partition = %batch.partition, inputs = batch.inputs.len()))]
-    pub async fn process(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {
-        match self.process_whole(batch, next_offset).await {
+    /// Applies a batch and commits it with its outputs; each part's next offset is stored
+    /// with it. When the store refuses the data of an input (a value it cannot hold, an id
+    /// that is another row's), the batch is committed in parts around that input, which goes
+    /// to the DLQ.
+    #[tracing::instrument(name = "batch", skip_all, fields(partitions = batch.parts.len(), inputs = batch.len()))]
+    pub async fn process(&self, batch: &Batch) -> StoreResult<Committed> {
+        match self.process_whole(batch).await {
             Err(e) if e.class() == ErrorClass::Poison => {
-                StoreRefusedData { error: &e, inputs: batch.inputs.len() }.emit();
-                self.isolate(&batch.partition, &batch.inputs, next_offset).await
+                StoreRefusedData { error: &e, inputs: batch.len() }.emit();
+                let mut out = Committed::default();
+                for part in &batch.parts {
+                    out.absorb(self.isolate(&part.partition, &part.inputs, part.next_offset).await?);
+                }
+                Ok(out)
             }
             other => other,
         }
@@ -128,19 +133,17 @@ impl Pipeline {
     ) -> futures::future::BoxFuture<'a, StoreResult<Committed>> {
         Box::pin(async move {
             if inputs.len() == 1 {
-                let one = Batch { partition: partition.to_string(), inputs: inputs.to_vec() };
-                return match self.process_whole(&one, next_offset).await {
-                    Err(e) if e.class() == ErrorClass::Poison => {
-                        self.dead_letter(&one, next_offset, &e).await
-                    }
+                let one = Batch::one(partition, inputs.to_vec(), next_offset);
+                return match self.process_whole(&one).await {
+                    Err(e) if e.class() == ErrorClass::Poison => self.dead_letter(&one.parts[0], &e).await,
                     other => other,
                 };
             }
             let (left, right) = inputs.split_at(inputs.len() / 2);
             let mut out = Committed::default();
             for (half, offset) in [(left, next_offset.map(|_| offset_after(left))), (right, next_offset)] {
-                let batch = Batch { partition: partition.to_string(), inputs: half.to_vec() };
-                let committed = match self.process_whole(&batch, offset).await {
+                let batch = Batch::one(partition, half.to_vec(), offset);
+                let committed = match self.process_whole(&batch).await {
                     Err(e) if e.class() == ErrorClass::Poison => {
                         self.isolate(partition, half, offset).await?
                     }
@@ -154,12 +157,7 @@ impl Pipeline {
 
     /// Commits only a DLQ record for an input the store refused, with its partition offset,
     /// and marks its id applied: a replay of it is a duplicate, not a second DLQ record.
-    async fn dead_letter(
-        &self,
-        one: &Batch,
-        next_offset: Option<i64>,
-        e: &StoreError,
-    ) -> StoreResult<Committed> {
+    async fn dead_letter(&self, one: &Part, e: &StoreError) -> StoreResult<Committed> {
         let raw = &one.inputs[0];
         let decoded = self.decode(raw, chrono::Utc::now().timestamp_millis());
         let project = decoded.as_ref().ok().map(|i| i.project_id().to_string());
@@ -174,7 +172,7 @@ impl Pipeline {
                 ws.mark_applied(input.project_id(), &id);
             }
         }
-        if let Some(offset) = next_offset {
+        if let Some(offset) = one.next_offset {
             ws.set_next_offset(&one.partition, offset).await?;
         }
         let batch_id = uuid::Uuid::new_v4().to_string();
@@ -193,11 +191,11 @@ impl Pipeline {
     }
 
     /// One attempt at a whole batch in one transaction.
-    async fn process_whole(&self, batch: &Batch, next_offset: Option<i64>) -> StoreResult<Committed> {
+    async fn process_whole(&self, batch: &Batch) -> StoreResult<Committed> {
         let started = std::time::Instant::now();
         let now = chrono::Utc::now().timestamp_millis();
         let decoded: Vec<Result<Input, decode::DecodeError>> =
-            batch.inputs.iter().map(|raw| self.decode(raw, now)).collect();
+            batch.inputs().map(|(_, raw)| self.decode(raw, now)).collect();
         // CRM calls happen here, outside the transaction: a slow CRM holds no locks.
         let mut lookups = CrmLookups::default();
         lookups.extend(self.look_up(self.predicted_lookups(&decoded)).await);
@@ -214,13 +212,15 @@ impl Pipeline {
             round += 1;
         };
         let Applied { mut ws, out: Outputs { records, mut stats, rejected }, locked, prefetched } = applied;
-        if let Some(offset) = next_offset {
-            ws.set_next_offset(&batch.partition, offset).await?;
+        for part in &batch.parts {
+            if let Some(offset) = part.next_offset {
+                ws.set_next_offset(&part.partition, offset).await?;
+            }
         }
         let batch_id = uuid::Uuid::new_v4().to_string();
         let applied = started.elapsed();
         ws.commit(&batch_id, &records).await?;
-        self.store.note_committed(batch.inputs.len());
+        self.store.note_committed(batch.len());
         rejected.iter().for_each(Rejection::log);
         let timings = crate::telemetry::Timings {
             lock: locked,
@@ -228,7 +228,7 @@ impl Pipeline {
             apply: applied - prefetched,
             commit: started.elapsed() - applied,
         };
-        tracing::debug!(inputs = batch.inputs.len(), ?timings, "batch committed");
+        tracing::debug!(inputs = batch.len(), ?timings, "batch committed");
         count_records(&records, &mut stats);
         Ok(Committed { batch_ids: vec![batch_id], records, stats, timings })
     }
@@ -246,17 +246,16 @@ impl Pipeline {
             decoded.iter().flatten().map(|i| i.project_id().to_string()).collect();
         ws.lock_projects(&projects).await?;
         let locked = started.elapsed();
-        self.prefetch(&mut ws, &batch.partition, decoded).await?;
+        self.prefetch(&mut ws, batch, decoded).await?;
         let dead: Vec<(String, String)> = batch
-            .inputs
-            .iter()
+            .inputs()
             .zip(decoded)
-            .filter_map(|(raw, d)| dead_letter_id(raw, d.as_ref().err()?))
+            .filter_map(|((_, raw), d)| dead_letter_id(raw, d.as_ref().err()?))
             .collect();
         ws.prefetch_applied(&dead).await?;
         let prefetched = started.elapsed();
         let mut out = Outputs::default();
-        for (raw, input) in batch.inputs.iter().zip(decoded) {
+        for ((partition, raw), input) in batch.inputs().zip(decoded) {
             out.stats.inputs += 1;
             match input {
                 Err(e) => self.undecodable(&mut ws, raw, e, &mut out).await?,
@@ -267,7 +266,7 @@ impl Pipeline {
                         client = tracing::field::Empty,
                         appeal = tracing::field::Empty
                     );
-                    let apply = self.apply(&mut ws, &batch.partition, raw, input, lookups, &mut out);
+                    let apply = self.apply(&mut ws, partition, raw, input, lookups, &mut out);
                     apply.instrument(span).await?
                 }
             }
@@ -364,7 +363,7 @@ impl Pipeline {
         let clock = ws.advance_clock(partition, to).await?;
         let mut records = Vec::new();
         let mut stats = Stats::default();
-        for em in appeal::close_idle(&mut ws, |p| self.rules.contains_key(p), clock).await? {
+        for em in appeal::close_idle(&mut ws, |p| self.rules.contains_key(p), partition, clock).await? {
             stats.inactivity_closes += 1;
             records.extend(em.records);
         }
@@ -378,7 +377,7 @@ impl Pipeline {
     async fn prefetch(
         &self,
         ws: &mut WorkingSet,
-        partition: &str,
+        batch: &Batch,
         inputs: &[Result<Input, decode::DecodeError>],
     ) -> StoreResult<()> {
         let mut applied = Vec::new();
@@ -386,9 +385,12 @@ impl Pipeline {
         let mut conversations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut messages: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut values: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        let mut latest = i64::MIN;
-        for input in inputs.iter().flatten() {
-            latest = latest.max(input.event_time());
+        let mut latest: BTreeMap<&str, i64> =
+            batch.parts.iter().map(|p| (p.partition.as_str(), i64::MIN)).collect();
+        for ((partition, _), input) in batch.inputs().zip(inputs) {
+            let Ok(input) = input else { continue };
+            let partition_latest = latest.get_mut(partition).expect("every part listed");
+            *partition_latest = (*partition_latest).max(input.event_time());
             let project = input.project_id();
             if let Some(id) = input.dedupe_id() {
                 applied.push((project.to_string(), id));
@@ -424,8 +426,12 @@ impl Pipeline {
             let limit = self.config.project(&project).map_or(usize::MAX, |p| p.max_merge_group);
             ws.prefetch_values(&project, &field, &vs, limit).await?;
         }
-        let clock = ws.clock(partition).await?.unwrap_or(i64::MIN);
-        ws.prefetch_idle(partition, clock.max(latest)).await
+        ws.prefetch_clocks(&latest.keys().copied().collect::<Vec<_>>()).await?;
+        for (partition, latest) in latest {
+            let clock = ws.clock(partition).await?.unwrap_or(i64::MIN);
+            ws.prefetch_idle(partition, clock.max(latest)).await?;
+        }
+        Ok(())
     }
 
     /// The matching lookups a message will cause: its visitor's values of every rule's first
@@ -459,7 +465,7 @@ impl Pipeline {
         out: &mut Outputs,
     ) -> StoreResult<()> {
         let clock = ws.advance_clock(partition, input.event_time()).await?;
-        for em in appeal::close_idle(ws, |p| self.rules.contains_key(p), clock).await? {
+        for em in appeal::close_idle(ws, |p| self.rules.contains_key(p), partition, clock).await? {
             out.stats.inactivity_closes += 1;
             out.records.extend(em.records);
         }
@@ -510,6 +516,7 @@ impl Committed {
         self.batch_ids.extend(later.batch_ids);
         self.records.extend(later.records);
         self.stats.add(&later.stats);
+        self.timings.lock += later.timings.lock;
         self.timings.prefetch += later.timings.prefetch;
         self.timings.apply += later.timings.apply;
         self.timings.commit += later.timings.commit;

@@ -91,8 +91,8 @@ pub async fn replay(
             if inputs.is_empty() {
                 break;
             }
-            let batch = Batch { partition: REPLAY_PARTITION.to_string(), inputs };
-            let committed = store::retry(Some(8), || pipeline.process(&batch, None)).await?;
+            let batch = Batch::one(REPLAY_PARTITION, inputs, None);
+            let committed = store::retry(Some(8), || pipeline.process(&batch)).await?;
             write_records(out, &committed.records, &config)?;
             store.mark_published(&committed.batch_ids).await?;
 

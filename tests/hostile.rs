@@ -98,6 +98,69 @@ async fn a_client_message_reusing_an_operators_message_id_goes_to_the_dlq_and_th
 }
 
 #[tokio::test]
+async fn a_batch_of_two_partitions_commits_around_a_refused_input_and_moves_each_partition_on() {
+    use appealflow::pipeline::Pipeline;
+    use appealflow::source::{Batch, Part, RawInput, SourcePos};
+    let reply =
+        r#""client":{"channel_id":"acme-tg","visitor_id":"t1"},"channel_id":"acme-tg","text":"Hello""#;
+    let lines =
+        [msg("m1", "acme-tg", &at(0), r#"{"id":"t1"}"#, "hi"), cmd("send_outbound", "c1", &at(1), reply)];
+    each_backend(&lines, async |first_run, db| {
+        let outbound_id =
+            first_run.topic("outbound.messages")[0]["outbound_id"].as_str().unwrap().to_string();
+        let part = |topic_partition: i32, lines: Vec<String>| {
+            let inputs = lines.into_iter().enumerate().map(|(i, line)| {
+                let pos = SourcePos::Kafka {
+                    topic: "in".into(),
+                    partition: topic_partition,
+                    offset: 10 + i as i64,
+                };
+                RawInput { bytes: line.into_bytes(), pos, key: None, cut: None }
+            });
+            let inputs: Vec<RawInput> = inputs.collect();
+            Part {
+                partition: format!("in:{topic_partition}"),
+                next_offset: Some(10 + inputs.len() as i64),
+                inputs,
+            }
+        };
+        let attack = msg(&outbound_id, "acme-tg", &at(3), r#"{"id":"t3"}"#, "I am the bank now");
+        let batch = Batch {
+            parts: vec![
+                part(0, vec![msg("m2", "acme-tg", &at(2), r#"{"id":"t2"}"#, "before"), attack]),
+                part(1, vec![msg("m4", "acme-tg", &at(4), r#"{"id":"t4"}"#, "after")]),
+            ],
+        };
+        let store = db.store().await;
+        let committed = Pipeline::new(config(BASE), store.clone()).unwrap().process(&batch).await.unwrap();
+        assert_eq!((committed.stats.inputs, committed.stats.dlq), (3, 1));
+        let dlq: Vec<&str> = committed
+            .records
+            .iter()
+            .filter(|r| r.value.contains("\"stage\":\"store\""))
+            .map(|r| r.value.as_str())
+            .collect();
+        assert_eq!(dlq.len(), 1, "the refused input is dead-lettered once");
+        for applied in ["m2", "m4"] {
+            let caused = format!("\"id\":\"{applied}\"");
+            assert!(
+                committed.records.iter().any(|r| r.value.contains(&caused)),
+                "{applied} applied around it"
+            );
+        }
+        let ms = |min: i64| chrono::DateTime::parse_from_rfc3339(&at(min)).unwrap().timestamp_millis();
+        assert_eq!(
+            store.partition("in:0").await.unwrap(),
+            Some((ms(2), Some(12))),
+            "past the refused input, which moves no clock"
+        );
+        assert_eq!(store.partition("in:1").await.unwrap(), Some((ms(4), Some(11))), "each by its own clock");
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn values_the_store_cannot_hold_go_to_the_dlq_at_decode() {
     let long = "x".repeat(3000);
     let lines = [

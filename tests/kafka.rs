@@ -364,6 +364,39 @@ async fn a_project_waiting_for_its_lock_does_not_hold_up_another_projects_partit
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_of_a_project_whose_lock_is_busy_wait_and_then_go_as_one_batch() {
+    let Some(brokers) = kafka::brokers() else { return };
+    if !kinds().contains(&Kind::Postgres) {
+        return; // the per-project lock exists on PostgreSQL only
+    }
+    let topics = Topics::random();
+    topics.create(&brokers, 3).await;
+    let db = TestDb::new(Kind::Postgres).await;
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let other_instance = lock_acme(&pool).await;
+    let line = |id: &str, visitor: &str| msg(id, "acme-tg", "2026-11-20T10:00:00Z", visitor, "hello");
+    produce_to(&brokers, &topics.inbound, 0, &line("a-0", r#"{"id":"t0"}"#)).await;
+    let (stop, task) = spawn_run(topics.config(&brokers, &db.url, BASE), db.store().await);
+    eventually("the first batch waits for acme's lock", || async { lock_waiters(&pool).await > 0 }).await;
+
+    produce_to(&brokers, &topics.inbound, 1, &line("a-1", r#"{"id":"t1"}"#)).await;
+    produce_to(&brokers, &topics.inbound, 2, &line("a-2", r#"{"id":"t2"}"#)).await;
+    // Time for the consumer to buffer both (it fetches every few milliseconds here).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lock_waiters(&pool).await, 1, "no second batch of acme queues on the lock");
+
+    unlock_acme(other_instance).await;
+    kafka::wait_until_applied(&db.url, &topics.inbound, 3, Duration::from_secs(60)).await;
+    let _ = stop.send(());
+    let stats = task.await.unwrap();
+    assert_eq!(stats.stats.inputs, 3);
+    assert_eq!(stats.batches, 2, "the two partitions that waited went as one batch");
+    for p in 0..3 {
+        assert_eq!(stored_offset(&pool, &format!("{}:{p}", topics.inbound)).await, 1, "partition {p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_quiet_topic_each_input_is_applied_at_once_not_after_batch_max_wait() {
     let Some(brokers) = kafka::brokers() else { return };
     if !kinds().contains(&Kind::Postgres) {

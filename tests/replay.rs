@@ -134,11 +134,8 @@ async fn records_committed_but_never_printed_are_printed_by_the_next_replay() {
         let store = db.store().await;
         let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
         let pos = SourcePos::File { file: "crashed".into(), line: 1 };
-        let batch = Batch {
-            partition: "replay".into(),
-            inputs: vec![RawInput { bytes: m1.clone().into_bytes(), pos, key: None, cut: None }],
-        };
-        pipeline.process(&batch, None).await.unwrap();
+        let raw = RawInput { bytes: m1.clone().into_bytes(), pos, key: None, cut: None };
+        pipeline.process(&Batch::one("replay", vec![raw], None)).await.unwrap();
         drop(pipeline);
         store.close().await;
         drop(store); // the dead run's writer lock goes with it

@@ -248,8 +248,9 @@ async fn idle_appeals_come_due_by_their_own_deadline_in_deadline_order() {
 
         let mut ws = store.begin().await.unwrap();
         ws.prefetch_idle("in:0", 10_000).await.unwrap();
-        let due =
-            |ws: &mut WorkingSet, clock| ws.due_idle(clock).into_iter().map(|a| a.id).collect::<Vec<_>>();
+        let due = |ws: &mut WorkingSet, clock| {
+            ws.due_idle("in:0", clock).into_iter().map(|a| a.id).collect::<Vec<_>>()
+        };
         assert!(due(&mut ws, 3_000).is_empty(), "due strictly after the deadline");
         assert_eq!(due(&mut ws, 5_000), ["ap-early"]);
         assert_eq!(due(&mut ws, 10_000), ["ap-early", "ap-late"]);
@@ -257,6 +258,36 @@ async fn idle_appeals_come_due_by_their_own_deadline_in_deadline_order() {
         closed.status = AppealStatus::Closed;
         ws.put_appeal(closed);
         assert_eq!(due(&mut ws, 10_000), ["ap-late"], "a closed appeal is never due");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_two_partitions_finds_each_partitions_idle_appeals_by_its_own_clock() {
+    for (_db, store) in stores().await {
+        let mut ws = store.begin().await.unwrap();
+        ws.put_client(card("a", 1, "v-a"));
+        let mut first = appeal("ap-first", 1, "a", "v:tg:v-a");
+        first.close_deadline = Some(3_000);
+        let mut second = appeal("ap-second", 2, "a", "v:tg:v-b");
+        (second.partition, second.close_deadline) = ("in:1".into(), Some(4_000));
+        ws.put_appeal(first);
+        ws.put_appeal(second);
+        ws.advance_clock("in:0", 100).await.unwrap();
+        ws.advance_clock("in:1", 200).await.unwrap();
+        commit(ws).await;
+
+        let mut ws = store.begin().await.unwrap();
+        ws.prefetch_clocks(&["in:0", "in:1", "in:2"]).await.unwrap();
+        assert_eq!(ws.clock("in:1").await.unwrap(), Some(200));
+        assert_eq!(ws.clock("in:2").await.unwrap(), None, "a partition never seen has no clock");
+        ws.prefetch_idle("in:0", 10_000).await.unwrap();
+        ws.prefetch_idle("in:1", 10_000).await.unwrap();
+        let due = |ws: &mut WorkingSet, partition, clock| {
+            ws.due_idle(partition, clock).into_iter().map(|a| a.id).collect::<Vec<_>>()
+        };
+        assert_eq!(due(&mut ws, "in:0", 10_000), ["ap-first"]);
+        assert_eq!(due(&mut ws, "in:1", 10_000), ["ap-second"]);
+        assert!(due(&mut ws, "in:1", 3_500).is_empty(), "each by its own deadline");
     }
 }
 

@@ -284,10 +284,11 @@ pub fn close(
 pub async fn close_idle(
     ws: &mut WorkingSet,
     configured: impl Fn(&str) -> bool,
+    partition: &str,
     clock: Millis,
 ) -> StoreResult<Vec<Emitter>> {
     let mut out = Vec::new();
-    for mut appeal in ws.due_idle(clock) {
+    for mut appeal in ws.due_idle(partition, clock) {
         let Some(at) = appeal.close_deadline.filter(|_| configured(&appeal.project_id)) else {
             continue;
         };

@@ -154,3 +154,16 @@ fn an_input_dated_past_max_future_goes_to_the_dlq_and_one_within_it_is_read() {
     assert!(decode(at("2026-11-21T12:14:00Z").as_bytes(), &config()).is_ok());
     assert!(decode(at("2026-11-21T12:16:00Z").as_bytes(), &config()).is_err());
 }
+
+#[test]
+fn a_glance_finds_the_project_an_input_names_and_nothing_in_what_does_not_parse() {
+    assert_eq!(
+        project_of(br#"{"type":"message","project_id":"acme","x":{"project_id":"b"}}"#).as_deref(),
+        Some("acme")
+    );
+    assert_eq!(project_of(br#"{"project_id":"ac\u006de"}"#).as_deref(), Some("acme"), "escapes are read");
+    assert_eq!(project_of(br#"{"type":"message"}"#), None);
+    assert_eq!(project_of(br#"{"project_id":"a","project_id":"b"}"#), None, "duplicate keys name no one");
+    assert_eq!(project_of(b"not json"), None);
+    assert_eq!(project_of(br#"{"project_id":7}"#), None);
+}

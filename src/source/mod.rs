@@ -34,10 +34,42 @@ pub struct Cut {
     pub sha256: String,
 }
 
-/// A run of consecutive inputs of one partition, processed in one transaction.
+/// Inputs processed in one transaction: a run of consecutive inputs from each of one or more
+/// partitions. `run` puts the partitions whose batches would take turns on the same
+/// project's lock into one batch (see `run::plan`).
 #[derive(Debug, Clone)]
 pub struct Batch {
+    pub parts: Vec<Part>,
+}
+
+/// A run of consecutive inputs of one partition.
+#[derive(Debug, Clone)]
+pub struct Part {
     /// The partition whose event-time clock governs inactivity (`replay` for files).
     pub partition: String,
     pub inputs: Vec<RawInput>,
+    /// The partition's offset after these inputs, stored with the batch (`run`); files
+    /// have none.
+    pub next_offset: Option<i64>,
+}
+
+impl Batch {
+    /// A batch of one partition.
+    pub fn one(partition: impl Into<String>, inputs: Vec<RawInput>, next_offset: Option<i64>) -> Batch {
+        Batch { parts: vec![Part { partition: partition.into(), inputs, next_offset }] }
+    }
+
+    /// How many inputs the batch holds.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.inputs.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every input with its partition, part by part.
+    pub fn inputs(&self) -> impl Iterator<Item = (&str, &RawInput)> {
+        self.parts.iter().flat_map(|p| p.inputs.iter().map(move |i| (p.partition.as_str(), i)))
+    }
 }

@@ -78,6 +78,19 @@ pub fn value_tuples(rows: usize, cols: usize, first: usize) -> String {
     out
 }
 
+/// The keys as a JSON array of strings, when all are text a JSON string can carry (PostgreSQL's
+/// `jsonb` holds no NUL character; decode refuses them in ids and values anyway).
+fn json_array(keys: &[Param]) -> Option<String> {
+    let texts: Option<Vec<&str>> = keys
+        .iter()
+        .map(|k| match k {
+            Param::Text(s) if !s.contains('\0') => Some(s.as_str()),
+            _ => None,
+        })
+        .collect();
+    serde_json::to_string(&texts?).ok()
+}
+
 /// `$first,...` for a list of `n` values.
 pub fn list(n: usize, first: usize) -> String {
     let mut out = String::with_capacity(n * 6);
@@ -311,8 +324,9 @@ impl Db {
         self.chunked(rows, build, context).await
     }
 
-    /// Runs `<head> IN (<list>) <tail>` in chunks over `keys`, after `fixed` leading
-    /// parameters, returning the rows.
+    /// Runs `<head> IN (<keys>) <tail>` after `fixed` leading parameters, returning the rows.
+    /// Text keys go as one JSON array parameter (see [`Backend::json_keys`]); others as
+    /// chunks of placeholders.
     pub async fn select_in(
         &mut self,
         head: &str,
@@ -321,6 +335,15 @@ impl Db {
         keys: Vec<Param>,
         context: &'static str,
     ) -> StoreResult<Vec<AnyRow>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(array) = json_array(&keys) {
+            self.send_held().await?;
+            let sql = format!("{head} IN ({}) {tail}", self.backend.json_keys(fixed.len() + 1));
+            let params = fixed.into_iter().chain([Param::Text(array)]).collect();
+            return self.run(sql, params, context).await;
+        }
         let build = |chunk: Vec<Param>| {
             let sql = format!("{head} IN ({}) {tail}", list(chunk.len(), fixed.len() + 1));
             (sql, fixed.iter().cloned().chain(chunk).collect())
@@ -541,6 +564,15 @@ fn decode_error(what: &'static str, e: serde_json::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_keys_travel_as_one_json_array_and_others_do_not() {
+        let keys = vec![Param::from("a\"b"), Param::from("тест"), Param::from("x\\y")];
+        let array = json_array(&keys).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<String>>(&array).unwrap(), ["a\"b", "тест", "x\\y"]);
+        assert_eq!(json_array(&[Param::from("a"), Param::Int(1)]), None);
+        assert_eq!(json_array(&[Param::from("a\0b")]), None, "jsonb holds no NUL");
+    }
 
     fn held(sql: &str, params: usize, returns: Option<&'static str>) -> Held {
         let returns = returns.map(|key| Returns { key, wanted: BTreeSet::new(), context: "test" });

@@ -64,6 +64,16 @@ impl Backend {
         }
     }
 
+    /// A subquery yielding the strings of the JSON array bound as parameter `$n`: a lookup
+    /// of any number of keys in one statement whose text never changes, so each connection
+    /// prepares it once (a list of placeholders is a new statement for every count).
+    pub(crate) fn json_keys(self, n: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("SELECT value FROM json_each(${n})"),
+            Backend::Postgres => format!("SELECT jsonb_array_elements_text(${n}::jsonb)"),
+        }
+    }
+
     /// Opens the store as its writer: SQLite takes its writer lock first.
     pub(crate) async fn open_writer(self, url: &str, max_connections: u32) -> StoreResult<Opened> {
         match self {

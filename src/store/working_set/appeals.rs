@@ -1,5 +1,5 @@
 //! The batch's appeals, their lookups (conversation → open appeal, number → appeal), the
-//! idle appeals of the batch's partition by close deadline, and appeal numbering.
+//! idle appeals of the batch's partitions by close deadline, and appeal numbering.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -19,8 +19,8 @@ pub(super) struct Appeals {
     mem_open: HashMap<ProjectKey, String>,
     db_open: HashMap<ProjectKey, Option<String>>,
     mem_numbers: HashMap<(String, i64), String>,
-    idle_partition: Option<String>,
-    /// Open appeals of `idle_partition` by close deadline.
+    idle_partitions: HashSet<String>,
+    /// Open appeals of `idle_partitions` by close deadline.
     idle: BTreeSet<(Millis, String)>,
     counters: HashMap<String, i64>,
     dirty_counters: BTreeSet<String>,
@@ -35,7 +35,7 @@ impl Appeals {
     fn index(&mut self, a: &Appeal, add: bool) {
         let open_key = (a.project_id.clone(), a.key.clone());
         let idle_entry = deadline(a).map(|d| (d, a.id.clone()));
-        let in_partition = self.idle_partition.as_deref() == Some(a.partition.as_str());
+        let in_partition = self.idle_partitions.contains(&a.partition);
         if add {
             self.mem_numbers.insert((a.project_id.clone(), a.number), a.id.clone());
             if a.is_open() {
@@ -177,7 +177,7 @@ impl Appeals {
         partition: &str,
         until: Millis,
     ) -> StoreResult<Vec<String>> {
-        self.idle_partition = Some(partition.to_string());
+        self.idle_partitions.insert(partition.to_string());
         let filter =
             "partition_key = $1 AND status = 'open' AND close_deadline < $2 ORDER BY close_deadline, id";
         self.load_where(db, filter, vec![partition.into(), until.into()], "read idle appeals").await?;
@@ -190,10 +190,11 @@ impl Appeals {
         Ok(open.into_iter().map(|a| a.client_id).collect())
     }
 
-    /// Open appeals of the batch partition whose deadline is before `clock`, oldest first.
-    pub(super) fn due_idle(&self, clock: Millis) -> Vec<Appeal> {
+    /// Open appeals of `partition` whose deadline is before `clock`, oldest first.
+    pub(super) fn due_idle(&self, partition: &str, clock: Millis) -> Vec<Appeal> {
         let due = self.idle.iter().take_while(|(d, _)| *d < clock);
-        due.filter_map(|(_, id)| self.by_id.get(id).cloned()).collect()
+        let appeals = due.filter_map(|(_, id)| self.by_id.get(id));
+        appeals.filter(|a| a.partition == partition).cloned().collect()
     }
 
     /// Allocates the next appeal number of a project.

@@ -193,9 +193,9 @@ impl WorkingSet {
         self.clients.load(&mut self.db, &cards).await
     }
 
-    /// Open appeals of the batch partition whose deadline is before `clock`, oldest first.
-    pub fn due_idle(&mut self, clock: Millis) -> Vec<Appeal> {
-        self.appeals.due_idle(clock)
+    /// Open appeals of `partition` whose deadline is before `clock`, oldest first.
+    pub fn due_idle(&mut self, partition: &str, clock: Millis) -> Vec<Appeal> {
+        self.appeals.due_idle(partition, clock)
     }
 
     /// Allocates the next appeal number of a project.
@@ -225,6 +225,11 @@ impl WorkingSet {
     }
 
     // ---- partitions ---------------------------------------------------------------------
+
+    /// Reads the state of these partitions in one statement.
+    pub async fn prefetch_clocks(&mut self, partitions: &[&str]) -> StoreResult<()> {
+        self.partitions.prefetch(&mut self.db, partitions).await
+    }
 
     /// The partition's event-time clock (the latest input time seen), if it has one.
     pub async fn clock(&mut self, partition: &str) -> StoreResult<Option<Millis>> {

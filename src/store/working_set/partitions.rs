@@ -18,6 +18,24 @@ pub(super) struct Partitions {
 }
 
 impl Partitions {
+    /// Reads the state of the partitions not read yet, in one statement.
+    pub(super) async fn prefetch(&mut self, db: &mut Db, partitions: &[&str]) -> StoreResult<()> {
+        let missing: Vec<&str> =
+            partitions.iter().copied().filter(|p| !self.state.contains_key(*p)).collect();
+        if missing.len() < 2 {
+            return Ok(()); // `clock` reads one as cheaply
+        }
+        let keys = missing.iter().map(|p| p.to_string().into()).collect();
+        let head = "SELECT partition_key, clock, next_offset FROM partitions WHERE partition_key";
+        for row in db.select_in(head, "", vec![], keys, "read partitions").await? {
+            self.state.insert(row.get(0), (Some(row.get(1)), row.get(2)));
+        }
+        for p in missing {
+            self.state.entry(p.to_string()).or_insert((None, None));
+        }
+        Ok(())
+    }
+
     pub(super) async fn clock(&mut self, db: &mut Db, partition: &str) -> StoreResult<Option<Millis>> {
         if !self.state.contains_key(partition) {
             let sql = "SELECT clock, next_offset FROM partitions WHERE partition_key = $1";

@@ -21,10 +21,11 @@
 //!   (same ids): downstream sees duplicates unless it deduplicates by id.
 //! - Records of different batches of one partition are published in batch order; records of
 //!   different partitions are not ordered with each other.
-//! - Batches of different partitions are applied concurrently (at most one per partition,
-//!   at most `store.max_connections - 1` at once on PostgreSQL, one on SQLite). Batches that
-//!   touch the same project still take turns on its lock, so this helps when partitions carry
-//!   different projects; one project's batches are applied one at a time.
+//! - A project's batches are applied one at a time (they take turns on its lock), so the
+//!   partitions that carry the same projects form one batch between them, and wait while a
+//!   batch holding their project is applied (see [`plan`]). Partitions of disjoint projects
+//!   are applied concurrently: at most one batch per partition, at most
+//!   `store.max_connections - 1` at once on PostgreSQL, one on SQLite.
 //! - While the database or the broker is down the loop retries with backoff and neither
 //!   skips nor dead-letters anything; a consumer stuck longer than `max.poll.interval.ms`
 //!   leaves the group and its partitions move to another instance, which resumes from the
@@ -45,19 +46,86 @@ use crate::emit::kafka::KafkaSink;
 use crate::emit::Record;
 use crate::pipeline::{Committed, Pipeline};
 use crate::source::kafka::{partition_key, KafkaSource, Tp};
-use crate::source::{Batch, RawInput, SourcePos};
+use crate::source::{Batch, Part, RawInput, SourcePos};
 use crate::store::{self, ErrorClass, Store, StoreError};
 use crate::telemetry;
 use crate::telemetry::events::{KafkaFatal, Retrying};
 use crate::telemetry::Stats;
 
+pub mod plan;
+
 /// What one partition has buffered and where it stands.
 struct PartitionState {
-    inputs: Vec<RawInput>,
+    inputs: Buffer,
     first_buffered: Option<Instant>,
     /// The next offset the database holds; inputs below it were applied already.
     next_offset: Option<i64>,
     last_activity: Instant,
+}
+
+/// A partition's buffered inputs, with the projects they name counted (what groups
+/// partitions into batches, see [`plan`]).
+#[derive(Default)]
+struct Buffer {
+    inputs: Vec<(RawInput, Option<String>)>,
+    projects: BTreeMap<String, usize>,
+}
+
+impl Buffer {
+    fn push(&mut self, input: RawInput) {
+        let project = crate::decode::project_of(&input.bytes);
+        if let Some(p) = &project {
+            *self.projects.entry(p.clone()).or_default() += 1;
+        }
+        self.inputs.push((input, project));
+    }
+
+    fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
+    fn footprint(&self) -> plan::Footprint<'_> {
+        self.projects.keys().map(String::as_str).collect()
+    }
+
+    /// The first `n` inputs and the projects they name.
+    fn take(&mut self, n: usize) -> (Vec<RawInput>, BTreeSet<String>) {
+        let rest = self.inputs.split_off(self.inputs.len().min(n));
+        let taken = std::mem::replace(&mut self.inputs, rest);
+        let mut projects = BTreeSet::new();
+        let inputs = taken
+            .into_iter()
+            .map(|(input, project)| {
+                if let Some(p) = project {
+                    self.forget(&p);
+                    projects.insert(p);
+                }
+                input
+            })
+            .collect();
+        (inputs, projects)
+    }
+
+    fn forget(&mut self, project: &str) {
+        if let Some(n) = self.projects.get_mut(project) {
+            *n -= 1;
+            if *n == 0 {
+                self.projects.remove(project);
+            }
+        }
+    }
+
+    /// Drops the inputs below `next` (applied by a batch that committed meanwhile).
+    fn drop_below(&mut self, next: i64) {
+        let below = |i: &RawInput| matches!(i.pos, SourcePos::Kafka { offset, .. } if offset < next);
+        let dropped: Vec<Option<String>> =
+            self.inputs.extract_if(.., |(i, _)| below(i)).map(|(_, project)| project).collect();
+        dropped.into_iter().flatten().for_each(|p| self.forget(&p));
+    }
 }
 
 /// Counts of a `run`, returned when it stops.
@@ -120,8 +188,8 @@ pub async fn run(
     runner.shut_down().await
 }
 
-/// A batch being applied: its partition, the offset after it, and how it ended.
-type BatchDone = (Tp, i64, Result<Committed, StoreError>);
+/// A batch being applied: its partitions with the offset after each, and how it ended.
+type BatchDone = (Vec<(Tp, i64)>, Result<Committed, StoreError>);
 
 struct Runner {
     config: Arc<Config>,
@@ -135,6 +203,8 @@ struct Runner {
     busy: BTreeSet<Tp>,
     /// Partitions whose fetching is paused: their buffer reached `buffered_batches` batches.
     paused: BTreeSet<Tp>,
+    /// The projects the inputs of each partition's batch in flight name.
+    holding: BTreeMap<Tp, BTreeSet<String>>,
     /// Spawned, not just polled here: a batch holds a transaction and locks, and must not
     /// stall while this loop awaits something else (an idle-clock advance wanting that lock).
     in_flight: FuturesUnordered<JoinHandle<BatchDone>>,
@@ -160,6 +230,7 @@ impl Runner {
             parts: BTreeMap::new(),
             busy: BTreeSet::new(),
             paused: BTreeSet::new(),
+            holding: BTreeMap::new(),
             in_flight: FuturesUnordered::new(),
             max_in_flight,
             out: RunStats::default(),
@@ -214,7 +285,7 @@ impl Runner {
             }
             tracing::info!(topic = %tp.0, partition = tp.1, ?next_offset, "partition assigned");
             let state = PartitionState {
-                inputs: Vec::new(),
+                inputs: Buffer::default(),
                 first_buffered: None,
                 next_offset,
                 last_activity: Instant::now(),
@@ -229,7 +300,7 @@ impl Runner {
         let SourcePos::Kafka { topic, partition, offset } = &input.pos else { unreachable!("kafka inputs") };
         let tp = (topic.clone(), *partition);
         let state = self.parts.entry(tp.clone()).or_insert_with(|| PartitionState {
-            inputs: Vec::new(),
+            inputs: Buffer::default(),
             first_buffered: None,
             next_offset: None,
             last_activity: Instant::now(),
@@ -311,71 +382,100 @@ impl Runner {
         }
     }
 
-    /// Starts a batch for every idle partition whose buffer is full or old enough (or, with
-    /// `all`, has anything), as far as `max_in_flight` allows.
+    /// Starts batches of the partitions whose buffer is full or old enough (or, with `all`,
+    /// has anything), grouped by [`plan::plan`], as far as `max_in_flight` allows.
     ///
     /// The loop passes `all` when the consumer holds nothing more and no batch is being
     /// applied: then waiting would only add latency, so a quiet system applies each input at
-    /// once, and batches grow only with the backlog (what arrives while batches are applied
-    /// forms the next ones; starting each partition's few inputs beside a running batch would
-    /// only queue small batches on the project's lock). `batch_max_wait` bounds the wait of a
-    /// partial batch meanwhile.
+    /// once, and batches grow only with the backlog (what arrives while a batch is applied
+    /// forms the next one). `batch_max_wait` bounds the wait of a partial batch meanwhile.
     fn start_ready(&mut self, all: bool) {
         let size = self.config.pipeline.batch_size;
         let wait = self.config.pipeline.batch_max_wait;
-        let ready: Vec<Tp> = self
+        let candidates: Vec<plan::Candidate<'_, Tp>> = self
             .parts
             .iter()
             .filter(|(tp, p)| !p.inputs.is_empty() && !self.busy.contains(*tp))
-            .filter(|(_, p)| {
-                all || p.inputs.len() >= size || p.first_buffered.is_some_and(|t| t.elapsed() >= wait)
+            .map(|(tp, p)| {
+                let since = p.first_buffered.unwrap_or_else(Instant::now);
+                let ready = all || p.inputs.len() >= size || since.elapsed() >= wait;
+                let footprint = p.inputs.footprint();
+                plan::Candidate { key: tp.clone(), buffered: p.inputs.len(), ready, since, footprint }
             })
-            .map(|(tp, _)| tp.clone())
             .collect();
-        for tp in ready {
+        let held: Vec<plan::Footprint<'_>> =
+            self.holding.values().map(|projects| projects.iter().map(String::as_str).collect()).collect();
+        let batches = plan::plan(&candidates, &held, size);
+        for parts in batches {
             if self.in_flight.len() >= self.max_in_flight {
                 break;
             }
-            let p = self.parts.get_mut(&tp).expect("listed above");
-            let rest = p.inputs.split_off(p.inputs.len().min(size));
-            let inputs = std::mem::replace(&mut p.inputs, rest);
-            if p.inputs.is_empty() {
-                p.first_buffered = None;
-            }
-            telemetry::buffered(&tp.0, tp.1, p.inputs.len(), self.paused.contains(&tp));
-            self.start(tp, inputs);
+            let parts = parts.into_iter().map(|(tp, n)| {
+                let (inputs, projects) = self.take(&tp, n);
+                self.holding.insert(tp.clone(), projects);
+                (tp, inputs)
+            });
+            let parts: Vec<(Tp, Vec<RawInput>)> = parts.collect();
+            self.start(parts);
         }
     }
 
-    fn start(&mut self, tp: Tp, inputs: Vec<RawInput>) {
-        let Some(SourcePos::Kafka { offset: last, .. }) = inputs.last().map(|i| i.pos.clone()) else {
+    /// Takes the first `n` buffered inputs of a partition, with the projects they name.
+    fn take(&mut self, tp: &Tp, n: usize) -> (Vec<RawInput>, BTreeSet<String>) {
+        let p = self.parts.get_mut(tp).expect("planned from the buffered partitions");
+        let taken = p.inputs.take(n);
+        if p.inputs.is_empty() {
+            p.first_buffered = None;
+        }
+        telemetry::buffered(&tp.0, tp.1, p.inputs.len(), self.paused.contains(tp));
+        taken
+    }
+
+    fn start(&mut self, parts: Vec<(Tp, Vec<RawInput>)>) {
+        let mut offsets = Vec::with_capacity(parts.len());
+        let mut batch = Batch { parts: Vec::with_capacity(parts.len()) };
+        for (tp, inputs) in parts {
+            let Some(SourcePos::Kafka { offset: last, .. }) = inputs.last().map(|i| &i.pos) else { continue };
+            let next_offset = last + 1;
+            self.busy.insert(tp.clone());
+            batch.parts.push(Part { partition: partition_key(&tp), inputs, next_offset: Some(next_offset) });
+            offsets.push((tp, next_offset));
+        }
+        if batch.is_empty() {
             return;
-        };
-        let next = last + 1;
-        let batch = Batch { partition: partition_key(&tp), inputs };
+        }
         let pipeline = self.pipeline.clone();
-        self.busy.insert(tp.clone());
         self.in_flight.push(tokio::spawn(async move {
-            let committed = retry_store(|| pipeline.process(&batch, Some(next))).await;
-            (tp, next, committed)
+            let committed = retry_store(|| pipeline.process(&batch)).await;
+            (offsets, committed)
         }));
     }
 
     /// Books a finished batch: records to the relay, offsets forward.
-    async fn finish(&mut self, (tp, next, committed): BatchDone) -> anyhow::Result<()> {
-        self.busy.remove(&tp);
+    async fn finish(&mut self, (offsets, committed): BatchDone) -> anyhow::Result<()> {
+        for (tp, _) in &offsets {
+            self.busy.remove(tp);
+            self.holding.remove(tp);
+        }
         self.publish(committed?).await?;
-        // A partition revoked meanwhile belongs to another instance now: its offsets are
-        // that instance's to move (it resumes from the database, which has this batch).
-        let Some(p) = self.parts.get_mut(&tp) else { return Ok(()) };
-        p.next_offset = Some(next);
-        // Assigned back while this batch ran, it may have re-read inputs this batch applied.
-        p.inputs.retain(|i| !matches!(i.pos, SourcePos::Kafka { offset, .. } if offset < next));
-        self.source.mirror_offset(&tp, next, CommitMode::Async);
-        if let Some(high) = self.source.high_watermark(&tp) {
-            telemetry::consumer_lag(&tp.0, tp.1, (high - next).max(0));
+        for (tp, next) in offsets {
+            self.advance(&tp, next);
         }
         Ok(())
+    }
+
+    /// Moves a partition past a committed batch.
+    fn advance(&mut self, tp: &Tp, next: i64) {
+        // A partition revoked meanwhile belongs to another instance now: its offsets are
+        // that instance's to move (it resumes from the database, which has this batch).
+        let Some(p) = self.parts.get_mut(tp) else { return };
+        p.next_offset = Some(next);
+        // Assigned back while this batch ran, it may have re-read inputs this batch applied.
+        p.inputs.drop_below(next);
+        self.source.mirror_offset(tp, next, CommitMode::Async);
+        if let Some(high) = self.source.high_watermark(tp) {
+            telemetry::consumer_lag(&tp.0, tp.1, (high - next).max(0));
+        }
     }
 
     /// Applies everything buffered and waits for every batch in flight (shutdown).
