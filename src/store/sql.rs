@@ -81,14 +81,23 @@ pub fn value_tuples(rows: usize, cols: usize, first: usize) -> String {
 /// The keys as a JSON array of strings, when all are text a JSON string can carry (PostgreSQL's
 /// `jsonb` holds no NUL character; decode refuses them in ids and values anyway).
 fn json_array(keys: &[Param]) -> Option<String> {
-    let texts: Option<Vec<&str>> = keys
+    serde_json::to_string(&texts(keys)?).ok()
+}
+
+/// The rows as a JSON array of arrays of strings, on the terms of [`json_array`].
+fn json_rows(rows: &[Vec<Param>]) -> Option<String> {
+    let rows: Option<Vec<Vec<&str>>> = rows.iter().map(|r| texts(r)).collect();
+    serde_json::to_string(&rows?).ok()
+}
+
+fn texts(params: &[Param]) -> Option<Vec<&str>> {
+    params
         .iter()
         .map(|k| match k {
             Param::Text(s) if !s.contains('\0') => Some(s.as_str()),
             _ => None,
         })
-        .collect();
-    serde_json::to_string(&texts?).ok()
+        .collect()
 }
 
 /// `$first,...` for a list of `n` values.
@@ -306,7 +315,8 @@ impl Db {
         Ok(())
     }
 
-    /// Like [`Db::insert_rows`], returning the rows a `RETURNING` tail yields.
+    /// Like [`Db::insert_rows`], returning the rows a `RETURNING` tail yields. Rows of text
+    /// go as one JSON parameter (see [`Backend::json_rows`]); others as chunks of tuples.
     pub async fn insert_rows_returning(
         &mut self,
         head: &str,
@@ -317,6 +327,12 @@ impl Db {
         let Some(cols) = rows.first().map(Vec::len) else {
             return Ok(Vec::new());
         };
+        if let Some(array) = json_rows(&rows) {
+            self.send_held().await?;
+            // `WHERE true`: SQLite would read the `ON` of an `ON CONFLICT` tail as a join's.
+            let sql = format!("{head} {} WHERE true {tail}", self.backend.json_rows(1, cols));
+            return self.run(sql, vec![Param::Text(array)], context).await;
+        }
         let build = |chunk: Vec<Vec<Param>>| {
             let sql = format!("{head} VALUES {} {tail}", value_tuples(chunk.len(), cols, 1));
             (sql, chunk.into_iter().flatten().collect())
@@ -572,6 +588,10 @@ mod tests {
         assert_eq!(serde_json::from_str::<Vec<String>>(&array).unwrap(), ["a\"b", "тест", "x\\y"]);
         assert_eq!(json_array(&[Param::from("a"), Param::Int(1)]), None);
         assert_eq!(json_array(&[Param::from("a\0b")]), None, "jsonb holds no NUL");
+        let rows =
+            vec![vec![Param::from("p"), Param::from("i\"1")], vec![Param::from("q"), Param::from("2")]];
+        assert_eq!(json_rows(&rows).unwrap(), r#"[["p","i\"1"],["q","2"]]"#);
+        assert_eq!(json_rows(&[vec![Param::from("p"), Param::Int(2)]]), None);
     }
 
     fn held(sql: &str, params: usize, returns: Option<&'static str>) -> Held {

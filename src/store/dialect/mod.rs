@@ -74,6 +74,17 @@ impl Backend {
         }
     }
 
+    /// A `SELECT` of `cols` text columns from the JSON array of arrays bound as `$n`: rows to
+    /// insert, any number of them, in one statement whose text never changes.
+    pub(crate) fn json_rows(self, n: usize, cols: usize) -> String {
+        let (row, from) = match self {
+            Backend::Sqlite => ("value", format!("json_each(${n})")),
+            Backend::Postgres => ("r", format!("jsonb_array_elements(${n}::jsonb) AS r")),
+        };
+        let columns: Vec<String> = (0..cols).map(|i| format!("{row}->>{i}")).collect();
+        format!("SELECT {} FROM {from}", columns.join(", "))
+    }
+
     /// Opens the store as its writer: SQLite takes its writer lock first.
     pub(crate) async fn open_writer(self, url: &str, max_connections: u32) -> StoreResult<Opened> {
         match self {
