@@ -270,12 +270,19 @@ async fn catch_up_peak_memory(brokers: &str, pg: &str, tag: &str, inputs: Option
 fn stage_means(out: &RunStats) -> String {
     let t = &out.timings;
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / out.batches.max(1) as f64;
+    let r = &out.relay;
+    let per_round = |d: Duration| d.as_secs_f64() * 1000.0 / r.rounds.max(1) as f64;
     format!(
-        "per batch: lock wait {:.1} ms, prefetch {:.1} ms, apply {:.1} ms, commit {:.1} ms",
+        "per batch: lock wait {:.1} ms, prefetch {:.1} ms, apply {:.1} ms, commit {:.1} ms; \
+         relay: queued {:.1} ms a batch, {:.1} batches a round, publish {:.1} ms and outbox delete {:.1} ms a round",
         per(t.lock),
         per(t.prefetch),
         per(t.apply),
-        per(t.commit)
+        per(t.commit),
+        r.queued.as_secs_f64() * 1000.0 / r.batches.max(1) as f64,
+        r.batches as f64 / r.rounds.max(1) as f64,
+        per_round(r.publish),
+        per_round(r.forget),
     )
 }
 

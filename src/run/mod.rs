@@ -143,6 +143,8 @@ pub struct RunStats {
     pub peak_buffered: usize,
     /// How often a partition's fetching was paused because its buffer was full.
     pub pauses: u64,
+    /// What publishing the committed batches took.
+    pub relay: RelayStats,
 }
 
 /// Runs until `shutdown` resolves, then finishes buffered batches within the configured
@@ -254,8 +256,8 @@ impl Runner {
             }
         }
         self.mirror_all(CommitMode::Sync);
-        let Runner { relay, out, .. } = self;
-        relay.finish().await?;
+        let Runner { relay, mut out, .. } = self;
+        out.relay = relay.finish().await?;
         Ok(out)
     }
 
@@ -544,8 +546,22 @@ const RELAY_GROUP: usize = 16;
 /// records wait for their acknowledgements, batch N+1 is already being applied. Batches
 /// waiting together are produced as one round and forgotten in one outbox delete.
 struct Relay {
-    tx: mpsc::Sender<Committed>,
-    task: JoinHandle<anyhow::Result<()>>,
+    tx: mpsc::Sender<(Instant, Committed)>,
+    task: JoinHandle<anyhow::Result<RelayStats>>,
+}
+
+/// Where the relay's time went over a run.
+#[derive(Debug, Default, Clone)]
+pub struct RelayStats {
+    /// Publish rounds (each one or more committed batches).
+    pub rounds: u64,
+    pub batches: u64,
+    /// Summed over batches: from being handed to the relay to the start of their round.
+    pub queued: Duration,
+    /// Summed over rounds: producing and waiting for every acknowledgement.
+    pub publish: Duration,
+    /// Summed over rounds: deleting the round's batches from the outbox.
+    pub forget: Duration,
 }
 
 impl Relay {
@@ -555,7 +571,7 @@ impl Relay {
     }
 
     async fn send(&mut self, committed: Committed) -> anyhow::Result<()> {
-        if self.tx.send(committed).await.is_err() {
+        if self.tx.send((Instant::now(), committed)).await.is_err() {
             // The relay only stops early on a fatal store error; surface it.
             let outcome = (&mut self.task).await?;
             outcome?;
@@ -565,14 +581,18 @@ impl Relay {
     }
 
     /// Publishes what is queued and returns once the outbox is empty.
-    async fn finish(self) -> anyhow::Result<()> {
+    async fn finish(self) -> anyhow::Result<RelayStats> {
         drop(self.tx);
-        self.task.await??;
-        Ok(())
+        self.task.await?
     }
 }
 
-async fn relay(store: Store, sink: KafkaSink, mut rx: mpsc::Receiver<Committed>) -> anyhow::Result<()> {
+async fn relay(
+    store: Store,
+    sink: KafkaSink,
+    mut rx: mpsc::Receiver<(Instant, Committed)>,
+) -> anyhow::Result<RelayStats> {
+    let mut stats = RelayStats::default();
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < RELAY_GROUP {
@@ -581,18 +601,24 @@ async fn relay(store: Store, sink: KafkaSink, mut rx: mpsc::Receiver<Committed>)
                 Err(_) => break,
             }
         }
-        let ids: Vec<String> = group.iter().flat_map(|c| c.batch_ids.iter().cloned()).collect();
-
-        let records: Vec<Record> = group.into_iter().flat_map(|c| c.records).collect();
-        telemetry::outbox_backlog(records.len());
         let started = Instant::now();
+        stats.rounds += 1;
+        stats.batches += group.len() as u64;
+        stats.queued += group.iter().map(|(handed, _)| started - *handed).sum::<Duration>();
+        let ids: Vec<String> = group.iter().flat_map(|(_, c)| c.batch_ids.iter().cloned()).collect();
+
+        let records: Vec<Record> = group.into_iter().flat_map(|(_, c)| c.records).collect();
+        telemetry::outbox_backlog(records.len());
         publish_with_retry(&sink, &records).await?;
-        telemetry::published(started.elapsed());
+        let published = Instant::now();
+        stats.publish += published - started;
+        telemetry::published(published - started);
         retry_store(|| store.mark_published(&ids)).await?;
+        stats.forget += published.elapsed();
         telemetry::outbox_backlog(0);
     }
     sink.flush(Duration::from_secs(5));
-    Ok(())
+    Ok(stats)
 }
 
 /// A consumer error: a permanent one (a topic that does not exist, no authorisation) stops
