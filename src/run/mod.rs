@@ -5,9 +5,10 @@
 //! exactly once, and every output record reaches its topic at least once with a stable
 //! `event_id`/`outbound_id`/`dlq_id`, so a consumer that drops repeated ids sees each exactly
 //! once. How:
-//! - Inputs are applied in micro-batches per partition. One database transaction holds the
-//!   state changes, the ids of the inputs applied, the partition's next offset and event-time
-//!   clock, and the batch's output records (the outbox). That commit is the only commit point.
+//! - Inputs are applied in micro-batches of one or more partitions. One database transaction
+//!   holds the state changes, the ids of the inputs applied, each partition's next offset and
+//!   event-time clock, and the batch's output records (the outbox). That commit is the only
+//!   commit point.
 //! - After the commit a relay task produces the records with an idempotent producer
 //!   (acks=all), in commit order, while the next batch is already being applied; only when
 //!   every record was acknowledged is the batch deleted from the outbox. At start, records
@@ -38,12 +39,10 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::CommitMode;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::emit::kafka::KafkaSink;
-use crate::emit::Record;
 use crate::pipeline::{Committed, Pipeline};
 use crate::source::kafka::{partition_key, KafkaSource, Tp};
 use crate::source::{Batch, Part, RawInput, SourcePos};
@@ -52,7 +51,13 @@ use crate::telemetry;
 use crate::telemetry::events::{KafkaFatal, Retrying};
 use crate::telemetry::Stats;
 
+mod buffer;
 pub mod plan;
+mod relay;
+
+use buffer::Buffer;
+pub use relay::RelayStats;
+use relay::{republish_outbox, Relay};
 
 /// What one partition has buffered and where it stands.
 struct PartitionState {
@@ -61,71 +66,6 @@ struct PartitionState {
     /// The next offset the database holds; inputs below it were applied already.
     next_offset: Option<i64>,
     last_activity: Instant,
-}
-
-/// A partition's buffered inputs, with the projects they name counted (what groups
-/// partitions into batches, see [`plan`]).
-#[derive(Default)]
-struct Buffer {
-    inputs: Vec<(RawInput, Option<String>)>,
-    projects: BTreeMap<String, usize>,
-}
-
-impl Buffer {
-    fn push(&mut self, input: RawInput) {
-        let project = crate::decode::project_of(&input.bytes);
-        if let Some(p) = &project {
-            *self.projects.entry(p.clone()).or_default() += 1;
-        }
-        self.inputs.push((input, project));
-    }
-
-    fn len(&self) -> usize {
-        self.inputs.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.inputs.is_empty()
-    }
-
-    fn footprint(&self) -> plan::Footprint<'_> {
-        self.projects.keys().map(String::as_str).collect()
-    }
-
-    /// The first `n` inputs and the projects they name.
-    fn take(&mut self, n: usize) -> (Vec<RawInput>, BTreeSet<String>) {
-        let rest = self.inputs.split_off(self.inputs.len().min(n));
-        let taken = std::mem::replace(&mut self.inputs, rest);
-        let mut projects = BTreeSet::new();
-        let inputs = taken
-            .into_iter()
-            .map(|(input, project)| {
-                if let Some(p) = project {
-                    self.forget(&p);
-                    projects.insert(p);
-                }
-                input
-            })
-            .collect();
-        (inputs, projects)
-    }
-
-    fn forget(&mut self, project: &str) {
-        if let Some(n) = self.projects.get_mut(project) {
-            *n -= 1;
-            if *n == 0 {
-                self.projects.remove(project);
-            }
-        }
-    }
-
-    /// Drops the inputs below `next` (applied by a batch that committed meanwhile).
-    fn drop_below(&mut self, next: i64) {
-        let below = |i: &RawInput| matches!(i.pos, SourcePos::Kafka { offset, .. } if offset < next);
-        let dropped: Vec<Option<String>> =
-            self.inputs.extract_if(.., |(i, _)| below(i)).map(|(_, project)| project).collect();
-        dropped.into_iter().flatten().for_each(|p| self.forget(&p));
-    }
 }
 
 /// Counts of a `run`, returned when it stops.
@@ -537,90 +477,6 @@ impl Runner {
     }
 }
 
-/// Committed batches the relay may hold before `publish` waits.
-const RELAY_DEPTH: usize = 4;
-/// Batches published together at most (one produce round, one outbox delete).
-const RELAY_GROUP: usize = 16;
-
-/// Publishes committed batches in commit order, off the processing path: while batch N's
-/// records wait for their acknowledgements, batch N+1 is already being applied. Batches
-/// waiting together are produced as one round and forgotten in one outbox delete.
-struct Relay {
-    tx: mpsc::Sender<(Instant, Committed)>,
-    task: JoinHandle<anyhow::Result<RelayStats>>,
-}
-
-/// Where the relay's time went over a run.
-#[derive(Debug, Default, Clone)]
-pub struct RelayStats {
-    /// Publish rounds (each one or more committed batches).
-    pub rounds: u64,
-    pub batches: u64,
-    /// Summed over batches: from being handed to the relay to the start of their round.
-    pub queued: Duration,
-    /// Summed over rounds: producing and waiting for every acknowledgement.
-    pub publish: Duration,
-    /// Summed over rounds: deleting the round's batches from the outbox.
-    pub forget: Duration,
-}
-
-impl Relay {
-    fn start(store: Store, sink: KafkaSink) -> Relay {
-        let (tx, rx) = mpsc::channel(RELAY_DEPTH);
-        Relay { tx, task: tokio::spawn(relay(store, sink, rx)) }
-    }
-
-    async fn send(&mut self, committed: Committed) -> anyhow::Result<()> {
-        if self.tx.send((Instant::now(), committed)).await.is_err() {
-            // The relay only stops early on a fatal store error; surface it.
-            let outcome = (&mut self.task).await?;
-            outcome?;
-            anyhow::bail!("the outbox relay stopped unexpectedly");
-        }
-        Ok(())
-    }
-
-    /// Publishes what is queued and returns once the outbox is empty.
-    async fn finish(self) -> anyhow::Result<RelayStats> {
-        drop(self.tx);
-        self.task.await?
-    }
-}
-
-async fn relay(
-    store: Store,
-    sink: KafkaSink,
-    mut rx: mpsc::Receiver<(Instant, Committed)>,
-) -> anyhow::Result<RelayStats> {
-    let mut stats = RelayStats::default();
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while group.len() < RELAY_GROUP {
-            match rx.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
-        let started = Instant::now();
-        stats.rounds += 1;
-        stats.batches += group.len() as u64;
-        stats.queued += group.iter().map(|(handed, _)| started - *handed).sum::<Duration>();
-        let ids: Vec<String> = group.iter().flat_map(|(_, c)| c.batch_ids.iter().cloned()).collect();
-
-        let records: Vec<Record> = group.into_iter().flat_map(|(_, c)| c.records).collect();
-        telemetry::outbox_backlog(records.len());
-        publish_with_retry(&sink, &records).await?;
-        let published = Instant::now();
-        stats.publish += published - started;
-        telemetry::published(published - started);
-        retry_store(|| store.mark_published(&ids)).await?;
-        stats.forget += published.elapsed();
-        telemetry::outbox_backlog(0);
-    }
-    sink.flush(Duration::from_secs(5));
-    Ok(stats)
-}
-
 /// A consumer error: a permanent one (a topic that does not exist, no authorisation) stops
 /// `run` with its cause and the setting to look at; the rest librdkafka retries by itself.
 fn consumer_error(e: &rdkafka::error::KafkaError) -> anyhow::Result<()> {
@@ -632,35 +488,6 @@ fn consumer_error(e: &rdkafka::error::KafkaError) -> anyhow::Result<()> {
         _ => {
             Retrying { what: "consume", error: e, retry_in: Duration::ZERO }.emit();
             Ok(())
-        }
-    }
-}
-
-/// Produces what a crashed run committed but did not get acknowledged.
-async fn republish_outbox(store: &Store, sink: &KafkaSink) -> anyhow::Result<()> {
-    for (batch_id, records) in retry_store(|| store.pending_outbox()).await? {
-        tracing::info!(batch = %batch_id, records = records.len(), "republishing records of an interrupted batch");
-        publish_with_retry(sink, &records).await?;
-        retry_store(|| store.mark_published(std::slice::from_ref(&batch_id))).await?;
-    }
-    Ok(())
-}
-
-/// Publishes records, retrying what may pass later (the broker down, a queue full) with
-/// backoff. A permanent error (a record over the broker's limit, a missing topic, no
-/// authorisation) would fail forever: `run` stops with the cause and the setting, the records
-/// stay in the outbox for the next start.
-async fn publish_with_retry(sink: &KafkaSink, records: &[Record]) -> anyhow::Result<()> {
-    let retryable = |e: &rdkafka::error::KafkaError| crate::errors::kafka(e).0 != ErrorClass::Fatal;
-    let policy = crate::retry::Backoff::services(None);
-    match crate::retry::retry("publish", policy, retryable, || sink.publish(records)).await.0 {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let settings = crate::errors::kafka(&e).1;
-            KafkaFatal { side: "publish", error: &e, settings }.emit();
-            anyhow::bail!(
-                "publishing to Kafka failed: {e} (check {settings}); the records stay in the outbox"
-            )
         }
     }
 }
