@@ -11,6 +11,9 @@ use sqlx::{Any, Row, Transaction};
 use super::{Backend, StoreError, StoreResult};
 use crate::model::{Appeal, AppealStatus, Client, ClientType, Message, StoredMessage};
 
+/// Statements of at most this many parameters stay prepared for reuse (see `Db::run`).
+const PREPARED_PARAMS: usize = 64;
+
 /// Rows per multi-row statement: far below both backends' parameter limits.
 pub(super) const CHUNK_ROWS: usize = 400;
 
@@ -277,7 +280,12 @@ impl Db {
         context: &'static str,
     ) -> StoreResult<Vec<AnyRow>> {
         let sql = self.backend.statement(sql);
-        bind_all(sqlx::query(&sql), params).fetch_all(&mut *self.tx).await.map_err(StoreError::new(context))
+        // A statement of many parameters is a multi-row one whose text changes with its row
+        // count: kept prepared, it would only fill the connection's statement cache (100
+        // statements each side, a batch's combined write alone hundreds of KB of text).
+        let reused = params.len() <= PREPARED_PARAMS;
+        let query = bind_all(sqlx::query(&sql), params).persistent(reused);
+        query.fetch_all(&mut *self.tx).await.map_err(StoreError::new(context))
     }
 
     /// Runs one statement per chunk of `items`, each built by `build` from its chunk (the
