@@ -352,12 +352,6 @@ impl Runner {
             if self.in_flight.len() >= self.max_in_flight {
                 break;
             }
-            let parts = parts.into_iter().map(|(tp, n)| {
-                let (inputs, projects) = self.take(&tp, n);
-                self.holding.insert(tp.clone(), projects);
-                (tp, inputs)
-            });
-            let parts: Vec<(Tp, Vec<RawInput>)> = parts.collect();
             self.start(parts);
         }
     }
@@ -373,13 +367,16 @@ impl Runner {
         taken
     }
 
-    fn start(&mut self, parts: Vec<(Tp, Vec<RawInput>)>) {
+    /// Starts a batch of the first `n` buffered inputs of each partition listed.
+    fn start(&mut self, parts: Vec<(Tp, usize)>) {
         let mut offsets = Vec::with_capacity(parts.len());
         let mut batch = Batch { parts: Vec::with_capacity(parts.len()) };
-        for (tp, inputs) in parts {
+        for (tp, n) in parts {
+            let (inputs, projects) = self.take(&tp, n);
             let Some(SourcePos::Kafka { offset: last, .. }) = inputs.last().map(|i| &i.pos) else { continue };
             let next_offset = last + 1;
             self.busy.insert(tp.clone());
+            self.holding.insert(tp.clone(), projects);
             batch.parts.push(Part { partition: partition_key(&tp), inputs, next_offset: Some(next_offset) });
             offsets.push((tp, next_offset));
         }
