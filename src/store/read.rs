@@ -15,7 +15,10 @@ impl Store {
         context: &'static str,
     ) -> StoreResult<Vec<sqlx::any::AnyRow>> {
         let sql = self.backend.statement(sql.to_string());
-        sql::bind_all(sqlx::query(&sql), params).fetch_all(&self.pool).await.map_err(StoreError::new(context))
+        sql::bind_all(sqlx::query(&sql), &params)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::new(context))
     }
 
     /// The live card of a project an id names (an absorbed card's id names its survivor).

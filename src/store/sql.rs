@@ -52,16 +52,18 @@ impl From<Option<i64>> for Param {
     }
 }
 
+/// Binds by reference: sqlx's `Any` copies an owned `String` it is given, and a batch's
+/// combined write carries every changed row's document (hundreds of KB).
 pub fn bind_all<'q>(
     mut query: Query<'q, Any, AnyArguments<'q>>,
-    params: Vec<Param>,
+    params: &'q [Param],
 ) -> Query<'q, Any, AnyArguments<'q>> {
     for p in params {
         query = match p {
-            Param::Text(s) => query.bind(s),
-            Param::Int(n) => query.bind(n),
-            Param::OptText(s) => query.bind(s),
-            Param::OptInt(n) => query.bind(n),
+            Param::Text(s) => query.bind(s.as_str()),
+            Param::Int(n) => query.bind(*n),
+            Param::OptText(s) => query.bind(s.as_deref()),
+            Param::OptInt(n) => query.bind(*n),
         };
     }
     query
@@ -209,9 +211,9 @@ impl Db {
     }
 
     /// One statement of `group`'s writes; rows come back as (part, key) for those that return.
-    async fn run_combined(&mut self, group: Vec<Held>) -> StoreResult<()> {
+    async fn run_combined(&mut self, mut group: Vec<Held>) -> StoreResult<()> {
         let context = "write batch";
-        let (sql, params) = combine(&group);
+        let (sql, params) = combine(&mut group);
         let rows = self.run(sql, params, context).await?;
         let mut written: Vec<BTreeSet<String>> = vec![BTreeSet::new(); group.len()];
         for row in &rows {
@@ -284,7 +286,7 @@ impl Db {
         // count: kept prepared, it would only fill the connection's statement cache (100
         // statements each side, a batch's combined write alone hundreds of KB of text).
         let reused = params.len() <= PREPARED_PARAMS;
-        let query = bind_all(sqlx::query(&sql), params).persistent(reused);
+        let query = bind_all(sqlx::query(&sql), &params).persistent(reused);
         query.fetch_all(&mut *self.tx).await.map_err(StoreError::new(context))
     }
 
@@ -450,18 +452,18 @@ fn chunks<T>(items: Vec<T>) -> Vec<Vec<T>> {
 
 /// Held writes as one statement: `WITH w0 AS (...), w1 AS (...) SELECT ...`, each part's
 /// placeholders moved past the parts before it; the statement returns (part, key) rows of
-/// the parts that return keys.
-fn combine(group: &[Held]) -> (String, Vec<Param>) {
+/// the parts that return keys. The parameters move out of `group` (they hold documents).
+fn combine(group: &mut [Held]) -> (String, Vec<Param>) {
     use std::fmt::Write;
     let mut sql = String::with_capacity(group.iter().map(|h| h.sql.len() + 16).sum::<usize>() + 64);
     let mut params = Vec::with_capacity(group.iter().map(|h| h.params.len()).sum());
     let mut selects = Vec::new();
-    for (i, h) in group.iter().enumerate() {
+    for (i, h) in group.iter_mut().enumerate() {
         sql.push_str(if i == 0 { "WITH " } else { ", " });
         write!(sql, "w{i} AS (").expect("writing to a String cannot fail");
         push_renumbered(&mut sql, &h.sql, params.len());
         sql.push(')');
-        params.extend(h.params.iter().cloned());
+        params.append(&mut h.params);
         if let Some(r) = &h.returns {
             selects.push(format!("SELECT '{i}', {key} FROM w{i}", key = r.key));
         }
@@ -609,12 +611,12 @@ mod tests {
 
     #[test]
     fn held_writes_combine_into_one_statement_with_placeholders_numbered_on() {
-        let group = [
+        let mut group = [
             held("INSERT INTO a (x, y) VALUES ($1,$2),($3,$4)", 4, None),
             held("DELETE FROM b WHERE id IN ($1,$2)", 2, None),
             held("INSERT INTO c (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id", 1, Some("id")),
         ];
-        let (sql, params) = combine(&group);
+        let (sql, params) = combine(&mut group);
         assert_eq!(
             sql,
             "WITH w0 AS (INSERT INTO a (x, y) VALUES ($1,$2),($3,$4)), \
@@ -627,7 +629,7 @@ mod tests {
 
     #[test]
     fn held_writes_that_return_nothing_still_make_a_whole_statement() {
-        let (sql, _) = combine(&[held("DELETE FROM b WHERE id IN ($1)", 1, None)]);
+        let (sql, _) = combine(&mut [held("DELETE FROM b WHERE id IN ($1)", 1, None)]);
         assert_eq!(sql, "WITH w0 AS (DELETE FROM b WHERE id IN ($1)) SELECT '', ''");
     }
 
