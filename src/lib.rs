@@ -10,7 +10,9 @@
 
 /// A batch allocates and frees many small strings (ids, keys, JSON fields); under glibc's
 /// malloc that was about a quarter of `run`'s CPU in `perf`. Set here rather than in the
-/// binary so that benches and tests measure what ships.
+/// binary so that benches and tests measure what ships. Its `no_thp` feature (Cargo.toml):
+/// with huge pages, a batch's multi-MB write buffers were zeroed 2 MB at a time every batch,
+/// 17% of `replay`'s CPU (docs/performance.md, 2026-12-01).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
