@@ -59,6 +59,19 @@ impl StoreError {
         move |source| StoreError { context, source: source.into() }
     }
 
+    /// Like [`StoreError::new`], with a unique violation reported as the clash it is: a new
+    /// row's key (a card, appeal or message id an input chose) is already another row's. The
+    /// database's message names the constraint, never the key, so it holds no client data.
+    pub fn from_sql(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| match &source {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::clash(
+                context,
+                format!("a new row's key is already another row's ({})", db.message()),
+            ),
+            _ => StoreError::new(context)(source),
+        }
+    }
+
     pub fn clash(context: &'static str, detail: String) -> StoreError {
         StoreError { context, source: StoreCause::Clash(detail) }
     }

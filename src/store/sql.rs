@@ -4,7 +4,6 @@
 
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use std::collections::BTreeSet;
 
 use sqlx::{Any, Row, Transaction};
 
@@ -148,27 +147,6 @@ pub struct Db {
 struct Held {
     sql: String,
     params: Vec<Param>,
-    /// For inserts of new rows: the keys that must come back from `RETURNING`.
-    returns: Option<Returns>,
-}
-
-/// Keys an insert of new rows must write; one missing is a clash (see [`Db::write_rows`]).
-struct Returns {
-    key: &'static str,
-    wanted: BTreeSet<String>,
-    context: &'static str,
-}
-
-impl Returns {
-    fn check(&self, written: &BTreeSet<String>) -> StoreResult<()> {
-        match self.wanted.difference(written).next() {
-            Some(taken) => Err(StoreError::clash(
-                self.context,
-                format!("id {:?} is already another row's", crate::text::shorten(taken)),
-            )),
-            None => Ok(()),
-        }
-    }
 }
 
 impl Db {
@@ -190,8 +168,8 @@ impl Db {
         Ok(())
     }
 
-    /// Sends the writes held so far, as few statements as the parameter limit allows, and
-    /// checks that every insert of new rows wrote all of them; later writes are still held.
+    /// Sends the writes held so far, as few statements as the parameter limit allows; later
+    /// writes are still held.
     async fn send_held(&mut self) -> StoreResult<()> {
         let Some(mut held) = self.held.as_mut().map(std::mem::take) else { return Ok(()) };
         while !held.is_empty() {
@@ -210,43 +188,19 @@ impl Db {
         Ok(())
     }
 
-    /// One statement of `group`'s writes; rows come back as (part, key) for those that return.
+    /// One statement of `group`'s writes.
     async fn run_combined(&mut self, mut group: Vec<Held>) -> StoreResult<()> {
-        let context = "write batch";
         let (sql, params) = combine(&mut group);
-        let rows = self.run(sql, params, context).await?;
-        let mut written: Vec<BTreeSet<String>> = vec![BTreeSet::new(); group.len()];
-        for row in &rows {
-            let part: String = row.try_get(0).map_err(StoreError::new(context))?;
-            let key: String = row.try_get(1).map_err(StoreError::new(context))?;
-            if let Some(set) = part.parse::<usize>().ok().and_then(|i| written.get_mut(i)) {
-                set.insert(key);
-            }
-        }
-        for (h, written) in group.iter().zip(&written) {
-            if let Some(r) = &h.returns {
-                r.check(written)?;
-            }
-        }
-        Ok(())
+        self.run(sql, params, "write batch").await.map(drop)
     }
 
     /// Runs a write, or holds it while writes are held.
-    async fn write(
-        &mut self,
-        (sql, params): (String, Vec<Param>),
-        returns: Option<Returns>,
-        context: &'static str,
-    ) -> StoreResult<()> {
+    async fn write(&mut self, (sql, params): (String, Vec<Param>), context: &'static str) -> StoreResult<()> {
         if let Some(held) = &mut self.held {
-            held.push(Held { sql, params, returns });
+            held.push(Held { sql, params });
             return Ok(());
         }
-        let rows = self.run(sql, params, context).await?;
-        match returns {
-            Some(r) => r.check(&rows.iter().map(|row| row.get(0)).collect()),
-            None => Ok(()),
-        }
+        self.run(sql, params, context).await.map(drop)
     }
 
     pub fn backend(&self) -> Backend {
@@ -287,7 +241,7 @@ impl Db {
         // statements each side, a batch's combined write alone hundreds of KB of text).
         let reused = params.len() <= PREPARED_PARAMS;
         let query = bind_all(sqlx::query(&sql), &params).persistent(reused);
-        query.fetch_all(&mut *self.tx).await.map_err(StoreError::new(context))
+        query.fetch_all(&mut *self.tx).await.map_err(StoreError::from_sql(context))
     }
 
     /// Runs one statement per chunk of `items`, each built by `build` from its chunk (the
@@ -320,7 +274,7 @@ impl Db {
         let Some(cols) = rows.first().map(Vec::len) else { return Ok(()) };
         for chunk in chunks(rows) {
             let sql = format!("{head} VALUES {} {tail}", value_tuples(chunk.len(), cols, 1));
-            self.write((sql, chunk.into_iter().flatten().collect()), None, context).await?;
+            self.write((sql, chunk.into_iter().flatten().collect()), context).await?;
         }
         Ok(())
     }
@@ -384,7 +338,7 @@ impl Db {
         params: Vec<Param>,
         context: &'static str,
     ) -> StoreResult<()> {
-        self.write((sql, params), None, context).await
+        self.write((sql, params), context).await
     }
 
     /// Runs one write now, after the writes held before it: for a write the held ones after
@@ -409,34 +363,30 @@ impl Db {
     ) -> StoreResult<()> {
         for chunk in chunks(keys) {
             let sql = format!("{head} IN ({})", list(chunk.len(), fixed.len() + 1));
-            self.write((sql, fixed.iter().cloned().chain(chunk).collect()), None, context).await?;
+            self.write((sql, fixed.iter().cloned().chain(chunk).collect()), context).await?;
         }
         Ok(())
     }
 
     /// Writes a table's rows: (created by this batch, key, params). Existing rows are upserted
-    /// by `upsert_tail`; created ones are inserted only where their key is free, so a new card,
-    /// appeal or message whose id another row holds (a crafted input) is a clash the caller
-    /// refuses, and never overwrites that row.
+    /// by `upsert_tail`; created ones are plainly inserted, so a new card, appeal or message
+    /// whose id another row holds (a crafted input) fails the batch with a unique violation,
+    /// a clash the pipeline refuses (see [`StoreError::from_sql`]), and never overwrites that
+    /// row.
+    ///
+    /// Why not `ON CONFLICT DO NOTHING RETURNING` and a check of the keys returned: that
+    /// refuses the same rows, but PostgreSQL then probes each unique index before a
+    /// speculative insertion and confirms it after; measured on a batch's 26,000 message
+    /// rows, the plain insert took 0.5-0.6 of the time.
     pub async fn write_rows(
         &mut self,
-        (head, upsert_tail, key): (&str, &str, &'static str),
-        rows: Vec<(bool, String, Vec<Param>)>,
+        (head, upsert_tail): (&str, &str),
+        rows: Vec<(bool, Vec<Param>)>,
         context: &'static str,
     ) -> StoreResult<()> {
-        let (created, existing): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(new, _, _)| *new);
-        self.insert_rows(head, upsert_tail, existing.into_iter().map(|r| r.2).collect(), context).await?;
-        let Some(cols) = created.first().map(|r| r.2.len()) else { return Ok(()) };
-        for chunk in chunks(created) {
-            let wanted = chunk.iter().map(|r| r.1.clone()).collect();
-            let sql = format!(
-                "{head} VALUES {} ON CONFLICT DO NOTHING RETURNING {key}",
-                value_tuples(chunk.len(), cols, 1)
-            );
-            let params = chunk.into_iter().flat_map(|r| r.2).collect();
-            self.write((sql, params), Some(Returns { key, wanted, context }), context).await?;
-        }
-        Ok(())
+        let (created, existing): (Vec<_>, Vec<_>) = rows.into_iter().partition(|(new, _)| *new);
+        self.insert_rows(head, upsert_tail, existing.into_iter().map(|r| r.1).collect(), context).await?;
+        self.insert_rows(head, "", created.into_iter().map(|r| r.1).collect(), context).await
     }
 }
 
@@ -450,30 +400,21 @@ fn chunks<T>(items: Vec<T>) -> Vec<Vec<T>> {
     out
 }
 
-/// Held writes as one statement: `WITH w0 AS (...), w1 AS (...) SELECT ...`, each part's
-/// placeholders moved past the parts before it; the statement returns (part, key) rows of
-/// the parts that return keys. The parameters move out of `group` (they hold documents).
+/// Held writes as one statement: `WITH w0 AS (...), w1 AS (...) SELECT 1`, each part's
+/// placeholders moved past the parts before it. The parameters move out of `group` (they
+/// hold documents).
 fn combine(group: &mut [Held]) -> (String, Vec<Param>) {
     use std::fmt::Write;
     let mut sql = String::with_capacity(group.iter().map(|h| h.sql.len() + 16).sum::<usize>() + 64);
     let mut params = Vec::with_capacity(group.iter().map(|h| h.params.len()).sum());
-    let mut selects = Vec::new();
     for (i, h) in group.iter_mut().enumerate() {
         sql.push_str(if i == 0 { "WITH " } else { ", " });
         write!(sql, "w{i} AS (").expect("writing to a String cannot fail");
         push_renumbered(&mut sql, &h.sql, params.len());
         sql.push(')');
         params.append(&mut h.params);
-        if let Some(r) = &h.returns {
-            selects.push(format!("SELECT '{i}', {key} FROM w{i}", key = r.key));
-        }
     }
-    if selects.is_empty() {
-        sql.push_str(" SELECT '', ''");
-    } else {
-        sql.push(' ');
-        sql.push_str(&selects.join(" UNION ALL "));
-    }
+    sql.push_str(" SELECT 1");
     (sql, params)
 }
 
@@ -604,33 +545,27 @@ mod tests {
         assert_eq!(json_rows(&[vec![Param::from("p"), Param::Int(2)]]), None);
     }
 
-    fn held(sql: &str, params: usize, returns: Option<&'static str>) -> Held {
-        let returns = returns.map(|key| Returns { key, wanted: BTreeSet::new(), context: "test" });
-        Held { sql: sql.into(), params: (0..params as i64).map(Param::Int).collect(), returns }
+    fn held(sql: &str, params: usize) -> Held {
+        Held { sql: sql.into(), params: (0..params as i64).map(Param::Int).collect() }
     }
 
     #[test]
     fn held_writes_combine_into_one_statement_with_placeholders_numbered_on() {
         let mut group = [
-            held("INSERT INTO a (x, y) VALUES ($1,$2),($3,$4)", 4, None),
-            held("DELETE FROM b WHERE id IN ($1,$2)", 2, None),
-            held("INSERT INTO c (id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING id", 1, Some("id")),
+            held("INSERT INTO a (x, y) VALUES ($1,$2),($3,$4)", 4),
+            held("DELETE FROM b WHERE id IN ($1,$2)", 2),
+            held("INSERT INTO c (id) VALUES ($1)", 1),
         ];
         let (sql, params) = combine(&mut group);
         assert_eq!(
             sql,
             "WITH w0 AS (INSERT INTO a (x, y) VALUES ($1,$2),($3,$4)), \
              w1 AS (DELETE FROM b WHERE id IN ($5,$6)), \
-             w2 AS (INSERT INTO c (id) VALUES ($7) ON CONFLICT DO NOTHING RETURNING id) \
-             SELECT '2', id FROM w2"
+             w2 AS (INSERT INTO c (id) VALUES ($7)) \
+             SELECT 1"
         );
         assert_eq!(params.len(), 7);
-    }
-
-    #[test]
-    fn held_writes_that_return_nothing_still_make_a_whole_statement() {
-        let (sql, _) = combine(&mut [held("DELETE FROM b WHERE id IN ($1)", 1, None)]);
-        assert_eq!(sql, "WITH w0 AS (DELETE FROM b WHERE id IN ($1)) SELECT '', ''");
+        assert!(group.iter().all(|h| h.params.is_empty()), "the documents moved, not copied");
     }
 
     #[test]

@@ -216,13 +216,13 @@ impl Appeals {
             .dirty
             .iter()
             .filter_map(|id| self.by_id.get(id))
-            .map(|a| (self.new.contains(&a.id), a.id.clone(), sql::appeal_params(a)))
+            .map(|a| (self.new.contains(&a.id), sql::appeal_params(a)))
             .collect();
         let head = format!("INSERT INTO appeals ({})", sql::APPEAL_COLS);
         let tail = "ON CONFLICT (id) DO UPDATE SET client_id = excluded.client_id, status = excluded.status, \
                     last_message_at = excluded.last_message_at, doc = excluded.doc, close_deadline = excluded.close_deadline, \
                     visitor_id = excluded.visitor_id, conversation_key = excluded.conversation_key";
-        db.write_rows((&head, tail, "id"), rows, "write appeals").await
+        db.write_rows((&head, tail), rows, "write appeals").await
     }
 
     pub(super) async fn flush_counters(&mut self, db: &mut Db) -> StoreResult<()> {

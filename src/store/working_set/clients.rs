@@ -315,8 +315,7 @@ impl Clients {
         if dirty.is_empty() {
             return Ok(());
         }
-        let rows =
-            dirty.iter().map(|c| (self.new.contains(&c.id), c.id.clone(), sql::client_params(c))).collect();
+        let rows = dirty.iter().map(|c| (self.new.contains(&c.id), sql::client_params(c))).collect();
         let head = format!("INSERT INTO clients ({})", sql::CLIENT_COLS);
         let tail =
             "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, appeal_count = excluded.appeal_count, \
@@ -325,7 +324,7 @@ impl Clients {
             dirty.iter().copied().filter(|c| self.dirty_index.contains(&c.id)).collect();
         let researched: Vec<&Client> =
             dirty.iter().copied().filter(|c| self.dirty_search.contains(&c.id)).collect();
-        db.write_rows((&head, tail, "id"), rows, "write clients").await?;
+        db.write_rows((&head, tail), rows, "write clients").await?;
         write_index(db, &reindexed).await?;
         write_search_terms(db, &researched).await
     }

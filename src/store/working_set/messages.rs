@@ -70,13 +70,13 @@ impl Messages {
                     m.appeal_id.clone().into(),
                     doc.into(),
                 ];
-                (new, m.message.id.clone(), params)
+                (new, params)
             })
             .collect();
         let head = "INSERT INTO messages (project_id, id, appeal_id, doc)";
         let tail =
             "ON CONFLICT (project_id, id) DO UPDATE SET appeal_id = excluded.appeal_id, doc = excluded.doc";
-        db.write_rows((head, tail, "id"), rows, "write messages").await
+        db.write_rows((head, tail), rows, "write messages").await
     }
 }
 
