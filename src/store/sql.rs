@@ -368,7 +368,7 @@ impl Db {
         Ok(())
     }
 
-    /// Writes a table's rows: (created by this batch, key, params). Existing rows are upserted
+    /// Writes a table's rows: (created by this batch, params). Existing rows are upserted
     /// by `upsert_tail`; created ones are plainly inserted, so a new card, appeal or message
     /// whose id another row holds (a crafted input) fails the batch with a unique violation,
     /// a clash the pipeline refuses (see [`StoreError::from_sql`]), and never overwrites that
@@ -377,7 +377,7 @@ impl Db {
     /// Why not `ON CONFLICT DO NOTHING RETURNING` and a check of the keys returned: that
     /// refuses the same rows, but PostgreSQL then probes each unique index before a
     /// speculative insertion and confirms it after; measured on a batch's 26,000 message
-    /// rows, the plain insert took 0.5-0.6 of the time.
+    /// rows, the plain insert took 0.4-0.6 of the time.
     pub async fn write_rows(
         &mut self,
         (head, upsert_tail): (&str, &str),
