@@ -456,7 +456,7 @@ async fn bench_store(
 ) {
     fill(config, url, cards, dir).await;
     let reader = Store::connect_reader(url, 4).await.unwrap();
-    let addr = api::serve("127.0.0.1:0", config.clone(), reader.clone()).await.unwrap();
+    let addr = api::serve("127.0.0.1:0", config.clone(), reader.clone(), Default::default()).await.unwrap();
     let c = Client { http: reqwest::Client::new(), base: format!("http://{addr}") };
     let mut r = Rng::new(0xBE7C);
     let samples: Vec<usize> = (0..queries).map(|_| r.below(cards as u64) as usize).collect();

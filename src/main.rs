@@ -188,7 +188,14 @@ async fn api(config: Config, listen: Option<String>) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::from(2));
     }
     let store = Store::connect_reader(&config.store.url, config.store.max_connections).await?;
-    let addr = appealflow::api::serve(&listen, Arc::new(config), store.clone()).await?;
+    // With [kafka] set, commands go to the commands topic, for a `run` to apply.
+    let mut writes = appealflow::api::Writes::default();
+    if config.kafka_configured {
+        let timeout = appealflow::run::COMMAND_DELIVERY_TIMEOUT;
+        let producer = appealflow::emit::kafka::CommandProducer::new(&config.kafka, timeout)?;
+        writes.sink = Some(Arc::new(producer));
+    }
+    let addr = appealflow::api::serve(&listen, Arc::new(config), store.clone(), writes).await?;
     eprintln!("appealflow api: serving http://{addr}/v1 (Ctrl-C stops)");
     shutdown_signal().await;
     store.close().await;

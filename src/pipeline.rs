@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::crm::lookups::{CrmLookups, Lookup};
 use crate::crm::{Answer, CrmDirectory, CrmError, FailReason, Identifier};
 use crate::decode::{self, Input};
-use crate::emit::{self, Cause, CauseKind, Emitter, Record};
+use crate::emit::{self, Cause, CauseKind, CommandOutcome, Emitter, Record};
 use crate::identify;
 use crate::matching::ProjectRules;
 use crate::model::conversation_key;
@@ -170,6 +170,9 @@ impl Pipeline {
             if let Some(id) = input.dedupe_id() {
                 ws.lock_projects(&BTreeSet::from([input.project_id().to_string()])).await?;
                 ws.mark_applied(input.project_id(), &id);
+            }
+            if let Input::Command(c) = input {
+                ws.record_outcome(&c.project_id, CommandOutcome::failed(&c.command_id, reason.clone()));
             }
         }
         if let Some(offset) = one.next_offset {
@@ -496,11 +499,17 @@ impl Pipeline {
         };
         match result {
             Ok(()) => {
+                if let Input::Command(c) = input {
+                    record_outcome(ws, c, CommandOutcome::from_records(&c.command_id, &em.records)).await?;
+                }
                 out.stats.applied += 1;
                 out.records.extend(em.records);
                 Ok(())
             }
             Err(ApplyError::Poison { stage, reason }) => {
+                if let Input::Command(c) = input {
+                    record_outcome(ws, c, CommandOutcome::failed(&c.command_id, reason.clone())).await?;
+                }
                 let why = emit::DlqReason { reason: &reason, stage, project_id: Some(project.to_string()) };
                 out.dead_letter(raw, why, self.config.pipeline.dlq_max_bytes);
                 Ok(())
@@ -577,6 +586,25 @@ async fn message(
     } else {
         appeal::dialogue::on_client_message(ws, ctx, &mut appeal, client, m, em).await?;
     }
+    Ok(())
+}
+
+/// Stores what became of a command with the card it was about as the command left it: the
+/// write API answers with that card's revision.
+async fn record_outcome(
+    ws: &mut WorkingSet,
+    cmd: &decode::Command,
+    mut outcome: CommandOutcome,
+) -> StoreResult<()> {
+    let card = match &outcome.client {
+        Some(c) => ws.live_client(&c.id).await?,
+        None => None,
+    };
+    if let Some(card) = card {
+        outcome.revision = Some(card.doc.revision);
+        outcome.client = Some(card.summary());
+    }
+    ws.record_outcome(&cmd.project_id, outcome);
     Ok(())
 }
 

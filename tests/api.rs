@@ -60,7 +60,9 @@ struct Server {
 impl Server {
     async fn start(config: Arc<Config>, db: &TestDb) -> Server {
         let store = Store::connect_reader(&db.url, 2).await.expect("reader connects");
-        let addr = appealflow::api::serve("127.0.0.1:0", config, store).await.expect("API listens");
+        let addr = appealflow::api::serve("127.0.0.1:0", config, store, Default::default())
+            .await
+            .expect("API listens");
         Server { base: format!("http://{addr}/v1"), http: reqwest::Client::new() }
     }
 

@@ -80,7 +80,7 @@ async fn serve_sample(dir: &Path) -> String {
         .unwrap();
     store.close().await;
     let reader = Store::connect_reader(&url, 2).await.unwrap();
-    let addr = appealflow::api::serve("127.0.0.1:0", config, reader).await.unwrap();
+    let addr = appealflow::api::serve("127.0.0.1:0", config, reader, Default::default()).await.unwrap();
     format!("http://{addr}")
 }
 

@@ -327,3 +327,54 @@ async fn an_unknown_input_type_goes_to_the_dlq_with_the_known_types() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_card_revision_counts_its_changes_not_its_messages_and_a_stale_command_changes_nothing() {
+    let rename = |id: &str, min: i64, expected: u64, name: &str| {
+        cmd("rename_client", id, &t(min), &format!(r#"{TG1},"name":"{name}","expected_revision":{expected}"#))
+    };
+    let merge = |id: &str, min: i64, target: u64, source: u64| {
+        let fields = format!(
+            r#""target":{{"channel_id":"acme-tg","visitor_id":"t1"}},"source":{{"channel_id":"acme-wa","visitor_id":"79990000001"}},"target_revision":{target},"source_revision":{source}"#
+        );
+        cmd("merge_clients", id, &t(min), &fields)
+    };
+    let lines = [
+        msg("m1", "acme-tg", &t(0), r#"{"id":"t1","first_name":"Anna"}"#, "hi"),
+        msg("m2", "acme-tg", &t(1), r#"{"id":"t1","first_name":"Anna"}"#, "still there?"),
+        rename("c1", 2, 1, "Anna Petrova"),
+        rename("c2", 3, 1, "Anna P."),
+        cmd("tag_client", "c3", &t(4), &format!(r#"{TG1},"tag":"vip""#)),
+        msg("m3", "acme-wa", &t(5), r#"{"id":"79990000001"}"#, "other channel"),
+        merge("c4", 6, 2, 1),
+        merge("c5", 7, 3, 1),
+    ];
+    each_backend(&lines, async |run, db| {
+        let card = client_of(run, "m1");
+        assert!(run.caused_by("c1").iter().any(|e| e["type"] == "client.updated"));
+        let stale = first(run, "c2", "command.rejected");
+        assert!(stale["reason"].as_str().unwrap().starts_with("stale_revision"), "{stale}");
+        assert_eq!(stale["revision"], 2, "two messages and one rename: revision 2");
+        let stale_merge = first(run, "c4", "command.rejected");
+        assert_eq!(stale_merge["revision"], 3, "{stale_merge}");
+        assert!(run.caused_by("c5").iter().any(|e| e["type"] == "client.merged"));
+        let c = common::card(db, &card).await;
+        assert_eq!(c.doc.name.as_deref(), Some("Anna Petrova"), "the stale rename changed nothing");
+        assert_eq!(c.doc.revision, 4, "created, renamed, tagged, merged");
+
+        let store = db.store().await;
+        let outcomes = store.command_outcomes("acme", &["c1", "c2", "c5", "never-sent"]).await.unwrap();
+        store.close().await;
+        let by_id = |id: &str| outcomes.iter().find(|o| o.command_id == id).unwrap_or_else(|| panic!("{id}"));
+        assert_eq!(outcomes.len(), 3);
+        assert_eq!(
+            (by_id("c1").status, by_id("c1").revision),
+            (appealflow::emit::OutcomeStatus::Applied, Some(2))
+        );
+        assert_eq!(by_id("c2").status, appealflow::emit::OutcomeStatus::Rejected);
+        assert_eq!(by_id("c2").revision, Some(2));
+        assert_eq!(by_id("c5").revision, Some(4));
+        assert_eq!(by_id("c5").client.as_ref().map(|c| c.id.as_str()), Some(card.as_str()));
+    })
+    .await;
+}

@@ -27,7 +27,12 @@ mod tests {
     use super::*;
 
     fn tokens() -> Vec<ApiToken> {
-        vec![ApiToken { token: "secret-acme".into(), projects: vec!["acme".into()] }]
+        vec![ApiToken {
+            token: "secret-acme".into(),
+            projects: vec!["acme".into()],
+            write: false,
+            operator: None,
+        }]
     }
 
     fn headers(value: &str) -> HeaderMap {

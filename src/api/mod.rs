@@ -8,10 +8,12 @@
 //! exist); a store failure is a 503 and is logged.
 
 mod auth;
+mod commands;
 mod console;
 mod cursor;
 pub mod search;
 pub mod views;
+pub mod write;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -34,6 +36,17 @@ use crate::store::{Store, StoreError};
 pub struct Api {
     config: Arc<Config>,
     store: Store,
+    /// Where commands go; none: the API only reads (commands are `503`).
+    sink: Option<Arc<dyn write::CommandSink>>,
+    watcher: write::Watcher,
+}
+
+/// How the API acts (SPEC "Write API"): the command sink, and the commit signal of a
+/// pipeline running in the same process. The default only reads.
+#[derive(Clone, Default)]
+pub struct Writes {
+    pub sink: Option<Arc<dyn write::CommandSink>>,
+    pub signal: Option<write::CommitSignal>,
 }
 
 /// A failed request, as the client sees it.
@@ -42,6 +55,22 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+}
+
+impl ApiError {
+    fn forbidden(message: &str) -> Self {
+        ApiError { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into() }
+    }
+
+    fn too_large(limit: usize) -> Self {
+        let message = format!("the body is over pipeline.max_input_bytes ({limit} bytes)");
+        ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, code: "too_large", message }
+    }
+
+    /// A `503` with `Retry-After`: nothing was done, the same request may be sent again.
+    fn unavailable(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into() }
+    }
 }
 
 impl ApiError {
@@ -62,8 +91,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::warn!(error = %e, "read API: store failed");
-        let message = "the store did not answer; try again".into();
-        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message }
+        ApiError::unavailable("the store did not answer; try again")
     }
 }
 
@@ -75,7 +103,8 @@ pub struct ErrorBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `unauthorized`, `not_found` or `unavailable`.
+    /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `too_large`, `unavailable`;
+    /// for a rejected command `stale_revision` or `rejected`.
     code: String,
     message: String,
 }
@@ -83,7 +112,12 @@ pub struct ErrorDetail {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            let retry = commands::retry_after().parse().expect("a number is a header value");
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry);
+        }
+        response
     }
 }
 
@@ -119,8 +153,8 @@ pub struct Health {
 /// The OpenAPI 3.1 description of the API, generated from the handlers and their types.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "appealflow read API", description = "SPEC \"Read API\": cards, search, timelines, appeals, merge ledgers"),
-    paths(health, search_clients, card, timeline, merges, appeal),
+    info(title = "appealflow API", description = "SPEC \"Read API\": cards, search, timelines, appeals, merge ledgers; \"Write API\": operator commands and their outcomes"),
+    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -138,8 +172,13 @@ impl utoipa::Modify for BearerAuth {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// The API's routes over a store.
-pub fn router(config: Arc<Config>, store: Store) -> Router {
+/// The API's routes over a store. Starts the write API's outcome watcher (so it is called
+/// inside a Tokio runtime).
+pub fn router(config: Arc<Config>, store: Store, writes: Writes) -> Router {
+    let watcher = write::Watcher::spawn(store.clone(), writes.signal);
+    // A body is one command: more than an input may hold is refused before it is read whole.
+    let body_limit = axum::extract::DefaultBodyLimit::max(config.pipeline.max_input_bytes);
+    let api = Api { config, store, sink: writes.sink, watcher };
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
@@ -148,17 +187,24 @@ pub fn router(config: Arc<Config>, store: Store) -> Router {
         .route("/v1/projects/{project}/clients/{client_id}/timeline", get(timeline))
         .route("/v1/projects/{project}/clients/{client_id}/merges", get(merges))
         .route("/v1/projects/{project}/appeals/{number}", get(appeal))
+        .route("/v1/projects/{project}/commands", post(commands::submit).layer(body_limit))
+        .route("/v1/projects/{project}/commands/{command_id}", get(commands::outcome))
         .merge(console::routes())
         .fallback(|| async { ApiError::not_found("endpoint") })
-        .with_state(Api { config, store })
+        .with_state(api)
 }
 
 /// Serves the API on `addr` until the process ends; returns the address bound.
-pub async fn serve(addr: &str, config: Arc<Config>, store: Store) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    addr: &str,
+    config: Arc<Config>,
+    store: Store,
+    writes: Writes,
+) -> anyhow::Result<SocketAddr> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("api.listen {addr}: {e}"))?;
     let local = listener.local_addr()?;
-    let app = router(config, store);
+    let app = router(config, store, writes);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "read API stopped");
@@ -381,7 +427,11 @@ async fn search_clients(
         .into_iter()
         .filter_map(|f| {
             let card = cards.remove(&f.client_id)?;
-            Some(SearchResult { client: card.summary().into(), matched: f.matched, score: f.score })
+            Some(SearchResult {
+                client: views::ClientSummaryView::of(&card),
+                matched: f.matched,
+                score: f.score,
+            })
         })
         .collect();
     Ok(Json(SearchResponse { clients }).into_response())

@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 use crate::appeal::commands::REPLY_WINDOW_MS;
 use crate::config::{ChannelKind, ProjectConfig};
 use crate::model::{
-    format_ts, Appeal, CardValue, Client, ClientSummary, Comment, MergeEntry, Millis, Source,
+    format_ts, Appeal, AppealStatus, AppealSummary, CardValue, Client, ClientSummary, Comment, MergeEntry,
+    Millis, Source,
 };
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -76,6 +77,9 @@ pub struct CardView {
     pub kind: &'static str,
     pub created_at: String,
     pub appeal_count: i64,
+    /// +1 on every change of the card (SPEC identity rule 10): send it back as a command's
+    /// `expected_revision`.
+    pub revision: u64,
     pub contacts: BTreeMap<String, Vec<ValueView>>,
     pub fields: BTreeMap<String, Vec<ValueView>>,
     pub invalid_values: Vec<InvalidView>,
@@ -145,6 +149,7 @@ pub fn card(c: &Client, project: &ProjectConfig, absorbed_ids: Vec<String>, now:
         kind: c.kind.as_str(),
         created_at: format_ts(c.created_at),
         appeal_count: c.appeal_count,
+        revision: c.doc.revision,
         contacts: values(&c.doc.contacts),
         fields: values(&c.doc.fields),
         invalid_values: c
@@ -251,15 +256,53 @@ pub struct ClientSummaryView {
     #[serde(rename = "type")]
     pub kind: String,
     pub appeal_count: i64,
+    /// The card's revision (SPEC identity rule 10).
+    pub revision: u64,
 }
 
-impl From<ClientSummary> for ClientSummaryView {
-    fn from(c: ClientSummary) -> Self {
+impl ClientSummaryView {
+    pub fn of(c: &Client) -> Self {
+        ClientSummaryView::with_revision(c.summary(), c.doc.revision)
+    }
+
+    pub fn with_revision(c: ClientSummary, revision: u64) -> Self {
         ClientSummaryView {
             id: c.id,
             name: c.name,
             kind: c.kind.as_str().to_string(),
             appeal_count: c.appeal_count,
+            revision,
+        }
+    }
+}
+
+/// The appeal object of an event or a command's answer.
+#[derive(Serialize, ToSchema)]
+pub struct AppealSummaryView {
+    pub number: i64,
+    pub id: String,
+    pub channel_id: String,
+    /// `open` or `closed`.
+    pub status: String,
+    pub group: Option<String>,
+    pub operator_id: Option<String>,
+    pub category: Option<String>,
+}
+
+impl From<AppealSummary> for AppealSummaryView {
+    fn from(a: AppealSummary) -> Self {
+        let status = match a.status {
+            AppealStatus::Open => "open",
+            AppealStatus::Closed => "closed",
+        };
+        AppealSummaryView {
+            number: a.number,
+            id: a.id,
+            channel_id: a.channel_id,
+            status: status.into(),
+            group: a.group,
+            operator_id: a.operator_id,
+            category: a.category,
         }
     }
 }
@@ -344,7 +387,7 @@ pub struct AppealView {
 pub fn appeal(a: &Appeal, client: &Client, messages: Vec<MessageItem>, next: Option<String>) -> AppealView {
     AppealView {
         appeal: timeline_entry(a),
-        client: client.summary().into(),
+        client: ClientSummaryView::of(client),
         comments: comments(&a.doc.comments),
         messages,
         next,

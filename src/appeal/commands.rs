@@ -9,9 +9,8 @@ use crate::identify::crm::{self as crm_ident, Identification, Search};
 use crate::identify::{self, external_handle, normalize, visitor_handle};
 use crate::matching::{self, MergeBy};
 use crate::model::{
-    conversation_key, is_identifier, Appeal, AppealSummary, Author, AuthorKind, CardValue, Client,
-    ClientSummary, ClientType, Comment, ContentKind, Millis, NameClaim, NameRank, Source, StoredMessage,
-    Visitor, MAX_MANUAL_CONTACTS,
+    conversation_key, is_identifier, Appeal, Author, AuthorKind, CardValue, Client, ClientType, Comment,
+    ContentKind, Millis, NameClaim, NameRank, Source, StoredMessage, Visitor, MAX_MANUAL_CONTACTS,
 };
 use crate::stage::{ApplyError, Ctx};
 use crate::store::{StoreError, WorkingSet};
@@ -23,7 +22,21 @@ pub const REPLY_WINDOW_MS: Millis = 24 * 3600 * 1000;
 
 enum Refusal {
     Rejected(String),
+    /// The card moved on since the operator saw it (SPEC identity rule 10).
+    Stale {
+        revision: u64,
+        expected: u64,
+    },
     Failed(ApplyError),
+}
+
+/// The reason of a stale command starts with this code (the write API answers it `409`).
+pub const STALE_REVISION: &str = "stale_revision";
+
+impl From<ApplyError> for Refusal {
+    fn from(e: ApplyError) -> Self {
+        Refusal::Failed(e)
+    }
 }
 
 impl From<StoreError> for Refusal {
@@ -45,16 +58,50 @@ pub async fn apply(
     cmd: &Command,
     em: &mut Emitter,
 ) -> Result<(), ApplyError> {
-    match dispatch(ws, ctx, cmd, em).await {
-        Ok(()) => Ok(()),
-        Err(Refusal::Failed(e)) => Err(e),
-        Err(Refusal::Rejected(reason)) => {
-            let (client, appeal) = subject(ws, ctx, cmd).await?;
-            let body =
-                EventBody::CommandRejected { command_type: cmd.action.type_name().to_string(), reason };
-            em.event(cmd.issued_at, body, client, appeal);
-            Ok(())
+    let outcome = match check_revisions(ws, ctx, cmd).await {
+        Ok(()) => dispatch(ws, ctx, cmd, em).await,
+        refused => refused,
+    };
+    let (reason, revision) = match outcome {
+        Ok(()) => return Ok(()),
+        Err(Refusal::Failed(e)) => return Err(e),
+        Err(Refusal::Rejected(reason)) => (reason, None),
+        Err(Refusal::Stale { revision, expected }) => {
+            let reason = format!(
+                "{STALE_REVISION}: the card is at revision {revision}, the command expected {expected}"
+            );
+            (reason, Some(revision))
         }
+    };
+    let (client, appeal) = subject(ws, ctx, cmd).await?;
+    let (client, appeal) = (client.map(|c| c.summary()), appeal.map(|a| a.summary()));
+    let body =
+        EventBody::CommandRejected { command_type: cmd.action.type_name().to_string(), reason, revision };
+    em.event(cmd.issued_at, body, client, appeal);
+    Ok(())
+}
+
+/// A command applies only to the revisions of the cards it was made against, where it
+/// names them: `expected_revision` of the card it is about, or a merge's two revisions.
+async fn check_revisions(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command) -> Outcome {
+    let stale = |card: &Client, expected: u64| match card.doc.revision {
+        revision if revision == expected => Ok(()),
+        revision => Err(Refusal::Stale { revision, expected }),
+    };
+    if let CommandAction::MergeClients { target, source, target_revision, source_revision, .. } = &cmd.action
+    {
+        for (r, expected) in [(target, target_revision), (source, source_revision)] {
+            if let Some(expected) = expected {
+                stale(&resolve(ws, ctx, r).await?, *expected)?;
+            }
+        }
+        return Ok(());
+    }
+    let Some(expected) = cmd.expected_revision else { return Ok(()) };
+    match subject(ws, ctx, cmd).await? {
+        (Some(card), _) => stale(&card, expected),
+        // The command itself says what is missing.
+        (None, _) => Ok(()),
     }
 }
 
@@ -64,7 +111,7 @@ async fn subject(
     ws: &mut WorkingSet,
     ctx: &Ctx<'_>,
     cmd: &Command,
-) -> Result<(Option<ClientSummary>, Option<AppealSummary>), ApplyError> {
+) -> Result<(Option<Client>, Option<Appeal>), ApplyError> {
     use CommandAction as A;
     let number = match &cmd.action {
         A::CloseAppeal { appeal_number }
@@ -96,12 +143,12 @@ async fn subject(
         (Some(a), _) => ws.live_client(&a.client_id).await?,
         (None, Some(r)) => match resolve(ws, ctx, r).await {
             Ok(c) => Some(c),
-            Err(Refusal::Rejected(_)) => None,
             Err(Refusal::Failed(e)) => return Err(e),
+            Err(_) => None,
         },
         (None, None) => None,
     };
-    Ok((client.map(|c| c.summary()), appeal.map(|a| a.summary())))
+    Ok((client, appeal))
 }
 
 async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Emitter) -> Outcome {
@@ -146,7 +193,7 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
         }
         A::RenameClient { client, name } => rename_client(ws, ctx, cmd, client, name, em).await,
         A::CreateClient { name, contacts } => create_client(ws, ctx, cmd, name, contacts, em).await,
-        A::MergeClients { target, source, keep_name_from } => {
+        A::MergeClients { target, source, keep_name_from, .. } => {
             merge(ws, ctx, cmd, target, source, *keep_name_from, em).await
         }
         A::SendOutbound { client, channel_id, text, template } => {

@@ -54,6 +54,10 @@ pub struct Config {
     /// Tenants. Every lookup, rule and merge is scoped to one project.
     #[serde(default)]
     pub projects: Vec<ProjectConfig>,
+    /// Whether the file or the environment set anything under `[kafka]`: `appealflow api`
+    /// then submits commands to the commands topic (without it, it has no command path).
+    #[serde(skip)]
+    pub kafka_configured: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,11 +142,32 @@ pub struct ApiToken {
     pub token: String,
     /// Project ids this token reads, or `["*"]` for all.
     pub projects: Vec<String>,
+    /// Whether it may submit commands (the write API); a read token's POST is a `403`.
+    #[serde(default)]
+    pub write: bool,
+    /// The operator every command of this token acts as (an operator app's own token);
+    /// without it a command names its operator.
+    #[serde(default)]
+    pub operator: Option<TokenOperator>,
+}
+
+/// The operator a token acts as.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenOperator {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 impl std::fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiToken").field("token", &"***").field("projects", &self.projects).finish()
+        f.debug_struct("ApiToken")
+            .field("token", &"***")
+            .field("projects", &self.projects)
+            .field("write", &self.write)
+            .field("operator", &self.operator)
+            .finish()
     }
 }
 
@@ -355,7 +380,8 @@ impl Config {
     }
 
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
-        let config: Config = figment.extract().map_err(ConfigError::from_figment)?;
+        let mut config: Config = figment.extract().map_err(ConfigError::from_figment)?;
+        config.kafka_configured = figment.find_value("kafka").is_ok();
         validate::validate(&config)?;
         Ok(config)
     }

@@ -150,6 +150,20 @@ fn api(config: &Config, push: &mut impl FnMut(String, String)) {
                 push(format!("{at}.projects"), format!("unknown project {p:?}"));
             }
         }
+        if let Some(op) = &t.operator {
+            if let Err(why) = crate::text::check_id(&op.id) {
+                push(format!("{at}.operator.id"), format!("an operator id {why}"));
+            }
+            if op.name.as_ref().is_some_and(|n| n.len() > 1024 || n.chars().any(char::is_control)) {
+                push(
+                    format!("{at}.operator.name"),
+                    "an operator name is at most 1024 bytes, without control characters".into(),
+                );
+            }
+            if !t.write {
+                push(format!("{at}.operator"), "an operator acts through commands: set write = true".into());
+            }
+        }
     }
 }
 

@@ -3,7 +3,6 @@
 
 use serde::Deserialize;
 
-use super::wire::typed;
 use super::{limits, non_empty, project, timestamp, DecodeError};
 use crate::config::Config;
 use crate::model::Millis;
@@ -17,6 +16,9 @@ pub struct Command {
     pub project_id: String,
     pub issued_at: Millis,
     pub operator: Option<Operator>,
+    /// The revision the operator saw of the card the command is about (SPEC identity rule
+    /// 10): the command applies only while the card is still at it.
+    pub expected_revision: Option<u64>,
     pub action: CommandAction,
 }
 
@@ -77,23 +79,88 @@ pub enum Scope {
 #[derive(Debug, Clone, PartialEq, strum::IntoStaticStr, strum::VariantNames)]
 #[strum(serialize_all = "snake_case")]
 pub enum CommandAction {
-    CloseAppeal { appeal_number: i64 },
-    AssignAppeal { appeal_number: i64, group: Option<String>, operator_id: Option<String> },
-    SetCategory { appeal_number: i64, category: String },
-    TagAppeal { appeal_number: i64, tag: String, scope: Scope },
-    CommentAppeal { appeal_number: i64, text: String, scope: Scope },
-    IdentifyClient { appeal_number: i64, identifier: String, value: String },
-    SetClientField { client: ClientRef, field: String, value: String },
-    AddContact { client: ClientRef, contact_type: String, value: String },
-    RemoveContact { client: ClientRef, contact_type: String, value: String },
-    RenameClient { client: ClientRef, name: String },
-    CreateClient { name: String, contacts: Vec<ContactSpec> },
-    MergeClients { target: ClientRef, source: ClientRef, keep_name_from: KeepName },
-    SendOutbound { client: ClientRef, channel_id: String, text: Option<String>, template: Option<Template> },
-    StartScenario { appeal_number: i64, scenario_id: String },
-    CommentClient { client: ClientRef, text: String },
-    TagClient { client: ClientRef, tag: String },
-    EditContact { client: ClientRef, contact_type: String, old_value: String, value: String },
+    CloseAppeal {
+        appeal_number: i64,
+    },
+    AssignAppeal {
+        appeal_number: i64,
+        group: Option<String>,
+        operator_id: Option<String>,
+    },
+    SetCategory {
+        appeal_number: i64,
+        category: String,
+    },
+    TagAppeal {
+        appeal_number: i64,
+        tag: String,
+        scope: Scope,
+    },
+    CommentAppeal {
+        appeal_number: i64,
+        text: String,
+        scope: Scope,
+    },
+    IdentifyClient {
+        appeal_number: i64,
+        identifier: String,
+        value: String,
+    },
+    SetClientField {
+        client: ClientRef,
+        field: String,
+        value: String,
+    },
+    AddContact {
+        client: ClientRef,
+        contact_type: String,
+        value: String,
+    },
+    RemoveContact {
+        client: ClientRef,
+        contact_type: String,
+        value: String,
+    },
+    RenameClient {
+        client: ClientRef,
+        name: String,
+    },
+    CreateClient {
+        name: String,
+        contacts: Vec<ContactSpec>,
+    },
+    MergeClients {
+        target: ClientRef,
+        source: ClientRef,
+        keep_name_from: KeepName,
+        /// The revisions a merge preview showed: the merge applies only to those cards.
+        target_revision: Option<u64>,
+        source_revision: Option<u64>,
+    },
+    SendOutbound {
+        client: ClientRef,
+        channel_id: String,
+        text: Option<String>,
+        template: Option<Template>,
+    },
+    StartScenario {
+        appeal_number: i64,
+        scenario_id: String,
+    },
+    CommentClient {
+        client: ClientRef,
+        text: String,
+    },
+    TagClient {
+        client: ClientRef,
+        tag: String,
+    },
+    EditContact {
+        client: ClientRef,
+        contact_type: String,
+        old_value: String,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -111,7 +178,12 @@ struct Common {
     issued_at: String,
     #[serde(default)]
     operator: Option<Operator>,
+    #[serde(default)]
+    expected_revision: Option<u64>,
 }
+
+/// The fields every command may carry besides its own (`Common`'s, and `type`).
+const COMMON_FIELDS: &[&str] = &["command_id", "project_id", "issued_at", "operator", "expected_revision"];
 
 #[derive(Deserialize)]
 struct WireRef {
@@ -122,8 +194,10 @@ struct WireRef {
     appeal_number: Option<i64>,
 }
 
+/// A command's own fields by its `type`. Read as an externally tagged enum (`{type: {...}}`,
+/// see [`wire`]) so that every field it does not know can be listed (strict decoding).
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 enum Wire {
     CloseAppeal {
         appeal_number: i64,
@@ -183,6 +257,10 @@ enum Wire {
         source: WireRef,
         #[serde(default)]
         keep_name_from: KeepName,
+        #[serde(default)]
+        target_revision: Option<u64>,
+        #[serde(default)]
+        source_revision: Option<u64>,
     },
     SendOutbound {
         client: WireRef,
@@ -211,21 +289,112 @@ enum Wire {
 }
 
 pub fn decode(value: serde_json::Value, config: &Config) -> Result<Command, DecodeError> {
-    let common: Common = typed(value.clone())?;
+    decode_with(value, config, None)
+}
+
+/// Decodes a command that must hold no field the contract does not name (the write API: an
+/// operator app's typo is a `400`, not a field silently dropped). Topics stay lenient:
+/// gateways may extend the contract before we do.
+pub fn decode_strict(value: serde_json::Value, config: &Config) -> Result<Command, DecodeError> {
+    let mut unknown = Vec::new();
+    let command = decode_with(value, config, Some(&mut unknown))?;
+    match unknown.first() {
+        None => Ok(command),
+        Some(field) => Err(DecodeError::new(format!("`{}`: unknown field", limits::shorten(field)))
+            .in_project(&command.project_id)),
+    }
+}
+
+fn decode_with(
+    value: serde_json::Value,
+    config: &Config,
+    unknown: Option<&mut Vec<String>>,
+) -> Result<Command, DecodeError> {
+    let mut ignored = Vec::new();
+    let common: Common = typed_listing(value.clone(), "", &mut ignored)?;
     let project = project(config, &common.project_id)?;
     let located = |e: DecodeError| DecodeError { project_id: Some(project.id.clone()), ..e };
     limits::id("command_id", &common.command_id).map_err(located)?;
     operator_limits(common.operator.as_ref()).map_err(located)?;
     let issued_at = timestamp("issued_at", &common.issued_at).map_err(located)?;
-    let wire: Wire = typed(value).map_err(located)?;
+    let mut wire_ignored = Vec::new();
+    let wire = wire(value, &mut wire_ignored).map_err(located)?;
     let action = action(wire, project).map_err(located)?;
+    revisions(common.expected_revision, &action).map_err(located)?;
+    if let Some(unknown) = unknown {
+        // `Common` skips the command's own fields and `Wire` the common ones: a field is
+        // unknown when neither reads it.
+        let operator_fields = ignored.into_iter().filter(|p| p.starts_with("operator."));
+        let own_fields = wire_ignored.into_iter().filter(|p| {
+            let top = p.split('.').next().unwrap_or_default();
+            !COMMON_FIELDS.contains(&top)
+        });
+        unknown.extend(operator_fields.chain(own_fields));
+    }
     Ok(Command {
         command_id: common.command_id,
         project_id: common.project_id,
         issued_at,
         operator: common.operator,
+        expected_revision: common.expected_revision,
         action,
     })
+}
+
+/// A command's own fields: `{"type": T, ...}` read as `Wire`'s variant `T`, the paths of
+/// the fields it does not read added to `ignored`, reasons naming fields as the input does
+/// (`appeal_number: ...`, not `close_appeal.appeal_number: ...`).
+fn wire(mut value: serde_json::Value, ignored: &mut Vec<String>) -> Result<Wire, DecodeError> {
+    let object = value.as_object_mut().ok_or_else(|| DecodeError::new("a command is a JSON object"))?;
+    let kind = match object.remove("type") {
+        Some(serde_json::Value::String(kind)) => kind,
+        _ => return Err(DecodeError::new("`type` must be a string")),
+    };
+    let prefix = format!("{kind}.");
+    let tagged = serde_json::Value::Object(serde_json::Map::from_iter([(kind, value)]));
+    let mut paths = Vec::new();
+    let wire = typed_listing(tagged, &prefix, &mut paths)?;
+    ignored.extend(paths);
+    Ok(wire)
+}
+
+/// Like `wire::typed`, listing the paths of the fields it skipped, each without `prefix`.
+fn typed_listing<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    prefix: &str,
+    ignored: &mut Vec<String>,
+) -> Result<T, DecodeError> {
+    let strip = |path: String| path.strip_prefix(prefix).map(str::to_string).unwrap_or(path);
+    let mut skipped = Vec::new();
+    // serde_ignored writes an `Option`'s inside as a `?` segment; inputs name no such level.
+    let mut note = |path: serde_ignored::Path<'_>| {
+        let segments: Vec<String> =
+            path.to_string().split('.').filter(|s| *s != "?").map(str::to_string).collect();
+        skipped.push(segments.join("."));
+    };
+    let de = serde_ignored::Deserializer::new(value, &mut note);
+    let result = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = strip(e.path().to_string());
+        let inner = e.into_inner().to_string();
+        let whole = path == "." || path.is_empty() || format!("{path}.") == prefix;
+        DecodeError::new(if whole { inner } else { format!("`{path}`: {inner}") })
+    });
+    ignored.extend(skipped.into_iter().map(strip));
+    result
+}
+
+/// `expected_revision` names the card a command is about; a merge names two cards, and
+/// `create_client` none yet.
+fn revisions(expected: Option<u64>, action: &CommandAction) -> Result<(), DecodeError> {
+    match (expected, action) {
+        (Some(_), CommandAction::CreateClient { .. }) => Err(DecodeError::new(
+            "`expected_revision`: create_client makes a new card, which has no revision yet",
+        )),
+        (Some(_), CommandAction::MergeClients { .. }) => Err(DecodeError::new(
+            "`expected_revision`: merge_clients names two cards: use target_revision and source_revision",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<CommandAction, DecodeError> {
@@ -305,11 +474,15 @@ fn client_action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<C
             A::RenameClient { client: client("client", r)?, name: name_field(name)? }
         }
         Wire::CreateClient { name, contacts } => create(name, contacts)?,
-        Wire::MergeClients { target, source, keep_name_from } => A::MergeClients {
-            target: client("target", target)?,
-            source: client("source", source)?,
-            keep_name_from,
-        },
+        Wire::MergeClients { target, source, keep_name_from, target_revision, source_revision } => {
+            A::MergeClients {
+                target: client("target", target)?,
+                source: client("source", source)?,
+                keep_name_from,
+                target_revision,
+                source_revision,
+            }
+        }
         Wire::SendOutbound { client: r, channel_id, text, template } => {
             super::channel(project, &channel_id)?;
             outbound_body(text.as_deref(), template.as_ref())?;

@@ -164,6 +164,20 @@ pub fn decode(bytes: &[u8], config: &Config, now: Millis) -> Result<Input, Decod
     })
 }
 
+/// A command of the write API, read strictly: no field the contract does not name, and not
+/// dated more than `pipeline.max_future` ahead of `now`.
+pub fn command_strict(
+    value: serde_json::Value,
+    config: &Config,
+    now: Millis,
+) -> Result<Command, DecodeError> {
+    let command = command::decode_strict(value, config)?;
+    match not_in_the_future(Input::Command(command), config, now)? {
+        Input::Command(command) => Ok(command),
+        _ => unreachable!("a command stays a command"),
+    }
+}
+
 /// SPEC identity rule 7: one input dated years ahead would move its partition's clock there
 /// and close every open appeal for inactivity at the next input. It moves no clock: DLQ.
 fn not_in_the_future(input: Input, config: &Config, now: Millis) -> Result<Input, DecodeError> {

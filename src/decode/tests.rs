@@ -167,3 +167,55 @@ fn a_glance_finds_the_project_an_input_names_and_nothing_in_what_does_not_parse(
     assert_eq!(project_of(b"not json"), None);
     assert_eq!(project_of(br#"{"project_id":7}"#), None);
 }
+
+fn strict(fields: &str) -> Result<Command, DecodeError> {
+    let input = format!(
+        r#"{{"command_id":"c1","project_id":"acme","issued_at":"2026-11-21T11:00:00Z","operator":{{"id":"op"}},{fields}}}"#
+    );
+    command_strict(serde_json::from_str(&input).unwrap(), &config(), NOW)
+}
+
+#[test]
+fn a_strict_command_with_a_field_the_contract_does_not_name_is_refused_by_that_field() {
+    let e = strict(r#""type":"close_appeal","appeal_number":1,"apeal_note":"x""#).unwrap_err();
+    assert_eq!(e.reason, "`apeal_note`: unknown field");
+    let nested = r#"{"type":"close_appeal","command_id":"c1","project_id":"acme","issued_at":"2026-11-21T11:00:00Z","appeal_number":1,"operator":{"id":"op","nick":"x"}}"#;
+    let e = command_strict(serde_json::from_str(nested).unwrap(), &config(), NOW).unwrap_err();
+    assert_eq!(e.reason, "`operator.nick`: unknown field");
+    assert!(strict(r#""type":"close_appeal","appeal_number":1,"expected_revision":4"#).is_ok());
+}
+
+#[test]
+fn the_same_unknown_field_on_the_topic_is_read_past() {
+    let input = r#"{"type":"close_appeal","command_id":"c1","project_id":"acme","issued_at":"2026-11-21T11:00:00Z","appeal_number":1,"later_field":true}"#;
+    assert!(decode(input.as_bytes(), &config()).is_ok());
+}
+
+#[test]
+fn a_strict_command_names_a_missing_field_an_unknown_type_and_a_wrong_type() {
+    let missing = strict(r#""type":"rename_client","client":{"client_id":"a"}"#).unwrap_err();
+    assert!(missing.reason.contains("missing field `name`"), "{}", missing.reason);
+    let unknown = strict(r#""type":"delete_everything""#).unwrap_err();
+    assert!(unknown.reason.contains("unknown variant `delete_everything`"), "{}", unknown.reason);
+    let wrong = strict(r#""type":"close_appeal","appeal_number":"one""#).unwrap_err();
+    assert!(wrong.reason.starts_with("`appeal_number`:"), "{}", wrong.reason);
+}
+
+#[test]
+fn expected_revision_is_refused_where_it_names_no_single_card() {
+    let create = strict(r#""type":"create_client","name":"N","contacts":[],"expected_revision":1"#);
+    assert!(create.unwrap_err().reason.starts_with("`expected_revision`"));
+    let merge = r#""type":"merge_clients","target":{"client_id":"a"},"source":{"client_id":"b"}"#;
+    let e = strict(&format!(r#"{merge},"expected_revision":1"#)).unwrap_err();
+    assert!(e.reason.contains("target_revision"), "{}", e.reason);
+    let both = strict(&format!(r#"{merge},"target_revision":3,"source_revision":5"#)).unwrap();
+    let CommandAction::MergeClients { target_revision, source_revision, .. } = both.action else { panic!() };
+    assert_eq!((target_revision, source_revision), (Some(3), Some(5)));
+}
+
+#[test]
+fn a_strict_command_issued_in_2036_is_refused_by_max_future() {
+    let input = r#"{"type":"close_appeal","command_id":"c1","project_id":"acme","issued_at":"2036-01-01T00:00:00Z","operator":{"id":"op"},"appeal_number":1}"#;
+    let e = command_strict(serde_json::from_str(input).unwrap(), &config(), NOW).unwrap_err();
+    assert!(e.reason.starts_with("issued_at is in the future"), "{}", e.reason);
+}

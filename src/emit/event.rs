@@ -166,7 +166,13 @@ pub enum EventBody {
     #[serde(rename = "outbound.refused")]
     OutboundRefused { reason: String, channel_id: String },
     #[serde(rename = "command.rejected")]
-    CommandRejected { command_type: String, reason: String },
+    CommandRejected {
+        command_type: String,
+        reason: String,
+        /// With reason `stale_revision`: the card's current revision (SPEC identity rule 10).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        revision: Option<u64>,
+    },
     #[serde(rename = "identification.failed")]
     IdentificationFailed {
         /// `not_found`, `no_identifier`, `no_valid_answer`, or the CRM failure (`timeout`, ...).

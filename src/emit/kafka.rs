@@ -53,3 +53,34 @@ impl KafkaSink {
         }
     }
 }
+
+/// The write API's way onto the commands topic: one command at a time, keyed by project,
+/// returned only once the broker acknowledged it (acks=all), or failed within
+/// `timeout` (a broker that is down makes the API answer `503`, never hang).
+pub struct CommandProducer {
+    producer: FutureProducer,
+    topic: String,
+    timeout: Duration,
+}
+
+impl CommandProducer {
+    pub fn new(kafka: &KafkaConfig, timeout: Duration) -> Result<Self, KafkaError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &kafka.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "0")
+            .set("message.timeout.ms", timeout.as_millis().to_string());
+        for (k, v) in &kafka.producer_options {
+            config.set(k, v);
+        }
+        Ok(CommandProducer { producer: config.create()?, topic: kafka.topics.commands.clone(), timeout })
+    }
+
+    /// Produces one command and waits for its acknowledgement.
+    pub async fn send(&self, key: &str, payload: &[u8]) -> Result<(), KafkaError> {
+        let record = FutureRecord::to(&self.topic).key(key).payload(payload);
+        self.producer.send(record, self.timeout).await.map(|_| ()).map_err(|(e, _)| e)
+    }
+}

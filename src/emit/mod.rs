@@ -7,6 +7,7 @@
 
 mod event;
 pub mod kafka;
+mod outcome;
 
 use serde::Serialize;
 use uuid::Uuid;
@@ -15,6 +16,7 @@ use crate::config::TopicsConfig;
 use crate::source::SourcePos;
 
 pub use event::{Event, EventBody, IdentifyMethod, MatchedValue, MergeMatch, MessageView};
+pub use outcome::{CommandOutcome, EventRef, OutcomeStatus};
 
 /// Namespace of every id appealflow derives (events, clients, appeals, messages).
 const NAMESPACE: Uuid = Uuid::from_u128(0x6a1e_f10f_4d2b_4c1e_9b3a_51ce_a99e_a1f0);

@@ -203,6 +203,14 @@ pub struct ClientDoc {
     /// Original cards this card stands for (1 + everything merged into it).
     #[serde(default = "one")]
     pub group_size: usize,
+    /// +1 on every change of the card an operator sees (SPEC identity rule 10); set by the
+    /// store when a changed card is put, never by a stage. 0: a card stored before revisions.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn one() -> usize {
@@ -217,6 +225,23 @@ pub enum Added {
 }
 
 impl ClientDoc {
+    /// Whether two versions of a card differ in what an operator sees of it: everything but
+    /// the revision itself and the time of the client's last message (messages do not
+    /// change the card).
+    pub fn same_card(&self, other: &ClientDoc) -> bool {
+        self.name == other.name
+            && self.names == other.names
+            && self.contacts == other.contacts
+            && self.fields == other.fields
+            && self.invalid_values == other.invalid_values
+            && self.tags == other.tags
+            && self.comments == other.comments
+            && self.manual_contacts == other.manual_contacts
+            && self.visitors == other.visitors
+            && self.external_ids == other.external_ids
+            && self.group_size == other.group_size
+    }
+
     /// Brings a document written by the first release to this shape: hand-added contacts
     /// become `manual` values, a name with no claims becomes a profile name set when the card
     /// was created (so any later name of the same rank replaces it).

@@ -77,6 +77,25 @@ pub struct Client {
 }
 
 impl Client {
+    /// The revision this card has once `self` replaces `before` (None: a new card): one more
+    /// when anything an operator sees changed (SPEC identity rule 10). The one rule for every
+    /// path that stores a card.
+    pub fn next_revision(&self, before: Option<&Client>) -> u64 {
+        match before {
+            None => self.doc.revision.max(1),
+            Some(old) => {
+                let same = old.kind == self.kind
+                    && old.merged_into == self.merged_into
+                    && old.doc.same_card(&self.doc);
+                if same {
+                    old.doc.revision
+                } else {
+                    old.doc.revision + 1
+                }
+            }
+        }
+    }
+
     pub fn new(id: String, project_id: String, kind: ClientType, created_at: Millis) -> Self {
         let doc = ClientDoc { group_size: 1, ..ClientDoc::default() };
         Client { id, project_id, kind, created_at, appeal_count: 0, merged_into: None, doc }
@@ -131,7 +150,7 @@ impl Client {
 }
 
 /// The client object every event carries.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClientSummary {
     pub id: String,
     pub name: Option<String>,
@@ -289,7 +308,7 @@ impl Appeal {
 }
 
 /// The appeal object every event carries.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppealSummary {
     pub number: i64,
     pub id: String,

@@ -41,8 +41,10 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::CommitMode;
 use tokio::task::JoinHandle;
 
+use crate::api::write::CommitSignal;
+use crate::api::Writes;
 use crate::config::Config;
-use crate::emit::kafka::KafkaSink;
+use crate::emit::kafka::{CommandProducer, KafkaSink};
 use crate::pipeline::{Committed, Pipeline};
 use crate::source::kafka::{partition_key, KafkaSource, Tp};
 use crate::source::{Batch, Part, RawInput, SourcePos};
@@ -58,6 +60,10 @@ mod relay;
 use buffer::Buffer;
 pub use relay::RelayStats;
 use relay::{republish_outbox, Relay};
+
+/// How long the write API waits for the broker to acknowledge a command before it answers
+/// `503` (a broker that is down).
+pub const COMMAND_DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What one partition has buffered and where it stands.
 struct PartitionState {
@@ -99,13 +105,16 @@ pub async fn run(
         let addr = telemetry::serve(&config.ops.listen, telemetry::recorder(), ready.clone()).await?;
         tracing::info!(%addr, "metrics and health endpoint listening");
     }
+    let signal = CommitSignal::default();
     if !config.api.listen.is_empty() {
         // A reader of its own: over SQLite the batches keep the single writer connection.
         let reader = Store::connect_reader(&config.store.url, config.store.max_connections).await?;
-        let addr = crate::api::serve(&config.api.listen, config.clone(), reader).await?;
-        tracing::info!(%addr, "read API listening");
+        let commands = CommandProducer::new(&config.kafka, COMMAND_DELIVERY_TIMEOUT)?;
+        let writes = Writes { sink: Some(Arc::new(commands)), signal: Some(signal.clone()) };
+        let addr = crate::api::serve(&config.api.listen, config.clone(), reader, writes).await?;
+        tracing::info!(%addr, "read and write API listening");
     }
-    let mut runner = Runner::connect(config.clone(), store).await?;
+    let mut runner = Runner::connect(config.clone(), store, signal).await?;
     ready.set(true);
     tokio::pin!(shutdown);
     let poll = Duration::from_millis(50).min(config.pipeline.batch_max_wait);
@@ -152,11 +161,13 @@ struct Runner {
     in_flight: FuturesUnordered<JoinHandle<BatchDone>>,
     max_in_flight: usize,
     out: RunStats,
+    /// Wakes the write API's watcher when a batch committed (its commands' outcomes).
+    signal: CommitSignal,
 }
 
 impl Runner {
     /// Publishes what a crashed run left in the outbox, then joins the group.
-    async fn connect(config: Arc<Config>, store: Store) -> anyhow::Result<Runner> {
+    async fn connect(config: Arc<Config>, store: Store, signal: CommitSignal) -> anyhow::Result<Runner> {
         let sink = KafkaSink::new(&config.kafka)?;
         republish_outbox(&store, &sink).await?;
         let relay = Relay::start(store.clone(), sink);
@@ -176,6 +187,7 @@ impl Runner {
             in_flight: FuturesUnordered::new(),
             max_in_flight,
             out: RunStats::default(),
+            signal,
         })
     }
 
@@ -384,8 +396,10 @@ impl Runner {
             return;
         }
         let pipeline = self.pipeline.clone();
+        let signal = self.signal.clone();
         self.in_flight.push(tokio::spawn(async move {
             let committed = retry_store(|| pipeline.process(&batch)).await;
+            signal.committed();
             (offsets, committed)
         }));
     }

@@ -5,6 +5,7 @@ use sqlx::Row;
 
 use super::sql::{self, Param};
 use super::{Store, StoreError, StoreResult};
+use crate::emit::CommandOutcome;
 use crate::model::{Appeal, Client, MergeEntry, Message, Millis};
 
 impl Store {
@@ -19,6 +20,26 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::new(context))
+    }
+
+    /// The outcomes of these commands of a project that have one, in no order: one indexed
+    /// statement however many requests wait (the write API's watcher).
+    pub async fn command_outcomes(&self, project: &str, ids: &[&str]) -> StoreResult<Vec<CommandOutcome>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(sql::CHUNK_ROWS) {
+            let sql = format!(
+                "SELECT doc FROM command_outcomes WHERE project_id = $1 AND command_id IN ({})",
+                sql::list(chunk.len(), 2)
+            );
+            let params = std::iter::once(project.into()).chain(chunk.iter().map(|&id| id.into())).collect();
+            for row in self.fetch_all(&sql, params, "read command outcomes").await? {
+                let doc: String = row.get(0);
+                let outcome = serde_json::from_str(&doc)
+                    .map_err(|e| StoreError::new("read command outcomes")(sqlx::Error::Decode(e.into())))?;
+                out.push(outcome);
+            }
+        }
+        Ok(out)
     }
 
     /// The live card of a project an id names (an absorbed card's id names its survivor).

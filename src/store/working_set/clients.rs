@@ -128,8 +128,10 @@ impl Clients {
     }
 
     /// Stores a new or changed card.
-    pub(super) fn put(&mut self, client: Client) {
-        let (index_changed, name_changed) = match self.cards.remove(&client.id) {
+    pub(super) fn put(&mut self, mut client: Client) {
+        let old = self.cards.remove(&client.id);
+        client.doc.revision = client.next_revision(old.as_ref());
+        let (index_changed, name_changed) = match old {
             Some(old) => {
                 self.index(&old, false);
                 let index_changed = old.merged_into != client.merged_into

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::WorkingSet;
-use crate::emit::Record;
+use crate::emit::{CommandOutcome, Record};
 use crate::model::MergeEntry;
 use crate::store::sql::{self, Db, Param};
 use crate::store::StoreResult;
@@ -27,6 +27,7 @@ impl WorkingSet {
         self.appeals.flush(db).await?;
         self.messages.flush(db).await?;
         self.applied.flush(db).await?;
+        write_outcomes(db, std::mem::take(&mut self.outcomes)).await?;
         self.partitions.flush(db).await?;
         self.partitions.flush_block_entries(db).await?;
         self.clients.flush_generic(db).await?;
@@ -99,6 +100,19 @@ async fn write_ledger(db: &mut Db, merges: Vec<MergeEntry>) -> StoreResult<()> {
         .collect();
     let head = "INSERT INTO merge_ledger (merge_id, project_id, at, survivor_id, doc)";
     db.insert_rows(head, "ON CONFLICT DO NOTHING", rows, "write merge ledger").await
+}
+
+async fn write_outcomes(db: &mut Db, outcomes: Vec<(String, CommandOutcome)>) -> StoreResult<()> {
+    let rows = outcomes
+        .into_iter()
+        .map(|(project, o)| {
+            let doc = serde_json::to_string(&o).expect("outcomes serialise");
+            vec![project.into(), o.command_id.into(), doc.into()]
+        })
+        .collect();
+    let head = "INSERT INTO command_outcomes (project_id, command_id, doc)";
+    // An id is applied once (its claim is in the same transaction): nothing to replace.
+    db.insert_rows(head, "ON CONFLICT DO NOTHING", rows, "write command outcomes").await
 }
 
 /// The batch's records as one row: see migration 0002 for why.

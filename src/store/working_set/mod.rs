@@ -30,6 +30,7 @@ pub use clients::{external_handle, visitor_handle, Holders};
 
 use super::sql::Db;
 use super::{Backend, StoreResult};
+use crate::emit::CommandOutcome;
 use crate::model::{Appeal, Client, MergeEntry, Millis, StoredMessage};
 
 type ProjectKey = (String, String);
@@ -49,6 +50,8 @@ pub struct WorkingSet {
     partitions: partitions::Partitions,
     /// Merges of this batch in order. Rows the batch did not load are repointed at commit.
     merges: Vec<MergeEntry>,
+    /// What became of the batch's commands, by project.
+    outcomes: Vec<(String, CommandOutcome)>,
 }
 
 impl WorkingSet {
@@ -61,6 +64,7 @@ impl WorkingSet {
             applied: Default::default(),
             partitions: Default::default(),
             merges: Vec::new(),
+            outcomes: Vec::new(),
         }
     }
 
@@ -89,6 +93,11 @@ impl WorkingSet {
 
     pub fn mark_applied(&mut self, project: &str, id: &str) {
         self.applied.mark(project, id)
+    }
+
+    /// Records what became of a command, committed with the state it produced.
+    pub fn record_outcome(&mut self, project: &str, outcome: CommandOutcome) {
+        self.outcomes.push((project.to_string(), outcome))
     }
 
     // ---- clients ------------------------------------------------------------------------
