@@ -27,7 +27,36 @@ const MAX_DEPTH: usize = 32;
 pub fn parse(text: &str) -> Result<Value, DecodeError> {
     let mut de = serde_json::Deserializer::from_str(text);
     let value = Strict::deserialize(&mut de).and_then(|v| de.end().map(|()| v.0));
-    value.map_err(|e| DecodeError::new(format!("not JSON: {e}")))
+    value.map_err(|e| {
+        let message = e.to_string();
+        // Named by its field, as every other refusal of a value is.
+        match message.contains("NUL").then(|| nul_path(text)).flatten() {
+            Some(path) => DecodeError::new(format!("`{}`: a NUL character", shorten(&path))),
+            None => DecodeError::new(format!("not JSON: {message}")),
+        }
+    })
+}
+
+/// Where the first NUL character of a document sits (`visitor.name`, `contacts.0.value`),
+/// read leniently: only asked once the strict read refused the text.
+fn nul_path(text: &str) -> Option<String> {
+    fn find(value: &Value, path: &mut Vec<String>) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().enumerate().any(|(i, v)| {
+                path.push(i.to_string());
+                find(v, path) || path.pop().is_none()
+            }),
+            Value::Object(map) => map.iter().any(|(k, v)| {
+                path.push(k.clone());
+                k.contains('\0') || find(v, path) || path.pop().is_none()
+            }),
+            _ => false,
+        }
+    }
+    let value: Value = serde_json::from_str(text).ok()?;
+    let mut path = Vec::new();
+    find(&value, &mut path).then(|| path.join("."))
 }
 
 struct Strict(Value);
@@ -171,6 +200,8 @@ mod tests {
 
     #[test]
     fn nul_characters_and_deep_nesting_are_refused() {
+        let nested = parse(r#"{"visitor":{"id":"1","tags":["a","b\u0000"]}}"#).unwrap_err();
+        assert_eq!(nested.reason, "`visitor.tags.1`: a NUL character");
         assert!(parse(r#"{"a":"x\u0000y"}"#).unwrap_err().reason.contains("NUL"));
         assert!(parse(r#"{"a\u0000":1}"#).unwrap_err().reason.contains("NUL"));
         let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
