@@ -68,7 +68,10 @@ impl CommandProducer {
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &kafka.brokers)
-            .set("enable.idempotence", "true")
+            // A command carries its own idempotency key (`command_id`): a copy the producer
+            // retried is applied once anyway. Producer idempotence would add nothing, and a
+            // message timed out during an outage would force an epoch bump on reconnect.
+            .set("enable.idempotence", "false")
             .set("acks", "all")
             .set("linger.ms", "0")
             .set("message.timeout.ms", timeout.as_millis().to_string());
