@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Schema-driven fuzz of the read API: schemathesis (PyPI, installed once into
+# Schema-driven fuzz of the read and write API: schemathesis (PyPI, installed once into
 # ~/.cache/appealflow/venv) generates requests from /v1/openapi.json and sends them to
 # `appealflow api` serving the replayed sample. Any 5xx, any answer the document does not
 # describe (status, content type or body), fails. The seed is fixed so a red run replays;
@@ -39,8 +39,12 @@ printf '[parameters]\n"path.project" = "acme"\n' >"$work/schemathesis.toml"
 seed=()
 [[ ${APPEALFLOW_FUZZ_SEED:-1} != random ]] && seed=(--seed "${APPEALFLOW_FUZZ_SEED:-1}")
 cd "$work"
-"$venv/bin/st" run "http://127.0.0.1:$port/v1/openapi.json" \
-    -H "Authorization: Bearer demo-token" \
-    -c not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
-    -n 30 "${seed[@]}"
+# Once as a reader (its commands are 403) and once as an operator: over a store with no
+# command path, a valid command is the documented 503, anything else the 400 naming why.
+for token in demo-token demo-operator-token; do
+    "$venv/bin/st" run "http://127.0.0.1:$port/v1/openapi.json" \
+        -H "Authorization: Bearer $token" \
+        -c not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance \
+        -n 30 "${seed[@]}"
+done
 echo "api fuzz: passed" >&2

@@ -298,3 +298,67 @@ fn stale_command(body: &Value) -> String {
     c["issued_at"] = json!("2026-11-21T10:05:00Z");
     c.to_string()
 }
+
+/// The schema the OpenAPI document gives for an answer, able to validate on its own.
+fn documented(doc: &Value, method: &str, path: &str, status: u16) -> jsonschema::Validator {
+    let response = &doc["paths"][path][method]["responses"][status.to_string()];
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "{method} {path} answers {status} undocumented");
+    let mut root = schema.clone();
+    root["components"] = doc["components"].clone();
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&root)
+        .expect("the schema compiles")
+}
+
+#[tokio::test]
+async fn every_answer_of_the_write_api_matches_the_openapi_document() {
+    let config = api_config();
+    let db = TestDb::new(common::Kind::Sqlite).await;
+    let hello = msg("m1", "acme-tg", "2026-11-21T10:00:00Z", r#"{"id":"t1","name":"Anna"}"#, "hello");
+    let run = replay_lines(&config, &db, &[hello]).await;
+    let card = run.events("client.created")[0]["client"]["id"].as_str().unwrap().to_string();
+    let applied = json!({"type": "tag_client", "command_id": "t-1", "project_id": "acme",
+        "issued_at": "2026-11-21T10:01:00Z", "operator": {"id": "op-1"}, "client": {"client_id": card}, "tag": "vip"});
+    let stale = json!({"type": "rename_client", "command_id": "r-1", "project_id": "acme", "expected_revision": 9,
+        "issued_at": "2026-11-21T10:02:00Z", "operator": {"id": "op-1"}, "client": {"client_id": card}, "name": "A"});
+    let rejected = json!({"type": "close_appeal", "command_id": "x-1", "project_id": "acme",
+        "issued_at": "2026-11-21T10:03:00Z", "operator": {"id": "op-1"}, "appeal_number": 77});
+    replay_lines(&config, &db, &[applied.to_string(), stale.to_string(), rejected.to_string()]).await;
+    let server = Server::start(&db, true).await;
+    let none = Server::start(&db, false).await;
+    let doc = reqwest::get(format!("{}/../openapi.json", server.base))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+
+    let post = "/v1/projects/{project}/commands";
+    let get = "/v1/projects/{project}/commands/{command_id}";
+    let mut answers = vec![
+        (post, 200, server.command(&applied).await),
+        (post, 409, server.command(&stale).await),
+        (post, 422, server.command(&rejected).await),
+        (post, 202, server.command(&close(json!({"command_id": "new-1"}))).await),
+        (post, 400, server.command(&json!({"type": "close_appeal"})).await),
+        (post, 403, server.post("acme-reader-1", "/acme/commands", close(json!({})).to_string()).await),
+        (post, 503, none.command(&close(json!({}))).await),
+        (get, 200, server.get("acme-reader-1", "/acme/commands/t-1").await),
+        (get, 202, server.get("acme-reader-1", "/acme/commands/unknown").await),
+        (get, 409, server.get("acme-reader-1", "/acme/commands/r-1").await),
+    ];
+    answers.push((post, 413, server.post("acme-writer-1", "/acme/commands", "x".repeat(2 << 20)).await));
+    for (path, status, answer) in answers {
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        let method = if path == post { "post" } else { "get" };
+        let validator = documented(&doc, method, path, status);
+        let errors: Vec<String> = validator.iter_errors(&answer.body).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} ({status}) breaks the document: {errors:?}\n{}",
+            answer.body
+        );
+    }
+}

@@ -35,7 +35,7 @@ const RETRY_AFTER_SECONDS: u64 = 2;
 #[into_params(parameter_in = Query)]
 pub(super) struct WaitQuery {
     /// How long the answer may wait for the outcome: `0` to `30s` (`500ms`, `5s`, or whole
-    /// seconds), default `10s`.
+    /// seconds); by default `10s` for a POST and `0` for a GET.
     wait: Option<String>,
 }
 
@@ -158,7 +158,11 @@ pub(super) async fn outcome(
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> ApiResult {
     super::project(&api, &headers, &project)?;
-    let wait = wait(query)?;
+    // A GET is a look unless it asks to wait (a POST waits by default).
+    let wait = match &query {
+        Ok(Query(WaitQuery { wait: None })) => Duration::ZERO,
+        _ => wait(query)?,
+    };
     let id = path_id(&id, "command_id")?;
     if let Some(first) = api.store.command_outcomes(&project, &[id]).await?.pop() {
         return Ok(answer(first));
