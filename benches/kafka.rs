@@ -29,6 +29,12 @@
 //! `appealflow` binary runs in a process of its own over a backlog of `BENCH_MEMORY_INPUTS`
 //! inputs (default: the bench's inputs; `0` skips it) and the bench prints its peak resident
 //! set size while it catches up.
+//! The write API phase runs `run` with `[api] listen` over the same backlog twice per round,
+//! once alone and once while 4 HTTP clients submit `BENCH_COMMAND_RATE` commands/s between
+//! them (default 20; `0` skips it), each on a card of its own (rename with its revision,
+//! comment, tag, set a field): it prints POST → `200 applied` p50/p99 and the inputs/s `run`
+//! kept against the same run without commands; then the same clients beside a conversation
+//! stream at the quiet rate for 15 seconds, and their p50/p99 there.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -162,6 +168,10 @@ async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, tes
             l.per_batch
         );
         println!("    {}", l.stages);
+    }
+    let command_rate = std::env::var("BENCH_COMMAND_RATE").ok().and_then(|v| v.parse::<f64>().ok());
+    if let Some(rate) = Some(command_rate.unwrap_or(20.0)).filter(|r| *r > 0.0) {
+        write_api(brokers, pg, &tag, (&lines, &keys), rate, quiet).await;
     }
     let memory_inputs = std::env::var("BENCH_MEMORY_INPUTS").ok().and_then(|v| v.parse().ok());
     match memory_inputs.unwrap_or(lines.len()) {
@@ -755,4 +765,233 @@ fn processes() -> Vec<Proc> {
         }
     }
     all.into_iter().map(|(p, _)| p).collect()
+}
+
+/// The write API: per round, `run` alone over the backlog and `run` over it while 4 clients
+/// submit `rate` commands/s between them (each on a fresh database); then the same clients
+/// against a `run` fed a conversation stream at `quiet` inputs/s for 15 seconds, the load of an
+/// ordinary hour, where what an operator waits for is the figure.
+async fn write_api(
+    brokers: &str,
+    pg: &str,
+    tag: &str,
+    workload: (&[String], &[String]),
+    rate: f64,
+    quiet: f64,
+) {
+    let n = workload.0.len();
+    let (mut alone, mut with, mut during) = (0f64, 0f64, Answers::default());
+    for round in 1..=ROUNDS {
+        let (this_alone, _) = api_run(brokers, pg, tag, &format!("a{round}"), n, None).await;
+        let (this_with, answers) = api_run(brokers, pg, tag, &format!("w{round}"), n, Some(rate)).await;
+        println!(
+            "  round {round}: run with the API {this_alone:>8.0} inputs/s alone, {this_with:>8.0} while taking commands ({:.2})",
+            this_with / this_alone
+        );
+        (alone, with) = (alone.max(this_alone), with.max(this_with));
+        during.extend(answers);
+    }
+    println!(
+        "  write API during the backlog, {rate:.0} commands/s from 4 clients: POST → 200 applied {}; run kept {:.2} of its rate without commands (best rounds)",
+        during.line(),
+        with / alone
+    );
+    if quiet <= 0.0 {
+        return;
+    }
+    let inputs = ((quiet * 15.0) as usize).clamp(2, n);
+    let steady = format!("{tag}-cq");
+    create_run_topics(brokers, &steady, &[]).await;
+    let feed = (&workload.0[..inputs], &workload.1[..inputs], quiet);
+    let answers = api_run_fed(brokers, pg, &steady, inputs, rate, feed).await;
+    println!(
+        "  write API at {rate:.0} commands/s from 4 clients beside {quiet:.0} inputs/s: POST → 200 applied {}",
+        answers.line()
+    );
+}
+
+/// The answers of the command clients: (status, milliseconds from POST to answer).
+#[derive(Default)]
+struct Answers(Vec<(u16, u64)>);
+
+impl Answers {
+    fn extend(&mut self, more: Vec<(u16, u64)>) {
+        self.0.extend(more);
+    }
+
+    fn line(&self) -> String {
+        let mut waits: Vec<u64> = self.0.iter().filter(|(s, _)| *s == 200).map(|(_, ms)| *ms).collect();
+        waits.sort_unstable();
+        let at = |q: f64| {
+            waits
+                .get(((waits.len() as f64 * q) as usize).min(waits.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0)
+        };
+        format!(
+            "p50 {} ms, p99 {} ms, max {} ms ({} applied, {} other answers)",
+            at(0.5),
+            at(0.99),
+            waits.last().copied().unwrap_or(0),
+            waits.len(),
+            self.0.len() - waits.len()
+        )
+    }
+}
+
+/// A `run` config with the API on a free port and a write token, under a group of its own.
+fn api_config(brokers: &str, url: &str, tag: &str, phase: &str) -> (Arc<Config>, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let toml = config_toml(brokers, url, tag)
+        .replace(&format!("group_id = \"run-{tag}\""), &format!("group_id = \"run-{tag}-{phase}\""))
+        + &format!(
+            "\n[api]\nlisten = \"127.0.0.1:{port}\"\n[[api.tokens]]\ntoken = \"bench-writer-1\"\nprojects = [\"acme\"]\nwrite = true\noperator = {{ id = \"op-1\" }}\n"
+        );
+    let mut config = Config::from_toml(&toml).unwrap();
+    // As documented for tansu (config/example.toml): it holds a fetch for half its max wait.
+    config.kafka.consumer_options.entry("fetch.wait.max.ms".into()).or_insert_with(|| "10".into());
+    (Arc::new(config), format!("http://127.0.0.1:{port}/v1/projects/acme/commands"))
+}
+
+/// `run` with the API from the start of `tag`'s backlog on a fresh database until it applied
+/// `n` inputs, with command clients at `rate` when given: its inputs/s from its first input,
+/// and each command's answer.
+async fn api_run(
+    brokers: &str,
+    pg: &str,
+    tag: &str,
+    phase: &str,
+    n: usize,
+    rate: Option<f64>,
+) -> (f64, Vec<(u16, u64)>) {
+    let url = fresh_db(pg, &format!("{tag}-{phase}")).await;
+    let (config, commands) = api_config(brokers, &url, tag, phase);
+    let store = Store::connect(&url, config.store.max_connections).await.unwrap();
+    let started = Instant::now();
+    let (stop, task) = spawn_run(config, store.clone());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = match rate {
+        Some(rate) => (0..4)
+            .map(|i| tokio::spawn(command_client(commands.clone(), i, rate / 4.0, done.clone())))
+            .collect(),
+        None => Vec::new(),
+    };
+    wait_applied(&url, &format!("in-{tag}"), n as i64).await;
+    let finished = Instant::now();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut answers = Vec::new();
+    for c in clients {
+        answers.extend(c.await.unwrap());
+    }
+    let _ = stop.send(());
+    let out = task.await.unwrap().unwrap();
+    store.close().await;
+    drop_db(pg, &url).await;
+    let first = out.first_input.unwrap_or(started);
+    (n as f64 / (finished - first).as_secs_f64(), answers)
+}
+
+/// `run` with the API on `tag`'s empty topics, fed `feed`'s inputs at its rate while the
+/// command clients submit `rate` commands/s: their answers.
+async fn api_run_fed(
+    brokers: &str,
+    pg: &str,
+    tag: &str,
+    n: usize,
+    rate: f64,
+    (lines, keys, input_rate): (&[String], &[String], f64),
+) -> Answers {
+    let url = fresh_db(pg, tag).await;
+    let (config, commands) = api_config(brokers, &url, tag, "fed");
+    let store = Store::connect(&url, config.store.max_connections).await.unwrap();
+    let (stop, task) = spawn_run(config, store.clone());
+    let inbound = format!("in-{tag}");
+    // The first input waits for the group join; the clients start once it is applied.
+    let producer = producer(brokers);
+    let first = FutureRecord::to(&inbound).key(keys[0].as_str()).payload(lines[0].as_str());
+    producer.send(first, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    wait_applied(&url, &inbound, 1).await;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> =
+        (0..4).map(|i| tokio::spawn(command_client(commands.clone(), i, rate / 4.0, done.clone()))).collect();
+    let start = tokio::time::Instant::now();
+    let mut acks = Vec::with_capacity(n);
+    for (i, (line, key)) in lines.iter().zip(keys).enumerate().skip(1) {
+        tokio::time::sleep_until(start + Duration::from_secs_f64((i - 1) as f64 / input_rate)).await;
+        let record = FutureRecord::to(&inbound).key(key.as_str()).payload(line.as_str());
+        acks.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap().map_err(|(e, _)| e).unwrap();
+    }
+    wait_applied(&url, &inbound, n as i64).await;
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut answers = Answers::default();
+    for c in clients {
+        answers.extend(c.await.unwrap());
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    store.close().await;
+    drop_db(pg, &url).await;
+    answers
+}
+
+/// One operator app: creates a card of its own, then acts on it at `rate` commands/s until
+/// `done`, carrying the revision each answer gives into the next rename.
+async fn command_client(
+    url: String,
+    client: usize,
+    rate: f64,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(u16, u64)> {
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value| {
+        let request = http.post(format!("{url}?wait=20s")).bearer_auth("bench-writer-1").json(&body);
+        async move {
+            let sent = Instant::now();
+            loop {
+                // The API listens once `run` started; until then the connection is refused.
+                match request.try_clone().unwrap().send().await {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        return (status, sent.elapsed().as_millis() as u64, body);
+                    }
+                    Err(_) if sent.elapsed() < Duration::from_secs(30) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await
+                    }
+                    Err(e) => panic!("the write API never answered: {e}"),
+                }
+            }
+        }
+    };
+    let create = serde_json::json!({"type": "create_client", "name": format!("Bench client {client}"),
+        "contacts": [{"contact_type": "email", "value": format!("bench-{client}@example.com")}]});
+    let (_, _, created) = post(create).await;
+    let card = created["client"]["id"].as_str().expect("create_client applied").to_string();
+    let mut revision = created["revision"].as_u64().unwrap_or(1);
+    let mut answers = Vec::new();
+    let start = tokio::time::Instant::now();
+    for k in 0u64.. {
+        if done.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate)).await;
+        let c = serde_json::json!({"client_id": card});
+        let body = match k % 4 {
+            0 => {
+                serde_json::json!({"type": "rename_client", "client": c, "name": format!("Bench client {client}.{k}"), "expected_revision": revision})
+            }
+            1 => serde_json::json!({"type": "comment_client", "client": c, "text": format!("note {k}")}),
+            2 => serde_json::json!({"type": "tag_client", "client": c, "tag": format!("t{k}")}),
+            _ => {
+                serde_json::json!({"type": "set_client_field", "client": c, "field": "contract_number", "value": format!("C-{k}")})
+            }
+        };
+        let (status, ms, answer) = post(body).await;
+        revision = answer["revision"].as_u64().unwrap_or(revision);
+        answers.push((status, ms));
+    }
+    answers
 }

@@ -403,20 +403,6 @@ async fn a_store_written_before_the_search_index_gets_it_built_when_the_writer_s
     }
 }
 
-/// The schema the OpenAPI document gives for a path's answer with this status, able to
-/// validate on its own (its `$ref`s point into the document's components).
-fn documented(doc: &Value, path: &str, status: u16) -> jsonschema::Validator {
-    let response = &doc["paths"][path]["get"]["responses"][status.to_string()];
-    let schema = &response["content"]["application/json"]["schema"];
-    assert!(schema.is_object(), "{path} answers {status} undocumented");
-    let mut root = schema.clone();
-    root["components"] = doc["components"].clone();
-    jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .build(&root)
-        .expect("the schema compiles")
-}
-
 #[tokio::test]
 async fn every_answer_of_every_endpoint_matches_the_openapi_document() {
     let config = api_config();
@@ -430,7 +416,10 @@ async fn every_answer_of_every_endpoint_matches_the_openapi_document() {
 
         let card = "/v1/projects/{project}/clients/{client_id}";
         let wrong = serde_json::json!({"id": 7, "name": "x"});
-        assert!(!documented(&doc, card, 200).is_valid(&wrong), "the document can tell a wrong answer");
+        assert!(
+            !common::documented(&doc, "get", card, 200).is_valid(&wrong),
+            "the document can tell a wrong answer"
+        );
         let cases: Vec<(&str, Option<&str>, String)> = vec![
             ("/v1/health", None, "/health".into()),
             (
@@ -473,7 +462,7 @@ async fn every_answer_of_every_endpoint_matches_the_openapi_document() {
         for (template, token, path) in cases {
             let (status, body) = server.get(token, &path).await;
             assert!(status < 500, "{path}: {status}");
-            let validator = documented(&doc, template, status);
+            let validator = common::documented(&doc, "get", template, status);
             let errors: Vec<String> = validator.iter_errors(&body).map(|e| e.to_string()).collect();
             assert!(errors.is_empty(), "{path} ({status}) breaks the document: {errors:?}\n{body}");
         }

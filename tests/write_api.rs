@@ -299,19 +299,6 @@ fn stale_command(body: &Value) -> String {
     c.to_string()
 }
 
-/// The schema the OpenAPI document gives for an answer, able to validate on its own.
-fn documented(doc: &Value, method: &str, path: &str, status: u16) -> jsonschema::Validator {
-    let response = &doc["paths"][path][method]["responses"][status.to_string()];
-    let schema = &response["content"]["application/json"]["schema"];
-    assert!(schema.is_object(), "{method} {path} answers {status} undocumented");
-    let mut root = schema.clone();
-    root["components"] = doc["components"].clone();
-    jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .build(&root)
-        .expect("the schema compiles")
-}
-
 #[tokio::test]
 async fn every_answer_of_the_write_api_matches_the_openapi_document() {
     let config = api_config();
@@ -353,7 +340,7 @@ async fn every_answer_of_the_write_api_matches_the_openapi_document() {
     for (path, status, answer) in answers {
         assert_eq!(answer.status, status, "{path}: {}", answer.body);
         let method = if path == post { "post" } else { "get" };
-        let validator = documented(&doc, method, path, status);
+        let validator = common::documented(&doc, method, path, status);
         let errors: Vec<String> = validator.iter_errors(&answer.body).map(|e| e.to_string()).collect();
         assert!(
             errors.is_empty(),

@@ -1,11 +1,13 @@
-//! The read API (SPEC "Read API"): cards, timelines, appeals and merge ledgers over the store,
-//! read-only, beside the pipeline. It reads what the batches committed, through a store opened
-//! as a reader (a SQLite file read-only), so `replay` or `run` keep writing while it serves.
-//! The operator console (`console`, at `/`) is the API's first client and reads only `/v1`.
+//! The read and write API (SPEC "Read API", "Write API") beside the pipeline. Reads come from
+//! what the batches committed, through a store opened as a reader (a SQLite file read-only),
+//! so `replay` or `run` keep writing while it serves. Writes (`commands`) are handed to the
+//! one command sink and answered from the outcome the pipeline stored with their effect
+//! (`write`): the API never reaches into the pipeline. The operator console (`console`, at
+//! `/`) is the API's first client and uses only `/v1`.
 //!
-//! Every response is JSON; every failure is `{"error": {"code", "message"}}` with a 400, 401
-//! or 404 (a token that does not cover a project gets the 404 of a project that does not
-//! exist); a store failure is a 503 and is logged.
+//! Every response is JSON; every failure is `{"error": {"code", "message"}}` with a 400, 401,
+//! 403, 404 or 413 (a token that does not cover a project gets the 404 of a project that does
+//! not exist); a store failure or a command path that is down is a 503 and is logged.
 
 mod auth;
 mod commands;

@@ -37,9 +37,7 @@ pub trait CommandSink: Send + Sync + 'static {
 
 impl CommandSink for CommandProducer {
     fn submit<'a>(&'a self, project: &'a str, command: &'a [u8]) -> BoxFuture<'a, Result<(), SinkDown>> {
-        Box::pin(async move {
-            self.send(project, command).await.map_err(|e| SinkDown(format!("the commands topic: {e}")))
-        })
+        Box::pin(async move { self.send(project, command).await.map_err(|e| SinkDown(self.explain(&e))) })
     }
 }
 

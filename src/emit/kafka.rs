@@ -61,6 +61,7 @@ pub struct CommandProducer {
     producer: FutureProducer,
     topic: String,
     timeout: Duration,
+    brokers: String,
 }
 
 impl CommandProducer {
@@ -78,7 +79,25 @@ impl CommandProducer {
         for (k, v) in &kafka.producer_options {
             config.set(k, v);
         }
-        Ok(CommandProducer { producer: config.create()?, topic: kafka.topics.commands.clone(), timeout })
+        let brokers = kafka.brokers.clone();
+        Ok(CommandProducer {
+            producer: config.create()?,
+            topic: kafka.topics.commands.clone(),
+            timeout,
+            brokers,
+        })
+    }
+
+    /// Why a send failed, in the settings' words: a timeout means no broker answered.
+    pub fn explain(&self, error: &KafkaError) -> String {
+        use rdkafka::types::RDKafkaErrorCode;
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::MessageTimedOut) => format!(
+                "no broker of kafka.brokers ({}) acknowledged it within {:?}",
+                self.brokers, self.timeout
+            ),
+            _ => format!("kafka.topics.commands ({}): {error}", self.topic),
+        }
     }
 
     /// Produces one command and waits for its acknowledgement.

@@ -204,6 +204,20 @@ pub fn final_cards(run: &Run) -> impl Fn(&str) -> String + '_ {
 
 pub mod kafka;
 
+/// The schema the OpenAPI document gives for the answer of `method path` with this status,
+/// able to validate on its own (its `$ref`s point into the document's components).
+pub fn documented(doc: &Value, method: &str, path: &str, status: u16) -> jsonschema::Validator {
+    let response = &doc["paths"][path][method]["responses"][status.to_string()];
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(schema.is_object(), "{method} {path} answers {status} undocumented");
+    let mut root = schema.clone();
+    root["components"] = doc["components"].clone();
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&root)
+        .expect("the schema compiles")
+}
+
 /// The committed card `id` lives on (following merges).
 pub async fn card(db: &TestDb, id: &str) -> appealflow::model::Client {
     let store = db.store().await;
