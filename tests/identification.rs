@@ -443,3 +443,85 @@ async fn crm_data_keeps_the_crms_spelling_and_is_compared_normalised() {
         assert_eq!(card.doc.name.as_deref(), Some("Globex Corp. (corporate)"));
     }
 }
+
+#[tokio::test]
+async fn the_bot_stops_when_an_operator_takes_or_writes_in_the_appeal_and_start_scenario_restarts_it() {
+    let crm = Crm::start().await;
+    let (web, web2) = (visitor("web-1"), visitor("web-2"));
+    let lines = [
+        msg("m1", "web", "2026-11-21T10:00:00Z", &web, "hello"),
+        cmd("assign_appeal", "c1", "2026-11-21T10:01:00Z", r#""appeal_number":1,"operator_id":"op-7""#),
+        msg("m2", "web", "2026-11-21T10:02:00Z", &web, "+7 999 123-45-67"),
+        cmd(
+            "start_scenario",
+            "c2",
+            "2026-11-21T10:03:00Z",
+            r#""appeal_number":1,"scenario_id":"collect-phone""#,
+        ),
+        msg("m3", "web", "2026-11-21T10:04:00Z", &web, "+7 999 123-45-67"),
+        msg("m4", "web", "2026-11-21T10:05:00Z", &web2, "hi"),
+        cmd(
+            "send_outbound",
+            "c3",
+            "2026-11-21T10:06:00Z",
+            r#""client":{"channel_id":"web","visitor_id":"web-2"},"channel_id":"web","text":"Operator Ivan here""#,
+        ),
+        msg("m5", "web", "2026-11-21T10:07:00Z", &web2, "8 912 123-45-67"),
+    ];
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let run = replay_lines(&config(&crm.url), &db, &lines).await;
+        let ask = "Please send your mobile phone number";
+        assert_eq!(
+            outbound_texts(&run),
+            [ask, ask, "Thank you!", ask, "Operator Ivan here"],
+            "nothing from the bot after an operator stepped in: {kind:?}"
+        );
+        let stopped = run.events("bot.stopped");
+        assert_eq!(stopped.len(), 2, "{}", run.stdout);
+        for (event, cause, appeal) in [(stopped[0], "c1", 1), (stopped[1], "c3", 2)] {
+            assert_eq!(event["cause"]["id"], cause);
+            assert_eq!(*appeal_number(event), appeal);
+            assert_eq!(
+                (&event["scenario_id"], &event["block_id"]),
+                (&"collect-phone".into(), &"ask-phone".into())
+            );
+            assert_eq!(event["reason"], "operator");
+        }
+        assert_eq!(types(&run.caused_by("c1"))[..2], ["appeal.assigned", "bot.stopped"]);
+        let c3 = types(&run.caused_by("c3"));
+        assert_eq!(c3, ["(outbound)", "bot.stopped", "appeal.message_added"], "stopped before the message");
+        let by_bot: Vec<&Value> =
+            run.events("client.identified").into_iter().filter(|e| e["method"] == "bot").collect();
+        assert_eq!(by_bot.len(), 1, "only the restarted scenario took an answer");
+        assert_eq!(by_bot[0]["cause"]["id"], "m3");
+    }
+}
+
+#[tokio::test]
+async fn a_scenario_waiting_for_identification_to_stop_asking_never_starts_once_an_operator_took_the_appeal()
+{
+    let crm = Crm::start().await;
+    // The web chat asks for a phone for the CRM first; its scenario waits for that to end.
+    let toml = config_toml(&crm.url).replace(
+        "scenario = \"collect-phone\"\n",
+        "scenario = \"collect-phone\"\n    [projects.channels.identification]\n    name = \"ask phone\"\n    \
+         identifier = \"phone\"\n    ask_client = true\n    question = \"Your phone, please\"\n    \
+         success = \"You are identified\"\n    max_attempts = 1\n",
+    );
+    let web = visitor("web-5");
+    let lines = [
+        msg("m1", "web", "2026-11-21T10:00:00Z", &web, "hello"),
+        cmd("assign_appeal", "c1", "2026-11-21T10:01:00Z", r#""appeal_number":1,"operator_id":"op-7""#),
+        msg("m2", "web", "2026-11-21T10:02:00Z", &web, "no phone for you"),
+    ];
+    for kind in kinds() {
+        let run = replay_lines(&common::config(&toml), &TestDb::new(kind).await, &lines).await;
+        let stopped = run.events("bot.stopped");
+        assert_eq!(stopped.len(), 1, "{}", run.stdout);
+        assert_eq!(stopped[0]["scenario_id"], "collect-phone");
+        assert!(stopped[0].get("block_id").is_none(), "it had not started: {}", stopped[0]);
+        assert_eq!(outbound_texts(&run), ["Your phone, please"], "the scenario never spoke");
+        assert!(run.events("bot.block_entered").is_empty());
+    }
+}

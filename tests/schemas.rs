@@ -16,7 +16,7 @@ const FIXTURE_CONFIG: &str = "tests/fixtures/all_types.toml";
 const FIXTURE_INPUT: &str = "tests/fixtures/all_types.jsonl";
 
 /// Event types the pipeline can emit today: the fixture replay must show every one.
-const EMITTED_EVENT_TYPES: [&str; 20] = [
+const EMITTED_EVENT_TYPES: [&str; 21] = [
     "client.created",
     "client.commented",
     "client.tagged",
@@ -36,6 +36,7 @@ const EMITTED_EVENT_TYPES: [&str; 20] = [
     "command.rejected",
     "bot.block_entered",
     "bot.answer_rejected",
+    "bot.stopped",
     "identification.failed",
 ];
 

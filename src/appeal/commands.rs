@@ -465,10 +465,13 @@ async fn assign(
         appeal.doc.operator_id = Some(op.clone());
         notes.push(format!("Appeal assigned to operator {op}"));
     }
-    ws.put_appeal(appeal.clone());
     let body =
         EventBody::AppealAssigned { group: group.clone(), operator_id: operator_id.clone(), by: "operator" };
     em.event(cmd.issued_at, body, Some(client.summary()), Some(appeal.summary()));
+    if operator_id.is_some() {
+        super::dialogue::stop_for_operator(&mut appeal, &client, cmd.issued_at, em);
+    }
+    ws.put_appeal(appeal.clone());
     for note in notes {
         let note = NewMessage::system(em.next_id("system-message"), cmd.issued_at, note);
         append(ws, &mut appeal, &client, note, em);
@@ -764,7 +767,10 @@ fn deliver(
         visible_to_client: true,
     };
     match appeal {
-        Some(mut appeal) => append(ws, &mut appeal, card, new, em),
+        Some(mut appeal) => {
+            super::dialogue::stop_for_operator(&mut appeal, card, cmd.issued_at, em);
+            append(ws, &mut appeal, card, new, em)
+        }
         None => ws.add_message(StoredMessage {
             project_id: ctx.project.id.clone(),
             appeal_id: None,

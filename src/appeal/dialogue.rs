@@ -92,6 +92,19 @@ pub async fn start(
     carry_out(ws, ctx, appeal, client, scenario, outcome, at, None, em).await
 }
 
+/// SPEC identity rule 11: an operator stepped in (wrote in the appeal, or took it), so the
+/// bot stops talking: the running scenario ends, and one waiting for identification to stop
+/// asking never starts. `bot.stopped` says which; the caller stores the appeal. Nothing the
+/// scenario would have said follows until a `start_scenario`.
+pub fn stop_for_operator(appeal: &mut Appeal, client: &Client, at: Millis, em: &mut Emitter) {
+    let dialogue = &mut appeal.doc.dialogue;
+    let running = dialogue.bot.take().map(|s| (s.scenario_id, Some(s.block_id)));
+    let pending = dialogue.bot_pending.take().map(|id| (id, None));
+    let Some((scenario_id, block_id)) = running.or(pending) else { return };
+    let body = EventBody::BotStopped { scenario_id, block_id, reason: "operator" };
+    em.event(at, body, Some(client.summary()), Some(appeal.summary()));
+}
+
 /// Runs the channel's identification: search by what the card knows, or ask.
 async fn identify_now(
     ws: &mut WorkingSet,

@@ -184,6 +184,15 @@ pub enum EventBody {
     },
     #[serde(rename = "bot.block_entered")]
     BotBlockEntered { scenario_id: String, block_id: String, block_type: &'static str },
+    /// SPEC identity rule 11: an operator stepped in; `block_id` is where it waited (none
+    /// for a scenario that had not started yet).
+    #[serde(rename = "bot.stopped")]
+    BotStopped {
+        scenario_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        block_id: Option<String>,
+        reason: &'static str,
+    },
     #[serde(rename = "bot.answer_rejected")]
     BotAnswerRejected {
         scenario_id: String,
