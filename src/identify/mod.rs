@@ -9,6 +9,7 @@
 
 pub mod crm;
 pub mod normalize;
+pub mod phone;
 
 use std::collections::BTreeSet;
 

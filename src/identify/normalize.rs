@@ -4,9 +4,6 @@
 //! and `+7 (999) 123-45-67` are one number in RU); e-mails are trimmed and lower-cased;
 //! custom field values are trimmed and case-folded. Pure functions: no I/O, no state.
 
-use phonenumber::country::Id as Region;
-use phonenumber::Mode;
-
 /// Parsed numbers remembered per thread, at most this many per region. Parsing runs the
 /// metadata regexes and was about a tenth of a batch's CPU; the same visitor's number is seen
 /// with each of their messages.
@@ -38,28 +35,14 @@ pub fn phone(raw: &str, region: &str) -> Result<String, String> {
 }
 
 /// Only a number valid for its country is a phone (SPEC identity rule 5): `12345` or, in an
-/// RU project, `020 7946 0958` are not, whatever their shape.
+/// RU project, `020 7946 0958` are not, whatever their shape. Read as libphonenumber reads it
+/// (`super::phone`).
 fn parse_phone(raw: &str, region: &str) -> Result<String, String> {
-    let trimmed = raw.trim();
-    let digits = trimmed.chars().filter(char::is_ascii_digit).count();
+    let digits = raw.chars().filter(char::is_ascii_digit).count();
     if !(5..=15).contains(&digits) {
         return Err(format!("a phone number has 5 to 15 digits, this has {digits}"));
     }
-    let region: Option<Region> = region.parse().ok();
-    let parsed = phonenumber::parse(region, trimmed).map_err(|e| format!("not a phone number ({e})"))?;
-    if phonenumber::is_valid(&parsed) {
-        return Ok(parsed.format().mode(Mode::E164).to_string());
-    }
-    // A bare "79991234567" is read as a national number first; when that is not a valid
-    // number, the digits may carry the country code without the plus.
-    if !trimmed.starts_with('+') {
-        if let Ok(p) = phonenumber::parse(None, format!("+{trimmed}")) {
-            if phonenumber::is_valid(&p) {
-                return Ok(p.format().mode(Mode::E164).to_string());
-            }
-        }
-    }
-    Err("not a valid phone number for its country".into())
+    super::phone::e164(raw, region).ok_or_else(|| "not a valid phone number for its country".into())
 }
 
 /// Trims and lower-cases an e-mail address after a shape check (one `@`, a dotted domain).
