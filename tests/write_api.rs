@@ -349,3 +349,92 @@ async fn every_answer_of_the_write_api_matches_the_openapi_document() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_merge_preview_shows_the_card_merge_clients_then_makes_and_changes_nothing() {
+    let config = api_config();
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let at = |m: u32| format!("2026-11-21T10:{m:02}:00Z");
+        let add = |id: &str, m: u32, visitor: &str, phone: &str| {
+            common::cmd(
+                "add_contact",
+                id,
+                &at(m),
+                &format!(
+                    r#""client":{{"channel_id":"acme-tg","visitor_id":"{visitor}"}},"contact_type":"phone","value":"{phone}""#
+                ),
+            )
+        };
+        let lines = [
+            msg("m1", "acme-tg", &at(0), r#"{"id":"t1","name":"Anna"}"#, "hello"),
+            msg("m2", "acme-tg", &at(1), r#"{"id":"t2","name":"Anna Petrova"}"#, "hi"),
+            add("c1", 2, "t1", "+7 999 000-00-01"),
+            add("c2", 3, "t1", "+7 999 000-00-02"),
+            add("c3", 4, "t2", "+7 999 000-00-03"),
+            add("c4", 5, "t2", "+7 999 000-00-04"),
+        ];
+        let run = replay_lines(&config, &db, &lines).await;
+        let created = run.events("client.created");
+        let (anna, other) =
+            (created[0]["client"]["id"].as_str().unwrap(), created[1]["client"]["id"].as_str().unwrap());
+        let server = Server::start(&db, true).await;
+        let body = json!({"target": {"client_id": anna}, "source": {"client_id": other}}).to_string();
+        let preview = server.post("acme-reader-1", "/acme/merges/preview", body.clone()).await;
+        assert_eq!(preview.status, 200, "a reader may preview: {}", preview.body);
+        let p = &preview.body;
+        assert_eq!(p["card"]["id"], anna, "the older card survives");
+        assert_eq!(p["card"]["contacts"]["phone"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            p["over_limit"],
+            json!([{"contact_type": "phone", "values": ["+7 999 000-00-01", "+7 999 000-00-02", "+7 999 000-00-03", "+7 999 000-00-04"]}])
+        );
+        let names: Vec<(&str, &str)> = p["name_options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| (o["from"].as_str().unwrap(), o["name"].as_str().unwrap()))
+            .collect();
+        assert_eq!(names, [("target", "Anna"), ("source", "Anna Petrova")]);
+        assert_eq!((p["target_revision"].as_u64(), p["source_revision"].as_u64()), (Some(3), Some(3)));
+        assert_eq!(
+            server.get("acme-reader-1", &format!("/acme/clients/{other}")).await.body["id"],
+            other,
+            "nothing changed"
+        );
+
+        let merge = json!({"type": "merge_clients", "command_id": "merge-1", "project_id": "acme", "issued_at": at(6),
+            "operator": {"id": "op-1"}, "target": {"client_id": anna}, "source": {"client_id": other},
+            "target_revision": p["target_revision"], "source_revision": p["source_revision"]});
+        replay_lines(&config, &db, &[merge.to_string()]).await;
+        let card = server.get("acme-reader-1", &format!("/acme/clients/{anna}")).await.body;
+        for field in
+            ["id", "name", "contacts", "fields", "tags", "absorbed_ids", "revision", "type", "appeal_count"]
+        {
+            assert_eq!(card[field], p["card"][field], "{field}: the merge made what the preview showed");
+        }
+
+        let same = json!({"target": {"client_id": anna}, "source": {"client_id": other}}).to_string();
+        let one_card = server.post("acme-reader-1", "/acme/merges/preview", same).await;
+        assert_eq!(one_card.status, 422, "one card now: {}", one_card.body);
+        let unknown = json!({"target": {"client_id": anna}, "source": {"client_id": "nobody"}}).to_string();
+        let unknown = server.post("acme-reader-1", "/acme/merges/preview", unknown).await;
+        assert_eq!(unknown.status, 404);
+        let typo = json!({"target": {"client_id": anna}, "sorce": {"client_id": other}}).to_string();
+        let typo = server.post("acme-reader-1", "/acme/merges/preview", typo).await;
+        assert_eq!(typo.status, 400);
+        assert_eq!(server.post("globex-writer", "/acme/merges/preview", body).await.status, 404);
+        let doc = reqwest::get(format!("{}/../openapi.json", server.base))
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        for answer in [&preview, &one_card, &unknown, &typo] {
+            let validator =
+                common::documented(&doc, "post", "/v1/projects/{project}/merges/preview", answer.status);
+            let errors: Vec<String> = validator.iter_errors(&answer.body).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{} breaks the document: {errors:?}\n{}", answer.status, answer.body);
+        }
+    }
+}

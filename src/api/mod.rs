@@ -13,6 +13,7 @@ mod auth;
 mod commands;
 mod console;
 mod cursor;
+mod merges;
 pub mod search;
 pub mod views;
 pub mod write;
@@ -67,6 +68,11 @@ impl ApiError {
     fn too_large(limit: usize) -> Self {
         let message = format!("the body is over pipeline.max_input_bytes ({limit} bytes)");
         ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, code: "too_large", message }
+    }
+
+    /// A `422`: what was asked would be refused (the reason says why).
+    fn rejected(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "rejected", message: message.into() }
     }
 
     /// A `503` with `Retry-After`: nothing was done, the same request may be sent again.
@@ -156,7 +162,7 @@ pub struct Health {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "appealflow API", description = "SPEC \"Read API\": cards, search, timelines, appeals, merge ledgers; \"Write API\": operator commands and their outcomes"),
-    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome),
+    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome, merges::preview),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -191,6 +197,7 @@ pub fn router(config: Arc<Config>, store: Store, writes: Writes) -> Router {
         .route("/v1/projects/{project}/appeals/{number}", get(appeal))
         .route("/v1/projects/{project}/commands", post(commands::submit).layer(body_limit))
         .route("/v1/projects/{project}/commands/{command_id}", get(commands::outcome))
+        .route("/v1/projects/{project}/merges/preview", post(merges::preview).layer(body_limit))
         .merge(console::routes())
         .fallback(|| async { ApiError::not_found("endpoint") })
         .with_state(api)
