@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod retry;
 pub mod run;
+pub mod serve;
 pub mod source;
 pub mod stage;
 pub mod store;

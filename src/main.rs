@@ -59,6 +59,18 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// The whole product on one machine without Kafka: the pipeline fed over HTTP, the read
+    /// and write API and the console; output records on stdout.
+    Serve {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Store URL, overriding `store.url`.
+        #[arg(long)]
+        db: Option<String>,
+        /// Address to listen on, overriding `api.listen` (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Validate a config and explain every problem with its key.
     CheckConfig {
         #[arg(long, short)]
@@ -151,6 +163,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(config) => api(config, listen).await,
             Err(code) => Ok(code),
         },
+        Command::Serve { config, db, listen } => match load_with_db(config.as_ref(), db) {
+            Ok(config) => serve(config, listen).await,
+            Err(code) => Ok(code),
+        },
         Command::Replay { config, db, no_progress, inputs } => match load_with_db(config.as_ref(), db) {
             Ok(config) => replay(config, &inputs, !no_progress).await,
             Err(code) => Ok(code),
@@ -199,6 +215,30 @@ async fn api(config: Config, listen: Option<String>) -> anyhow::Result<ExitCode>
     eprintln!("appealflow api: serving http://{addr}/v1 (Ctrl-C stops)");
     shutdown_signal().await;
     store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<ExitCode> {
+    log_warnings(&config);
+    let listen = listen.or_else(|| Some(config.api.listen.clone()).filter(|l| !l.is_empty()));
+    config.api.listen = listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    if config.api.tokens.is_empty() {
+        eprintln!("appealflow serve: no [[api.tokens]] in the config: every request would be refused");
+        return Ok(ExitCode::from(2));
+    }
+    // Install the handlers first: a SIGTERM during start-up still stops it cleanly.
+    let shutdown = shutdown_signal();
+    let store = Store::connect_with_retry(&config.store.url, config.store.max_connections, Some(8)).await?;
+    let out: appealflow::serve::Output = Box::new(std::io::BufWriter::new(std::io::stdout()));
+    let service = appealflow::serve::Service::start(Arc::new(config), store.clone(), out).await?;
+    eprintln!("appealflow serve: http://{}/ (console), /v1 (API); Ctrl-C stops", service.addr);
+    shutdown.await;
+    let stats = service.stop().await?;
+    store.close().await;
+    eprintln!(
+        "appealflow serve stopped: {} inputs ({} applied, {} duplicates, {} DLQ)",
+        stats.inputs, stats.applied, stats.duplicates, stats.dlq
+    );
     Ok(ExitCode::SUCCESS)
 }
 

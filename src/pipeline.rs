@@ -35,6 +35,10 @@ pub struct Committed {
     pub records: Vec<Record>,
     pub stats: Stats,
     pub timings: crate::telemetry::Timings,
+    /// The inputs found applied already (the ingest endpoint answers `duplicate` for them).
+    pub duplicates: Vec<SourcePos>,
+    /// The inputs that went to the DLQ, with the reason their record gives.
+    pub dead_lettered: Vec<(SourcePos, String)>,
 }
 
 /// Rounds of "apply, look up what was missing, apply again" before a batch commits with
@@ -67,6 +71,7 @@ struct Outputs {
     records: Vec<Record>,
     stats: Stats,
     rejected: Vec<Rejection>,
+    duplicates: Vec<SourcePos>,
 }
 
 impl Outputs {
@@ -182,14 +187,32 @@ impl Pipeline {
         ws.commit(&batch_id, std::slice::from_ref(&record)).await?;
         rejection.log();
         let stats = Stats { inputs: 1, dlq: 1, ..Stats::default() };
-        Ok(Committed { batch_ids: vec![batch_id], records: vec![record], stats, timings: Default::default() })
+        Ok(Committed {
+            batch_ids: vec![batch_id],
+            records: vec![record],
+            stats,
+            dead_lettered: vec![(rejection.source, rejection.reason)],
+            ..Committed::default()
+        })
     }
 
     /// Decodes an input; one the source cut short is too large whatever it holds.
     fn decode(&self, raw: &RawInput, now: i64) -> Result<Input, decode::DecodeError> {
-        match &raw.cut {
+        let decoded = match &raw.cut {
             Some(cut) => Err(decode::oversized(cut.size, self.config.pipeline.max_input_bytes)),
             None => decode::decode(&raw.bytes, &self.config, now),
+        };
+        // Posted to one project's endpoint: never applied to another's data, and dead-lettered
+        // in the project it was posted to.
+        match (&raw.project, decoded) {
+            (Some(only), Ok(input)) if input.project_id() != only => {
+                Err(decode::other_project(input.project_id(), only))
+            }
+            (Some(only), Err(mut e)) => {
+                e.project_id = Some(only.clone());
+                Err(e)
+            }
+            (_, decoded) => decoded,
         }
     }
 
@@ -214,7 +237,8 @@ impl Pipeline {
             lookups.extend(self.look_up(missing).await);
             round += 1;
         };
-        let Applied { mut ws, out: Outputs { records, mut stats, rejected }, locked, prefetched } = applied;
+        let Applied { mut ws, out: Outputs { records, mut stats, rejected, duplicates }, locked, prefetched } =
+            applied;
         for part in &batch.parts {
             if let Some(offset) = part.next_offset {
                 ws.set_next_offset(&part.partition, offset).await?;
@@ -233,7 +257,8 @@ impl Pipeline {
         };
         tracing::debug!(inputs = batch.len(), ?timings, "batch committed");
         count_records(&records, &mut stats);
-        Ok(Committed { batch_ids: vec![batch_id], records, stats, timings })
+        let dead_lettered = rejected.into_iter().map(|r| (r.source, r.reason)).collect();
+        Ok(Committed { batch_ids: vec![batch_id], records, stats, timings, duplicates, dead_lettered })
     }
 
     /// One attempt at a batch inside a fresh transaction.
@@ -288,6 +313,7 @@ impl Pipeline {
         if let Some((project, id)) = dead_letter_id(raw, e) {
             if ws.is_applied(&project, &id).await? {
                 out.stats.duplicates += 1;
+                out.duplicates.push(raw.pos.clone());
                 return Ok(());
             }
             ws.mark_applied(&project, &id);
@@ -373,7 +399,7 @@ impl Pipeline {
         let batch_id = uuid::Uuid::new_v4().to_string();
         ws.commit(&batch_id, &records).await?;
         count_records(&records, &mut stats);
-        Ok(Committed { batch_ids: vec![batch_id], records, stats, timings: Default::default() })
+        Ok(Committed { batch_ids: vec![batch_id], records, stats, ..Committed::default() })
     }
 
     /// Warms the working set with a few multi-row reads instead of one read per input.
@@ -476,6 +502,7 @@ impl Pipeline {
         if let Some(id) = input.dedupe_id() {
             if ws.is_applied(project, &id).await? {
                 out.stats.duplicates += 1;
+                out.duplicates.push(raw.pos.clone());
                 tracing::debug!(input = %id, "duplicate input: already applied");
                 return Ok(());
             }
@@ -525,6 +552,8 @@ impl Committed {
         self.batch_ids.extend(later.batch_ids);
         self.records.extend(later.records);
         self.stats.add(&later.stats);
+        self.duplicates.extend(later.duplicates);
+        self.dead_lettered.extend(later.dead_lettered);
         self.timings.lock += later.timings.lock;
         self.timings.prefetch += later.timings.prefetch;
         self.timings.apply += later.timings.apply;
@@ -540,7 +569,8 @@ fn dead_letter_id(raw: &RawInput, e: &decode::DecodeError) -> Option<(String, St
         SourcePos::File { file, line } => {
             Some((e.project_id.clone().unwrap_or_default(), format!("dlq:{file}:{line}")))
         }
-        SourcePos::Kafka { .. } => None,
+        // Kafka inputs' offsets commit with the batch; a posted body is answered, not resumed.
+        SourcePos::Kafka { .. } | SourcePos::Request { .. } => None,
     }
 }
 

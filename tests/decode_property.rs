@@ -110,7 +110,13 @@ fn mutate(input: &str, mutations: &[Mutation]) -> Vec<u8> {
 }
 
 fn raw(bytes: Vec<u8>) -> RawInput {
-    RawInput { bytes, pos: SourcePos::File { file: "fuzz".into(), line: 1 }, key: None, cut: None }
+    RawInput {
+        bytes,
+        pos: SourcePos::File { file: "fuzz".into(), line: 1 },
+        key: None,
+        cut: None,
+        project: None,
+    }
 }
 
 /// What must hold of one input, whatever it is.

@@ -115,7 +115,7 @@ async fn a_batch_of_two_partitions_commits_around_a_refused_input_and_moves_each
                     partition: topic_partition,
                     offset: 10 + i as i64,
                 };
-                RawInput { bytes: line.into_bytes(), pos, key: None, cut: None }
+                RawInput { bytes: line.into_bytes(), pos, key: None, cut: None, project: None }
             });
             let inputs: Vec<RawInput> = inputs.collect();
             Part {

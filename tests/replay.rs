@@ -134,7 +134,7 @@ async fn records_committed_but_never_printed_are_printed_by_the_next_replay() {
         let store = db.store().await;
         let pipeline = Pipeline::new(config.clone(), store.clone()).unwrap();
         let pos = SourcePos::File { file: "crashed".into(), line: 1 };
-        let raw = RawInput { bytes: m1.clone().into_bytes(), pos, key: None, cut: None };
+        let raw = RawInput { bytes: m1.clone().into_bytes(), pos, key: None, cut: None, project: None };
         pipeline.process(&Batch::one("replay", vec![raw], None)).await.unwrap();
         drop(pipeline);
         store.close().await;

@@ -384,3 +384,21 @@ async fn every_answer_of_the_crm_double_matches_the_response_schema() {
         assert_eq!(body["found"], json!(value != "+79990000000"), "{kind} {value}");
     }
 }
+
+#[test]
+fn a_dlq_record_of_a_posted_input_matches_the_dlq_schema() {
+    let raw = appealflow::source::RawInput {
+        bytes: b"not JSON {".to_vec(),
+        pos: appealflow::source::SourcePos::Request { request: "6f1c".into(), line: 3 },
+        key: None,
+        cut: None,
+        project: Some("acme".into()),
+    };
+    let why =
+        appealflow::emit::DlqReason { reason: "not JSON", stage: "decode", project_id: Some("acme".into()) };
+    let record = appealflow::emit::dlq(&raw, why, 256 * 1024);
+    let value: Value = serde_json::from_str(&record.value).unwrap();
+    assert_eq!(value["source"], serde_json::json!({"request": "6f1c", "line": 3}));
+    let validators = validators();
+    assert_eq!(errors(&validators["dlq.json"], &value), Vec::<String>::new());
+}

@@ -82,7 +82,8 @@ impl Server {
         db.store().await.close().await;
         let store = appealflow::store::Store::connect_reader(&db.url, 2).await.expect("reader connects");
         let sink = Arc::new(Recorder::default());
-        let writes = Writes { sink: with_sink.then(|| sink.clone() as Arc<dyn CommandSink>), signal: None };
+        let writes =
+            Writes { sink: with_sink.then(|| sink.clone() as Arc<dyn CommandSink>), ..Writes::default() };
         let addr =
             appealflow::api::serve("127.0.0.1:0", api_config(), store, writes).await.expect("API listens");
         Server { base: format!("http://{addr}/v1/projects"), http: reqwest::Client::new(), sink }

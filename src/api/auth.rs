@@ -32,6 +32,7 @@ mod tests {
             projects: vec!["acme".into()],
             write: false,
             operator: None,
+            ingest: false,
         }]
     }
 

@@ -311,7 +311,13 @@ mod tests {
     use super::*;
 
     fn token(operator: Option<TokenOperator>) -> ApiToken {
-        ApiToken { token: "t".repeat(16), projects: vec!["acme".into()], write: true, operator }
+        ApiToken {
+            token: "t".repeat(16),
+            projects: vec!["acme".into()],
+            write: true,
+            operator,
+            ingest: false,
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod auth;
 mod commands;
 mod console;
 mod cursor;
+mod ingest;
 mod merges;
 pub mod search;
 pub mod views;
@@ -41,6 +42,8 @@ pub struct Api {
     store: Store,
     /// Where commands go; none: the API only reads (commands are `503`).
     sink: Option<Arc<dyn write::CommandSink>>,
+    /// Where posted inputs go (`serve`); none: the ingest endpoint is `503`.
+    ingest: Option<Arc<dyn write::InputSink>>,
     watcher: write::Watcher,
 }
 
@@ -50,6 +53,8 @@ pub struct Api {
 pub struct Writes {
     pub sink: Option<Arc<dyn write::CommandSink>>,
     pub signal: Option<write::CommitSignal>,
+    /// `serve`'s pipeline, for the ingest endpoint.
+    pub ingest: Option<Arc<dyn write::InputSink>>,
 }
 
 /// A failed request, as the client sees it.
@@ -65,8 +70,28 @@ impl ApiError {
         ApiError { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into() }
     }
 
+    fn too_many(inputs: usize, max: usize) -> Self {
+        let message = format!("the body holds {inputs} inputs, the most one may hold is {max}");
+        ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, code: "too_large", message }
+    }
+
     fn too_large(limit: usize) -> Self {
         let message = format!("the body is over pipeline.max_input_bytes ({limit} bytes)");
+        ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, code: "too_large", message }
+    }
+
+    /// An ingest body over what it may hold: 1,000 inputs of `pipeline.max_input_bytes`, at
+    /// most 64 MiB.
+    fn too_large_body(limit: usize) -> Self {
+        let message = format!(
+            "the body is over {limit} bytes (1,000 inputs of pipeline.max_input_bytes, at most 64 MiB)"
+        );
+        ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, code: "too_large", message }
+    }
+
+    /// A body of one input over `pipeline.max_input_bytes`.
+    fn too_large_input(size: usize, max: usize) -> Self {
+        let message = format!("the input is {size} bytes, over pipeline.max_input_bytes ({max} bytes)");
         ApiError { status: StatusCode::PAYLOAD_TOO_LARGE, code: "too_large", message }
     }
 
@@ -162,7 +187,7 @@ pub struct Health {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "appealflow API", description = "SPEC \"Read API\": cards, search, timelines, appeals, merge ledgers; \"Write API\": operator commands and their outcomes"),
-    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome, merges::preview),
+    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome, merges::preview, ingest::post),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -186,7 +211,9 @@ pub fn router(config: Arc<Config>, store: Store, writes: Writes) -> Router {
     let watcher = write::Watcher::spawn(store.clone(), writes.signal);
     // A body is one command: more than an input may hold is refused before it is read whole.
     let body_limit = axum::extract::DefaultBodyLimit::max(config.pipeline.max_input_bytes);
-    let api = Api { config, store, sink: writes.sink, watcher };
+    let ingest_limit =
+        axum::extract::DefaultBodyLimit::max(ingest::body_limit(config.pipeline.max_input_bytes));
+    let api = Api { config, store, sink: writes.sink, ingest: writes.ingest, watcher };
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
@@ -198,6 +225,7 @@ pub fn router(config: Arc<Config>, store: Store, writes: Writes) -> Router {
         .route("/v1/projects/{project}/commands", post(commands::submit).layer(body_limit))
         .route("/v1/projects/{project}/commands/{command_id}", get(commands::outcome))
         .route("/v1/projects/{project}/merges/preview", post(merges::preview).layer(body_limit))
+        .route("/v1/projects/{project}/inputs", post(ingest::post).layer(ingest_limit))
         .merge(console::routes())
         .fallback(|| async { ApiError::not_found("endpoint") })
         .with_state(api)

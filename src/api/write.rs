@@ -147,3 +147,32 @@ fn deliver(waiting: &Waiting, project: &str, found: Vec<CommandOutcome>) {
         }
     }
 }
+
+/// What became of one input posted to the ingest endpoint (`serve`), in the order posted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct InputResult {
+    /// `applied`, `duplicate` (applied before: nothing changed) or `dlq` (with the reason its
+    /// DLQ record gives).
+    pub status: InputStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InputStatus {
+    Applied,
+    Duplicate,
+    Dlq,
+}
+
+/// Where the ingest endpoint hands a posted body's inputs: the pipeline of `serve`.
+pub trait InputSink: Send + Sync + 'static {
+    /// Applies the inputs (each one line's bytes) posted to `project`, answering once they
+    /// are committed: one result per input, in order.
+    fn ingest<'a>(
+        &'a self,
+        project: &'a str,
+        inputs: Vec<Vec<u8>>,
+    ) -> BoxFuture<'a, Result<Vec<InputResult>, SinkDown>>;
+}

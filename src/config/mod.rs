@@ -149,6 +149,9 @@ pub struct ApiToken {
     /// without it a command names its operator.
     #[serde(default)]
     pub operator: Option<TokenOperator>,
+    /// Whether it may post inputs to `serve`'s ingest endpoint (a gateway's token).
+    #[serde(default)]
+    pub ingest: bool,
 }
 
 /// The operator a token acts as.
@@ -167,6 +170,7 @@ impl std::fmt::Debug for ApiToken {
             .field("projects", &self.projects)
             .field("write", &self.write)
             .field("operator", &self.operator)
+            .field("ingest", &self.ingest)
             .finish()
     }
 }

@@ -524,7 +524,12 @@ id = "acme"
 fn a_listening_api_needs_a_token_and_a_token_is_never_printed_by_debug() {
     let k = keys("[api]\nlisten = \"127.0.0.1:8080\"\n[[projects]]\nid = \"acme\"\n");
     assert_eq!(k, ["api.tokens"]);
-    let token =
-        ApiToken { token: "secret-value".into(), projects: vec!["*".into()], write: false, operator: None };
+    let token = ApiToken {
+        token: "secret-value".into(),
+        projects: vec!["*".into()],
+        write: false,
+        operator: None,
+        ingest: false,
+    };
     assert!(!format!("{token:?}").contains("secret-value"));
 }

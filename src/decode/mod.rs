@@ -116,6 +116,16 @@ impl DecodeError {
     }
 }
 
+/// An input posted to one project's endpoint that names another project: refused, and
+/// dead-lettered in the project it was posted to, so no token reaches another's data.
+pub fn other_project(named: &str, posted_to: &str) -> DecodeError {
+    DecodeError::new(format!(
+        "project_id {:?} is not the project this input was posted to",
+        limits::shorten(named)
+    ))
+    .in_project(posted_to)
+}
+
 /// Decodes one raw input against the configuration; `now` is the wall clock (event time may
 /// not run ahead of it by more than `pipeline.max_future`).
 /// The `project_id` of an input at a glance, without decoding it: what `run` groups

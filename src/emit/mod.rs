@@ -394,7 +394,7 @@ mod tests {
 
     fn raw(bytes: &[u8]) -> crate::source::RawInput {
         let pos = SourcePos::File { file: "in.jsonl".into(), line: 3 };
-        crate::source::RawInput { bytes: bytes.to_vec(), pos, key: None, cut: None }
+        crate::source::RawInput { bytes: bytes.to_vec(), pos, key: None, cut: None, project: None }
     }
 
     fn dlq_of(input: &crate::source::RawInput, max: usize) -> (usize, serde_json::Value) {

@@ -110,7 +110,7 @@ pub async fn run(
         // A reader of its own: over SQLite the batches keep the single writer connection.
         let reader = Store::connect_reader(&config.store.url, config.store.max_connections).await?;
         let commands = CommandProducer::new(&config.kafka, COMMAND_DELIVERY_TIMEOUT)?;
-        let writes = Writes { sink: Some(Arc::new(commands)), signal: Some(signal.clone()) };
+        let writes = Writes { sink: Some(Arc::new(commands)), signal: Some(signal.clone()), ingest: None };
         let addr = crate::api::serve(&config.api.listen, config.clone(), reader, writes).await?;
         tracing::info!(%addr, "read and write API listening");
     }

@@ -63,7 +63,7 @@ impl LineSource {
                 }
             }
             let pos = SourcePos::File { file: self.name.clone(), line: self.line };
-            return Ok(Some(RawInput { bytes: head, pos, key: None, cut }));
+            return Ok(Some(RawInput { bytes: head, pos, key: None, cut, project: None }));
         }
     }
 

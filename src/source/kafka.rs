@@ -100,7 +100,7 @@ impl KafkaSource {
         let pos =
             SourcePos::Kafka { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
         let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-        Ok(RawInput { bytes: m.payload().unwrap_or_default().to_vec(), pos, key, cut: None })
+        Ok(RawInput { bytes: m.payload().unwrap_or_default().to_vec(), pos, key, cut: None, project: None })
     }
 
     /// Stops fetching from a partition. librdkafka also drops what it prefetched for it and,

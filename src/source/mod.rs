@@ -2,16 +2,29 @@
 //! it and so a source can resume: a file line in `replay`, a topic/partition/offset in `run`.
 
 pub mod file;
+pub mod http;
 pub mod kafka;
 
 use serde::Serialize;
 
 /// Position of one input in its source.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum SourcePos {
-    File { file: String, line: u64 },
-    Kafka { topic: String, partition: i32, offset: i64 },
+    File {
+        file: String,
+        line: u64,
+    },
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    /// `serve`: the line of a body posted to the ingest endpoint, by the request's id.
+    Request {
+        request: String,
+        line: u64,
+    },
 }
 
 /// One input as received, before decoding.
@@ -24,6 +37,9 @@ pub struct RawInput {
     /// Set when the source kept only the first bytes of an input larger than
     /// `pipeline.max_input_bytes`, to bound memory: what the whole was.
     pub cut: Option<Cut>,
+    /// The only project the input may name, where the source is one project's (a body posted
+    /// to a project's ingest endpoint): an input naming another goes to the DLQ.
+    pub project: Option<String>,
 }
 
 /// The whole of an input of which only the head was kept.

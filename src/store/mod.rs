@@ -154,7 +154,7 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url);
-        let store = Store::from(backend, backend.open_writer(url, max_connections).await?);
+        let store = Store::from(url, backend, backend.open_writer(url, max_connections).await?);
         backend.migrate(&store.pool).await?;
         store.build_search_index().await?;
         Ok(store)
@@ -165,16 +165,22 @@ impl Store {
     pub async fn connect_reader(url: &str, max_connections: u32) -> StoreResult<Store> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url);
-        Ok(Store::from(backend, backend.open_reader(url, max_connections).await?))
+        Ok(Store::from(url, backend, backend.open_reader(url, max_connections).await?))
     }
 
-    fn from(backend: Backend, opened: dialect::Opened) -> Store {
-        let dialect::Opened { pool, url, writer, planner } = opened;
+    /// `url` as configured (a reader opened from it is read-only whatever the writer's mode).
+    fn from(url: &str, backend: Backend, opened: dialect::Opened) -> Store {
+        let dialect::Opened { pool, writer, planner, .. } = opened;
         Store { pool, backend, url: url.into(), planner, writer }
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// A reader of the same store (see [`Store::connect_reader`]).
+    pub async fn reader(&self, max_connections: u32) -> StoreResult<Store> {
+        Store::connect_reader(&self.url, max_connections).await
     }
 
     /// Starts a batch: a transaction plus the cache the stages read and write through.

@@ -29,8 +29,6 @@ pub enum Backend {
 /// A pool opened on a store, with what the backend keeps alongside it.
 pub(crate) struct Opened {
     pub pool: AnyPool,
-    /// The URL as connected (SQLite's gets its open mode).
-    pub url: String,
     /// A SQLite store's writer lock and checkpointer, held as long as the store lives.
     pub writer: Option<Arc<SqliteWriter>>,
     pub planner: Option<Arc<PlannerStatistics>>,
@@ -106,7 +104,7 @@ impl Backend {
             .connect_with(options)
             .await
             .map_err(StoreError::new("open the store for reading"))?;
-        Ok(Opened { pool, url, writer: None, planner: None })
+        Ok(Opened { pool, writer: None, planner: None })
     }
 
     pub(crate) async fn migrate(self, pool: &AnyPool) -> StoreResult<()> {

@@ -30,7 +30,7 @@ pub(super) async fn open_writer(url: &str, max_connections: u32) -> StoreResult<
         .await
         .map_err(StoreError::new("connect to PostgreSQL"))?;
     let planner = PlannerStatistics { next_refresh: FIRST_ANALYZE_AFTER.into(), ..Default::default() };
-    Ok(Opened { pool, url: url.to_string(), writer: None, planner: Some(Arc::new(planner)) })
+    Ok(Opened { pool, writer: None, planner: Some(Arc::new(planner)) })
 }
 
 pub(super) async fn migrate(pool: &AnyPool) -> StoreResult<()> {

@@ -93,7 +93,7 @@ pub(super) async fn open_writer(url: &str) -> StoreResult<Opened> {
         }
         _ => None,
     };
-    Ok(Opened { pool, url, writer, planner: None })
+    Ok(Opened { pool, writer, planner: None })
 }
 
 /// Copies the WAL into the database file from a connection of its own, every

@@ -1,0 +1,218 @@
+//! `appealflow serve` (SPEC "Embedded service") in this process over a fresh store, through
+//! real HTTP: posted inputs answered after their commit with one result each, hostile lines
+//! among good ones, tokens, commands going straight into the pipeline, and the same stream
+//! posted and replayed giving the same events.
+
+mod common;
+
+use std::sync::Arc;
+
+use appealflow::config::Config;
+use appealflow::serve::{Service, SharedOutput};
+use common::{kinds, msg, msg_in, replay_lines, Kind, TestDb, BASE};
+use serde_json::{json, Value};
+
+const SERVE: &str = r#"
+[pipeline]
+max_input_bytes = 4096
+[api]
+listen = "127.0.0.1:0"
+  [[api.tokens]]
+  token = "acme-gateway-1"
+  projects = ["acme"]
+  ingest = true
+  [[api.tokens]]
+  token = "acme-operator-1"
+  projects = ["acme"]
+  write = true
+  operator = { id = "op-1", name = "Olga" }
+  [[api.tokens]]
+  token = "acme-reader-1"
+  projects = ["acme"]
+"#;
+
+struct Served {
+    service: Service,
+    out: SharedOutput,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Served {
+    async fn start(projects: &str, db: &TestDb) -> Served {
+        let config = Arc::new(Config::from_toml(&format!("{SERVE}\n{projects}")).expect("config"));
+        let out = SharedOutput::default();
+        let service =
+            Service::start(config, db.store().await, Box::new(out.clone())).await.expect("serve starts");
+        let base = format!("http://{}/v1/projects", service.addr);
+        Served { service, out, base, http: reqwest::Client::new() }
+    }
+
+    async fn post(&self, token: &str, path: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let response =
+            self.http.post(format!("{}{path}", self.base)).bearer_auth(token).body(body).send().await;
+        let response = response.expect("serve answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON answer"))
+    }
+
+    async fn ingest(&self, lines: &[String]) -> Vec<Value> {
+        let (status, body) = self.post("acme-gateway-1", "/acme/inputs", lines.join("\n")).await;
+        assert_eq!(status, 200, "{body}");
+        body["results"].as_array().unwrap().clone()
+    }
+
+    /// What `serve` printed, as records.
+    fn records(&self) -> Vec<Value> {
+        records_of(&self.out)
+    }
+}
+
+fn records_of(out: &SharedOutput) -> Vec<Value> {
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn statuses(results: &[Value]) -> Vec<&str> {
+    results.iter().map(|r| r["status"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn posted_inputs_are_answered_after_their_commit_one_result_each_and_bad_lines_go_to_the_dlq() {
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let served = Served::start(BASE, &db).await;
+        let good = |id: &str, min: u32| {
+            msg(
+                id,
+                "acme-tg",
+                &format!("2026-11-21T10:{min:02}:00Z"),
+                r#"{"id":"t1","name":"Anna"}"#,
+                "hello",
+            )
+        };
+        let lines = [
+            good("m1", 0),
+            "this is not JSON {".to_string(),
+            good("m2", 1),
+            good("m3", 2).replace("hello", "hel\\u0000lo"),
+            msg_in("globex", "g1", "globex-tg", "2026-11-21T10:03:00Z", r#"{"id":"x"}"#, "not yours"),
+            good("m4", 4).replace("hello", &"x".repeat(5000)),
+        ];
+        let mut body = lines.join("\n").into_bytes();
+        body.extend_from_slice(b"\n{\"type\": \"message\", \"text\": \"\xff\xfe\"}\n");
+        let (status, answer) = served.post("acme-gateway-1", "/acme/inputs", body.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+        let results = answer["results"].as_array().unwrap();
+        assert_eq!(
+            statuses(results),
+            ["applied", "dlq", "applied", "dlq", "dlq", "dlq", "dlq"],
+            "{kind:?}: {answer}"
+        );
+        let reason = |i: usize| results[i]["reason"].as_str().unwrap().to_string();
+        assert!(reason(1).starts_with("not JSON"), "{}", reason(1));
+        assert!(reason(3).contains("NUL"), "{}", reason(3));
+        assert!(reason(4).contains("not the project this input was posted to"), "{}", reason(4));
+        assert!(reason(5).contains("max_input_bytes"), "{}", reason(5));
+        assert!(reason(6).contains("UTF-8"), "{}", reason(6));
+        let dlq: Vec<Value> = served.records().into_iter().filter(|r| r["topic"] == "inbound.dlq").collect();
+        assert_eq!(dlq.len(), 5);
+        assert_eq!(dlq[2]["value"]["project_id"], "acme", "dead-lettered where it was posted");
+
+        let (_, again) = served.post("acme-gateway-1", "/acme/inputs", body).await;
+        let again = again["results"].as_array().unwrap();
+        assert_eq!(statuses(again)[..3], ["duplicate", "dlq", "duplicate"], "nothing applied twice");
+        let found =
+            served.http.get(format!("{}/acme/clients?q=Anna", served.base)).bearer_auth("acme-reader-1");
+        let found: Value = found.send().await.unwrap().json().await.unwrap();
+        assert_eq!(found["clients"][0]["client"]["name"], "Anna", "read at once: {found}");
+        served.service.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn only_an_ingest_token_may_post_and_a_body_is_one_to_a_thousand_inputs() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let served = Served::start(BASE, &db).await;
+    let one = msg("m1", "acme-tg", "2026-11-21T10:00:00Z", r#"{"id":"t1"}"#, "hi");
+    assert_eq!(served.post("acme-reader-1", "/acme/inputs", one.clone()).await.0, 403);
+    assert_eq!(served.post("acme-operator-1", "/acme/inputs", one.clone()).await.0, 403);
+    assert_eq!(served.post("nobody-at-all-1", "/acme/inputs", one.clone()).await.0, 401);
+    assert_eq!(served.post("acme-gateway-1", "/globex/inputs", one.clone()).await.0, 404);
+    assert_eq!(served.post("acme-gateway-1", "/acme/inputs", "\n \n").await.0, 400);
+    let many: Vec<String> = (0..1001).map(|i| one.replace("\"m1\"", &format!("\"m{i}\""))).collect();
+    let (status, body) = served.post("acme-gateway-1", "/acme/inputs", many.join("\n")).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(served.ingest(&many[..1000]).await.len(), 1000, "a thousand are one body");
+    let huge = one.replace("\"hi\"", &format!("\"{}\"", "x".repeat(5000)));
+    let (status, body) = served.post("acme-gateway-1", "/acme/inputs", huge).await;
+    assert_eq!(status, 413, "a body of one input over max_input_bytes: {body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("max_input_bytes"), "{body}");
+    served.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_sent_as_application_json_is_one_input_whatever_its_line_breaks() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let served = Served::start(BASE, &db).await;
+    let one: Value =
+        serde_json::from_str(&msg("m1", "acme-tg", "2026-11-21T10:00:00Z", r#"{"id":"t1"}"#, "hi")).unwrap();
+    let pretty = serde_json::to_string_pretty(&one).unwrap();
+    assert!(pretty.lines().count() > 5);
+    let response = served
+        .http
+        .post(format!("{}/acme/inputs", served.base))
+        .bearer_auth("acme-gateway-1")
+        .header("content-type", "application/json")
+        .body(pretty)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["results"], json!([{"status": "applied"}]), "{answer}");
+    served.service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_command_over_the_write_api_goes_straight_into_the_pipeline() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let served = Served::start(BASE, &db).await;
+    served
+        .ingest(&[msg("m1", "acme-tg", "2026-11-21T10:00:00Z", r#"{"id":"t1","name":"Anna"}"#, "hi")])
+        .await;
+    let card = served.records().iter().find(|r| r["value"]["type"] == "client.created").unwrap()["value"]
+        ["client"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rename = json!({"type": "rename_client", "client": {"client_id": card}, "name": "Anna Petrova", "expected_revision": 1});
+    let (status, answer) = served.post("acme-operator-1", "/acme/commands", rename.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!((answer["status"].as_str(), answer["revision"].as_u64()), (Some("applied"), Some(2)));
+    let (status, stale) = served.post("acme-operator-1", "/acme/commands", rename.to_string()).await;
+    assert_eq!(status, 409, "{stale}");
+    let stats = served.service.stop().await.unwrap();
+    assert_eq!(stats.applied, 3);
+}
+
+#[tokio::test]
+async fn the_same_stream_posted_to_serve_and_replayed_gives_the_same_events() {
+    let workload = appealflow::testkit::generate(120, 3);
+    let projects = appealflow::testkit::CONFIG.replace("[pipeline]\nbatch_size = 500\n", "");
+    let config = common::config(&format!("{SERVE}\n{projects}"));
+    let replayed = replay_lines(&config, &TestDb::new(Kind::Sqlite).await, &workload.lines).await;
+    let db = TestDb::new(Kind::Sqlite).await;
+    let served = Served::start(&projects, &db).await;
+    for body in workload.lines.chunks(37) {
+        served.ingest(body).await;
+    }
+    let Served { service, out, .. } = served;
+    service.stop().await.unwrap();
+    let outputs = |records: Vec<Value>| -> Vec<String> {
+        records.into_iter().filter(|r| r["topic"] != "inbound.dlq").map(|r| r.to_string()).collect()
+    };
+    let want = outputs(replayed.records.iter().map(|r| serde_json::from_str(&r.line).unwrap()).collect());
+    assert!(want.len() > 200, "a stream with something to say: {}", want.len());
+    common::assert_same(&outputs(records_of(&out)), &want, "events and outbound, ids included");
+}
