@@ -40,7 +40,11 @@ struct Served {
 
 impl Served {
     async fn start(projects: &str, db: &TestDb) -> Served {
-        let config = Arc::new(Config::from_toml(&format!("{SERVE}\n{projects}")).expect("config"));
+        Served::with(SERVE, projects, db).await
+    }
+
+    async fn with(serve: &str, projects: &str, db: &TestDb) -> Served {
+        let config = Arc::new(Config::from_toml(&format!("{serve}\n{projects}")).expect("config"));
         let out = SharedOutput::default();
         let service =
             Service::start(config, db.store().await, Box::new(out.clone())).await.expect("serve starts");
@@ -215,4 +219,177 @@ async fn the_same_stream_posted_to_serve_and_replayed_gives_the_same_events() {
     let want = outputs(replayed.records.iter().map(|r| serde_json::from_str(&r.line).unwrap()).collect());
     assert!(want.len() > 200, "a stream with something to say: {}", want.len());
     common::assert_same(&outputs(records_of(&out)), &want, "events and outbound, ids included");
+}
+
+impl Served {
+    async fn get(&self, token: &str, path: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await;
+        let response = response.expect("serve answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON answer"))
+    }
+}
+
+fn hello(id: &str, min: u32) -> String {
+    msg(id, "acme-tg", &format!("2026-11-21T10:{min:02}:00Z"), r#"{"id":"t1","name":"Anna"}"#, "hello")
+}
+
+/// The value of every printed record of a topic, as the exact text that was printed.
+fn printed_values(out: &SharedOutput, topic: &str) -> Vec<String> {
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let head = format!("{{\"topic\":\"{topic}\",");
+    text.lines()
+        .filter(|l| l.starts_with(&head))
+        .map(|l| l[l.find(",\"value\":").unwrap() + 9..l.len() - 1].to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_feed_gives_a_projects_records_in_commit_order_exactly_as_printed() {
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let served = Served::start(BASE, &db).await;
+        for (i, id) in ["m1", "m2", "m3"].iter().enumerate() {
+            served.ingest(&[hello(id, i as u32)]).await;
+        }
+        served.post("acme-gateway-1", "/acme/inputs", "not JSON").await;
+        let printed = printed_values(&served.out, "appeal.events");
+        assert!(printed.len() >= 4, "{printed:?}");
+
+        // Paged two at a time, every event comes once, in order, byte for byte.
+        let (mut after, mut seen) = (String::new(), Vec::new());
+        loop {
+            let url = format!("{}/acme/feed?topic=events&limit=2{after}", served.base);
+            let text =
+                served.http.get(url).bearer_auth("acme-reader-1").send().await.unwrap().text().await.unwrap();
+            let page: Value = serde_json::from_str(&text).unwrap();
+            let records = page["records"].as_array().unwrap();
+            assert!(records.len() <= 2);
+            for r in records {
+                let value = serde_json::to_string(&r["value"]).unwrap();
+                let exact = printed.iter().find(|p| serde_json::from_str::<Value>(p).unwrap() == r["value"]);
+                let exact = exact.unwrap_or_else(|| panic!("a record never printed: {value}"));
+                assert!(text.contains(exact.as_str()), "byte for byte as printed: {exact}");
+                seen.push(exact.clone());
+            }
+            if records.is_empty() {
+                break;
+            }
+            after = format!("&after={}", page["next"].as_str().unwrap());
+        }
+        assert_eq!(seen, printed);
+        let (status, dlq) = served.get("acme-reader-1", "/acme/feed?topic=dlq").await;
+        assert_eq!(status, 200);
+        assert_eq!(dlq["records"].as_array().unwrap().len(), 1, "{dlq}");
+        assert_eq!(dlq["records"][0]["value"]["source"]["line"], 1);
+        served.service.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_feed_reader_waits_for_the_next_commit_and_bad_parameters_are_refused() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let served = Arc::new(Served::start(BASE, &db).await);
+    served.ingest(&[hello("m1", 0)]).await;
+    let (_, first) = served.get("acme-reader-1", "/acme/feed").await;
+    let next = first["next"].as_str().unwrap().to_string();
+
+    let waiting = {
+        let served = served.clone();
+        let next = next.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let page = served.get("acme-reader-1", &format!("/acme/feed?after={next}&wait=20s")).await;
+            (page, started.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    served.ingest(&[hello("m2", 1)]).await;
+    let ((status, page), took) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(!page["records"].as_array().unwrap().is_empty(), "woken by the commit: {page}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "answered at the commit, not at the timeout: {took:?}"
+    );
+    let (_, quiet) = served
+        .get("acme-reader-1", &format!("/acme/feed?after={}&wait=300ms", page["next"].as_str().unwrap()))
+        .await;
+    assert_eq!(quiet["records"], json!([]), "nothing new: an empty page when the wait runs out");
+    assert_eq!(quiet["next"], page["next"]);
+
+    for bad in [
+        "topic=nope",
+        "after=garbage",
+        "after=999999-1",
+        "after=1-999",
+        "limit=0",
+        "limit=1001",
+        "wait=1e9",
+        "wait=31s",
+        "colour=red",
+    ] {
+        let (status, body) = served.get("acme-reader-1", &format!("/acme/feed?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, _) = served.get("acme-reader-1", &format!("/acme/feed?topic=outbound&after={next}")).await;
+    assert_eq!(status, 400, "a cursor of the events feed is not one of the outbound feed");
+    assert_eq!(served.get("acme-reader-1", "/globex/feed").await.0, 404);
+    assert_eq!(served.get("nobody-at-all-1", "/acme/feed").await.0, 401);
+    Arc::try_unwrap(served).ok().expect("the waiter is done").service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_the_retention_is_gone_with_the_oldest_kept() {
+    for kind in kinds() {
+        let db = TestDb::new(kind).await;
+        let short =
+            SERVE.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nfeed_retention = \"1s\"");
+        let served = Served::with(&short, BASE, &db).await;
+        served.ingest(&[hello("m1", 0)]).await;
+        let (_, first) = served.get("acme-reader-1", "/acme/feed").await;
+        let old = first["next"].as_str().unwrap().to_string();
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        served.ingest(&[hello("m2", 1)]).await;
+        let (status, gone) = served.get("acme-reader-1", "/acme/feed?after=0-0").await;
+        assert_eq!(status, 410, "{gone}");
+        assert_eq!(gone["error"]["code"], "gone");
+        let oldest = gone["oldest"].as_str().unwrap();
+        assert_eq!(oldest, old, "what was pruned is exactly what the old reader had read");
+        let (status, kept) = served.get("acme-reader-1", &format!("/acme/feed?after={oldest}")).await;
+        assert_eq!(status, 200, "a reader that read everything pruned reads on: {kept}");
+        let (_, doc) = served.get("acme-reader-1", "/../openapi.json").await;
+        for (status, body) in [(410, &gone), (200, &kept)] {
+            let schema = common::documented(&doc, "get", "/v1/projects/{project}/feed", status);
+            assert!(schema.is_valid(body), "{status} as documented: {body}");
+        }
+        let cause = |page: &Value| page["records"][0]["value"]["cause"]["id"].clone();
+        assert_eq!(cause(&kept), "m2");
+        let (_, from_start) = served.get("acme-reader-1", "/acme/feed").await;
+        assert_eq!(cause(&from_start), "m2", "without a cursor: the oldest kept");
+        served.service.stop().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_api_beside_another_writer_wakes_its_feed_readers_from_the_store() {
+    let db = TestDb::new(Kind::Sqlite).await;
+    let served = Served::start(BASE, &db).await;
+    served.ingest(&[hello("m1", 0)]).await;
+    let config = Arc::new(Config::from_toml(&format!("{SERVE}\n{BASE}")).unwrap());
+    let reader = appealflow::store::Store::connect_reader(&db.url, 2).await.unwrap();
+    let addr = appealflow::api::serve("127.0.0.1:0", config, reader, Default::default()).await.unwrap();
+    let api = format!("http://{addr}/v1/projects/acme/feed");
+    let http = reqwest::Client::new();
+    let get = |url: String| http.get(url).bearer_auth("acme-reader-1").send();
+    let first: Value = get(api.clone()).await.unwrap().json().await.unwrap();
+    let next = first["next"].as_str().unwrap();
+    let waiting = get(format!("{api}?after={next}&wait=20s"));
+    let (page, ()) = tokio::join!(waiting, async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        served.ingest(&[hello("m2", 1)]).await;
+    });
+    let page: Value = page.unwrap().json().await.unwrap();
+    assert_eq!(page["records"][0]["value"]["cause"]["id"], "m2", "{page}");
+    served.service.stop().await.unwrap();
 }

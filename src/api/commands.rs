@@ -193,9 +193,14 @@ fn writer<'a>(api: &'a Api, headers: &HeaderMap, project: &str) -> Result<&'a Ap
 fn wait(query: Result<Query<WaitQuery>, QueryRejection>) -> Result<Duration, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let Some(raw) = q.wait else { return Ok(DEFAULT_WAIT) };
+    parse_wait(&raw)
+}
+
+/// A `wait` parameter: `0` to `30s`, in seconds or as a duration (`500ms`, `5s`).
+pub(super) fn parse_wait(raw: &str) -> Result<Duration, ApiError> {
     let parsed = match raw.parse::<u64>() {
         Ok(seconds) => Some(Duration::from_secs(seconds.min(u64::from(u32::MAX)))),
-        Err(_) if raw.len() <= 32 => humantime::parse_duration(&raw).ok(),
+        Err(_) if raw.len() <= 32 => humantime::parse_duration(raw).ok(),
         Err(_) => None,
     };
     match parsed {

@@ -13,6 +13,7 @@ mod auth;
 mod commands;
 mod console;
 mod cursor;
+mod feed;
 mod ingest;
 mod merges;
 pub mod search;
@@ -45,6 +46,7 @@ pub struct Api {
     /// Where posted inputs go (`serve`); none: the ingest endpoint is `503`.
     ingest: Option<Arc<dyn write::InputSink>>,
     watcher: write::Watcher,
+    feed_head: feed::FeedHead,
 }
 
 /// How the API acts (SPEC "Write API"): the command sink, and the commit signal of a
@@ -186,8 +188,8 @@ pub struct Health {
 /// The OpenAPI 3.1 description of the API, generated from the handlers and their types.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "appealflow API", description = "SPEC \"Read API\": cards, search, timelines, appeals, merge ledgers; \"Write API\": operator commands and their outcomes"),
-    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome, merges::preview, ingest::post),
+    info(title = "appealflow API", description = "SPEC \"Read API\": cards, search, timelines, appeals, merge ledgers; \"Write API\": operator commands and their outcomes; \"Event feed\": output records over HTTP; \"Embedded service\": posted inputs"),
+    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome, merges::preview, ingest::post, feed::feed),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -208,12 +210,13 @@ type ApiResult = Result<Response, ApiError>;
 /// The API's routes over a store. Starts the write API's outcome watcher (so it is called
 /// inside a Tokio runtime).
 pub fn router(config: Arc<Config>, store: Store, writes: Writes) -> Router {
+    let feed_head = feed::FeedHead::spawn(store.clone(), writes.signal.as_ref());
     let watcher = write::Watcher::spawn(store.clone(), writes.signal);
     // A body is one command: more than an input may hold is refused before it is read whole.
     let body_limit = axum::extract::DefaultBodyLimit::max(config.pipeline.max_input_bytes);
     let ingest_limit =
         axum::extract::DefaultBodyLimit::max(ingest::body_limit(config.pipeline.max_input_bytes));
-    let api = Api { config, store, sink: writes.sink, ingest: writes.ingest, watcher };
+    let api = Api { config, store, sink: writes.sink, ingest: writes.ingest, watcher, feed_head };
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
@@ -226,6 +229,7 @@ pub fn router(config: Arc<Config>, store: Store, writes: Writes) -> Router {
         .route("/v1/projects/{project}/commands/{command_id}", get(commands::outcome))
         .route("/v1/projects/{project}/merges/preview", post(merges::preview).layer(body_limit))
         .route("/v1/projects/{project}/inputs", post(ingest::post).layer(ingest_limit))
+        .route("/v1/projects/{project}/feed", get(feed::feed))
         .merge(console::routes())
         .fallback(|| async { ApiError::not_found("endpoint") })
         .with_state(api)

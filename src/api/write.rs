@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::emit::kafka::CommandProducer;
 use crate::emit::CommandOutcome;
@@ -41,15 +41,30 @@ impl CommandSink for CommandProducer {
     }
 }
 
-/// Tells the watcher that a batch committed in this process: the waiting requests' outcomes
-/// may be in the store now.
-#[derive(Clone, Default)]
-pub struct CommitSignal(Arc<Notify>);
+/// Tells the watcher that a batch committed in this process (the waiting requests' outcomes
+/// may be in the store now), and the feed's long-polling readers that it may have grown.
+#[derive(Clone)]
+pub struct CommitSignal {
+    wake: Arc<Notify>,
+    commits: Arc<watch::Sender<u64>>,
+}
+
+impl Default for CommitSignal {
+    fn default() -> Self {
+        CommitSignal { wake: Arc::default(), commits: Arc::new(watch::Sender::new(0)) }
+    }
+}
 
 impl CommitSignal {
     pub fn committed(&self) {
         // A stored permit, not a broadcast: a commit while the watcher reads is not lost.
-        self.0.notify_one();
+        self.wake.notify_one();
+        self.commits.send_modify(|n| *n += 1);
+    }
+
+    /// The commit count, for readers that wait for the next commit.
+    pub(super) fn commits(&self) -> Arc<watch::Sender<u64>> {
+        self.commits.clone()
     }
 }
 
@@ -117,7 +132,7 @@ async fn watch(waiting: Weak<Waiting>, wake: Arc<Notify>, store: Store, signal: 
         drop(shared);
         match &signal {
             Some(s) => {
-                let _ = tokio::time::timeout(POLL * 4, s.0.notified()).await;
+                let _ = tokio::time::timeout(POLL * 4, s.wake.notified()).await;
             }
             None => tokio::time::sleep(POLL).await,
         }

@@ -125,7 +125,7 @@ pub struct OpsConfig {
     pub listen: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// Address of the read API; empty: `run` does not serve it (`api` defaults to
@@ -133,6 +133,16 @@ pub struct ApiConfig {
     pub listen: String,
     /// Bearer tokens and the projects each may read.
     pub tokens: Vec<ApiToken>,
+    /// How long `run` and `serve` keep output records in the event feed (SPEC "Event
+    /// feed"); `0s` keeps no feed.
+    #[serde(with = "duration::serde_duration")]
+    pub feed_retention: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { listen: String::new(), tokens: Vec::new(), feed_retention: Duration::from_secs(24 * 3600) }
+    }
 }
 
 #[derive(Clone, Deserialize)]

@@ -263,6 +263,8 @@ fn bounds(config: &Config, push: &mut impl FnMut(String, String)) {
     span("pipeline.max_future", p.max_future, (1, 7 * 86_400), push);
     span("kafka.shutdown_deadline", config.kafka.shutdown_deadline, (1, 600), push);
     span("kafka.idle_clock_after", config.kafka.idle_clock_after, (1, 86_400), push);
+    // 0 keeps no feed; up to 30 days.
+    span_ms("api.feed_retention", config.api.feed_retention, (0, 30 * 86_400_000), push);
     within("store.max_connections", config.store.max_connections as usize, 1, 64, push);
     let session_ms: u128 = config
         .kafka

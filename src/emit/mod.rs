@@ -93,6 +93,22 @@ pub struct Record {
 }
 
 impl Record {
+    /// The project a record is of: the first part of an event's or outbound record's key
+    /// (SPEC: keys begin with the project id, which holds no `:`), a DLQ record's
+    /// `project_id` (none when the input named no project appealflow knows).
+    pub fn project(&self) -> Option<String> {
+        match self.topic {
+            Topic::Events | Topic::Outbound => self.key.split(':').next().map(str::to_string),
+            Topic::Dlq => {
+                #[derive(serde::Deserialize)]
+                struct Project {
+                    project_id: Option<String>,
+                }
+                serde_json::from_str::<Project>(&self.value).ok().and_then(|p| p.project_id)
+            }
+        }
+    }
+
     /// The replay line: `{"topic": ..., "key": ..., "value": {...}}`.
     pub fn to_line(&self, topics: &TopicsConfig) -> String {
         let topic = serde_json::to_string(self.topic.name(topics)).unwrap_or_default();
@@ -103,11 +119,16 @@ impl Record {
     /// A batch's records as one outbox value: a JSON array of `[topic, key, value]` where
     /// the value is embedded as the JSON it already is. (Embedding it as a string would
     /// escape every quote of every record again, which showed up in batch profiles.)
-    pub fn encode_batch(records: &[Record]) -> String {
-        let size: usize = records.iter().map(|r| r.key.len() + r.value.len() + 16).sum();
+    pub fn encode_batch<'a, I>(records: I) -> String
+    where
+        I: IntoIterator<Item = &'a Record>,
+        I::IntoIter: Clone,
+    {
+        let records = records.into_iter();
+        let size: usize = records.clone().map(|r| r.key.len() + r.value.len() + 16).sum();
         let mut out = Vec::with_capacity(size + 2);
         out.push(b'[');
-        for (i, r) in records.iter().enumerate() {
+        for (i, r) in records.enumerate() {
             if i > 0 {
                 out.push(b',');
             }

@@ -100,6 +100,7 @@ pub async fn run(
     store: Store,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<RunStats> {
+    let store = store.keeping_feed(config.api.feed_retention);
     let ready = telemetry::Readiness::default();
     if !config.ops.listen.is_empty() {
         let addr = telemetry::serve(&config.ops.listen, telemetry::recorder(), ready.clone()).await?;

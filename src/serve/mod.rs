@@ -6,8 +6,9 @@
 //! Inputs posted over HTTP and commands from the write API go to one intake; the apply task
 //! takes what arrived meanwhile as one batch (a group commit: one transaction for many
 //! requests, not one each), commits it, and only then answers each request with its inputs'
-//! results and wakes the write API's watcher. The batch's output records go to stdout, one
-//! JSON line each as `replay` prints them, and leave the outbox once written. Like `replay`,
+//! results and wakes the write API's watcher and the feed's readers. The batch's output
+//! records join the event feed in its transaction, go to stdout (one JSON line each as
+//! `replay` prints them) and leave the outbox once written. Like `replay`,
 //! `serve` keeps one event-time clock (its partition is `replay`'s), so the same stream posted
 //! to `serve` and replayed gives the same events; a clock quiet for `kafka.idle_clock_after`
 //! is moved on by the wall clock, as `run` does, so idle appeals close when traffic stops.
@@ -50,6 +51,7 @@ impl Service {
     /// Recovers what a killed `serve` committed but never wrote, starts the apply task and the
     /// API on `config.api.listen`.
     pub async fn start(config: Arc<Config>, store: Store, mut out: Output) -> anyhow::Result<Service> {
+        let store = store.keeping_feed(config.api.feed_retention);
         let pipeline = Pipeline::new(config.clone(), store.clone())?;
         for (batch_id, records) in store.pending_outbox().await? {
             write_records(&mut out, &records, &config)?;

@@ -6,6 +6,7 @@
 //! outbox) are written in one transaction: that transaction is the commit point.
 
 mod dialect;
+mod feed;
 mod read;
 mod search;
 mod sql;
@@ -17,6 +18,7 @@ use sqlx::{AnyPool, Row};
 
 pub use dialect::Backend;
 use dialect::PlannerStatistics;
+pub use feed::{FeedCursor, FeedKeeping, FeedRead, FeedRecord};
 pub use search::{Hit, Match};
 pub use sql::Param;
 pub use working_set::{external_handle, visitor_handle, Holders, WorkingSet};
@@ -135,6 +137,8 @@ pub struct Store {
     /// A SQLite store's writer lock and checkpointer, held as long as any clone of the store
     /// lives.
     writer: Option<Arc<dialect::SqliteWriter>>,
+    /// Set on the writers of `run` and `serve`: each batch's records join the event feed.
+    feed: Option<Arc<FeedKeeping>>,
 }
 
 impl Store {
@@ -171,11 +175,18 @@ impl Store {
     /// `url` as configured (a reader opened from it is read-only whatever the writer's mode).
     fn from(url: &str, backend: Backend, opened: dialect::Opened) -> Store {
         let dialect::Opened { pool, writer, planner, .. } = opened;
-        Store { pool, backend, url: url.into(), planner, writer }
+        Store { pool, backend, url: url.into(), planner, writer, feed: None }
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// This writer keeps the event feed (SPEC "Event feed"): each batch's records, kept
+    /// `retention`; a zero retention keeps none.
+    pub fn keeping_feed(mut self, retention: std::time::Duration) -> Store {
+        self.feed = (!retention.is_zero()).then(|| Arc::new(FeedKeeping::new(retention)));
+        self
     }
 
     /// A reader of the same store (see [`Store::connect_reader`]).
@@ -189,7 +200,7 @@ impl Store {
             writer.catch_up(&self.pool).await?;
         }
         let tx = self.pool.begin().await.map_err(StoreError::new("begin transaction"))?;
-        Ok(WorkingSet::new(tx, self.backend))
+        Ok(WorkingSet::new(tx, self.backend, self.feed.clone()))
     }
 
     /// Records committed but not yet published (a crash came between commit and publish),

@@ -32,6 +32,9 @@ impl WorkingSet {
         self.partitions.flush_block_entries(db).await?;
         self.clients.flush_generic(db).await?;
         flush_outbox(db, batch_id, records).await?;
+        if let Some(keeping) = &self.feed {
+            crate::store::feed::write(db, keeping, records, chrono::Utc::now().timestamp_millis()).await?;
+        }
         db.release_writes().await?;
         marks.push(("writes", t.elapsed()));
         self.db.commit("commit batch").await?;

@@ -22,6 +22,7 @@ mod messages;
 mod partitions;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use sqlx::{Any, Transaction};
 
@@ -29,7 +30,7 @@ pub(crate) use clients::write_search_terms;
 pub use clients::{external_handle, visitor_handle, Holders};
 
 use super::sql::Db;
-use super::{Backend, StoreResult};
+use super::{Backend, FeedKeeping, StoreResult};
 use crate::emit::CommandOutcome;
 use crate::model::{Appeal, Client, MergeEntry, Millis, StoredMessage};
 
@@ -52,10 +53,16 @@ pub struct WorkingSet {
     merges: Vec<MergeEntry>,
     /// What became of the batch's commands, by project.
     outcomes: Vec<(String, CommandOutcome)>,
+    /// Whether the batch's records join the event feed.
+    feed: Option<Arc<FeedKeeping>>,
 }
 
 impl WorkingSet {
-    pub(super) fn new(tx: Transaction<'static, Any>, backend: Backend) -> Self {
+    pub(super) fn new(
+        tx: Transaction<'static, Any>,
+        backend: Backend,
+        feed: Option<Arc<FeedKeeping>>,
+    ) -> Self {
         WorkingSet {
             db: Db::new(tx, backend),
             clients: Default::default(),
@@ -65,6 +72,7 @@ impl WorkingSet {
             partitions: Default::default(),
             merges: Vec::new(),
             outcomes: Vec::new(),
+            feed,
         }
     }
 
