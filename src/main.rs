@@ -25,6 +25,19 @@ enum LogFormat {
     Json,
 }
 
+/// The options of a command that serves HTTP over a store.
+#[derive(clap::Args)]
+struct Listening {
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Store URL, overriding `store.url`.
+    #[arg(long)]
+    db: Option<String>,
+    /// Address to listen on, overriding `api.listen` (default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Process JSONL inputs (files, `-` for stdin) and print output records on stdout.
@@ -49,28 +62,10 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Serve the read API (SPEC "Read API") over the store until interrupted.
-    Api {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Store URL, overriding `store.url`.
-        #[arg(long)]
-        db: Option<String>,
-        /// Address to listen on, overriding `api.listen` (default 127.0.0.1:8080).
-        #[arg(long)]
-        listen: Option<String>,
-    },
+    Api(Listening),
     /// The whole product on one machine without Kafka: the pipeline fed over HTTP, the read
     /// and write API and the console; output records on stdout.
-    Serve {
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Store URL, overriding `store.url`.
-        #[arg(long)]
-        db: Option<String>,
-        /// Address to listen on, overriding `api.listen` (default 127.0.0.1:8080).
-        #[arg(long)]
-        listen: Option<String>,
-    },
+    Serve(Listening),
     /// Validate a config and explain every problem with its key.
     CheckConfig {
         #[arg(long, short)]
@@ -159,11 +154,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 Err(code) => Ok(code),
             }
         }
-        Command::Api { config, db, listen } => match load_with_db(config.as_ref(), db) {
+        Command::Api(Listening { config, db, listen }) => match load_with_db(config.as_ref(), db) {
             Ok(config) => api(config, listen).await,
             Err(code) => Ok(code),
         },
-        Command::Serve { config, db, listen } => match load_with_db(config.as_ref(), db) {
+        Command::Serve(Listening { config, db, listen }) => match load_with_db(config.as_ref(), db) {
             Ok(config) => serve(config, listen).await,
             Err(code) => Ok(code),
         },
