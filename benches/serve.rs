@@ -3,7 +3,8 @@
 //! visitor's lines on one gateway, in alternating rounds with `replay` of the same stream on a
 //! fresh file; prints both rates and their ratio (the figure that matters: the machines are
 //! shared and noisy). Then the latency of single inputs posted one after another to an idle
-//! `serve`, answer included (p50/p99).
+//! `serve`, answer included (p50/p99), and how soon a reader long-polling the feed gets
+//! their events.
 //!
 //! Options (environment): `BENCH_INPUTS` (default 100000), `BENCH_SINGLES` (default 500).
 
@@ -22,6 +23,9 @@ listen = "127.0.0.1:0"
   token = "bench-gateway"
   projects = ["acme"]
   ingest = true
+  [[api.tokens]]
+  token = "bench-reader"
+  projects = ["acme"]
 "#;
 
 const GATEWAYS: usize = 4;
@@ -109,29 +113,78 @@ async fn serve_rate(config: &Arc<Config>, url: &str, lines: &[String], keys: &[S
     rate
 }
 
-/// Single inputs, one at a time, to an idle `serve`: the answer's latency, commit included.
+/// Single inputs, one at a time, to an idle `serve`: the answer's latency, commit included,
+/// and when a reader long-polling the feed got the input's events, from the same post.
 async fn single_latency(config: &Arc<Config>, url: &str, count: usize) {
     let store = Store::connect(url, 4).await.unwrap();
     let service = Service::start(config.clone(), store.clone(), Box::new(std::io::sink())).await.unwrap();
-    let base = format!("http://{}/v1/projects/acme/inputs", service.addr);
+    let base = format!("http://{}/v1/projects/acme", service.addr);
     let http = reqwest::Client::new();
+    let (fed, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let follower = tokio::spawn(follow_feed(http.clone(), format!("{base}/feed"), fed));
     let lines = testkit::generate(count, 7).lines;
-    let mut took: Vec<Duration> = Vec::with_capacity(count);
+    let (mut answered, mut delivered) = (Vec::with_capacity(count), Vec::with_capacity(count));
     for line in lines.iter().take(count) {
-        let started = Instant::now();
-        let response = http.post(&base).bearer_auth("bench-gateway").body(line.clone()).send().await.unwrap();
-        response.bytes().await.unwrap();
-        took.push(started.elapsed());
         tokio::time::sleep(Duration::from_millis(5)).await;
+        while arrivals.try_recv().is_ok() {} // a page of the previous post's later records
+        let started = Instant::now();
+        let response = http
+            .post(format!("{base}/inputs"))
+            .bearer_auth("bench-gateway")
+            .body(line.clone())
+            .send()
+            .await
+            .unwrap();
+        response.bytes().await.unwrap();
+        answered.push(started.elapsed());
+        // Not every input makes an event (a status update of an unknown message): skipped.
+        if let Ok(Some(at)) = tokio::time::timeout(Duration::from_millis(500), arrivals.recv()).await {
+            delivered.push(at.duration_since(started));
+        }
     }
-    took.sort();
-    let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+    follower.abort();
     println!(
-        "  single inputs to an idle serve ({} posted one at a time): p50 {:.1} ms, p99 {:.1} ms",
-        took.len(),
-        at(0.5),
-        at(0.99)
+        "  single inputs to an idle serve ({} posted one at a time): answered p50 {:.1} ms, p99 {:.1} ms",
+        answered.len(),
+        quantile(&mut answered, 0.5),
+        quantile(&mut answered, 0.99)
+    );
+    println!(
+        "  feed long-poll: the events of {} of them reached a waiting reader p50 {:.1} ms, p99 {:.1} ms \
+         after the post (the commit included)",
+        delivered.len(),
+        quantile(&mut delivered, 0.5),
+        quantile(&mut delivered, 0.99)
     );
     service.stop().await.unwrap();
     store.close().await;
+}
+
+/// Long-polls the events feed from its start and sends the instant each page came back.
+async fn follow_feed(http: reqwest::Client, url: String, fed: tokio::sync::mpsc::UnboundedSender<Instant>) {
+    let mut after: Option<String> = None;
+    loop {
+        let mut query = vec![("topic", "events".to_string()), ("wait", "10s".to_string())];
+        query.extend(after.clone().map(|a| ("after", a)));
+        let page: serde_json::Value = http
+            .get(&url)
+            .bearer_auth("bench-reader")
+            .query(&query)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let arrived = Instant::now();
+        if page["records"].as_array().is_some_and(|r| !r.is_empty()) {
+            let _ = fed.send(arrived);
+        }
+        after = page["next"].as_str().map(str::to_string).or(after);
+    }
+}
+
+fn quantile(took: &mut [Duration], q: f64) -> f64 {
+    took.sort();
+    took.get(((took.len().max(1) - 1) as f64 * q) as usize).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
 }

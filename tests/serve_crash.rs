@@ -1,6 +1,6 @@
 //! `appealflow serve` killed with SIGKILL while four gateways post (SPEC "Embedded service":
 //! a kill loses nothing that was answered): the binary over a SQLite file, restarted, and
-//! everything posted again.
+//! everything posted again; then the feed and the cards against a replay of the same inputs.
 
 mod common;
 
@@ -174,9 +174,8 @@ async fn a_killed_serve_loses_nothing_it_answered_and_a_repost_applies_only_the_
     sigterm(&second.child);
     assert!(second.child.wait().unwrap().success(), "SIGTERM: exit 0");
 
-    let store = Store::connect_reader(&format!("sqlite://{}", dir.path().join("store.db").display()), 1)
-        .await
-        .unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::connect_reader(&store_url, 1).await.unwrap();
     let events = feed(&store, Topic::Events).await;
     let ids: Vec<&str> = events.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
     assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len(), "no event in the feed twice");
@@ -200,6 +199,55 @@ async fn a_killed_serve_loses_nothing_it_answered_and_a_repost_applies_only_the_
     numbers.sort();
     assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>(), "appeal numbers unique and gapless");
     assert_same_groups(&visitor_components(&run), &workload.expected.components);
+
+    // The same inputs replayed in the order serve committed them give the same feed and the
+    // same cards: serve's output depends on the order it applied inputs in, not on its batches,
+    // its kill or its restart.
+    let order = commit_order(&workload.lines, &run);
+    let config = common::config(&format!("{TOKENS}\n{}", appealflow::testkit::CONFIG));
+    let replayed_db = common::TestDb::new(common::Kind::Sqlite).await;
+    let replayed = common::replay_lines(&config, &replayed_db, &order).await;
+    for (topic, name) in [(Topic::Events, "appeal.events"), (Topic::Outbound, "appeal.outbound")] {
+        let fed: Vec<String> = feed(&store, topic).await.iter().map(Value::to_string).collect();
+        let want: Vec<String> = replayed.topic(name).iter().map(|v| v.to_string()).collect();
+        common::assert_same(&fed, &want, &format!("{name}: the feed against a replay in commit order"));
+    }
+    let served_db = common::TestDb::at(&store_url);
+    let final_of = common::final_cards(&run);
+    let ids: BTreeSet<String> =
+        run.events("client.created").iter().map(|e| final_of(e["client"]["id"].as_str().unwrap())).collect();
+    for id in ids {
+        let (served, replayed) = (common::card(&served_db, &id).await, common::card(&replayed_db, &id).await);
+        assert_eq!(served, replayed, "card {id}: serve's against the replay's");
+    }
+}
+
+/// The lines in the order serve applied them: by the first event each caused (an input's
+/// events carry its id as their cause); lines that caused none keep their order, last.
+fn commit_order(lines: &[String], run: &Run) -> Vec<String> {
+    let mut first: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, e) in run.records.iter().enumerate() {
+        first.entry(e.value["cause"]["id"].as_str().unwrap().to_string()).or_insert(i);
+    }
+    let cause = |line: &String| {
+        let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+        match v["type"].as_str() {
+            Some("message") => v["message_id"].as_str().unwrap_or_default().to_string(),
+            Some("status") => format!(
+                "status:{}:{}",
+                v["message_id"].as_str().unwrap_or_default(),
+                v["status"].as_str().unwrap_or_default()
+            ),
+            _ => v["command_id"].as_str().unwrap_or_default().to_string(),
+        }
+    };
+    let mut ordered: Vec<(usize, usize, &String)> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (first.get(&cause(l)).copied().unwrap_or(usize::MAX), i, l))
+        .collect();
+    ordered.sort();
+    ordered.into_iter().map(|(_, _, l)| l.clone()).collect()
 }
 
 fn sigterm(child: &Child) {

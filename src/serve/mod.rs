@@ -36,6 +36,10 @@ use crate::telemetry::Stats;
 /// Submissions waiting for the apply task; a full queue makes requests wait their turn.
 const QUEUE: usize = 256;
 
+/// How long a batch waits for the requests that came with the last one (see `gather`): a
+/// client's round trip on one host, well under the answer's latency target.
+const GROUP_WAIT: Duration = Duration::from_millis(3);
+
 /// The output records' destination (stdout for the binary).
 pub type Output = Box<dyn Write + Send>;
 
@@ -140,6 +144,7 @@ impl Applier {
     ) -> anyhow::Result<Stats> {
         let idle_after = self.config.kafka.idle_clock_after;
         let mut quiet_since = Instant::now();
+        let mut concurrent = 1;
         loop {
             let first = tokio::select! {
                 biased;
@@ -154,17 +159,8 @@ impl Applier {
                     continue;
                 }
             };
-            let mut group = vec![first];
-            let mut inputs = group[0].inputs.len();
-            while inputs < self.config.pipeline.batch_size {
-                match rx.try_recv() {
-                    Ok(s) => {
-                        inputs += s.inputs.len();
-                        group.push(s);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let group = gather(first, &mut rx, concurrent, self.config.pipeline.batch_size).await;
+            concurrent = group.len();
             self.apply(group).await?;
             quiet_since = Instant::now();
         }
@@ -208,6 +204,33 @@ impl Applier {
         let committed = store::retry(None, || self.pipeline.advance_clock(REPLAY_PARTITION, to)).await?;
         self.publish(&committed).await
     }
+}
+
+/// What arrived meanwhile, up to a batch. Clients that post one request at a time all
+/// wait on the batch in hand and come back together once it is answered: when the last
+/// batch held `concurrent` requests, the next one waits up to `GROUP_WAIT` for as many,
+/// so they share one commit instead of the first of them taking one alone. A lone client
+/// (the last batch held one request) never waits.
+async fn gather(
+    first: Submission,
+    rx: &mut mpsc::Receiver<Submission>,
+    concurrent: usize,
+    batch_size: usize,
+) -> Vec<Submission> {
+    let until = tokio::time::Instant::now() + GROUP_WAIT;
+    let mut inputs = first.inputs.len();
+    let mut group = vec![first];
+    while inputs < batch_size {
+        let next = match rx.try_recv() {
+            Ok(s) => Some(s),
+            Err(_) if group.len() >= concurrent => None,
+            Err(_) => tokio::time::timeout_at(until, rx.recv()).await.ok().flatten(),
+        };
+        let Some(s) = next else { break };
+        inputs += s.inputs.len();
+        group.push(s);
+    }
+    group
 }
 
 const APPLIED: InputResult = InputResult { status: InputStatus::Applied, reason: None };

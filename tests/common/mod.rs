@@ -46,6 +46,11 @@ impl TestDb {
         }
     }
 
+    /// A store some other part of the test made (and removes).
+    pub fn at(url: &str) -> TestDb {
+        TestDb { url: url.to_string(), _dir: None, pg_drop: None }
+    }
+
     /// A fresh PostgreSQL database created with these `CREATE DATABASE` options.
     pub async fn postgres_with(options: &str) -> TestDb {
         let admin = std::env::var("APPEALFLOW_TEST_PG_URL").expect("APPEALFLOW_TEST_PG_URL");
