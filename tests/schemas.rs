@@ -16,7 +16,7 @@ const FIXTURE_CONFIG: &str = "tests/fixtures/all_types.toml";
 const FIXTURE_INPUT: &str = "tests/fixtures/all_types.jsonl";
 
 /// Event types the pipeline can emit today: the fixture replay must show every one.
-const EMITTED_EVENT_TYPES: [&str; 21] = [
+const EMITTED_EVENT_TYPES: [&str; 22] = [
     "client.created",
     "client.commented",
     "client.tagged",
@@ -24,6 +24,7 @@ const EMITTED_EVENT_TYPES: [&str; 21] = [
     "client.updated",
     "client.merged",
     "client.merge_refused",
+    "client.split",
     "appeal.opened",
     "appeal.message_added",
     "appeal.message_status",

@@ -66,6 +66,10 @@ async fn merge(ws: &mut WorkingSet, survivor: &str, absorbed: &str, at: i64) {
         rule_id: Some("by-phone".into()),
         operator: None,
         matched: vec![MatchedValue { field: "phone".into(), value: PHONE.into() }],
+        merge_id: format!("merge-{absorbed}-{at}"),
+        survivor_before: None,
+        brought: Vec::new(),
+        split: None,
     });
 }
 

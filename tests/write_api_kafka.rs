@@ -269,6 +269,18 @@ async fn every_command_over_http_is_answered_read_back_and_survives_the_broker_g
         anna.as_str(),
         "the absorbed id answers with Anna"
     );
+    let merges = api.get(&format!("/clients/{anna}/merges")).await;
+    let entry = merges["merges"].as_array().unwrap().iter().find(|m| m["by"] == "operator").unwrap().clone();
+    assert_eq!(entry["splittable"], true, "{entry}");
+    let undo = json!({"type": "split_client", "client": a, "merge_id": entry["merge_id"]});
+    let split = ledger.submit(&api, undo, 200).await;
+    assert!(split["events"].as_array().unwrap().iter().any(|e| e["type"] == "client.split"), "{split}");
+    assert_eq!(api.get(&format!("/clients/{boris}")).await["id"], boris.as_str(), "Boris is a card again");
+    let blocked = api.get(&format!("/clients/{anna}")).await["blocked_merges"].clone();
+    assert_eq!(blocked, json!([boris]));
+    let allow = json!({"type": "allow_merge", "client": a, "other": {"client_id": boris}});
+    ledger.submit(&api, allow, 200).await;
+    assert_eq!(api.get(&format!("/clients/{anna}")).await["blocked_merges"], json!([]));
 
     let kinds: BTreeSet<String> =
         ledger.commands.values().map(|c| c["type"].as_str().unwrap().to_string()).collect();

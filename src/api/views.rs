@@ -88,6 +88,9 @@ pub struct CardView {
     pub tags: Vec<String>,
     pub comments: Vec<CommentView>,
     pub absorbed_ids: Vec<String>,
+    /// Cards a split keeps apart from this one (SPEC "Undoing a merge"): no rule merges them
+    /// until `merge_clients` or `allow_merge`.
+    pub blocked_merges: Vec<String>,
     /// The id asked for, when it was an absorbed card's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resolved_from: Option<String>,
@@ -168,6 +171,7 @@ pub fn card(c: &Client, project: &ProjectConfig, absorbed_ids: Vec<String>, now:
         tags: c.doc.tags.clone(),
         comments: comments(&c.doc.comments),
         absorbed_ids,
+        blocked_merges: c.doc.blocked_merges.iter().cloned().collect(),
         resolved_from: None,
     }
 }
@@ -226,6 +230,8 @@ pub struct MatchedView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MergeView {
+    /// What `split_client` names to undo this merge.
+    pub merge_id: String,
     pub at: String,
     pub survivor_id: String,
     pub absorbed_ids: Vec<String>,
@@ -233,10 +239,24 @@ pub struct MergeView {
     pub rule_id: Option<String>,
     pub operator: Option<String>,
     pub matched: Vec<MatchedView>,
+    /// Set once an operator undid the merge.
+    pub split: Option<SplitView>,
+    /// Whether `split_client` can undo it: a merge recorded before the ledger kept what
+    /// each card brought cannot be.
+    pub splittable: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SplitView {
+    pub at: String,
+    pub operator: String,
 }
 
 pub fn merge(m: MergeEntry) -> MergeView {
     MergeView {
+        merge_id: m.merge_id,
+        splittable: m.split.is_none() && m.survivor_before.is_some() && !m.brought.is_empty(),
+        split: m.split.map(|s| SplitView { at: format_ts(s.at), operator: s.operator }),
         at: format_ts(m.at),
         survivor_id: m.survivor_id,
         absorbed_ids: m.absorbed_ids,

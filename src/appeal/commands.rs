@@ -132,6 +132,8 @@ async fn subject(
         | A::CommentClient { client, .. }
         | A::TagClient { client, .. }
         | A::EditContact { client, .. }
+        | A::SplitClient { client, .. }
+        | A::AllowMerge { client, .. }
         | A::MergeClients { target: client, .. } => Some(client),
         _ => None,
     };
@@ -203,7 +205,67 @@ async fn dispatch(ws: &mut WorkingSet, ctx: &Ctx<'_>, cmd: &Command, em: &mut Em
         A::StartScenario { appeal_number, scenario_id } => {
             start_scenario(ws, ctx, cmd, *appeal_number, scenario_id, em).await
         }
+        A::SplitClient { client, merge_id } => split_client(ws, ctx, cmd, client, merge_id, em).await,
+        A::AllowMerge { client, other } => allow_merge(ws, ctx, cmd, (client, other), em).await,
     }
+}
+
+/// `split_client`: undoes one merge of the card's ledger (SPEC "Undoing a merge").
+async fn split_client(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    client: &ClientRef,
+    merge_id: &str,
+    em: &mut Emitter,
+) -> Outcome {
+    let card = resolve(ws, ctx, client).await?;
+    let operator = cmd.operator.as_ref().map_or_else(|| "api".to_string(), |o| o.id.clone());
+    match matching::split::split(ws, &card, merge_id, (&operator, cmd.issued_at), em).await {
+        Ok(_) => Ok(()),
+        Err(matching::split::SplitError::Rejected(reason)) => reject(reason),
+        Err(matching::split::SplitError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// `allow_merge`: lifts the block a split left between two cards; the rules may then join
+/// them as they would any two cards.
+async fn allow_merge(
+    ws: &mut WorkingSet,
+    ctx: &Ctx<'_>,
+    cmd: &Command,
+    (client, other): (&ClientRef, &ClientRef),
+    em: &mut Emitter,
+) -> Outcome {
+    let mut card = resolve(ws, ctx, client).await?;
+    let mut other = resolve(ws, ctx, other).await?;
+    if card.id == other.id {
+        return reject("client and other are one card: a card is never kept apart from itself");
+    }
+    let mut lifted = lift(ws, &mut card, &other.id).await?;
+    lifted |= lift(ws, &mut other, &card.id).await?;
+    if !lifted {
+        return reject(format!("no split keeps cards {} and {} apart", card.id, other.id));
+    }
+    for c in [&other, &card] {
+        ws.put_client(c.clone());
+        let body = EventBody::ClientUpdated { changes: vec!["blocked_merges".into()], rejected: vec![] };
+        em.event(cmd.issued_at, body, Some(c.summary()), None);
+    }
+    matching::run(ws, ctx, &card.id, cmd.issued_at, em).await?;
+    Ok(())
+}
+
+/// Drops the ids of `card`'s blocked merges that live on in card `other`; whether any did.
+async fn lift(ws: &mut WorkingSet, card: &mut Client, other: &str) -> Result<bool, Refusal> {
+    let mut lifted = false;
+    for id in card.doc.blocked_merges.clone() {
+        if ws.live_client(&id).await?.is_some_and(|c| c.id == other) {
+            card.doc.blocked_merges.remove(&id);
+            lifted = true;
+        }
+    }
+    Ok(lifted)
 }
 
 async fn set_category(

@@ -14,6 +14,7 @@ use crate::crm::Identifier;
 use crate::decode::InboundMessage;
 use crate::emit::{Emitter, EventBody, IdentifyMethod, Outbound};
 use crate::identify::crm::{self as crm_ident, Search};
+use crate::identify::visitor_handle;
 use crate::matching;
 use crate::model::{
     is_identifier, Appeal, Author, AuthorKind, CardValue, Client, ContentKind, Millis, Source,
@@ -153,7 +154,8 @@ async fn identification_answer(
     let client = match Identifier::from_answer(kind, text, &ctx.project.default_region) {
         Ok(id) => {
             appeal.doc.dialogue.ident_asked = None;
-            let value = CardValue::new(id.value, text.trim(), Source::Bot, at);
+            let via = visitor_handle(&appeal.channel_id, &appeal.visitor_id);
+            let value = CardValue::new(id.value, text.trim(), Source::Bot, at).through(&client.doc, via);
             let wanted = Search { kind, value, method: IdentifyMethod::Crm };
             search(ws, ctx, appeal, client, rule, wanted, at, em).await?
         }
@@ -241,7 +243,8 @@ async fn carry_out(
         for action in std::mem::take(&mut outcome.actions) {
             match action {
                 Action::Save { field, value, display } => {
-                    let value = CardValue::new(value, &display, Source::Bot, at);
+                    let via = visitor_handle(&appeal.channel_id, &appeal.visitor_id);
+                    let value = CardValue::new(value, &display, Source::Bot, at).through(&client.doc, via);
                     client = save(ws, ctx, appeal, client, &field, value, at, em).await?;
                 }
                 Action::Identify => identify = true,

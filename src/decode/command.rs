@@ -161,6 +161,16 @@ pub enum CommandAction {
         old_value: String,
         value: String,
     },
+    /// Undoes one entry of the card's merge ledger (SPEC "Undoing a merge").
+    SplitClient {
+        client: ClientRef,
+        merge_id: String,
+    },
+    /// Lifts the block a split left between two cards.
+    AllowMerge {
+        client: ClientRef,
+        other: ClientRef,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -285,6 +295,14 @@ enum Wire {
         contact_type: String,
         old_value: String,
         value: String,
+    },
+    SplitClient {
+        client: WireRef,
+        merge_id: String,
+    },
+    AllowMerge {
+        client: WireRef,
+        other: WireRef,
     },
 }
 
@@ -482,6 +500,13 @@ fn client_action(wire: Wire, project: &crate::config::ProjectConfig) -> Result<C
                 target_revision,
                 source_revision,
             }
+        }
+        Wire::SplitClient { client: r, merge_id } => {
+            limits::id("merge_id", &merge_id)?;
+            A::SplitClient { client: client("client", r)?, merge_id }
+        }
+        Wire::AllowMerge { client: r, other } => {
+            A::AllowMerge { client: client("client", r)?, other: client("other", other)? }
         }
         Wire::SendOutbound { client: r, channel_id, text, template } => {
             super::channel(project, &channel_id)?;

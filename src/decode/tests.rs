@@ -123,6 +123,8 @@ fn every_command_type_decodes() {
         ("comment_client", r#""client":{"client_id":"a"},"text":"t""#),
         ("tag_client", r#""client":{"client_id":"a"},"tag":"t""#),
         ("edit_contact", r#""client":{"client_id":"a"},"contact_type":"phone","old_value":"1","value":"2""#),
+        ("split_client", r#""client":{"client_id":"a"},"merge_id":"m-1""#),
+        ("allow_merge", r#""client":{"client_id":"a"},"other":{"appeal_number":2}"#),
     ];
 
     assert_eq!(fields.len(), COMMAND_TYPES.len());

@@ -77,6 +77,15 @@ impl From<Message> for MessageView {
     }
 }
 
+/// What one restored card of a split took back.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SplitMoved {
+    pub client_id: String,
+    pub visitors: usize,
+    pub appeals: usize,
+    pub values: usize,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type")]
 pub enum EventBody {
@@ -112,6 +121,22 @@ pub enum EventBody {
         matches: Vec<MergeMatch>,
         /// The shared values that made the merge happen.
         matched: Vec<MatchedValue>,
+        /// The merge's entry in the ledger: what `split_client` names to undo it.
+        merge_id: String,
+    },
+    /// SPEC "Undoing a merge": the cards a merge absorbed are cards again.
+    #[serde(rename = "client.split")]
+    ClientSplit {
+        merge_id: String,
+        survivor_id: String,
+        restored_ids: Vec<String>,
+        operator: String,
+        /// Per restored card: how many visitors, appeals and values went back to it.
+        moved: Vec<SplitMoved>,
+        /// Operator-made values since the merge that stay with the survivor.
+        kept: Vec<MatchedValue>,
+        /// Later ledger entries that matched on values the restored cards took back.
+        dependent_merges: Vec<String>,
     },
     #[serde(rename = "client.commented")]
     ClientCommented {

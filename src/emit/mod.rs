@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::config::TopicsConfig;
 use crate::source::SourcePos;
 
-pub use event::{Event, EventBody, IdentifyMethod, MatchedValue, MergeMatch, MessageView};
+pub use event::{Event, EventBody, IdentifyMethod, MatchedValue, MergeMatch, MessageView, SplitMoved};
 pub use outcome::{CommandOutcome, EventRef, OutcomeStatus};
 
 /// Namespace of every id appealflow derives (events, clients, appeals, messages).
@@ -230,6 +230,14 @@ impl Emitter {
 
     pub fn cause(&self) -> &Cause {
         &self.cause
+    }
+
+    /// A stable id under this cause named by `parts` (a merge ledger entry), leaving the
+    /// numbering of [`Emitter::next_id`] as it is.
+    pub fn named_id(&self, what: &str, parts: &[&str]) -> String {
+        let mut all = vec![self.project_id.as_str(), self.namespace, self.cause.id.as_str(), what];
+        all.extend_from_slice(parts);
+        derive_id(&all)
     }
 
     /// The next stable id under this cause (events, outbound ids, system message ids).

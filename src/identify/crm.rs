@@ -169,7 +169,7 @@ pub fn crm_data(card: &mut Client, found: &FoundClient, region: &str, at: Millis
     let contacts = found.contacts.iter().map(|c| Revealed::new(&c.kind, &c.value, true, region));
     let fields = found.fields.iter().map(|(f, v)| Revealed::new(f, v, is_identifier(f), region));
     for r in contacts.chain(fields) {
-        save_revealed(card, r, Source::Crm, at, &mut changes);
+        save_revealed(card, r, (Source::Crm, None), at, &mut changes);
     }
     changes
 }

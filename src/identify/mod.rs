@@ -225,6 +225,10 @@ async fn join_account(
         em.event(at, body, Some(anonymous.summary()), None);
         return Ok(Found::existing(anonymous));
     }
+    if matching::split_apart(ws, (std::slice::from_ref(&known), &known), &anonymous).await? {
+        matching::refuse_split(em, at, &anonymous, &known, "");
+        return Ok(Found::existing(anonymous));
+    }
     let by = MergeBy::ExternalId(external.to_string());
     let client = matching::merge_into(ws, vec![anonymous, known], at, em, by).await?;
     Ok(Found { client, created: false, linked: true, merged: true })
@@ -293,23 +297,28 @@ pub fn record_attributes(
         }
     }
     for r in revealed(project, channel.kind, v) {
-        save_revealed(client, r, Source::Gateway, m.sent_at, &mut changes);
+        let via = Some(visitor_handle(&m.channel_id, &v.id));
+        save_revealed(client, r, (Source::Gateway, via), m.sent_at, &mut changes);
     }
     changes
 }
 
-/// Saves one value a source revealed: on the card if it reads as its field, else under
-/// `invalid_values`. Empty values are not worth keeping.
+/// Saves one value a source revealed (through a visitor, `via`, where one revealed it): on
+/// the card if it reads as its field, else under `invalid_values`. Empty values are not
+/// worth keeping.
 pub fn save_revealed(
     client: &mut Client,
     r: Revealed<'_>,
-    source: Source,
+    (source, via): (Source, Option<String>),
     at: Millis,
     changes: &mut CardChanges,
 ) {
     match r.value {
         Ok(value) => {
-            let value = CardValue::new(value, r.raw.trim(), source, at);
+            let mut value = CardValue::new(value, r.raw.trim(), source, at);
+            if let Some(handle) = via {
+                value = value.through(&client.doc, handle);
+            }
             if client.doc.add_value(r.contact, &r.field, value) == Added::New {
                 changes.changed(&r.field);
             }

@@ -9,11 +9,12 @@
 //! `rules` holds the pure decisions; this module drives them over the working set.
 
 pub mod rules;
+pub mod split;
 
 use std::collections::{BTreeSet, HashSet};
 
 use crate::emit::{Emitter, EventBody, MatchedValue, MergeMatch};
-use crate::model::{Client, MergeEntry, Millis};
+use crate::model::{Brought, CardSnapshot, Client, MergeEntry, Millis};
 use crate::stage::Ctx;
 use crate::store::{Holders, StoreResult, WorkingSet};
 
@@ -48,9 +49,19 @@ pub async fn run(
     let mut matches: Vec<MergeMatch> = Vec::new();
     let mut matched: BTreeSet<MatchedValue> = BTreeSet::new();
     let mut generic = Generic::new();
+    let mut kept_apart: HashSet<String> = HashSet::new();
     loop {
-        let candidates = candidates(ws, ctx, (&union, &group), &mut generic, at, em).await?;
-        let found = ctx.rules.matches(&union, &candidates, &generic);
+        let mut candidates = candidates(ws, ctx, (&union, &group), &mut generic, at, em).await?;
+        candidates.retain(|c| !kept_apart.contains(&c.id));
+        let mut found = Vec::new();
+        for (client, rule) in ctx.rules.matches(&union, &candidates, &generic) {
+            if split_apart(ws, (&group, &union), &client).await? {
+                kept_apart.insert(client.id.clone());
+                refuse_split(em, at, &card, &client, &rule.id);
+            } else {
+                found.push((client, rule));
+            }
+        }
         if found.is_empty() {
             break;
         }
@@ -76,6 +87,47 @@ pub async fn run(
     let matches = absorbed_matches(&card.id, &survivor, &absorbed, &matches);
     let by = MergeBy::Rule { matches, matched: matched.into_iter().collect() };
     merge_into(ws, group, at, em, by).await
+}
+
+/// Whether an operator split `other` from the group (or the group from it): no rule joins
+/// them again until an operator does (SPEC identity rule 9). Blocked ids are followed to the
+/// cards they live on in now.
+pub async fn split_apart(
+    ws: &mut WorkingSet,
+    (group, union): (&[Client], &Client),
+    other: &Client,
+) -> StoreResult<bool> {
+    for id in &union.doc.blocked_merges {
+        if ws.live_client(id).await?.is_some_and(|c| c.id == other.id) {
+            return Ok(true);
+        }
+    }
+    for id in &other.doc.blocked_merges {
+        if let Some(c) = ws.live_client(id).await? {
+            if group.iter().any(|g| g.id == c.id) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The reason of a merge refused because an operator split the cards.
+pub const SPLIT_BY_OPERATOR: &str = "split_by_operator";
+
+/// Says that a rule (or an external ID) would join cards an operator split.
+pub fn refuse_split(em: &mut Emitter, at: Millis, card: &Client, other: &Client, rule_id: &str) {
+    let body = EventBody::ClientMergeRefused {
+        reason: format!(
+            "{SPLIT_BY_OPERATOR}: an operator split these cards; merge_clients or allow_merge joins them again"
+        ),
+        client_ids: vec![card.id.clone(), other.id.clone()],
+        rule_ids: if rule_id.is_empty() { vec![] } else { vec![rule_id.to_string()] },
+        field: None,
+        value: None,
+        cards: None,
+    };
+    em.event(at, body, Some(card.summary()), None);
 }
 
 /// Which rule brought each absorbed card in. The card that triggered matching was not found
@@ -207,9 +259,31 @@ pub async fn merge_into(
         MergeBy::Operator { keep_name_of, .. } => Some((keep_name_of.as_str(), at)),
         _ => None,
     };
-    let merged = merged_card(&group, keep_name);
+    let mut merged = merged_card(&group, keep_name);
+    // An operator's merge lifts a split's block; ids that now live on in this card go too.
+    for id in std::mem::take(&mut merged.doc.blocked_merges) {
+        let lives_on = ws.live_client(&id).await?.map(|c| c.id);
+        if !lives_on.as_ref().is_some_and(|l| group.iter().any(|g| g.id == *l)) {
+            merged.doc.blocked_merges.insert(id);
+        }
+    }
     let mut absorbed = Vec::with_capacity(group.len() - 1);
-    for mut other in group.into_iter().filter(|c| c.id != merged.id) {
+    let mut brought = Vec::with_capacity(group.len() - 1);
+    let mut survivor_before = None;
+    for mut other in group {
+        if other.id == merged.id {
+            survivor_before = Some(CardSnapshot { kind: other.kind, doc: other.doc });
+            continue;
+        }
+        let members = match other.doc.group_size {
+            1 => Vec::new(),
+            _ => ws.absorbed_by(&other.id).await?,
+        };
+        brought.push(Brought {
+            client_id: other.id.clone(),
+            members,
+            card: CardSnapshot { kind: other.kind, doc: other.doc.clone() },
+        });
         absorbed.push(other.id.clone());
         other.merged_into = Some(merged.id.clone());
         ws.put_client(other);
@@ -225,7 +299,9 @@ pub async fn merge_into(
             (None, None, Vec::new(), evidence, "external_id")
         }
     };
+    let merge_id = em.named_id("merge", &[&merged.id, &absorbed.join(","), &at.to_string()]);
     ws.record_merge(MergeEntry {
+        merge_id: merge_id.clone(),
         project_id: merged.project_id.clone(),
         at,
         survivor_id: merged.id.clone(),
@@ -234,6 +310,9 @@ pub async fn merge_into(
         rule_id: rule_id.clone(),
         operator: operator.clone(),
         matched: matched.clone(),
+        survivor_before,
+        brought,
+        split: None,
     });
     crate::telemetry::events::CardsMerged { survivor: &merged.id, absorbed: absorbed.len(), by: how }.emit();
     let body = EventBody::ClientMerged {
@@ -244,6 +323,7 @@ pub async fn merge_into(
         matches,
         matched,
         by: how,
+        merge_id,
     };
     em.event(at, body, Some(merged.summary()), None);
     Ok(merged)

@@ -135,6 +135,10 @@ pub fn merged_card(group: &[Client], keep_name: Option<(&str, Millis)>) -> Clien
         doc.visitors.extend(c.doc.visitors.iter().cloned());
         doc.external_ids.extend(c.doc.external_ids.iter().cloned());
         merge_latest(&mut doc.last_inbound, &c.doc.last_inbound);
+        doc.blocked_merges.extend(c.doc.blocked_merges.iter().cloned());
+    }
+    for c in group {
+        doc.blocked_merges.remove(&c.id);
     }
     doc.comments.sort_by(|a, b| (a.at, &a.text).cmp(&(b.at, &b.text)));
     doc.names = union_claims(ordered.iter().flat_map(|c| &c.doc.names));

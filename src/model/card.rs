@@ -63,12 +63,24 @@ pub struct CardValue {
     pub source: Source,
     /// Event time it was added: the oldest automatic value is the one dropped at the bound.
     pub at: Millis,
+    /// The visitor handle (`v:channel:visitor`) it came through, kept on merged cards only:
+    /// a split gives a restored card what arrived through its visitors after the merge.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl CardValue {
     pub fn new(value: String, display: &str, source: Source, at: Millis) -> Self {
         let display = (display != value).then(|| display.to_string());
-        CardValue { value, display, source, at }
+        CardValue { value, display, source, at, via: None }
+    }
+
+    /// The same value, noted as having come through `handle` when `card` is a merged card.
+    pub fn through(mut self, card: &ClientDoc, handle: String) -> Self {
+        if card.group_size > 1 {
+            self.via = Some(handle);
+        }
+        self
     }
 
     /// The value as it was given.
@@ -93,6 +105,8 @@ impl<'de> Deserialize<'de> for CardValue {
             source: Source,
             #[serde(default)]
             at: Millis,
+            #[serde(default)]
+            via: Option<String>,
         }
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -101,8 +115,12 @@ impl<'de> Deserialize<'de> for CardValue {
             Full(Full),
         }
         Ok(match Repr::deserialize(d)? {
-            Repr::Plain(value) => CardValue { value, display: None, source: Source::Gateway, at: 0 },
-            Repr::Full(f) => CardValue { value: f.value, display: f.display, source: f.source, at: f.at },
+            Repr::Plain(value) => {
+                CardValue { value, display: None, source: Source::Gateway, at: 0, via: None }
+            }
+            Repr::Full(f) => {
+                CardValue { value: f.value, display: f.display, source: f.source, at: f.at, via: f.via }
+            }
         })
     }
 }
@@ -116,7 +134,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<C
         Many(Vec<CardValue>),
     }
     let raw = BTreeMap::<String, Repr>::deserialize(d)?;
-    let one = |value| CardValue { value, display: None, source: Source::Gateway, at: 0 };
+    let one = |value| CardValue { value, display: None, source: Source::Gateway, at: 0, via: None };
     Ok(raw
         .into_iter()
         .map(|(k, r)| match r {
@@ -203,6 +221,10 @@ pub struct ClientDoc {
     /// Original cards this card stands for (1 + everything merged into it).
     #[serde(default = "one")]
     pub group_size: usize,
+    /// Cards an operator split from this one: no rule, external ID or bot answer merges
+    /// them again until an operator merges them or allows it (SPEC identity rule 9).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub blocked_merges: BTreeSet<String>,
     /// +1 on every change of the card an operator sees (SPEC identity rule 10); set by the
     /// store when a changed card is put, never by a stage. 0: a card stored before revisions.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -238,6 +260,7 @@ impl ClientDoc {
             && self.comments == other.comments
             && self.manual_contacts == other.manual_contacts
             && self.visitors == other.visitors
+            && self.blocked_merges == other.blocked_merges
             && self.external_ids == other.external_ids
             && self.group_size == other.group_size
     }

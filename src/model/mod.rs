@@ -411,4 +411,41 @@ pub struct MergeEntry {
     pub operator: Option<String>,
     #[serde(default)]
     pub matched: Vec<MatchedValue>,
+    /// The entry's id (SPEC "Undoing a merge"). Entries written before it was kept in the
+    /// document are named by their first absorbed card (the ledger row's key).
+    #[serde(default)]
+    pub merge_id: String,
+    /// What a split needs: the survivor as it was just before the merge, and each absorbed
+    /// card as it came in. Entries written before the ledger kept them cannot be undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survivor_before: Option<CardSnapshot>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub brought: Vec<Brought>,
+    /// Set once an operator undid the merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitMark>,
+}
+
+/// A card as it was at a merge: what it brought to the group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardSnapshot {
+    pub kind: ClientType,
+    pub doc: ClientDoc,
+}
+
+/// One card a merge absorbed: its snapshot, and the cards it had absorbed before (they come
+/// back with it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Brought {
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    pub card: CardSnapshot,
+}
+
+/// When and by whom a merge was undone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitMark {
+    pub at: Millis,
+    pub operator: String,
 }

@@ -81,18 +81,12 @@ impl Store {
         let mut out = Vec::new();
         for chunk in group.chunks(sql::CHUNK_ROWS) {
             let sql = format!(
-                "SELECT at, survivor_id, doc FROM merge_ledger WHERE project_id = $1 AND survivor_id IN ({})",
+                "SELECT merge_id, at, survivor_id, doc FROM merge_ledger WHERE project_id = $1 AND survivor_id IN ({})",
                 sql::list(chunk.len(), 2)
             );
             let params = std::iter::once(project.into()).chain(chunk.iter().cloned()).collect();
             for row in self.fetch_all(&sql, params, "read merge ledger").await? {
-                let doc: String = row.get(2);
-                let mut entry: MergeEntry = serde_json::from_str(&doc)
-                    .map_err(|e| StoreError::new("read merge ledger")(sqlx::Error::Decode(Box::new(e))))?;
-                entry.project_id = project.to_string();
-                entry.at = row.get(0);
-                entry.survivor_id = row.get(1);
-                out.push(entry);
+                out.push(ledger_entry(project, &row)?);
             }
         }
         out.sort_by(|a, b| (a.at, &a.absorbed_ids).cmp(&(b.at, &b.absorbed_ids)));
@@ -156,4 +150,19 @@ impl Store {
         out.sort_by(|a, b| (a.1.seq, a.0, &a.1.id).cmp(&(b.1.seq, b.0, &b.1.id)));
         Ok(out)
     }
+}
+
+/// A ledger row (`merge_id, at, survivor_id, doc`). Entries written before the document held
+/// its id are named by the row's key.
+pub(super) fn ledger_entry(project: &str, row: &sqlx::any::AnyRow) -> StoreResult<MergeEntry> {
+    let doc: String = row.get(3);
+    let mut entry: MergeEntry = serde_json::from_str(&doc)
+        .map_err(|e| StoreError::new("read merge ledger")(sqlx::Error::Decode(Box::new(e))))?;
+    entry.project_id = project.to_string();
+    if entry.merge_id.is_empty() {
+        entry.merge_id = row.get(0);
+    }
+    entry.at = row.get(1);
+    entry.survivor_id = row.get(2);
+    Ok(entry)
 }

@@ -129,6 +129,18 @@ impl CardsMerged<'_> {
     }
 }
 
+/// An operator undid a merge (the `client.split` event says the rest).
+pub struct CardsSplit<'a> {
+    pub survivor: &'a str,
+    pub restored: usize,
+}
+
+impl CardsSplit<'_> {
+    pub fn emit(self) {
+        tracing::info!(survivor = self.survivor, restored = self.restored, "merge undone");
+    }
+}
+
 /// A value turned generic: held beyond the group limit, it is no longer compared.
 pub struct ValueTurnedGeneric<'a> {
     pub field: &'a str,

@@ -87,6 +87,41 @@ impl Appeals {
         }
     }
 
+    /// Hands the appeals of `from` of these conversations (`model::conversation_key`) to
+    /// `to` (a split: the restored card's conversations go back to it); returns how many.
+    /// Reads only the appeals that move. Merges of the batch must be repointed first.
+    pub(super) async fn split_off(
+        &mut self,
+        db: &mut Db,
+        (project, from, to): (&str, &str, &str),
+        keys: &[String],
+    ) -> StoreResult<usize> {
+        let params: Vec<Param> = keys.iter().map(|h| h.clone().into()).collect();
+        let head = format!(
+            "SELECT {} FROM appeals WHERE project_id = $1 AND client_id = $2 AND conversation_key",
+            sql::APPEAL_COLS
+        );
+        let fixed = vec![project.into(), from.into()];
+        let rows = db.select_in(&head, "", fixed, params, "read appeals to split off").await?;
+        for row in &rows {
+            self.cache(sql::appeal_from_row(row)?);
+        }
+        let wanted: HashSet<&String> = keys.iter().collect();
+        let moving: Vec<String> = self
+            .by_id
+            .values()
+            .filter(|a| a.project_id == project && a.client_id == from && wanted.contains(&a.key))
+            .map(|a| a.id.clone())
+            .collect();
+        for id in &moving {
+            if let Some(mut appeal) = self.by_id.get(id).cloned() {
+                appeal.client_id = to.to_string();
+                self.put(appeal);
+            }
+        }
+        Ok(moving.len())
+    }
+
     /// Loads the appeals a filter selects; returns their cards.
     async fn load_where(
         &mut self,

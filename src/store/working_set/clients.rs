@@ -127,6 +127,44 @@ impl Clients {
         Ok(None)
     }
 
+    /// The card with this id as stored, absorbed or not.
+    pub(super) async fn row(&mut self, db: &mut Db, id: &str) -> StoreResult<Option<Client>> {
+        self.load(db, std::slice::from_ref(&id.to_string())).await?;
+        Ok(self.cards.get(id).cloned())
+    }
+
+    /// Every card absorbed into `id`, directly or through a card it absorbed.
+    pub(super) async fn absorbed_by(&mut self, db: &mut Db, id: &str) -> StoreResult<Vec<String>> {
+        let mut found: BTreeSet<String> = BTreeSet::new();
+        let mut frontier = vec![id.to_string()];
+        while !frontier.is_empty() && found.len() <= 100_000 {
+            let keys: Vec<Param> = frontier.iter().map(|f| f.clone().into()).collect();
+            let rows = db
+                .select_in(
+                    "SELECT id FROM clients WHERE merged_into",
+                    "",
+                    vec![],
+                    keys,
+                    "read absorbed cards",
+                )
+                .await?;
+            let ids: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            self.load(db, &ids).await?;
+            let inside: HashSet<&String> = frontier.iter().collect();
+            // The batch's own copies decide: a card merged or split earlier in it.
+            let next: Vec<String> = self
+                .cards
+                .values()
+                .filter(|c| c.merged_into.as_ref().is_some_and(|m| inside.contains(m)))
+                .map(|c| c.id.clone())
+                .filter(|c| !found.contains(c) && c != id)
+                .collect();
+            found.extend(next.iter().cloned());
+            frontier = next;
+        }
+        Ok(found.into_iter().collect())
+    }
+
     /// Stores a new or changed card.
     pub(super) fn put(&mut self, mut client: Client) {
         let old = self.cards.remove(&client.id);

@@ -21,7 +21,8 @@ impl WorkingSet {
         repoint_merged(db, &merges).await?;
         marks.push(("merges", t.elapsed()));
         db.hold_writes();
-        write_ledger(db, merges).await?;
+        drop(merges);
+        write_ledger(db, std::mem::take(&mut self.ledger)).await?;
         self.appeals.flush_counters(db).await?;
         self.clients.flush(db).await?;
         self.appeals.flush(db).await?;
@@ -68,7 +69,7 @@ fn final_survivors(merges: &[(String, Vec<String>)]) -> BTreeMap<String, String>
 
 /// Moves the appeals of absorbed cards to their final survivor and repoints cards merged
 /// into them earlier, in two statements for the whole batch whatever the merge count.
-async fn repoint_merged(db: &mut Db, merges: &[MergeEntry]) -> StoreResult<()> {
+pub(super) async fn repoint_merged(db: &mut Db, merges: &[MergeEntry]) -> StoreResult<()> {
     let pairs: Vec<(String, Vec<String>)> =
         merges.iter().map(|m| (m.survivor_id.clone(), m.absorbed_ids.clone())).collect();
     let rows: Vec<Vec<Param>> = final_survivors(&pairs)
@@ -95,14 +96,20 @@ async fn repoint_merged(db: &mut Db, merges: &[MergeEntry]) -> StoreResult<()> {
 async fn write_ledger(db: &mut Db, merges: Vec<MergeEntry>) -> StoreResult<()> {
     let rows = merges
         .into_iter()
-        .filter_map(|m| {
-            let merge_id = m.absorbed_ids.first()?.clone();
+        .map(|m| {
             let doc = serde_json::to_string(&m).expect("merge entry serialises");
-            Some(vec![merge_id.into(), m.project_id.into(), m.at.into(), m.survivor_id.into(), doc.into()])
+            vec![m.merge_id.into(), m.project_id.into(), m.at.into(), m.survivor_id.into(), doc.into()]
         })
         .collect();
     let head = "INSERT INTO merge_ledger (merge_id, project_id, at, survivor_id, doc)";
-    db.insert_rows(head, "ON CONFLICT DO NOTHING", rows, "write merge ledger").await
+    // A split rewrites its entry; the batch holds one version of each.
+    db.insert_rows(
+        head,
+        "ON CONFLICT (merge_id) DO UPDATE SET doc = excluded.doc",
+        rows,
+        "write merge ledger",
+    )
+    .await
 }
 
 async fn write_outcomes(db: &mut Db, outcomes: Vec<(String, CommandOutcome)>) -> StoreResult<()> {

@@ -49,8 +49,11 @@ pub struct WorkingSet {
     messages: messages::Messages,
     applied: messages::AppliedInputs,
     partitions: partitions::Partitions,
-    /// Merges of this batch in order. Rows the batch did not load are repointed at commit.
+    /// Merges of this batch in order not yet repointed: rows the batch did not load follow
+    /// their survivor at commit (or before a split).
     merges: Vec<MergeEntry>,
+    /// Ledger entries the batch wrote or changed, in order.
+    ledger: Vec<MergeEntry>,
     /// What became of the batch's commands, by project.
     outcomes: Vec<(String, CommandOutcome)>,
     /// Whether the batch's records join the event feed.
@@ -71,6 +74,7 @@ impl WorkingSet {
             applied: Default::default(),
             partitions: Default::default(),
             merges: Vec::new(),
+            ledger: Vec::new(),
             outcomes: Vec::new(),
             feed,
         }
@@ -170,7 +174,69 @@ impl WorkingSet {
     /// it, and the merge ledger gets the entry.
     pub fn record_merge(&mut self, entry: MergeEntry) {
         self.appeals.move_to(&entry.survivor_id, &entry.absorbed_ids);
-        self.merges.push(entry);
+        self.merges.push(entry.clone());
+        self.ledger.push(entry);
+    }
+
+    /// The card with this id as stored, absorbed or not.
+    pub async fn client_row(&mut self, id: &str) -> StoreResult<Option<Client>> {
+        self.clients.row(&mut self.db, id).await
+    }
+
+    /// Every card absorbed into `id`, directly or through a card it absorbed.
+    pub async fn absorbed_by(&mut self, id: &str) -> StoreResult<Vec<String>> {
+        self.clients.absorbed_by(&mut self.db, id).await
+    }
+
+    /// One entry of a project's merge ledger, as this batch left it.
+    pub async fn ledger_entry(&mut self, project: &str, merge_id: &str) -> StoreResult<Option<MergeEntry>> {
+        if let Some(e) = self.ledger.iter().rev().find(|e| e.project_id == project && e.merge_id == merge_id)
+        {
+            return Ok(Some(e.clone()));
+        }
+        let sql =
+            "SELECT merge_id, at, survivor_id, doc FROM merge_ledger WHERE project_id = $1 AND merge_id = $2";
+        let rows = self.db.fetch_all(sql, vec![project.into(), merge_id.into()], "read a merge").await?;
+        rows.first().map(|r| super::read::ledger_entry(project, r)).transpose()
+    }
+
+    /// The ledger entries whose survivor is one of `survivors`, as this batch left them,
+    /// oldest first.
+    pub async fn ledger_of(&mut self, project: &str, survivors: &[String]) -> StoreResult<Vec<MergeEntry>> {
+        let keys: Vec<super::sql::Param> = survivors.iter().map(|s| s.clone().into()).collect();
+        let head =
+            "SELECT merge_id, at, survivor_id, doc FROM merge_ledger WHERE project_id = $1 AND survivor_id";
+        let rows = self.db.select_in(head, "", vec![project.into()], keys, "read merge ledger").await?;
+        let mut out: std::collections::BTreeMap<String, MergeEntry> = std::collections::BTreeMap::new();
+        for row in &rows {
+            let e = super::read::ledger_entry(project, row)?;
+            out.insert(e.merge_id.clone(), e);
+        }
+        for e in self.ledger.iter().filter(|e| e.project_id == project && survivors.contains(&e.survivor_id))
+        {
+            out.insert(e.merge_id.clone(), e.clone());
+        }
+        let mut out: Vec<MergeEntry> = out.into_values().collect();
+        out.sort_by(|a, b| (a.at, &a.absorbed_ids).cmp(&(b.at, &b.absorbed_ids)));
+        Ok(out)
+    }
+
+    /// Rewrites a ledger entry (a split marks it undone).
+    pub fn update_ledger(&mut self, entry: MergeEntry) {
+        self.ledger.retain(|e| e.merge_id != entry.merge_id);
+        self.ledger.push(entry);
+    }
+
+    /// Gives `to` the appeals of `from` of these conversations (a split); returns how many. The batch's merges are repointed first, so the
+    /// database answers for the cards as the batch left them.
+    pub async fn split_appeals(
+        &mut self,
+        project: &str,
+        (from, to): (&str, &str),
+        conversations: &[String],
+    ) -> StoreResult<usize> {
+        flush::repoint_merged(&mut self.db, &std::mem::take(&mut self.merges)).await?;
+        self.appeals.split_off(&mut self.db, (project, from, to), conversations).await
     }
 
     // ---- appeals ------------------------------------------------------------------------
