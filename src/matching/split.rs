@@ -143,15 +143,14 @@ pub fn plan(
                 for (i, brought) in entry.brought.iter().enumerate() {
                     let snap = &brought.card.doc;
                     let map = if contact { &snap.contacts } else { &snap.fields };
-                    let brought_it = map.get(field).is_some_and(|l| l.iter().any(|v| v.value == cv.value));
+                    // What the card brought goes back as it brought it (its own spelling).
+                    let brought_it = map.get(field).and_then(|l| l.iter().find(|v| v.value == cv.value));
                     let through_it = after && cv.via.as_ref().is_some_and(|h| handles[i].contains(h));
-                    if brought_it || through_it {
+                    if let Some(value) = brought_it.or(through_it.then_some(cv)) {
                         owners.push(i);
+                        restored_maps[i].entry(field.clone()).or_default().push(value.clone());
+                        moved_values[i] += 1;
                     }
-                }
-                for &i in &owners {
-                    restored_maps[i].entry(field.clone()).or_default().push(cv.clone());
-                    moved_values[i] += 1;
                 }
                 if operator_after {
                     kept.push(MatchedValue { field: field.clone(), value: cv.value.clone() });
