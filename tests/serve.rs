@@ -393,3 +393,35 @@ async fn the_api_beside_another_writer_wakes_its_feed_readers_from_the_store() {
     assert_eq!(page["records"][0]["value"]["cause"]["id"], "m2", "{page}");
     served.service.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn clients_that_never_read_their_answers_hold_a_bounded_number_of_connections_for_a_bounded_time() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::new(Kind::Sqlite).await;
+    let bounded = SERVE.replace("[api]\n", "[api]\nmax_connections = 2\nidle_timeout = \"2s\"\n");
+    let served = Served::with(&bounded, BASE, &db).await;
+    let addr = served.base.trim_start_matches("http://").trim_end_matches("/v1/projects").to_string();
+    // Two clients ask for a long-poll and never read the answer, nor close.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!(
+            "GET /v1/projects/acme/feed?wait=1s HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer acme-reader-1\r\n\r\n"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(tcp);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // A third waits for one of them to be let go, then is served.
+    let started = std::time::Instant::now();
+    let (status, _) = served.get("acme-reader-1", "/acme/feed").await;
+    let waited = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        waited >= std::time::Duration::from_millis(1500),
+        "served only once an idle one closed: {waited:?}"
+    );
+    assert!(waited < std::time::Duration::from_secs(10), "idle connections are closed: {waited:?}");
+    drop(stalled);
+    served.service.stop().await.unwrap();
+}

@@ -15,6 +15,7 @@ mod console;
 mod cursor;
 mod feed;
 mod ingest;
+mod listen;
 mod merges;
 pub mod search;
 pub mod views;
@@ -245,6 +246,7 @@ pub async fn serve(
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("api.listen {addr}: {e}"))?;
     let local = listener.local_addr()?;
+    let listener = listen::Bounded::new(listener, config.api.max_connections, config.api.idle_timeout);
     let app = router(config, store, writes);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

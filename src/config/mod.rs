@@ -137,11 +137,23 @@ pub struct ApiConfig {
     /// feed"); `0s` keeps no feed.
     #[serde(with = "duration::serde_duration")]
     pub feed_retention: Duration,
+    /// Connections the API holds at once; more wait until one closes.
+    pub max_connections: usize,
+    /// A connection on which nothing is read or written this long is closed; keep it above
+    /// the longest `wait` clients long-poll with (at most 30 s).
+    #[serde(with = "duration::serde_duration")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { listen: String::new(), tokens: Vec::new(), feed_retention: Duration::from_secs(24 * 3600) }
+        Self {
+            listen: String::new(),
+            tokens: Vec::new(),
+            feed_retention: Duration::from_secs(24 * 3600),
+            max_connections: 2048,
+            idle_timeout: Duration::from_secs(60),
+        }
     }
 }
 

@@ -265,6 +265,8 @@ fn bounds(config: &Config, push: &mut impl FnMut(String, String)) {
     span("kafka.idle_clock_after", config.kafka.idle_clock_after, (1, 86_400), push);
     // 0 keeps no feed; up to 30 days.
     span_ms("api.feed_retention", config.api.feed_retention, (0, 30 * 86_400_000), push);
+    span_ms("api.idle_timeout", config.api.idle_timeout, (1_000, 3_600_000), push);
+    within("api.max_connections", config.api.max_connections, 1, 65_536, push);
     within("store.max_connections", config.store.max_connections as usize, 1, 64, push);
     let session_ms: u128 = config
         .kafka
