@@ -111,6 +111,12 @@ async fn a_rule_merge_split_gives_each_card_back_what_it_brought_and_keeps_them_
         assert_eq!(ledger.len(), 1);
         assert_eq!(ledger[0].split.as_ref().map(|m| m.operator.as_str()), Some("op-7"));
         assert!(store.absorbed_ids(&anna).await.unwrap().is_empty(), "nothing resolves to the survivor");
+        let timeline = store.timeline("acme", &boris, None, 10).await.unwrap();
+        assert_eq!(timeline.len(), 1, "Boris's timeline is his appeal");
+        assert_eq!(store.timeline("acme", &anna, None, 10).await.unwrap().len(), 1);
+        let exact = appealflow::store::Match::Exact;
+        let found = store.search_terms("acme", "e:boris@example.org", exact, 10).await.unwrap();
+        assert!(!found.is_empty() && found.iter().all(|h| h.client_id == boris), "search finds Boris's card");
         store.close().await;
         drop(store); // the SQLite writer lock goes with the store
 
@@ -305,6 +311,35 @@ async fn splits_naming_a_merge_that_is_not_the_cards_are_rejected_with_the_reaso
         assert!(rejected_reason(&s, "c3").contains("no such merge"));
         assert!(rejected_reason(&s, "c4").contains("one card"));
         assert!(rejected_reason(&s, "c5").contains("no split keeps"));
+        assert_eq!(s.card(&anna).await.doc.group_size, 2, "nothing was undone");
+    }
+}
+
+/// Rewrites a ledger row as the release before snapshots wrote it: keyed by its first absorbed
+/// card, with no survivor_before nor brought.
+async fn as_written_before_snapshots(db: &TestDb, merge_id: &str) {
+    use sqlx::Connection;
+    let sql = "UPDATE merge_ledger SET doc = '{\"absorbed_ids\":[\"x\"],\"by\":\"rule\",\"matched\":[]}' \
+               WHERE merge_id = '{id}'"
+        .replace("{id}", merge_id);
+    if db.url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::Executor::execute(&mut conn, sql.as_str()).await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::Executor::execute(&mut conn, sql.as_str()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_merge_recorded_before_the_ledger_kept_snapshots_is_refused_with_the_reason() {
+    for kind in kinds() {
+        let mut s = Story::new(kind).await;
+        s.feed(&[msg("m1", "acme-tg", &t(0), ANNA, "a"), msg("m2", "acme-tg", &t(1), BORIS, "b")]).await;
+        let (anna, merge_id) = (s.client_of("m1"), s.merge_id("m2"));
+        as_written_before_snapshots(&s.db, &merge_id).await;
+        s.feed(&[split("c1", &t(2), &anna, &merge_id)]).await;
+        assert!(rejected_reason(&s, "c1").contains("recorded before the ledger kept what each card brought"));
         assert_eq!(s.card(&anna).await.doc.group_size, 2, "nothing was undone");
     }
 }

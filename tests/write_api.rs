@@ -417,7 +417,10 @@ async fn a_merge_preview_shows_the_card_merge_clients_then_makes_and_changes_not
 
         let same = json!({"target": {"client_id": anna}, "source": {"client_id": other}}).to_string();
         let one_card = server.post("acme-reader-1", "/acme/merges/preview", same).await;
-        assert_eq!(one_card.status, 422, "one card now: {}", one_card.body);
+        assert_eq!(one_card.status, 409, "one card now: {}", one_card.body);
+        let itself = json!({"target": {"client_id": anna}, "source": {"client_id": anna}}).to_string();
+        let itself = server.post("acme-reader-1", "/acme/merges/preview", itself).await;
+        assert_eq!(itself.status, 400, "a card with itself: {}", itself.body);
         let unknown = json!({"target": {"client_id": anna}, "source": {"client_id": "nobody"}}).to_string();
         let unknown = server.post("acme-reader-1", "/acme/merges/preview", unknown).await;
         assert_eq!(unknown.status, 404);
@@ -431,7 +434,7 @@ async fn a_merge_preview_shows_the_card_merge_clients_then_makes_and_changes_not
             .json::<Value>()
             .await
             .unwrap();
-        for answer in [&preview, &one_card, &unknown, &typo] {
+        for answer in [&preview, &one_card, &itself, &unknown, &typo] {
             let validator =
                 common::documented(&doc, "post", "/v1/projects/{project}/merges/preview", answer.status);
             let errors: Vec<String> = validator.iter_errors(&answer.body).map(|e| e.to_string()).collect();

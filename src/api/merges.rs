@@ -75,7 +75,8 @@ pub struct OverLimit {
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such project or card"),
         (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody, description = "the merge would be refused: one card already, or over max_merge_group"),
+        (status = 409, body = ErrorBody, description = "target and source are one card already (an absorbed id names its survivor)"),
+        (status = 422, body = ErrorBody, description = "the merge would be refused: over max_merge_group"),
     ),
     security(("bearer" = []))
 )]
@@ -92,10 +93,21 @@ pub(super) async fn preview(
     })?;
     let request: PreviewRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if request.target.client_id == request.source.client_id {
+        return Err(ApiError::bad_request("target and source name the same card"));
+    }
     let (target, _) = live_card(&api, &p, &request.target.client_id).await?;
     let (source, _) = live_card(&api, &p, &request.source.client_id).await?;
     if target.id == source.id {
-        return Err(ApiError::rejected("target and source are already one card"));
+        return Err(ApiError::conflict(format!(
+            "target and source are one card already: {} lives on in {}",
+            if target.id == request.target.client_id {
+                &request.source.client_id
+            } else {
+                &request.target.client_id
+            },
+            target.id
+        )));
     }
     let size = target.doc.group_size + source.doc.group_size;
     if size > config.max_merge_group {

@@ -103,6 +103,11 @@ impl ApiError {
         ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "rejected", message: message.into() }
     }
 
+    /// A `409`: the cards named are not what the request takes them for (one card already).
+    fn conflict(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::CONFLICT, code: "conflict", message: message.into() }
+    }
+
     /// A `503` with `Retry-After`: nothing was done, the same request may be sent again.
     fn unavailable(message: impl Into<String>) -> Self {
         ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into() }
