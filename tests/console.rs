@@ -274,3 +274,134 @@ async fn the_console_is_served_with_a_policy_that_loads_only_its_own_files() {
     let page = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
     assert!(!page.contains("http://") && !page.contains("https://"), "the page loads nothing from elsewhere");
 }
+
+/// The sample replayed into a SQLite store, then `serve` over it: the console can act.
+async fn serve_sample_acting(dir: &Path) -> (appealflow::serve::Service, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let toml = std::fs::read_to_string(root.join("config/example.toml")).unwrap();
+    let mut config = Config::from_toml(&toml).unwrap();
+    config.api.listen = "127.0.0.1:0".into();
+    let config = Arc::new(config);
+    let url = format!("sqlite://{}", dir.join("acting.db").display());
+    let store = Store::connect(&url, 2).await.unwrap();
+    let sample = root.join("examples/sample.jsonl").display().to_string();
+    appealflow::replay::replay(config.clone(), store.clone(), &[sample], &mut std::io::sink(), false)
+        .await
+        .unwrap();
+    let service = appealflow::serve::Service::start(config, store, Box::new(std::io::sink())).await.unwrap();
+    let base = format!("http://{}", service.addr);
+    (service, base)
+}
+
+/// The card as the read API answers it.
+async fn read_card(base: &str, id: &str) -> serde_json::Value {
+    let url = format!("{base}/v1/projects/acme/clients/{id}");
+    reqwest::Client::new().get(url).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap()
+}
+
+impl Steps {
+    /// Types `text` into the field `css` (emptied first), until the field holds it: a card
+    /// drawn again meanwhile brings a fresh, empty form.
+    async fn type_in(&self, css: &str, text: &str) {
+        let started = Instant::now();
+        loop {
+            let field = self.find(css).await;
+            field.clear().await.unwrap();
+            field.send_keys(text).await.unwrap();
+            if field.prop("value").await.ok().flatten().as_deref() == Some(text) {
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(15), "{css} never held {text:?}");
+        }
+    }
+
+    /// Clicks `css`, then waits for the outcome line to say `want` (the previous outcome is
+    /// wiped first); its text.
+    async fn act(&self, css: &str, want: &str) -> String {
+        self.browser.execute("document.getElementById('outcome').textContent = ''", vec![]).await.unwrap();
+        self.find(css).await.click().await.unwrap();
+        self.text_with("#outcome", want).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, base) = serve_sample_acting(dir.path()).await;
+    let driver = Driver::start().await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-acting-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut s = Steps { browser: driver.browser().await, shots, n: 0 };
+    s.browser.goto(&base).await.unwrap();
+    s.type_in("#login-token", "demo-operator-token").await;
+    s.find("#login-form button[type=submit]").await.click().await.unwrap();
+    s.find("#search-input").await.send_keys("alfred").await.unwrap();
+    s.text_with("#results", "Alfred").await;
+    s.find("#results button").await.click().await.unwrap();
+    s.text_with("#card-title", "Alfred").await;
+    let id =
+        s.browser.current_url().await.unwrap().fragment().unwrap().rsplit('/').next().unwrap().to_string();
+
+    // A name that looks like markup is a name: shown as text, stored as typed.
+    let hostile = "<img src=x onerror=alert(1)>";
+    s.type_in("#rename-name", hostile).await;
+    s.act("#rename button[type=submit]", "Rename: done").await;
+    assert_eq!(s.text_with("#card-title", "<img").await, hostile);
+    assert_eq!(s.count("#card img, #outcome img").await, 0, "no markup from what was typed");
+    assert_eq!(read_card(&base, &id).await["name"], hostile);
+
+    s.type_in("#tag-tag", "vip").await;
+    s.act("#tag button[type=submit]", "Tag: done").await;
+    s.type_in("#comment-text", "Prefers calls after 6 PM").await;
+    s.act("#comment button[type=submit]", "Comment: done").await;
+    let card = read_card(&base, &id).await;
+    assert!(card["tags"].as_array().unwrap().contains(&"vip".into()), "{card}");
+    assert_eq!(card["comments"][0]["text"], "Prefers calls after 6 PM");
+    s.text_with("#card", "Prefers calls after 6 PM").await;
+
+    // Three phones by hand; the fourth is refused and the page says why.
+    let mut refused = String::new();
+    for n in 1..=4 {
+        s.type_in("#add-contact-value", &format!("+7 916 000-00-0{n}")).await;
+        let said = s.act("#add-contact button[type=submit]", "Add contact:").await;
+        if said.contains("refused") {
+            refused = said;
+            break;
+        }
+        s.text_with("#contacts", &format!("+7 916 000-00-0{n}")).await;
+    }
+    assert!(refused.contains("3 phone contacts added by hand"), "the fourth phone: {refused}");
+    s.shot("fourth-phone-refused").await;
+    let manual = |card: &serde_json::Value| {
+        card["contacts"]["phone"].as_array().unwrap().iter().filter(|v| v["source"] == "manual").count()
+    };
+    assert_eq!(manual(&read_card(&base, &id).await), 3);
+    s.act("#contacts button[data-contact='phone:+79160000001']", "Remove contact: done").await;
+    assert_eq!(manual(&read_card(&base, &id).await), 2);
+
+    // Another operator changes the card after this page read it: the rename is refused as stale.
+    let other = serde_json::json!({"type": "tag_client", "client": {"client_id": id}, "tag": "callback"});
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/v1/projects/acme/commands"))
+        .bearer_auth("demo-operator-token")
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    s.type_in("#rename-name", "Alfred Hitchcock").await;
+    let stale = s.act("#rename button[type=submit]", "Rename: not done").await;
+    assert!(stale.contains("changed this card meanwhile"), "{stale}");
+    assert_eq!(read_card(&base, &id).await["name"], hostile, "nothing was renamed");
+    s.type_in("#rename-name", "Alfred Hitchcock").await;
+    s.act("#rename button[type=submit]", "Rename: done").await;
+
+    // The merge by phone, undone from the ledger.
+    s.act("#merges button[data-merge]", "Split: done").await;
+    s.text_with("#merges", "split by op-1").await;
+    s.shot("split").await;
+    let card = read_card(&base, &id).await;
+    assert!(!card["blocked_merges"].as_array().unwrap().is_empty(), "{card}");
+    s.browser.close().await.unwrap();
+    service.stop().await.unwrap();
+}

@@ -1,6 +1,7 @@
-// The operator console: a client of the public read API (SPEC "Read API") and nothing else.
-// Every value shown comes from a /v1 answer and is put on the page as text, never as markup:
-// names, messages and links are client input.
+// The operator console: a client of the public read and write API (SPEC "Read API", "Write
+// API") and nothing else. Every value shown comes from a /v1 answer and is put on the page as
+// text, never as markup: names, messages and links are client input, and what an operator
+// types is sent as data.
 
 const PAGE = Number(new URLSearchParams(location.search).get("page")) || 10;
 const DEBOUNCE_MS = 250;
@@ -59,6 +60,50 @@ async function api(path, project = session.project, token = session.token) {
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) throw new ApiError(resp.status, body?.error?.code ?? "error", body?.error?.message ?? resp.statusText);
   return body;
+}
+
+/** POSTs a command of the signed-in project; its answer as {status, body}, never a throw. */
+async function command(cmd) {
+  const url = `/v1/projects/${encodeURIComponent(session.project)}/commands?wait=10s`;
+  try {
+    const resp = await fetch(url, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${session.token}`, "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify(cmd),
+    });
+    return { status: resp.status, body: await resp.json().catch(() => ({})) };
+  } catch {
+    return { status: 0, body: { error: { message: "appealflow did not answer: is it still running?" } } };
+  }
+}
+
+/** What became of a command, in words an operator reads. */
+function outcomeText(label, { status, body }) {
+  switch (status) {
+    case 200: return [`${label}: done.`, "ok"];
+    case 202: return [`${label}: sent, not applied yet. The card refreshes when you open it again.`, "warn"];
+    case 409: return [`${label}: not done. Someone changed this card meanwhile (it is at revision ${body.revision}); the card below is the fresh one, try again.`, "bad"];
+    case 422: return [`${label}: refused. ${body.reason ?? body.error?.message ?? ""}`, "bad"];
+    case 403: return [`${label}: this token may only read. Sign in with a token that may act.`, "bad"];
+    default: return [`${label}: not done. ${body?.error?.message ?? "The request failed."}`, "bad"];
+  }
+}
+
+function showOutcome(label, answer) {
+  const [text, kind] = outcomeText(label, answer);
+  const el = $("outcome");
+  el.className = `outcome ${kind}`;
+  el.textContent = text;
+  el.hidden = false;
+}
+
+/** Sends `cmd` about the open card (at the revision shown), says what became of it, and
+ *  shows the card as it is now. */
+async function act(label, card, cmd) {
+  const answer = await command({ expected_revision: card.revision, ...cmd });
+  showOutcome(label, answer);
+  if (answer.status === 200 || answer.status === 409) await showCard(card.id, false);
+  return answer;
 }
 
 /** What a failed call means to an operator. */
@@ -253,7 +298,59 @@ function valueList(map, empty) {
   ]));
 }
 
-async function showCard(id) {
+/** The card's contacts, each with a button that removes it. */
+function contactList(card) {
+  const entries = Object.entries(card.contacts);
+  if (!entries.length) return h("p", { class: "muted" }, "No contacts.");
+  const client = { client_id: card.id };
+  return h("dl", { class: "values", id: "contacts" }, entries.flatMap(([type, values]) => [
+    h("dt", {}, type),
+    h("dd", {}, h("ul", { class: "plain bare" }, values.map((v) => h("li", {},
+      v.display, " ", h("span", { class: "badge", title: "source" }, v.source), " ",
+      h("button", { type: "button", class: "small secondary", "data-contact": `${type}:${v.value}`,
+        onclick: () => act("Remove contact", card, { type: "remove_contact", client, contact_type: type, value: v.value }) },
+        "Remove contact"))))),
+  ]));
+}
+
+/** A one-line form: labelled inputs and a button whose text names the action. */
+function actionForm(id, label, fields, submit) {
+  const inputs = fields.map((f) => f.options
+    ? h("select", { id: `${id}-${f.name}`, name: f.name }, f.options.map((o) => h("option", { value: o }, o)))
+    : h(f.multiline ? "textarea" : "input", { id: `${id}-${f.name}`, name: f.name, autocomplete: "off", required: true, rows: f.multiline ? 2 : undefined }));
+  const form = h("form", { class: "action", id, novalidate: true },
+    fields.map((f, i) => h("div", { class: "field" }, h("label", { for: `${id}-${f.name}` }, f.label), inputs[i])),
+    h("button", { type: "submit" }, label));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const values = Object.fromEntries(fields.map((f, i) => [f.name, inputs[i].value]));
+    if (fields.some((f, i) => !f.options && !inputs[i].value.trim())) {
+      showOutcome(label, { status: -1, body: { error: { message: `Type the ${fields.find((f, i) => !f.options && !inputs[i].value.trim()).label.toLowerCase()} first.` } } });
+      return;
+    }
+    await submit(values);
+  });
+  return form;
+}
+
+/** The card's actions: each a command of the write API about this card. */
+function cardActions(card) {
+  const client = { client_id: card.id };
+  return h("div", { class: "actions" },
+    actionForm("rename", "Rename", [{ name: "name", label: "New name" }],
+      ({ name }) => act("Rename", card, { type: "rename_client", client, name })),
+    actionForm("add-contact", "Add contact", [
+      { name: "type", label: "Contact type", options: ["phone", "email", "crm_id"] },
+      { name: "value", label: "Contact" }],
+    ({ type, value }) => act("Add contact", card, { type: "add_contact", client, contact_type: type, value })),
+    actionForm("tag", "Tag", [{ name: "tag", label: "Tag" }],
+      ({ tag }) => act("Tag", card, { type: "tag_client", client, tag })),
+    actionForm("comment", "Comment", [{ name: "text", label: "Comment on the client", multiline: true }],
+      ({ text }) => act("Comment", card, { type: "comment_client", client, text })));
+}
+
+async function showCard(id, focus = true) {
+  if (focus) $("outcome").hidden = true;
   const card = await api(`/clients/${encodeURIComponent(id)}`);
   const [timeline, merges] = await Promise.all([
     api(`/clients/${encodeURIComponent(card.id)}/timeline?limit=${PAGE}`),
@@ -281,7 +378,8 @@ async function showCard(id) {
       h("h2", { id: "card-title", tabindex: "-1" }, card.name ?? "(no name)"),
       h("span", { class: "badge" }, card.type),
       h("span", { class: "muted" }, `${card.appeal_count} appeal${card.appeal_count === 1 ? "" : "s"} · since `, time(card.created_at))),
-    section("Contacts", valueList(card.contacts, "No contacts.")),
+    section("Actions", cardActions(card)),
+    section("Contacts", contactList(card)),
     section("Channels", technical(card.technical)),
     section("Fields", valueList(card.fields, "No fields.")),
     card.invalid_values.length ? section("Values that could not be read",
@@ -290,14 +388,14 @@ async function showCard(id) {
       h("dl", { class: "values" }, Object.entries(card.crm.data).flatMap(([k, vs]) => [h("dt", {}, k), h("dd", {}, vs.join(", "))]))) : "",
     card.tags.length ? section("Tags", h("p", {}, card.tags.map((t) => [h("span", { class: "badge" }, t), " "]))) : "",
     card.comments.length ? section("Comments", h("ul", { class: "plain" }, card.comments.map(comment))) : "",
-    section("Merges", mergeList(merges.merges, card.absorbed_ids)),
+    section("Merges", mergeList(card, merges.merges)),
     section("Timeline",
       h("div", { class: "scroll" }, h("table", {},
         h("thead", {}, h("tr", {}, ["Appeal", "Channel", "Status", "Opened", "Messages"].map((c) => h("th", { scope: "col" }, c)))),
         rows)),
       more));
   $("view").replaceChildren(view);
-  $("card-title").focus();
+  if (focus) $("card-title").focus();
 }
 
 function technical(t) {
@@ -317,17 +415,25 @@ function comment(c) {
   return h("li", {}, c.text, " ", h("span", { class: "muted" }, "— ", c.operator_id ?? "operator", ", ", time(c.at)));
 }
 
-function mergeList(merges, absorbed) {
+function mergeList(card, merges) {
+  const absorbed = card.absorbed_ids;
   const items = merges.map((m) => {
     const how = m.by === "rule"
       ? `joined by rule ${m.rule_id ?? ""} on ${m.matched.map((v) => shown(v.field, v.value)).join(", ")}`
       : `joined by ${m.by}${m.operator ? ` (${m.operator})` : ""}`;
-    return h("li", {}, time(m.at), ": ", how, h("br"),
+    const split = m.split
+      ? h("span", { class: "badge" }, "split by ", m.split.operator, ", ", time(m.split.at))
+      : m.splittable
+        ? h("button", { type: "button", class: "small secondary", "data-merge": m.merge_id,
+            onclick: () => act("Split", card, { type: "split_client", client: { client_id: card.id }, merge_id: m.merge_id }) }, "Split")
+        : "";
+    return h("li", {}, time(m.at), ": ", how, " ", split, h("br"),
       h("span", { class: "muted" }, "absorbed ", h("span", { class: "ids" }, m.absorbed_ids.join(", "))));
   });
   return [
     items.length ? h("ul", { class: "plain", id: "merges" }, items) : h("p", { class: "muted" }, "This card was never joined with another."),
     absorbed.length ? h("p", {}, "Absorbed ids: ", h("span", { class: "ids" }, absorbed.join(", "))) : "",
+    card.blocked_merges.length ? h("p", {}, "Kept apart from: ", h("span", { class: "ids" }, card.blocked_merges.join(", "))) : "",
   ];
 }
 
