@@ -402,6 +402,59 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
     s.shot("split").await;
     let card = read_card(&base, &id).await;
     assert!(!card["blocked_merges"].as_array().unwrap().is_empty(), "{card}");
+
+    // He writes again (a gateway posts it), which opens an appeal: category, tag, comment,
+    // assignment, a scenario the project lacks, closing.
+    // Dated now: the operator's commands are, and an appeal idle for a day closes on them.
+    let hello = serde_json::json!({"type": "message", "message_id": "tg-9901", "project_id": "acme",
+        "channel_id": "acme-tg", "sent_at": chrono::Utc::now().to_rfc3339(), "visitor": {"id": "513377"},
+        "content": {"kind": "text", "text": "Is my card ready?"}})
+    .to_string();
+    let posted = reqwest::Client::new()
+        .post(format!("{base}/v1/projects/acme/inputs"))
+        .bearer_auth("demo-gateway-token")
+        .body(hello)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    s.browser.refresh().await.unwrap();
+    s.text_with("#card", "acme-tg").await;
+    s.text_with("section[aria-labelledby=s-timeline] tbody", "open").await;
+    s.find(APPEALS).await.click().await.unwrap();
+    let number = s.text_with("#appeal-title", "Appeal #").await.trim_start_matches("Appeal #").to_string();
+    s.type_in("#category-category", "cards").await;
+    s.act("#category button[type=submit]", "Category: done").await;
+    s.type_in("#appeal-tag-tag", "urgent").await;
+    s.act("#appeal-tag button[type=submit]", "Tag: done").await;
+    s.type_in("#appeal-comment-text", "Called back, card reissued").await;
+    s.act("#appeal-comment button[type=submit]", "Comment: done").await;
+    s.type_in("#assign-group", "second-line").await;
+    s.act("#assign button[type=submit]", "Assign: done").await;
+    s.type_in("#scenario-scenario_id", "no-such-scenario").await;
+    let refused = s.act("#scenario button[type=submit]", "Start scenario:").await;
+    assert!(refused.contains("refused"), "{refused}");
+    let appeal_url = format!("{base}/v1/projects/acme/appeals/{number}");
+    let read = |url: String| async move {
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let appeal = read(appeal_url.clone()).await;
+    assert_eq!(appeal["category"], "cards", "{appeal}");
+    assert!(appeal["tags"].as_array().unwrap().contains(&"urgent".into()));
+    assert_eq!(appeal["group"], "second-line");
+    assert!(appeal["comments"].as_array().unwrap().iter().any(|c| c["text"] == "Called back, card reissued"));
+    s.shot("appeal-acted").await;
+    assert_eq!(appeal["status"], "open");
+    s.act("#close button[type=submit]", "Close: done").await;
+    assert_eq!(read(appeal_url).await["status"], "closed");
     s.browser.close().await.unwrap();
     service.stop().await.unwrap();
 }

@@ -100,9 +100,15 @@ function showOutcome(label, answer) {
 /** Sends `cmd` about the open card (at the revision shown), says what became of it, and
  *  shows the card as it is now. */
 async function act(label, card, cmd) {
-  const answer = await command({ expected_revision: card.revision, ...cmd });
+  return actThen(label, card.revision, cmd, () => showCard(card.id, false));
+}
+
+/** Sends `cmd` at the card revision the page shows, says what became of it, and draws the
+ *  view again (`redraw`) when the command changed something or found the card changed. */
+async function actThen(label, revision, cmd, redraw) {
+  const answer = await command(revision === undefined ? cmd : { expected_revision: revision, ...cmd });
   showOutcome(label, answer);
-  if (answer.status === 200 || answer.status === 409) await showCard(card.id, false);
+  if (answer.status === 200 || answer.status === 409) await redraw();
   return answer;
 }
 
@@ -317,15 +323,16 @@ function contactList(card) {
 function actionForm(id, label, fields, submit) {
   const inputs = fields.map((f) => f.options
     ? h("select", { id: `${id}-${f.name}`, name: f.name }, f.options.map((o) => h("option", { value: o }, o)))
-    : h(f.multiline ? "textarea" : "input", { id: `${id}-${f.name}`, name: f.name, autocomplete: "off", required: true, rows: f.multiline ? 2 : undefined }));
+    : h(f.multiline ? "textarea" : "input", { id: `${id}-${f.name}`, name: f.name, autocomplete: "off", required: !f.optional, rows: f.multiline ? 2 : undefined }));
   const form = h("form", { class: "action", id, novalidate: true },
     fields.map((f, i) => h("div", { class: "field" }, h("label", { for: `${id}-${f.name}` }, f.label), inputs[i])),
     h("button", { type: "submit" }, label));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const values = Object.fromEntries(fields.map((f, i) => [f.name, inputs[i].value]));
-    if (fields.some((f, i) => !f.options && !inputs[i].value.trim())) {
-      showOutcome(label, { status: -1, body: { error: { message: `Type the ${fields.find((f, i) => !f.options && !inputs[i].value.trim()).label.toLowerCase()} first.` } } });
+    const missing = fields.find((f, i) => !f.options && !f.optional && !inputs[i].value.trim());
+    if (missing) {
+      showOutcome(label, { status: -1, body: { error: { message: `Type the ${missing.label.toLowerCase()} first.` } } });
       return;
     }
     await submit(values);
@@ -446,7 +453,34 @@ function timelineRow(a) {
     h("td", {}, String(a.message_count)));
 }
 
-async function showAppeal(number) {
+/** The appeal's actions: each a command of the write API about this appeal. */
+function appealActions(appeal) {
+  const n = appeal.number;
+  const run = (label, cmd) => actThen(label, appeal.client.revision, { appeal_number: n, ...cmd }, () => showAppeal(n, false));
+  const scope = { name: "scope", label: "About", options: ["session", "dialogue"] };
+  return h("div", { class: "actions" },
+    appeal.status === "open"
+      ? h("form", { class: "action", id: "close", novalidate: true, onsubmit: (e) => { e.preventDefault(); run("Close", { type: "close_appeal" }); } },
+        h("button", { type: "submit" }, "Close"))
+      : "",
+    actionForm("assign", "Assign", [{ name: "group", label: "Group", optional: true }, { name: "operator_id", label: "Operator", optional: true }],
+      ({ group, operator_id }) => run("Assign", { type: "assign_appeal", group: group.trim() || undefined, operator_id: operator_id.trim() || undefined })),
+    actionForm("category", "Category", [{ name: "category", label: "Category" }],
+      ({ category }) => run("Category", { type: "set_category", category })),
+    actionForm("appeal-tag", "Tag", [{ name: "tag", label: "Tag" }, scope],
+      ({ tag, scope }) => run("Tag", { type: "tag_appeal", tag, scope })),
+    actionForm("appeal-comment", "Comment", [{ name: "text", label: "Comment", multiline: true }, scope],
+      ({ text, scope }) => run("Comment", { type: "comment_appeal", text, scope })),
+    actionForm("identify", "Identify", [
+      { name: "identifier", label: "Identify by", options: ["phone", "email", "crm_id"] },
+      { name: "value", label: "Value" }],
+    ({ identifier, value }) => run("Identify", { type: "identify_client", identifier, value })),
+    actionForm("scenario", "Start scenario", [{ name: "scenario_id", label: "Scenario id" }],
+      ({ scenario_id }) => run("Start scenario", { type: "start_scenario", scenario_id })));
+}
+
+async function showAppeal(number, focus = true) {
+  if (focus) $("outcome").hidden = true;
   let appeal = await api(`/appeals/${encodeURIComponent(number)}`);
   const messages = [...appeal.messages];
   while (appeal.next) { // an appeal is read whole: the chat shows every message
@@ -460,11 +494,13 @@ async function showAppeal(number) {
       h("h2", { id: "appeal-title", tabindex: "-1" }, `Appeal #${appeal.number}`),
       h("span", { class: `badge ${appeal.status === "open" ? "open" : ""}` }, appeal.status),
       h("span", { class: "muted" }, `${appeal.channel_id}${appeal.group ? ` · ${appeal.group}` : ""}${appeal.operator_id ? ` · ${appeal.operator_id}` : ""} · opened `, time(appeal.opened_at))),
-    appeal.tags.length ? h("p", {}, appeal.tags.map((t) => [h("span", { class: "badge" }, t), " "])) : "",
-    appeal.comments.length ? section("Comments", h("ul", { class: "plain" }, appeal.comments.map(comment))) : "",
+    appeal.category ? h("p", {}, "Category: ", h("span", { class: "badge", id: "appeal-category" }, appeal.category)) : "",
+    appeal.tags.length ? h("p", { id: "appeal-tags" }, appeal.tags.map((t) => [h("span", { class: "badge" }, t), " "])) : "",
+    section("Actions", appealActions(appeal)),
+    appeal.comments.length ? section("Comments", h("ul", { class: "plain", id: "appeal-comments" }, appeal.comments.map(comment))) : "",
     h("div", { class: "chat", role: "log", "aria-label": "Messages" }, chat(messages)));
   $("view").replaceChildren(view);
-  $("appeal-title").focus();
+  if (focus) $("appeal-title").focus();
 }
 
 const STATUS_MARK = { sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read" };
