@@ -401,7 +401,34 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
     s.text_with("#merges", "split by op-1").await;
     s.shot("split").await;
     let card = read_card(&base, &id).await;
-    assert!(!card["blocked_merges"].as_array().unwrap().is_empty(), "{card}");
+    let restored = card["blocked_merges"][0].as_str().expect("the split keeps a card apart").to_string();
+
+    // Merging them again: find the card, preview, and a stale preview refreshed on confirm.
+    s.type_in("#merge-find-q", "79991234567").await;
+    s.find("#merge-find button[type=submit]").await.click().await.unwrap();
+    s.find(&format!("#merge-candidates button[data-candidate='{restored}']")).await.click().await.unwrap();
+    s.text_with("#preview", "The card the merge makes").await;
+    s.shot("merge-preview").await;
+    let other =
+        serde_json::json!({"type": "tag_client", "client": {"client_id": restored}, "tag": "whatsapp"});
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/v1/projects/acme/commands"))
+        .bearer_auth("demo-operator-token")
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let stale = s.act("#merge-confirm", "Merge: not done").await;
+    assert!(stale.contains("the preview below is the fresh one"), "{stale}");
+    s.act("#merge-confirm", "Merge: done").await;
+    let card = read_card(&base, &id).await;
+    assert!(card["absorbed_ids"].as_array().unwrap().contains(&restored.clone().into()), "{card}");
+    assert!(card["blocked_merges"].as_array().unwrap().is_empty(), "the operator's merge lifts the block");
+    assert!(
+        card["tags"].as_array().unwrap().contains(&"whatsapp".into()),
+        "merged what the fresh preview showed"
+    );
 
     // He writes again (a gateway posts it), which opens an appeal: category, tag, comment,
     // assignment, a scenario the project lacks, closing.

@@ -64,12 +64,17 @@ async function api(path, project = session.project, token = session.token) {
 
 /** POSTs a command of the signed-in project; its answer as {status, body}, never a throw. */
 async function command(cmd) {
-  const url = `/v1/projects/${encodeURIComponent(session.project)}/commands?wait=10s`;
+  return post("/commands?wait=10s", cmd);
+}
+
+/** POSTs JSON to a path under the signed-in project: {status, body}, never a throw. */
+async function post(path, payload) {
+  const url = `/v1/projects/${encodeURIComponent(session.project)}${path}`;
   try {
     const resp = await fetch(url, {
       method: "POST",
       headers: { Authorization: `Bearer ${session.token}`, "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify(cmd),
+      body: JSON.stringify(payload),
     });
     return { status: resp.status, body: await resp.json().catch(() => ({})) };
   } catch {
@@ -340,6 +345,65 @@ function actionForm(id, label, fields, submit) {
   return form;
 }
 
+/** Merging: find the other card, see what the merge would make, confirm. */
+function mergePicker(card) {
+  const results = h("ul", { class: "plain bare", id: "merge-candidates" });
+  const preview = h("div", { id: "merge-preview" });
+  const find = actionForm("merge-find", "Find a card to merge", [{ name: "q", label: "Merge with" }], async ({ q }) => {
+    let found;
+    try {
+      found = await api(`/clients?q=${encodeURIComponent(q.trim())}`);
+    } catch (e) {
+      showOutcome("Find a card to merge", { status: e.status, body: { error: { message: explain(e) } } });
+      return;
+    }
+    const others = found.clients.filter((r) => r.client.id !== card.id);
+    results.replaceChildren(...(others.length
+      ? others.map((r) => h("li", {}, h("button", { type: "button", class: "small secondary", "data-candidate": r.client.id,
+          onclick: () => showPreview(card, r.client.id, "target", preview) }, `Preview the merge with ${r.client.name ?? "(no name)"}`),
+        " ", h("span", { class: "muted ids" }, r.client.id)))
+      : [h("li", { class: "muted" }, "No other card matches.")]));
+  });
+  return h("div", { class: "merge" }, find, results, preview);
+}
+
+/** The card `merge_clients` would make of `card` and `other` (the pipeline's own merge),
+ *  the name to keep as a choice, and the button that merges exactly what is shown. */
+async function showPreview(card, other, keep, into) {
+  const ask = { target: { client_id: card.id }, source: { client_id: other }, keep_name_from: keep };
+  const { status, body } = await post("/merges/preview", ask);
+  if (status !== 200) {
+    showOutcome("Merge preview", { status: status === 409 ? 422 : status, body: { reason: body?.error?.message, error: body?.error } });
+    into.replaceChildren();
+    return;
+  }
+  const names = body.name_options.map((o) => h("label", { class: "choice" },
+    h("input", { type: "radio", name: "keep-name", value: o.from, checked: o.from === keep, onchange: () => showPreview(card, other, o.from, into) }),
+    ` ${o.name} `, h("span", { class: "muted" }, `(${o.source})`)));
+  const confirm = async () => {
+    const answer = await command({ type: "merge_clients", ...ask, target_revision: body.target_revision, source_revision: body.source_revision });
+    if (answer.status === 409) {
+      await showPreview(card, other, keep, into);
+      showOutcome("Merge", answer);
+      $("outcome").textContent = "Merge: not done. Someone changed one of the cards meanwhile; the preview below is the fresh one: check it and merge again.";
+      return;
+    }
+    showOutcome("Merge", answer);
+    if (answer.status === 200) await showCard(card.id, false);
+  };
+  into.replaceChildren(h("div", { class: "preview", id: "preview" },
+    h("h4", {}, "The card the merge makes"),
+    h("p", {}, h("strong", { id: "preview-name" }, body.card.name ?? "(no name)"), ` · ${body.card.appeal_count} appeal${body.card.appeal_count === 1 ? "" : "s"}`),
+    names.length ? h("fieldset", {}, h("legend", {}, "Name to keep"), names) : "",
+    valueList(body.card.contacts, "No contacts."),
+    body.over_limit.length
+      ? h("p", { class: "note", id: "preview-over-limit" }, "More hand-added contacts than a card may hold: ",
+        body.over_limit.map((o) => `${o.contact_type} ${o.values.join(", ")}`).join("; "), ". The merge keeps them all.")
+      : "",
+    h("p", {}, h("button", { type: "button", id: "merge-confirm", onclick: confirm }, "Merge"), " ",
+      h("button", { type: "button", class: "secondary", onclick: () => into.replaceChildren() }, "Cancel"))));
+}
+
 /** The card's actions: each a command of the write API about this card. */
 function cardActions(card) {
   const client = { client_id: card.id };
@@ -385,7 +449,7 @@ async function showCard(id, focus = true) {
       h("h2", { id: "card-title", tabindex: "-1" }, card.name ?? "(no name)"),
       h("span", { class: "badge" }, card.type),
       h("span", { class: "muted" }, `${card.appeal_count} appeal${card.appeal_count === 1 ? "" : "s"} · since `, time(card.created_at))),
-    section("Actions", cardActions(card)),
+    section("Actions", cardActions(card), mergePicker(card)),
     section("Contacts", contactList(card)),
     section("Channels", technical(card.technical)),
     section("Fields", valueList(card.fields, "No fields.")),
