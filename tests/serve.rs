@@ -318,6 +318,15 @@ async fn a_feed_reader_waits_for_the_next_commit_and_bad_parameters_are_refused(
     assert_eq!(quiet["records"], json!([]), "nothing new: an empty page when the wait runs out");
     assert_eq!(quiet["next"], page["next"]);
 
+    // `after=end` starts at the present: nothing of what is kept, then what commits next.
+    let (status, at_end) = served.get("acme-reader-1", "/acme/feed?after=end").await;
+    assert_eq!((status, &at_end["records"]), (200, &json!([])), "{at_end}");
+    served.ingest(&[hello("m3", 2)]).await;
+    let (_, fresh) =
+        served.get("acme-reader-1", &format!("/acme/feed?after={}", at_end["next"].as_str().unwrap())).await;
+    let fresh = fresh["records"].as_array().unwrap();
+    assert!(!fresh.is_empty() && fresh.iter().all(|r| r["value"]["cause"]["id"] == "m3"), "{fresh:?}");
+
     for bad in [
         "topic=nope",
         "after=garbage",

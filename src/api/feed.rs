@@ -80,7 +80,8 @@ async fn follow_head(commits: Weak<watch::Sender<u64>>, store: Store) {
 pub(super) struct FeedQuery {
     /// `events` (default), `outbound` or `dlq`.
     topic: Option<String>,
-    /// The `next` (or a record's `cursor`) of an earlier answer; left out: the oldest kept.
+    /// The `next` (or a record's `cursor`) of an earlier answer; left out: the oldest kept;
+    /// `end`: only what commits from now on (a follower starting at the present).
     after: Option<String>,
     /// 1 to 1000, default 100.
     #[param(value_type = Option<u32>)]
@@ -143,6 +144,7 @@ pub(super) async fn feed(
     let never_issued = || ApiError::bad_request("`after` is not a cursor this feed issued");
     let after = match q.after.as_deref() {
         None => None,
+        Some("end") => Some(api.store.feed_end(&p, topic).await?),
         Some(text) => Some(FeedCursor::parse(text).ok_or_else(never_issued)?),
     };
     let limit = limit(q.limit.as_deref(), 100, 1000)?;

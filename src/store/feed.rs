@@ -201,6 +201,29 @@ impl Store {
         Ok(FeedRead::Page { records, next })
     }
 
+    /// The cursor after the newest record of `project` on `topic`: reading on from it gives
+    /// only what commits later.
+    pub async fn feed_end(&self, project: &str, topic: Topic) -> StoreResult<FeedCursor> {
+        let rows = self
+            .fetch_all(
+                "SELECT seq, record_count FROM feed WHERE project_id = $1 AND topic = $2 ORDER BY seq DESC LIMIT 1",
+                vec![project.into(), topic.code().into()],
+                "read the feed's end",
+            )
+            .await?;
+        if let Some(r) = rows.first() {
+            return Ok(FeedCursor { seq: r.get(0), n: r.get(1) });
+        }
+        let horizon = self
+            .fetch_all(
+                "SELECT through_seq, through_count FROM feed_horizon WHERE project_id = $1 AND topic = $2",
+                vec![project.into(), topic.code().into()],
+                "read the feed's horizon",
+            )
+            .await?;
+        Ok(horizon.first().map_or(FeedCursor::START, |r| FeedCursor { seq: r.get(0), n: r.get(1) }))
+    }
+
     /// Whether `cursor` is one the feed of `project` and `topic` wrote: inside a row it holds.
     async fn issued(&self, project: &str, topic: Topic, cursor: FeedCursor) -> StoreResult<bool> {
         let rows = self

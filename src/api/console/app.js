@@ -466,7 +466,13 @@ async function showCard(id, focus = true) {
         rows)),
       more));
   $("view").replaceChildren(view);
-  if (focus) $("card-title").focus();
+  if (focus) {
+    $("card-title").focus();
+    const ids = new Set([card.id, ...card.absorbed_ids]);
+    // An open merge preview is not drawn away: its confirm answers for the card's changes.
+    const about = (e) => ids.has(e.client?.id) || e.absorbed_ids?.some((a) => ids.has(a));
+    follow((e) => about(e) && !$("preview"), () => showCard(card.id, false).catch(fail));
+  }
 }
 
 function technical(t) {
@@ -564,7 +570,10 @@ async function showAppeal(number, focus = true) {
     appeal.comments.length ? section("Comments", h("ul", { class: "plain", id: "appeal-comments" }, appeal.comments.map(comment))) : "",
     h("div", { class: "chat", role: "log", "aria-label": "Messages" }, chat(messages)));
   $("view").replaceChildren(view);
-  if (focus) $("appeal-title").focus();
+  if (focus) {
+    $("appeal-title").focus();
+    follow((e) => e.appeal?.number === appeal.number, () => showAppeal(appeal.number, false).catch(fail));
+  }
 }
 
 const STATUS_MARK = { sent: "✓ sent", delivered: "✓✓ delivered", read: "✓✓ read" };
@@ -602,6 +611,43 @@ function body(m) {
   }
   if (!parts.length) parts.push(h("span", { class: "muted" }, `(${m.kind})`));
   return parts;
+}
+
+// --- live ---------------------------------------------------------------------------------
+
+/** The open view follows the event feed: an event about its card or appeal draws it again
+ *  (what the operator is typing is kept). One follower at a time; a new view replaces it. */
+let following = 0;
+
+function follow(matches, redraw) {
+  const mine = ++following;
+  (async () => {
+    let after = "end";
+    while (mine === following && session.token) {
+      let page;
+      try {
+        page = await api(`/feed?topic=events&after=${encodeURIComponent(after)}&wait=25s&limit=1000`);
+      } catch (e) {
+        if (e.status === 410) { after = "end"; continue; }
+        await new Promise((r) => setTimeout(r, 5000)); // the service restarting: try again
+        continue;
+      }
+      after = page.next;
+      if (mine === following && page.records.some((r) => matches(r.value))) await keepingInput(redraw);
+    }
+  })();
+}
+
+/** Runs `redraw`, then puts back what was typed in the view's fields and where the focus was. */
+async function keepingInput(redraw) {
+  const typed = [...$("view").querySelectorAll("input[id], textarea[id], select[id]")].map((f) => [f.id, f.value]);
+  const focused = document.activeElement?.id;
+  await redraw();
+  for (const [id, value] of typed) {
+    const f = document.getElementById(id);
+    if (f && !f.value) f.value = value;
+  }
+  if (focused) document.getElementById(focused)?.focus();
 }
 
 // --- start --------------------------------------------------------------------------------
