@@ -275,6 +275,27 @@ function onResultsKey(event) {
   }
 }
 
+// --- a new card ---------------------------------------------------------------------------
+
+/** `create_client` from the search side: a name and the contacts an operator has. */
+function createForm() {
+  return actionForm("create", "Create client", [
+    { name: "name", label: "Name" },
+    { name: "phone", label: "Phone", optional: true },
+    { name: "email", label: "E-mail", optional: true }],
+  async ({ name, phone, email }) => {
+    const contacts = [["phone", phone], ["email", email]]
+      .filter(([, value]) => value.trim())
+      .map(([contact_type, value]) => ({ contact_type, value }));
+    const answer = await command({ type: "create_client", name, contacts });
+    showOutcome("Create client", answer);
+    if (answer.status === 200 && answer.body.client) {
+      keepOutcome = true; // the outcome stays above the card it made
+      go(`#/clients/${encodeURIComponent(answer.body.client.id)}`);
+    }
+  });
+}
+
 // --- views --------------------------------------------------------------------------------
 
 function go(hash) {
@@ -314,14 +335,42 @@ function contactList(card) {
   const entries = Object.entries(card.contacts);
   if (!entries.length) return h("p", { class: "muted" }, "No contacts.");
   const client = { client_id: card.id };
+  const item = (type, v) => {
+    const li = h("li", { "data-contact": `${type}:${v.value}` },
+      v.display, " ", h("span", { class: "badge", title: "source" }, v.source), " ",
+      h("button", { type: "button", class: "small secondary", "data-copy": `${type}:${v.value}`, onclick: () => copy(v.display) }, "Copy"), " ",
+      v.source === "manual"
+        ? h("button", { type: "button", class: "small secondary", "data-edit": `${type}:${v.value}`, onclick: () => li.replaceChildren(editForm(card, type, v)) }, "Edit contact")
+        : "", " ",
+      h("button", { type: "button", class: "small secondary", "data-remove": `${type}:${v.value}`,
+        onclick: () => act("Remove contact", card, { type: "remove_contact", client, contact_type: type, value: v.value }) },
+        "Remove contact"));
+    return li;
+  };
   return h("dl", { class: "values", id: "contacts" }, entries.flatMap(([type, values]) => [
     h("dt", {}, type),
-    h("dd", {}, h("ul", { class: "plain bare" }, values.map((v) => h("li", {},
-      v.display, " ", h("span", { class: "badge", title: "source" }, v.source), " ",
-      h("button", { type: "button", class: "small secondary", "data-contact": `${type}:${v.value}`,
-        onclick: () => act("Remove contact", card, { type: "remove_contact", client, contact_type: type, value: v.value }) },
-        "Remove contact"))))),
+    h("dd", {}, h("ul", { class: "plain bare" }, values.map((v) => item(type, v)))),
   ]));
+}
+
+/** An inline form replacing one hand-added contact with another value of its type. */
+function editForm(card, type, v) {
+  const id = `edit-${type}`;
+  const form = actionForm(id, "Save", [{ name: "value", label: `New ${type}` }],
+    ({ value }) => act("Edit contact", card, { type: "edit_contact", client: { client_id: card.id }, contact_type: type, old_value: v.value, value }));
+  queueMicrotask(() => { const f = document.getElementById(`${id}-value`); if (f) { f.value = v.display; f.focus(); } });
+  return form;
+}
+
+/** Copies a value for the operator to paste elsewhere. */
+async function copy(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    showOutcome("Copy", { status: 200, body: {} });
+    $("outcome").textContent = `Copied ${text}.`;
+  } catch {
+    showOutcome("Copy", { status: -1, body: { error: { message: `The browser did not allow it; select ${text} and copy it by hand.` } } });
+  }
 }
 
 /** A one-line form: labelled inputs and a button whose text names the action. */
@@ -414,14 +463,20 @@ function cardActions(card) {
       { name: "type", label: "Contact type", options: ["phone", "email", "crm_id"] },
       { name: "value", label: "Contact" }],
     ({ type, value }) => act("Add contact", card, { type: "add_contact", client, contact_type: type, value })),
+    actionForm("field", "Set field", [{ name: "field", label: "Field" }, { name: "value", label: "Value" }],
+      ({ field, value }) => act("Set field", card, { type: "set_client_field", client, field, value })),
     actionForm("tag", "Tag", [{ name: "tag", label: "Tag" }],
       ({ tag }) => act("Tag", card, { type: "tag_client", client, tag })),
     actionForm("comment", "Comment", [{ name: "text", label: "Comment on the client", multiline: true }],
       ({ text }) => act("Comment", card, { type: "comment_client", client, text })));
 }
 
+/** Set when a view is opened by an action whose outcome should stay shown above it. */
+let keepOutcome = false;
+
 async function showCard(id, focus = true) {
-  if (focus) $("outcome").hidden = true;
+  if (focus && !keepOutcome) $("outcome").hidden = true;
+  keepOutcome = false;
   const card = await api(`/clients/${encodeURIComponent(id)}`);
   const [timeline, merges] = await Promise.all([
     api(`/clients/${encodeURIComponent(card.id)}/timeline?limit=${PAGE}`),
@@ -658,5 +713,6 @@ $("search-input").addEventListener("input", onSearchInput);
 $("search-input").addEventListener("keydown", onResultsKey);
 $("results").addEventListener("keydown", onResultsKey);
 window.addEventListener("hashchange", route);
+$("create-client").append(createForm());
 if (session.token) showWorkspace();
 else showLogin();
