@@ -397,6 +397,24 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
     s.type_in("#field-value", "Nevsky 28").await;
     s.act("#field button[type=submit]", "Set field: done").await;
     assert_eq!(read_card(&base, &id).await["fields"]["preferred_branch"][0]["display"], "Nevsky 28");
+    s.text_with("#send-window", "Reply window").await;
+    s.type_in("#send-text", "Your new card is ready").await;
+    s.act("#send button[type=submit]", "Send message: done").await;
+    let outbound = reqwest::Client::new()
+        .get(format!("{base}/v1/projects/acme/feed?topic=outbound&limit=1000"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let sent = outbound["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["value"]["text"] == "Your new card is ready");
+    assert!(sent, "the message went out: {outbound}");
 
     // Another operator changes the card: the page shows it without a reload.
     let other = serde_json::json!({"type": "tag_client", "client": {"client_id": id}, "tag": "callback"});

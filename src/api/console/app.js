@@ -453,6 +453,44 @@ async function showPreview(card, other, keep, into) {
       h("button", { type: "button", class: "secondary", onclick: () => into.replaceChildren() }, "Cancel"))));
 }
 
+/** Sending a message from the card to one of its channels, with the channel's reply window:
+ *  where only a template may go, the form asks for the template instead of text. */
+function sendForm(card) {
+  const channels = card.technical.visitors;
+  if (!channels.length) return "";
+  const channel = h("select", { id: "send-channel", name: "channel" },
+    channels.map((v) => h("option", { value: v.channel_id }, `${v.channel_id} (${v.channel_kind ?? "channel"})`)));
+  const window = h("p", { class: "muted", id: "send-window" });
+  const textField = h("div", { class: "field" }, h("label", { for: "send-text" }, "Message"), h("textarea", { id: "send-text", rows: 2 }));
+  const templateField = h("div", { class: "field" }, h("label", { for: "send-template" }, "Template"), h("input", { id: "send-template", autocomplete: "off" }));
+  const shownWindow = () => {
+    const v = channels.find((c) => c.channel_id === channel.value);
+    const onlyTemplates = v.reply_window.template_only;
+    window.replaceChildren("Reply window: ", replyWindow(v), onlyTemplates ? " — only an approved template may go now." : "");
+    textField.hidden = onlyTemplates;
+    templateField.hidden = !onlyTemplates;
+  };
+  channel.addEventListener("change", shownWindow);
+  const form = h("form", { class: "action send", id: "send", novalidate: true },
+    h("div", { class: "field" }, h("label", { for: "send-channel" }, "Channel"), channel), textField, templateField,
+    h("button", { type: "submit" }, "Send message"), window);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const onlyTemplates = !templateField.hidden;
+    const text = $("send-text").value, template = $("send-template").value.trim();
+    if (onlyTemplates ? !template : !text.trim()) {
+      showOutcome("Send message", { status: -1, body: { error: { message: onlyTemplates ? "Type the template's name first." : "Type the message first." } } });
+      return;
+    }
+    const body = onlyTemplates ? { template: { name: template, params: {} } } : { text };
+    const answer = await act("Send message", card, { type: "send_outbound", client: { client_id: card.id }, channel_id: channel.value, ...body });
+    const refused = answer.status === 200 && answer.body.events?.some((e) => e.type === "outbound.refused");
+    if (refused) showOutcome("Send message", { status: 422, body: { reason: "the channel refused it (see the reply window); nothing was sent." } });
+  });
+  queueMicrotask(shownWindow);
+  return form;
+}
+
 /** The card's actions: each a command of the write API about this card. */
 function cardActions(card) {
   const client = { client_id: card.id };
@@ -504,7 +542,7 @@ async function showCard(id, focus = true) {
       h("h2", { id: "card-title", tabindex: "-1" }, card.name ?? "(no name)"),
       h("span", { class: "badge" }, card.type),
       h("span", { class: "muted" }, `${card.appeal_count} appeal${card.appeal_count === 1 ? "" : "s"} · since `, time(card.created_at))),
-    section("Actions", cardActions(card), mergePicker(card)),
+    section("Actions", cardActions(card), sendForm(card), mergePicker(card)),
     section("Contacts", contactList(card)),
     section("Channels", technical(card.technical)),
     section("Fields", valueList(card.fields, "No fields.")),
