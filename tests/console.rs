@@ -432,6 +432,8 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
 
     // The merge by phone, undone from the ledger.
     s.act("#merges button[data-merge]", "Split: done").await;
+    let report = s.text_with("#outcome", "got back 1 visitor").await;
+    assert!(report.contains("Kept with this card") && report.contains("tag vip"), "what stayed: {report}");
     s.text_with("#merges", "split by op-1").await;
     s.shot("split").await;
     let card = read_card(&base, &id).await;

@@ -585,6 +585,31 @@ function comment(c) {
   return h("li", {}, c.text, " ", h("span", { class: "muted" }, "— ", c.operator_id ?? "operator", ", ", time(c.at)));
 }
 
+/** Splits a merge and says what went back, what stayed and which later merges may want the
+ *  same (the `client.split` event, read from the feed from just before the command). */
+async function splitWithReport(card, mergeId) {
+  let from = null;
+  try { from = (await api("/feed?topic=events&after=end")).next; } catch { /* no report, the split still goes */ }
+  const answer = await act("Split", card, { type: "split_client", client: { client_id: card.id }, merge_id: mergeId });
+  const ref = answer.status === 200 && answer.body.events?.find((e) => e.type === "client.split");
+  if (!ref || from === null) return;
+  let split;
+  try {
+    const page = await api(`/feed?topic=events&after=${encodeURIComponent(from)}&limit=1000`);
+    split = page.records.map((r) => r.value).find((e) => e.event_id === ref.event_id);
+  } catch { return; }
+  if (!split) return;
+  const moved = split.moved.map((m) =>
+    `card ${m.client_id} got back ${m.visitors} visitor${m.visitors === 1 ? "" : "s"}, ${m.appeals} appeal${m.appeals === 1 ? "" : "s"} and ${m.values} value${m.values === 1 ? "" : "s"}`);
+  const kept = split.kept.map((k) => `${k.field} ${shown(k.field, k.value)}`);
+  $("outcome").replaceChildren(
+    h("span", {}, "Split: done. ", moved.join("; "), "."),
+    kept.length ? h("span", {}, ` Kept with this card (changed by operators since the merge): ${kept.join(", ")}.`) : "",
+    split.dependent_merges.length
+      ? h("span", {}, ` Later merges that matched on what went back: `, h("span", { class: "ids" }, split.dependent_merges.join(", ")), " (split them too if they were wrong).")
+      : "");
+}
+
 function mergeList(card, merges) {
   const absorbed = card.absorbed_ids;
   const items = merges.map((m) => {
@@ -595,7 +620,7 @@ function mergeList(card, merges) {
       ? h("span", { class: "badge" }, "split by ", m.split.operator, ", ", time(m.split.at))
       : m.splittable
         ? h("button", { type: "button", class: "small secondary", "data-merge": m.merge_id,
-            onclick: () => act("Split", card, { type: "split_client", client: { client_id: card.id }, merge_id: m.merge_id }) }, "Split")
+            onclick: () => splitWithReport(card, m.merge_id) }, "Split")
         : "";
     return h("li", {}, time(m.at), ": ", how, " ", split, h("br"),
       h("span", { class: "muted" }, "absorbed ", h("span", { class: "ids" }, m.absorbed_ids.join(", "))));
