@@ -545,3 +545,66 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
     s.browser.close().await.unwrap();
     service.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_report_draws_each_block_with_its_runs_and_greys_out_what_none_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let toml = std::fs::read_to_string(root.join("examples/crm-demo.toml")).unwrap();
+    // A block no run can reach (nothing leads to it): the report greys it out.
+    let survey = "    [[projects.scenarios.blocks]]\n    id = \"survey\"\n    type = \"message\"\n    \
+                  text = \"How did we do?\"\n    next = \"done\"\n";
+    let toml =
+        format!("{toml}\n{survey}[api]\n  [[api.tokens]]\n  token = \"{TOKEN}\"\n  projects = [\"*\"]\n");
+    let config = Arc::new(Config::from_toml(&toml).unwrap());
+    let url = format!("sqlite://{}", dir.path().join("report.db").display());
+    let store = Store::connect(&url, 2).await.unwrap();
+    let demo = root.join("examples/crm-demo.jsonl").display().to_string();
+    appealflow::replay::replay(config.clone(), store.clone(), &[demo], &mut std::io::sink(), false)
+        .await
+        .unwrap();
+    let entries = store.bot_block_entries().await.unwrap();
+    store.close().await;
+    let reader = Store::connect_reader(&url, 2).await.unwrap();
+    let addr =
+        appealflow::api::serve("127.0.0.1:0", config.clone(), reader, Default::default()).await.unwrap();
+    let base = format!("http://{addr}");
+
+    let driver = Driver::start().await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-acting-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut s = Steps { browser: driver.browser().await, shots, n: 10 };
+    s.browser.goto(&base).await.unwrap();
+    let project = s.find("#login-project").await;
+    project.clear().await.unwrap();
+    project.send_keys(&config.projects[0].id).await.unwrap();
+    s.find("#login-token").await.send_keys(TOKEN).await.unwrap();
+    s.find("#login-form button[type=submit]").await.click().await.unwrap();
+    s.find("#scenarios-link").await.click().await.unwrap();
+    s.text_with("#report", "Scenario").await;
+    let scenario = &config.projects[0].scenarios[0];
+    let counted =
+        entries.get(&(config.projects[0].id.clone(), scenario.id.clone())).cloned().unwrap_or_default();
+    assert!(!counted.is_empty(), "the demo's runs entered blocks");
+    assert!(!counted.contains_key("survey"));
+    for block in &scenario.blocks {
+        let css = format!("#report li.block[data-block='{}']", block.id());
+        let shown = s.find(&css).await;
+        let text = shown.text().await.unwrap();
+        let class = shown.attr("class").await.unwrap().unwrap_or_default();
+        match counted.get(block.id()).copied().unwrap_or(0) {
+            0 => assert!(
+                text.contains("never reached") && class.contains("unreached"),
+                "{}: {text}",
+                block.id()
+            ),
+            n => assert!(
+                text.contains(&format!("{n} run")) && !class.contains("unreached"),
+                "{}: {text}",
+                block.id()
+            ),
+        }
+    }
+    s.shot("scenario-report").await;
+    s.browser.close().await.unwrap();
+}

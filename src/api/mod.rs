@@ -17,6 +17,7 @@ mod feed;
 mod ingest;
 mod listen;
 mod merges;
+mod scenarios;
 pub mod search;
 pub mod views;
 pub mod write;
@@ -195,7 +196,7 @@ pub struct Health {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "appealflow API", description = "SPEC \"Read API\": cards, search, timelines, appeals, merge ledgers; \"Write API\": operator commands and their outcomes; \"Event feed\": output records over HTTP; \"Embedded service\": posted inputs"),
-    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome, merges::preview, ingest::post, feed::feed),
+    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome, merges::preview, ingest::post, feed::feed, scenarios::report),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -236,6 +237,7 @@ pub fn router(config: Arc<Config>, store: Store, writes: Writes) -> Router {
         .route("/v1/projects/{project}/merges/preview", post(merges::preview).layer(body_limit))
         .route("/v1/projects/{project}/inputs", post(ingest::post).layer(ingest_limit))
         .route("/v1/projects/{project}/feed", get(feed::feed))
+        .route("/v1/projects/{project}/scenarios", get(scenarios::report))
         .merge(console::routes())
         .fallback(|| async { ApiError::not_found("endpoint") })
         .with_state(api)

@@ -311,6 +311,7 @@ async function route() {
   try {
     if (parts[0] === "clients" && parts[1]) await showCard(parts[1]);
     else if (parts[0] === "appeals" && parts[1]) await showAppeal(parts[1]);
+    else if (parts[0] === "scenarios") await showScenarios();
   } catch (e) {
     fail(e);
   }
@@ -729,6 +730,49 @@ function body(m) {
   }
   if (!parts.length) parts.push(h("span", { class: "muted" }, `(${m.kind})`));
   return parts;
+}
+
+// --- the scenario report (seed 004) --------------------------------------------------------
+
+/** Each bot scenario drawn as its blocks, from the start block along their exits, with how many
+ *  runs entered each; a block no run reached is greyed out. */
+async function showScenarios() {
+  following++; // nothing to follow here
+  $("outcome").hidden = true;
+  const { scenarios } = await api("/scenarios");
+  const view = h("article", { "aria-labelledby": "report-title", id: "report" },
+    h("h2", { id: "report-title", tabindex: "-1" }, "Scenario report"),
+    scenarios.length ? scenarios.map(scenarioPicture) : h("p", { class: "muted" }, "The project has no bot scenarios."));
+  $("view").replaceChildren(view);
+  $("report-title").focus();
+}
+
+function scenarioPicture(s) {
+  // Blocks in the order a run meets them (breadth-first from the start), then any others.
+  const byId = new Map(s.blocks.map((b) => [b.block_id, b]));
+  const order = [];
+  const queue = [s.start];
+  while (queue.length) {
+    const id = queue.shift();
+    if (!byId.has(id) || order.includes(id)) continue;
+    order.push(id);
+    queue.push(...byId.get(id).exits.map((e) => e.to));
+  }
+  s.blocks.forEach((b) => { if (!order.includes(b.block_id)) order.push(b.block_id); });
+  const most = Math.max(1, ...s.blocks.map((b) => b.entries));
+  const box = (b) => h("li", { class: `block ${b.entries ? "" : "unreached"}`, "data-block": b.block_id },
+    h("div", { class: "block-head" }, h("span", { class: "badge" }, b.block_type), " ", h("strong", {}, b.block_id),
+      b.block_id === s.start ? h("span", { class: "muted" }, " (start)") : ""),
+    h("div", { class: "bar", style: undefined }, h("span", { class: "fill", "data-share": String(b.entries / most) })),
+    h("div", {}, b.entries ? `${b.entries} run${b.entries === 1 ? "" : "s"} entered` : "never reached"),
+    b.exits.length ? h("ul", { class: "exits" }, b.exits.map((e) => h("li", {}, `${e.exit} → ${e.to}`))) : "");
+  const list = h("ol", { class: "flow" }, order.map((id) => box(byId.get(id))));
+  // The bars' widths are set through the CSS object model: the policy allows no inline styles.
+  list.querySelectorAll(".fill").forEach((f) => { f.style.width = `${Math.round(Number(f.dataset.share) * 100)}%`; });
+  return h("section", { "aria-labelledby": `scenario-${s.scenario_id}` },
+    h("h3", { id: `scenario-${s.scenario_id}` }, `Scenario ${s.scenario_id}`),
+    list,
+    s.retired.length ? h("p", { class: "muted" }, "No longer configured: ", s.retired.map((r) => `${r.block_id} (${r.entries})`).join(", ")) : "");
 }
 
 // --- live ---------------------------------------------------------------------------------
