@@ -384,6 +384,15 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
         card["contacts"]["phone"].as_array().unwrap().iter().filter(|v| v["source"] == "manual").count()
     };
     assert_eq!(manual(&read_card(&base, &id).await), 3);
+    // Values the API refuses (10 kB, control characters): its answer in words, and the page
+    // goes on working.
+    for bad in ["x".repeat(10_000), "+7 916\u{0}000".to_string(), "a\u{7}b@example.org".to_string()] {
+        let set = "document.getElementById('add-contact-value').value = arguments[0]";
+        s.browser.execute(set, vec![serde_json::json!(bad)]).await.unwrap();
+        let said = s.act("#add-contact button[type=submit]", "Add contact: ").await;
+        assert!(!said.contains(": done") && said.len() > 30, "refused with the reason in words: {said}");
+    }
+    assert_eq!(manual(&read_card(&base, &id).await), 3, "nothing was added");
     s.act("#contacts button[data-remove='phone:+79160000001']", "Remove contact: done").await;
     assert_eq!(manual(&read_card(&base, &id).await), 2);
     s.find("#contacts button[data-edit='phone:+79160000002']").await.click().await.unwrap();
