@@ -475,6 +475,30 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
         "merged what the fresh preview showed"
     );
 
+    // WhatsApp, days after he last wrote there: only an approved template may go, picked from
+    // the project's templates with its parameters.
+    s.find("#send-channel option[value='acme-wa']").await.click().await.unwrap();
+    s.text_with("#send-window", "only an approved template").await;
+    s.find("#send-template option[value='limit_changed']").await.click().await.unwrap();
+    s.type_in("#send-param-limit", "500 000 ₽").await;
+    s.type_in("#send-param-card", "*4417").await;
+    s.shot("template-picker").await;
+    s.act("#send button[type=submit]", "Send message: done").await;
+    let outbound = reqwest::Client::new()
+        .get(format!("{base}/v1/projects/acme/feed?topic=outbound&limit=1000"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    let sent = outbound["records"].as_array().unwrap().iter().any(|r| {
+        r["value"]["template"]["name"] == "limit_changed"
+            && r["value"]["template"]["params"]["limit"] == "500 000 ₽"
+    });
+    assert!(sent, "the template went out with its parameters: {outbound}");
+
     // A new client, from the search side: the console opens the card it made.
     s.find("#create-client summary").await.click().await.unwrap();
     s.type_in("#create-name", "Вера Павлова").await;

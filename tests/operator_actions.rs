@@ -378,3 +378,36 @@ async fn a_card_revision_counts_its_changes_not_its_messages_and_a_stale_command
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_template_the_project_does_not_list_is_refused_and_a_listed_one_goes() {
+    let toml = BASE.replacen(
+        "  [[projects.channels]]",
+        "  [[projects.templates]]\n  name = \"callback\"\n  params = [\"time\"]\n  [[projects.channels]]",
+        1,
+    );
+    let send = |id: &str, name: &str| {
+        cmd(
+            "send_outbound",
+            id,
+            &t(1),
+            &format!(
+                r#""client":{{"channel_id":"acme-tg","visitor_id":"t1"}},"channel_id":"acme-tg","template":{{"name":"{name}","params":{{"time":"18:00"}}}}"#
+            ),
+        )
+    };
+    let lines = [
+        msg("m1", "acme-tg", &t(0), r#"{"id":"t1"}"#, "hi"),
+        send("c1", "promo_blast"),
+        send("c2", "callback"),
+    ];
+    each_backend_with(&toml, &lines, async |run, _| {
+        let rejected = run.caused_by("c1").into_iter().find(|e| e["type"] == "command.rejected").cloned();
+        let reason = rejected.map(|e| e["reason"].as_str().unwrap().to_string()).unwrap_or_default();
+        assert!(reason.contains("not one of the project's templates (callback)"), "{}", run.stdout);
+        let sent = run.topic("outbound.messages");
+        assert!(sent.iter().any(|o| o["template"]["name"] == "callback"), "{}", run.stdout);
+        assert!(!sent.iter().any(|o| o["template"]["name"] == "promo_blast"));
+    })
+    .await;
+}

@@ -17,6 +17,7 @@ mod feed;
 mod ingest;
 mod listen;
 mod merges;
+mod project;
 mod scenarios;
 pub mod search;
 pub mod views;
@@ -196,7 +197,7 @@ pub struct Health {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "appealflow API", description = "SPEC \"Read API\": cards, search, timelines, appeals, merge ledgers; \"Write API\": operator commands and their outcomes; \"Event feed\": output records over HTTP; \"Embedded service\": posted inputs"),
-    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome, merges::preview, ingest::post, feed::feed, scenarios::report),
+    paths(health, search_clients, card, timeline, merges, appeal, commands::submit, commands::outcome, merges::preview, ingest::post, feed::feed, scenarios::report, project::show),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -227,6 +228,7 @@ pub fn router(config: Arc<Config>, store: Store, writes: Writes) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/v1/projects/{project}", get(project::show))
         .route("/v1/projects/{project}/clients", get(search_clients))
         .route("/v1/projects/{project}/clients/{client_id}", get(card))
         .route("/v1/projects/{project}/clients/{client_id}/timeline", get(timeline))

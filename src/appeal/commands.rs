@@ -758,6 +758,17 @@ async fn send_outbound(
     em: &mut Emitter,
 ) -> Outcome {
     let mut card = resolve(ws, ctx, client).await?;
+    if let Some(t) = message.template {
+        let approved = &ctx.project.templates;
+        if !approved.is_empty() && !approved.iter().any(|a| a.name == t.name) {
+            let names: Vec<&str> = approved.iter().map(|a| a.name.as_str()).collect();
+            return reject(format!(
+                "template {:?} is not one of the project's templates ({})",
+                t.name,
+                names.join(", ")
+            ));
+        }
+    }
     let at = cmd.issued_at;
     let kind = ctx.channel(channel_id).kind;
     let refused = |em: &mut Emitter, card: &Client, reason: String| {

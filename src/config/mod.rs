@@ -176,6 +176,18 @@ pub struct ApiToken {
     pub ingest: bool,
 }
 
+/// An approved message template: its name (as the messenger knows it), what it says for an
+/// operator choosing it, and the parameters it takes.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
 /// The operator a token acts as.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
@@ -290,6 +302,11 @@ pub struct ProjectConfig {
     /// Bot scenarios channels and `start_scenario` commands name by id.
     #[serde(default)]
     pub scenarios: Vec<ScenarioConfig>,
+    /// The message templates the project's messenger accounts have approved (what may go to
+    /// WhatsApp or Instagram outside the 24 h window). None listed: a `send_outbound`
+    /// template is sent under the name it gives; listed: any other name is refused.
+    #[serde(default)]
+    pub templates: Vec<TemplateConfig>,
     /// The project's CRM, for automatic identification; none means no CRM calls at all.
     #[serde(default)]
     pub crm: Option<CrmConfig>,

@@ -189,6 +189,12 @@ fn project_rules(
     for (ci, channel) in project.channels.iter().enumerate() {
         channel_rules(project, channel, &format!("{at}.channels[{ci}]"), push);
     }
+    duplicates(project.templates.iter().map(|t| t.name.as_str()), &format!("{at}.templates"), push);
+    for (ti, t) in project.templates.iter().enumerate() {
+        if t.name.trim().is_empty() || t.name.len() > 128 {
+            push(format!("{at}.templates[{ti}].name"), "must be 1 to 128 characters".into());
+        }
+    }
     duplicates(project.scenarios.iter().map(|s| s.id.as_str()), &format!("{at}.scenarios"), push);
     for (si, s) in project.scenarios.iter().enumerate() {
         scenario(s, &format!("{at}.scenarios[{si}]"), push, warnings);

@@ -145,7 +145,15 @@ function showLogin(message = "") {
   $("login-token").focus();
 }
 
+/** The signed-in project's channels and templates (`GET /v1/projects/{project}`). */
+let projectInfo = null;
+
+async function loadProject() {
+  try { projectInfo = await api(""); } catch { projectInfo = null; }
+}
+
 function showWorkspace() {
+  loadProject();
   $("login").hidden = true;
   $("workspace").hidden = false;
   $("session").hidden = false;
@@ -463,7 +471,21 @@ function sendForm(card) {
     channels.map((v) => h("option", { value: v.channel_id }, `${v.channel_id} (${v.channel_kind ?? "channel"})`)));
   const window = h("p", { class: "muted", id: "send-window" });
   const textField = h("div", { class: "field" }, h("label", { for: "send-text" }, "Message"), h("textarea", { id: "send-text", rows: 2 }));
-  const templateField = h("div", { class: "field" }, h("label", { for: "send-template" }, "Template"), h("input", { id: "send-template", autocomplete: "off" }));
+  // The project's approved templates as a choice, each with its parameters; a project that
+  // lists none takes a template's name as typed.
+  const templates = projectInfo?.templates ?? [];
+  const params = h("div", { class: "params", id: "send-params" });
+  const picker = templates.length
+    ? h("select", { id: "send-template" }, templates.map((t) => h("option", { value: t.name }, t.description ? `${t.name}: ${t.description}` : t.name)))
+    : h("input", { id: "send-template", autocomplete: "off" });
+  const showParams = () => {
+    const t = templates.find((t) => t.name === picker.value);
+    params.replaceChildren(...(t?.params ?? []).map((name) => h("div", { class: "field" },
+      h("label", { for: `send-param-${name}` }, name), h("input", { id: `send-param-${name}`, "data-param": name, autocomplete: "off" }))));
+  };
+  picker.addEventListener("change", showParams);
+  queueMicrotask(showParams);
+  const templateField = h("div", { class: "field" }, h("label", { for: "send-template" }, "Template"), picker, params);
   const shownWindow = () => {
     const v = channels.find((c) => c.channel_id === channel.value);
     const onlyTemplates = v.reply_window.template_only;
@@ -483,7 +505,8 @@ function sendForm(card) {
       showOutcome("Send message", { status: -1, body: { error: { message: onlyTemplates ? "Type the template's name first." : "Type the message first." } } });
       return;
     }
-    const body = onlyTemplates ? { template: { name: template, params: {} } } : { text };
+    const values = Object.fromEntries([...params.querySelectorAll("input[data-param]")].map((i) => [i.dataset.param, i.value]));
+    const body = onlyTemplates ? { template: { name: template, params: values } } : { text };
     const answer = await act("Send message", card, { type: "send_outbound", client: { client_id: card.id }, channel_id: channel.value, ...body });
     const refused = answer.status === 200 && answer.body.events?.some((e) => e.type === "outbound.refused");
     if (refused) showOutcome("Send message", { status: 422, body: { reason: "the channel refused it (see the reply window); nothing was sent." } });
