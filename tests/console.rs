@@ -293,6 +293,12 @@ async fn serve_sample_acting(dir: &Path) -> (appealflow::serve::Service, String)
     (service, base)
 }
 
+/// Every outbound record the feed keeps.
+async fn outbound_feed(base: &str) -> serde_json::Value {
+    let url = format!("{base}/v1/projects/acme/feed?topic=outbound&limit=1000");
+    reqwest::Client::new().get(url).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap()
+}
+
 /// The card as the read API answers it.
 async fn read_card(base: &str, id: &str) -> serde_json::Value {
     let url = format!("{base}/v1/projects/acme/clients/{id}");
@@ -409,15 +415,7 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
     s.text_with("#send-window", "Reply window").await;
     s.type_in("#send-text", "Your new card is ready").await;
     s.act("#send button[type=submit]", "Send message: done").await;
-    let outbound = reqwest::Client::new()
-        .get(format!("{base}/v1/projects/acme/feed?topic=outbound&limit=1000"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let outbound = outbound_feed(&base).await;
     let sent = outbound["records"]
         .as_array()
         .unwrap()
@@ -484,15 +482,7 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
     s.type_in("#send-param-card", "*4417").await;
     s.shot("template-picker").await;
     s.act("#send button[type=submit]", "Send message: done").await;
-    let outbound = reqwest::Client::new()
-        .get(format!("{base}/v1/projects/acme/feed?topic=outbound&limit=1000"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json::<serde_json::Value>()
-        .await
-        .unwrap();
+    let outbound = outbound_feed(&base).await;
     let sent = outbound["records"].as_array().unwrap().iter().any(|r| {
         r["value"]["template"]["name"] == "limit_changed"
             && r["value"]["template"]["params"]["limit"] == "500 000 ₽"
