@@ -293,6 +293,18 @@ async fn serve_sample_acting(dir: &Path) -> (appealflow::serve::Service, String)
     (service, base)
 }
 
+/// Alfred writes on Telegram, as a gateway posts it; dated now (the operator's commands are,
+/// and an appeal idle for a day closes on them).
+async fn alfred_writes(base: &str, id: &str, text: &str) {
+    let input = serde_json::json!({"type": "message", "message_id": id, "project_id": "acme",
+        "channel_id": "acme-tg", "sent_at": chrono::Utc::now().to_rfc3339(), "visitor": {"id": "513377"},
+        "content": {"kind": "text", "text": text}});
+    let url = format!("{base}/v1/projects/acme/inputs");
+    let posted =
+        reqwest::Client::new().post(url).bearer_auth("demo-gateway-token").json(&input).send().await.unwrap();
+    assert_eq!(posted.status(), 200);
+}
+
 /// Every outbound record the feed keeps.
 async fn outbound_feed(base: &str) -> serde_json::Value {
     let url = format!("{base}/v1/projects/acme/feed?topic=outbound&limit=1000");
@@ -499,19 +511,7 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
 
     // He writes again (a gateway posts it), which opens an appeal: category, tag, comment,
     // assignment, a scenario the project lacks, closing.
-    // Dated now: the operator's commands are, and an appeal idle for a day closes on them.
-    let hello = serde_json::json!({"type": "message", "message_id": "tg-9901", "project_id": "acme",
-        "channel_id": "acme-tg", "sent_at": chrono::Utc::now().to_rfc3339(), "visitor": {"id": "513377"},
-        "content": {"kind": "text", "text": "Is my card ready?"}})
-    .to_string();
-    let posted = reqwest::Client::new()
-        .post(format!("{base}/v1/projects/acme/inputs"))
-        .bearer_auth("demo-gateway-token")
-        .body(hello)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(posted.status(), 200);
+    alfred_writes(&base, "tg-9901", "Is my card ready?").await;
     s.browser.goto(&format!("{base}/#/clients/{id}")).await.unwrap();
     s.text_with("#card-title", "Alfred").await;
     s.text_with("section[aria-labelledby=s-timeline] tbody", "open").await;
@@ -527,18 +527,7 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
     s.act("#assign button[type=submit]", "Assign: done").await;
     // A new message on the open appeal appears without a reload, and what is being typed stays.
     s.type_in("#scenario-scenario_id", "no-such-scenario").await;
-    let again = serde_json::json!({"type": "message", "message_id": "tg-9902", "project_id": "acme",
-        "channel_id": "acme-tg", "sent_at": chrono::Utc::now().to_rfc3339(), "visitor": {"id": "513377"},
-        "content": {"kind": "text", "text": "Hello? Anyone there?"}})
-    .to_string();
-    let posted = reqwest::Client::new()
-        .post(format!("{base}/v1/projects/acme/inputs"))
-        .bearer_auth("demo-gateway-token")
-        .body(again)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(posted.status(), 200);
+    alfred_writes(&base, "tg-9902", "Hello? Anyone there?").await;
     s.text_with("#appeal .chat", "Hello? Anyone there?").await;
     let kept = s.find("#scenario-scenario_id").await.prop("value").await.unwrap();
     assert_eq!(kept.as_deref(), Some("no-such-scenario"), "the redraw keeps what was typed");

@@ -226,7 +226,7 @@ async fn join_account(
         return Ok(Found::existing(anonymous));
     }
     if matching::split_apart(ws, (std::slice::from_ref(&known), &known), &anonymous).await? {
-        matching::refuse_split(em, at, &anonymous, &known, "");
+        matching::refuse_split(em, at, &anonymous, &known, None);
         return Ok(Found::existing(anonymous));
     }
     let by = MergeBy::ExternalId(external.to_string());

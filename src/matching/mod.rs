@@ -57,7 +57,7 @@ pub async fn run(
         for (client, rule) in ctx.rules.matches(&union, &candidates, &generic) {
             if split_apart(ws, (&group, &union), &client).await? {
                 kept_apart.insert(client.id.clone());
-                refuse_split(em, at, &card, &client, &rule.id);
+                refuse_split(em, at, &card, &client, Some(&rule.id));
             } else {
                 found.push((client, rule));
             }
@@ -115,14 +115,14 @@ pub async fn split_apart(
 /// The reason of a merge refused because an operator split the cards.
 pub const SPLIT_BY_OPERATOR: &str = "split_by_operator";
 
-/// Says that a rule (or an external ID) would join cards an operator split.
-pub fn refuse_split(em: &mut Emitter, at: Millis, card: &Client, other: &Client, rule_id: &str) {
+/// Says that a rule (`rule_id`), or an external ID (none), would join cards an operator split.
+pub fn refuse_split(em: &mut Emitter, at: Millis, card: &Client, other: &Client, rule_id: Option<&str>) {
     let body = EventBody::ClientMergeRefused {
         reason: format!(
             "{SPLIT_BY_OPERATOR}: an operator split these cards; merge_clients or allow_merge joins them again"
         ),
         client_ids: vec![card.id.clone(), other.id.clone()],
-        rule_ids: if rule_id.is_empty() { vec![] } else { vec![rule_id.to_string()] },
+        rule_ids: rule_id.into_iter().map(str::to_string).collect(),
         field: None,
         value: None,
         cards: None,

@@ -35,8 +35,6 @@ fn rejected<T>(reason: impl Into<String>) -> Result<T, SplitError> {
 pub struct SplitPlan {
     pub survivor: Client,
     pub restored: Vec<Client>,
-    /// Per restored card: the visitor handles whose conversations go back to it.
-    pub handles: Vec<Vec<String>>,
     pub moved_values: Vec<usize>,
     pub kept: Vec<MatchedValue>,
     pub dependent_merges: Vec<String>,
@@ -208,7 +206,7 @@ pub fn plan(
         .collect();
     kept.sort();
     kept.dedup();
-    Some(SplitPlan { survivor, restored, handles, moved_values, kept, dependent_merges })
+    Some(SplitPlan { survivor, restored, moved_values, kept, dependent_merges })
 }
 
 /// The survivor keeps the names its side gave and those claimed since the merge (an
@@ -314,7 +312,7 @@ async fn apply(
     (operator, at): (&str, Millis),
     em: &mut Emitter,
 ) -> Result<Client, SplitError> {
-    let SplitPlan { mut survivor, restored, moved_values, kept, dependent_merges, .. } = plan;
+    let SplitPlan { mut survivor, restored, moved_values, kept, dependent_merges } = plan;
     let mut moved = Vec::with_capacity(restored.len());
     for (mut restored, values) in restored.into_iter().zip(moved_values) {
         let conversations = conversations(&restored);
