@@ -270,3 +270,40 @@ impl Write for SharedOutput {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission() -> Submission {
+        Submission { inputs: Vec::new(), reply: oneshot::channel().0 }
+    }
+
+    /// A second request arriving 1 ms after the first, as a gateway coming back after its answer.
+    async fn gathered(concurrent: usize) -> usize {
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let _ = tx.send(submission()).await;
+        });
+        gather(submission(), &mut rx, concurrent, 500).await.len()
+    }
+
+    #[tokio::test]
+    async fn a_batch_waits_for_as_many_requests_as_the_last_one_held() {
+        assert_eq!(gathered(2).await, 2, "the second client's request shares the commit");
+    }
+
+    #[tokio::test]
+    async fn a_lone_clients_request_never_waits() {
+        assert_eq!(gathered(1).await, 1);
+    }
+
+    #[tokio::test]
+    async fn the_wait_ends_after_the_group_wait_when_fewer_come_back() {
+        let (_tx, mut rx) = mpsc::channel::<Submission>(4);
+        let started = Instant::now();
+        assert_eq!(gather(submission(), &mut rx, 4, 500).await.len(), 1);
+        assert!(started.elapsed() < Duration::from_secs(1), "bounded by GROUP_WAIT");
+    }
+}

@@ -21,7 +21,6 @@ impl WorkingSet {
         repoint_merged(db, &merges).await?;
         marks.push(("merges", t.elapsed()));
         db.hold_writes();
-        drop(merges);
         write_ledger(db, std::mem::take(&mut self.ledger)).await?;
         self.appeals.flush_counters(db).await?;
         self.clients.flush(db).await?;
@@ -69,10 +68,8 @@ fn final_survivors(merges: &[(String, Vec<String>)]) -> BTreeMap<String, String>
 
 /// Moves the appeals of absorbed cards to their final survivor and repoints cards merged
 /// into them earlier, in two statements for the whole batch whatever the merge count.
-pub(super) async fn repoint_merged(db: &mut Db, merges: &[MergeEntry]) -> StoreResult<()> {
-    let pairs: Vec<(String, Vec<String>)> =
-        merges.iter().map(|m| (m.survivor_id.clone(), m.absorbed_ids.clone())).collect();
-    let rows: Vec<Vec<Param>> = final_survivors(&pairs)
+pub(super) async fn repoint_merged(db: &mut Db, pairs: &[(String, Vec<String>)]) -> StoreResult<()> {
+    let rows: Vec<Vec<Param>> = final_survivors(pairs)
         .into_iter()
         .map(|(absorbed, survivor)| vec![absorbed.into(), survivor.into()])
         .collect();

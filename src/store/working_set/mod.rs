@@ -49,9 +49,9 @@ pub struct WorkingSet {
     messages: messages::Messages,
     applied: messages::AppliedInputs,
     partitions: partitions::Partitions,
-    /// Merges of this batch in order not yet repointed: rows the batch did not load follow
-    /// their survivor at commit (or before a split).
-    merges: Vec<MergeEntry>,
+    /// Merges of this batch in order not yet repointed, as (survivor, absorbed): rows the
+    /// batch did not load follow their survivor at commit (or before a split).
+    merges: Vec<(String, Vec<String>)>,
     /// Ledger entries the batch wrote or changed, in order.
     ledger: Vec<MergeEntry>,
     /// What became of the batch's commands, by project.
@@ -174,7 +174,7 @@ impl WorkingSet {
     /// it, and the merge ledger gets the entry.
     pub fn record_merge(&mut self, entry: MergeEntry) {
         self.appeals.move_to(&entry.survivor_id, &entry.absorbed_ids);
-        self.merges.push(entry.clone());
+        self.merges.push((entry.survivor_id.clone(), entry.absorbed_ids.clone()));
         self.ledger.push(entry);
     }
 
