@@ -6,7 +6,11 @@
 #   * a Kafka-protocol broker (tansu 0.6.0, SQLite storage) on 127.0.0.1:19092,
 #     built once with `cargo install` into ~/.cache/appealflow/tansu,
 #   * Chromium and its WebDriver (Debian: chromium, chromium-driver) for the
-#     console's browser test, installed with apt-get when missing.
+#     console's browser test, installed with apt-get when missing,
+#   * a throwaway PostgreSQL cluster that accepts TLS connections only
+#     (ssl = on, `hostssl` lines only in pg_hba.conf) on 127.0.0.1:55433, with a
+#     CA and a server certificate made with openssl at every start, plus a
+#     second CA that signed nothing (the wrong-CA tests).
 #
 # Usage:
 #   scripts/test-env.sh [start]   bring services up; print `export` lines on
@@ -22,6 +26,7 @@
 #                              (either one set to the default value printed
 #                              below is ignored: the local service is managed)
 #   APPEALFLOW_TEST_PG_PORT    local PostgreSQL port (default 5432)
+#   APPEALFLOW_TEST_PG_TLS_PORT  port of the TLS-only cluster (default 55433)
 #   APPEALFLOW_TANSU_ROOT      cargo install root   (default ~/.cache/appealflow/tansu)
 #   APPEALFLOW_TANSU_BUILD_WAIT  max seconds to wait for a tansu build (default 1800)
 #   APPEALFLOW_TANSU_KEEP_STATE=1  keep the broker's SQLite file across fresh starts
@@ -393,6 +398,84 @@ ensure_chromium() {
     say "chromium: installed ($((SECONDS - t0)) s)"
 }
 
+# ------------------------------------------------- TLS: certificates, PostgreSQL
+
+pg_tls_port=${APPEALFLOW_TEST_PG_TLS_PORT:-55433}
+pki_dir="${TMPDIR:-/tmp}/appealflow-tls-$pg_tls_port"
+
+# A CA, a server certificate it signed for localhost and 127.0.0.1, and a
+# second CA that signed nothing. Made fresh at every start: no key is ever kept.
+make_pki() {
+    local dir=$1 ca
+    command -v openssl >/dev/null 2>&1 || die "tls: openssl not found"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    for ca in ca other-ca; do
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+            -subj "/CN=appealflow test $ca" -keyout "$dir/$ca.key" -out "$dir/$ca.pem" \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+            2>/dev/null || die "tls: openssl could not make $ca"
+    done
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+        -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null || die "tls: openssl req failed"
+    printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'basicConstraints=critical,CA:FALSE' \
+        'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >"$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 30 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null ||
+        die "tls: openssl could not sign the server certificate"
+    rm -f "$dir/ca.key" "$dir/other-ca.key" "$dir/server.csr" "$dir/ca.srl"
+}
+
+# Runs a PostgreSQL tool as the postgres user (the server refuses to run as root).
+as_postgres() {
+    if [[ $EUID -eq 0 ]]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+stop_pg_tls() {
+    local bin=$1
+    if [[ -f $pki_dir/data/postmaster.pid ]]; then
+        as_postgres "$bin/pg_ctl" -D "$pki_dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+}
+
+ensure_pg_tls() {
+    local t0=$SECONDS ver bin
+    ver=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)
+    bin=/usr/lib/postgresql/$ver/bin
+    [[ -x $bin/initdb ]] || die "postgres (TLS): no initdb under /usr/lib/postgresql"
+    stop_pg_tls "$bin"
+    make_pki "$pki_dir"
+    mkdir -p "$pki_dir/data"
+    if [[ $EUID -eq 0 ]]; then chown -R postgres: "$pki_dir"; fi
+    chmod 600 "$pki_dir/server.key"
+    chmod 755 "$pki_dir"
+    as_postgres "$bin/initdb" -D "$pki_dir/data" -U postgres --auth=trust -E UTF8 >/dev/null ||
+        die "postgres (TLS): initdb failed"
+    cat >>"$pki_dir/data/postgresql.conf" <<CONF
+port = $pg_tls_port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$pki_dir'
+ssl = on
+ssl_cert_file = '$pki_dir/server.pem'
+ssl_key_file = '$pki_dir/server.key'
+ssl_ca_file = '$pki_dir/ca.pem'
+max_connections = 40
+shared_buffers = 32MB
+fsync = off
+CONF
+    # TLS or nothing: a plaintext connection finds no line that admits it.
+    printf '%s\n' 'hostssl all all 127.0.0.1/32 trust' >"$pki_dir/data/pg_hba.conf"
+    as_postgres "$bin/pg_ctl" -D "$pki_dir/data" -l "$pki_dir/postgres.log" -w -t 60 start >/dev/null || {
+        tail -n 20 "$pki_dir/postgres.log" >&2 || true
+        die "postgres (TLS): pg_ctl start failed"
+    }
+    say "postgres (TLS only): started on 127.0.0.1:$pg_tls_port, CA $pki_dir/ca.pem ($((SECONDS - t0)) s)"
+}
+
 # ---------------------------------------------------------------------- main
 
 cmd=${1:-start}
@@ -400,6 +483,7 @@ case $cmd in
     start | up) ;;
     stop | down)
         stop_tansu
+        stop_pg_tls "/usr/lib/postgresql/$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)/bin"
         exit 0
         ;;
     -h | --help | help)
@@ -411,12 +495,16 @@ esac
 
 mkdir -p "$env_dir"
 ensure_postgres
+ensure_pg_tls
 ensure_chromium
 ensure_tansu
 
 exports=$(
     printf 'export APPEALFLOW_TEST_PG_URL=%q\n' "$pg_url"
     printf 'export APPEALFLOW_TEST_KAFKA=%q\n' "$kafka_addr"
+    printf 'export APPEALFLOW_TEST_TLS_DIR=%q\n' "$pki_dir"
+    printf 'export APPEALFLOW_TEST_PG_TLS=%q\n' "127.0.0.1:$pg_tls_port"
+    if [[ -x $tansu_bin ]]; then printf 'export APPEALFLOW_TEST_TANSU_BIN=%q\n' "$tansu_bin"; fi
 )
 printf '%s\n' "$exports" >"$env_file"
 printf '%s\n' "$exports"

@@ -16,13 +16,30 @@ pub enum ErrorClass {
     Fatal,
 }
 
+/// Whether an error is the TLS layer refusing the peer (a certificate nobody trusted, a name
+/// it does not hold), looking through the `io::Error`s that wrap it: `io::Error::source`
+/// skips a wrapped error, so the chain alone does not show it.
+pub fn is_tls_refusal(error: &(dyn std::error::Error + 'static)) -> bool {
+    if error.downcast_ref::<rustls::Error>().is_some() {
+        return true;
+    }
+    match error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+        Some(inner) => is_tls_refusal(inner),
+        None => false,
+    }
+}
+
 /// A Kafka failure's class, and for a fatal one the settings to look at.
 pub fn kafka(e: &KafkaError) -> (ErrorClass, &'static str) {
     use RDKafkaErrorCode as C;
+    if let Some(settings) = e.rdkafka_error_code().and_then(crate::broker::fatal_connection) {
+        return (ErrorClass::Fatal, settings);
+    }
     match e {
-        KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => {
-            (ErrorClass::Fatal, "kafka.brokers, kafka.consumer_options, kafka.producer_options")
-        }
+        KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => (
+            ErrorClass::Fatal,
+            "kafka.brokers, kafka.options, kafka.consumer_options, kafka.producer_options",
+        ),
         KafkaError::Subscription(_) => (ErrorClass::Fatal, "kafka.topics"),
         _ => match e.rdkafka_error_code() {
             Some(C::MessageSizeTooLarge | C::InvalidMessageSize) => (
@@ -37,12 +54,10 @@ pub fn kafka(e: &KafkaError) -> (ErrorClass, &'static str) {
                 C::TopicAuthorizationFailed
                 | C::GroupAuthorizationFailed
                 | C::ClusterAuthorizationFailed
-                | C::TransactionalIdAuthorizationFailed
-                | C::SaslAuthenticationFailed
-                | C::Authentication,
+                | C::TransactionalIdAuthorizationFailed,
             ) => (
                 ErrorClass::Fatal,
-                "kafka.consumer_options / kafka.producer_options (security.protocol, sasl.*)",
+                "the ACLs of kafka.sasl_username on the broker, kafka.topics, kafka.group_id",
             ),
             Some(C::Fatal | C::InvalidArgument | C::UnsupportedFeature | C::UnsupportedVersion) => {
                 (ErrorClass::Fatal, "kafka.producer_options / kafka.consumer_options")
@@ -55,6 +70,14 @@ pub fn kafka(e: &KafkaError) -> (ErrorClass, &'static str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rejected_certificate_or_login_stops_naming_the_connection_settings() {
+        let ssl = KafkaError::MessageConsumption(RDKafkaErrorCode::SSL);
+        assert_eq!(kafka(&ssl), (ErrorClass::Fatal, "kafka.security_protocol, kafka.ssl_ca_location"));
+        let login = KafkaError::Global(RDKafkaErrorCode::Authentication);
+        assert!(kafka(&login).1.contains("kafka.sasl_password"));
+    }
 
     #[test]
     fn an_oversized_record_or_a_missing_topic_stops_and_a_broker_outage_is_retried() {

@@ -19,6 +19,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub mod api;
 pub mod appeal;
 pub mod bot;
+pub mod broker;
 pub mod config;
 pub mod crm;
 pub mod decode;

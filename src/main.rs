@@ -123,6 +123,17 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
     })
 }
 
+/// A CRM whose TLS certificate is not trusted stops the start: every lookup would fail.
+async fn check_crm_certificates(config: &Config) -> anyhow::Result<()> {
+    for (pi, project) in config.projects.iter().enumerate() {
+        if let Some(crm) = &project.crm {
+            let at = format!("projects[{pi}].crm");
+            appealflow::crm::check_certificate(&project.id, crm, &at).await.map_err(anyhow::Error::msg)?;
+        }
+    }
+    Ok(())
+}
+
 /// The services start despite warnings, but an operator reading the log should see them.
 fn log_warnings(config: &Config) {
     for w in config.warnings() {
@@ -180,6 +191,7 @@ fn load_with_db(path: Option<&PathBuf>, db: Option<String>) -> Result<Config, Ex
 
 async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<ExitCode> {
     log_warnings(&config);
+    check_crm_certificates(&config).await?;
     // A service may start before its database: wait for it, however long.
     let store = Store::connect_with_retry(&config.store.url, config.store.max_connections, None).await?;
     let stats = appealflow::run::run(Arc::new(config), store.clone(), shutdown).await?;
@@ -201,16 +213,24 @@ async fn api(config: Config, listen: Option<String>) -> anyhow::Result<ExitCode>
     let store = Store::connect_reader(&config.store.url, config.store.max_connections).await?;
     // With [kafka] set, commands go to the commands topic, for a `run` to apply.
     let mut writes = appealflow::api::Writes::default();
+    let watch = appealflow::broker::Watch::default();
     if config.kafka_configured {
         let timeout = appealflow::run::COMMAND_DELIVERY_TIMEOUT;
-        let producer = appealflow::emit::kafka::CommandProducer::new(&config.kafka, timeout)?;
+        let producer = appealflow::emit::kafka::CommandProducer::new(&config.kafka, timeout, watch.clone())?;
         writes.sink = Some(Arc::new(producer));
     }
     let addr = appealflow::api::serve(&listen, Arc::new(config), store.clone(), writes).await?;
     eprintln!("appealflow api: serving http://{addr}/v1 (Ctrl-C stops)");
-    shutdown_signal().await;
+    // A rejected certificate or login stops it: every command would be refused until then.
+    let fatal = tokio::select! {
+        _ = shutdown_signal() => None,
+        fatal = watch.failed() => Some(fatal),
+    };
     store.close().await;
-    Ok(ExitCode::SUCCESS)
+    match fatal {
+        Some(fatal) => anyhow::bail!("{fatal}"),
+        None => Ok(ExitCode::SUCCESS),
+    }
 }
 
 async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<ExitCode> {
@@ -223,6 +243,7 @@ async fn serve(mut config: Config, listen: Option<String>) -> anyhow::Result<Exi
     }
     // Install the handlers first: a SIGTERM during start-up still stops it cleanly.
     let shutdown = shutdown_signal();
+    check_crm_certificates(&config).await?;
     let store = Store::connect_with_retry(&config.store.url, config.store.max_connections, Some(8)).await?;
     let out: appealflow::serve::Output = Box::new(std::io::BufWriter::new(std::io::stdout()));
     let service = appealflow::serve::Service::start(Arc::new(config), store.clone(), out).await?;
@@ -248,6 +269,7 @@ async fn report_scenarios(config: Config) -> anyhow::Result<ExitCode> {
 
 async fn replay(config: Config, inputs: &[String], progress: bool) -> anyhow::Result<ExitCode> {
     log_warnings(&config);
+    check_crm_certificates(&config).await?;
     let store = Store::connect_with_retry(&config.store.url, config.store.max_connections, Some(8)).await?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());

@@ -30,6 +30,12 @@ struct Cli {
     /// Region for phone numbers written without a country code in the clients file.
     #[arg(long, default_value = "RU")]
     region: String,
+    /// Serve HTTPS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -41,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         delay: cli.delay,
         fail_status: cli.fail_status,
         region: cli.region,
+        tls: cli.tls_cert.zip(cli.tls_key),
     };
     let (addr, handle) = double::serve(clients, options, &cli.listen).await?;
     // The address alone on stdout, so scripts can read the port when started with port 0.

@@ -39,15 +39,34 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The certificates of a `ca_file`, or why it cannot be used.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 /// How a project calls its CRM's Search Client API (`docs/crm.md`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrmConfig {
-    /// Base URL; appealflow calls `POST {url}/search-client`. Plain `http://` only (see docs).
+    /// Base URL; appealflow calls `POST {url}/search-client`. `https://` is verified against
+    /// the system's CA roots and `ca_file`.
     pub url: String,
     /// Sent as `Authorization: Bearer {token}`; without it no `Authorization` header is sent.
     #[serde(default)]
     pub token: Option<Secret>,
+    /// The environment variable holding the token, instead of `token` in the file.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// PEM file of the CA (or CAs) that signed the CRM's certificate, trusted beside the
+    /// system's roots: a private CA of the CRM's network.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Longest one HTTP attempt may take, connecting and reading the answer included.
     #[serde(default = "default_timeout", with = "serde_duration")]
     pub timeout: Duration,
@@ -101,6 +120,8 @@ impl CrmConfig {
         Self {
             url: url.into(),
             token: None,
+            token_env: None,
+            ca_file: None,
             timeout: default_timeout(),
             cache_ttl: default_cache_ttl(),
             retries: default_retries(),

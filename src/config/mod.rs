@@ -7,11 +7,12 @@
 
 pub mod crm;
 mod duration;
+pub mod kafka;
 pub mod scenario;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
@@ -68,6 +69,17 @@ pub struct KafkaConfig {
     /// Consumer group shared by all `run` instances.
     pub group_id: String,
     pub topics: TopicsConfig,
+    /// `PLAINTEXT` (default), `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    pub security_protocol: kafka::SecurityProtocol,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`; needed with the SASL protocols.
+    pub sasl_mechanism: Option<kafka::SaslMechanism>,
+    pub sasl_username: Option<String>,
+    /// A secret: never logged or printed; set it by `APPEALFLOW__KAFKA__SASL_PASSWORD`.
+    pub sasl_password: Option<Secret>,
+    /// PEM file of the CA that signed the brokers' certificates; without it the system's roots.
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Any other librdkafka property, for the consumer and every producer alike.
+    pub options: BTreeMap<String, String>,
     /// Raw librdkafka consumer options passed through unchanged (`"fetch.min.bytes" = "1"`).
     pub consumer_options: BTreeMap<String, String>,
     /// Raw librdkafka producer options passed through unchanged (`"linger.ms" = "10"`).
@@ -87,11 +99,32 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "appealflow".into(),
             topics: TopicsConfig::default(),
+            security_protocol: kafka::SecurityProtocol::default(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            options: BTreeMap::new(),
             consumer_options: BTreeMap::new(),
             producer_options: BTreeMap::new(),
             // Under the consumer's session timeout (10 s): see `validate::bounds`.
             shutdown_deadline: Duration::from_secs(8),
             idle_clock_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// How every client of the process connects (brokers, TLS, SASL, `[kafka.options]`).
+    pub fn connection(&self) -> kafka::Connection<'_> {
+        kafka::Connection {
+            brokers: &self.brokers,
+            security_protocol: self.security_protocol,
+            sasl_mechanism: self.sasl_mechanism,
+            sasl_username: self.sasl_username.as_deref(),
+            sasl_password: self.sasl_password.as_ref(),
+            ssl_ca_location: self.ssl_ca_location.as_ref(),
+            options: &self.options,
         }
     }
 }
@@ -425,8 +458,37 @@ impl Config {
     fn from_figment(figment: Figment) -> Result<Config, ConfigError> {
         let mut config: Config = figment.extract().map_err(ConfigError::from_figment)?;
         config.kafka_configured = figment.find_value("kafka").is_ok();
-        validate::validate(&config)?;
-        Ok(config)
+        let mut problems = config.secrets_from_env();
+        if let Err(invalid) = validate::validate(&config) {
+            problems.extend(invalid.problems);
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Reads the secrets a `[[projects]]` entry names by environment variable (`token_env`):
+    /// list entries have no `APPEALFLOW__...` override of their own.
+    fn secrets_from_env(&mut self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (pi, project) in self.projects.iter_mut().enumerate() {
+            let Some(crm) = project.crm.as_mut() else { continue };
+            let Some(name) = crm.token_env.clone() else { continue };
+            let key = format!("projects[{pi}].crm.token_env");
+            match (crm.token.is_some(), std::env::var(&name)) {
+                (true, _) => {
+                    problems.push(Problem { key, message: "set together with token: keep one".into() })
+                }
+                (false, Ok(token)) if !token.is_empty() => crm.token = Some(Secret::new(token)),
+                (false, _) => problems.push(Problem {
+                    key,
+                    message: format!("the environment variable {name} is not set (or empty)"),
+                }),
+            }
+        }
+        problems
     }
 
     /// Things that are legal but probably not meant (a scenario block no run can reach):
@@ -454,6 +516,9 @@ impl ProjectConfig {
 pub fn explain(config: &Config) -> String {
     let mut out =
         format!("config OK: store {}, {} project(s)\n", redact_url(&config.store.url), config.projects.len());
+    if config.kafka_configured {
+        out.push_str(&config.kafka.connection().explain());
+    }
     for p in &config.projects {
         out.push_str(&format!(
             "  project {}: region {}, auto-close after {}, max merge group {}, {} blocked value(s)\n",

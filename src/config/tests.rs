@@ -485,10 +485,39 @@ fn bad_crm_url_timeout_and_concurrency_are_all_reported() {
 }
 
 #[test]
-fn an_https_crm_url_is_refused_because_this_build_speaks_plain_http() {
-    let p = problems(&CRM_PROJECT.replace("http://127", "https://127"));
-    assert_eq!(p[0].key, "projects[0].crm.url");
-    assert!(p[0].message.contains("https"), "{}", p[0].message);
+fn an_https_crm_url_is_accepted_and_a_ca_file_needs_https_and_a_readable_pem() {
+    let https = CRM_PROJECT.replace("http://127", "https://127");
+    assert!(Config::from_toml(&https).is_ok());
+    let missing = https.replace("token =", "ca_file = \"/nonexistent/ca.pem\"\n  token =");
+    let p = problems(&missing);
+    assert_eq!(p[0].key, "projects[0].crm.ca_file");
+    assert!(p[0].message.contains("cannot read"), "{}", p[0].message);
+    let not_pem = tempfile_with("not a certificate");
+    let p = problems(&https.replace("token =", &format!("ca_file = {:?}\n  token =", not_pem.path())));
+    assert_eq!(p[0].key, "projects[0].crm.ca_file");
+    let plain = CRM_PROJECT.replace("token =", &format!("ca_file = {:?}\n  token =", not_pem.path()));
+    assert!(problems(&plain).iter().any(|p| p.message.contains("not https://")));
+}
+
+fn tempfile_with(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+#[test]
+fn a_crm_token_comes_from_the_variable_token_env_names_and_never_from_both() {
+    let named =
+        CRM_PROJECT.replace("token =", "token_env = \"APPEALFLOW_TEST_UNSET_CRM_TOKEN\"\n  # token =");
+    let p = problems(&named);
+    assert_eq!(p[0].key, "projects[0].crm.token_env");
+    assert!(p[0].message.contains("APPEALFLOW_TEST_UNSET_CRM_TOKEN"), "{}", p[0].message);
+    let both = CRM_PROJECT.replace("token =", "token_env = \"PATH\"\n  token =");
+    assert!(problems(&both)[0].message.contains("keep one"));
+    let from_path = CRM_PROJECT.replace("token =", "token_env = \"PATH\"\n  # token =");
+    let config = Config::from_toml(&from_path).unwrap();
+    let token = config.projects[0].crm.as_ref().unwrap().token.as_ref().unwrap().expose().to_string();
+    assert_eq!(token, std::env::var("PATH").unwrap());
 }
 
 #[test]

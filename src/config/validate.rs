@@ -117,6 +117,9 @@ pub(super) fn check(config: &Config) -> Checked {
         project_rules(project, &format!("projects[{pi}]"), &mut push, &mut warnings);
     }
     api(config, &mut push);
+    for (key, message) in config.kafka.connection().problems() {
+        push(key.into(), message);
+    }
     Checked { problems, warnings }
 }
 
@@ -449,6 +452,15 @@ fn crm(crm: &CrmConfig, at: &str, push: &mut impl FnMut(String, String)) {
     if let Err(why) = crm_url(&crm.url) {
         push(format!("{at}.url"), why);
     }
+    if let Some(ca) = &crm.ca_file {
+        if !crm.url.starts_with("https://") {
+            push(format!("{at}.ca_file"), "set, but crm.url is not https://: a CA verifies TLS only".into());
+        }
+        if let Err(why) = super::crm::read_ca_file(ca) {
+            push(format!("{at}.ca_file"), why);
+        }
+    }
+
     if crm.timeout.is_zero() {
         push(format!("{at}.timeout"), "must be longer than zero".into());
     }
@@ -464,17 +476,14 @@ fn crm(crm: &CrmConfig, at: &str, push: &mut impl FnMut(String, String)) {
     }
 }
 
-/// Only plain HTTP: this build carries no TLS stack (terminate TLS in a sidecar or proxy).
+/// `http://` or `https://` with a host.
 fn crm_url(url: &str) -> Result<(), String> {
     let parsed =
-        reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e}): write e.g. \"http://crm:8099\""))?;
+        reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e}): write e.g. \"https://crm:8099\""))?;
     match parsed.scheme() {
-        "http" if parsed.host_str().is_some() => Ok(()),
-        "http" => Err("the URL has no host".into()),
-        "https" => Err("https is not supported by this build: reach the CRM over http \
-                        (a TLS-terminating sidecar or proxy)"
-            .into()),
-        other => Err(format!("unsupported scheme {other:?}: use http://")),
+        "http" | "https" if parsed.host_str().is_some() => Ok(()),
+        "http" | "https" => Err("the URL has no host".into()),
+        other => Err(format!("unsupported scheme {other:?}: use https:// (or http://)")),
     }
 }
 

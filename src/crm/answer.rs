@@ -46,6 +46,9 @@ pub enum FailReason {
     Rejected { status: u16 },
     /// A 2xx whose body is not a Search Client API answer.
     BadResponse { message: String },
+    /// The CRM's TLS certificate was not trusted (or the handshake failed): a configuration
+    /// error; never retried.
+    Certificate { message: String },
 }
 
 impl FailReason {
@@ -57,6 +60,7 @@ impl FailReason {
             FailReason::Connection { .. } => "connection",
             FailReason::Rejected { .. } => "rejected",
             FailReason::BadResponse { .. } => "bad_response",
+            FailReason::Certificate { .. } => "certificate",
         }
     }
 
@@ -71,6 +75,9 @@ impl FailReason {
                 format!("CRM rejected the request with {status} (check crm.url and crm.token)")
             }
             FailReason::BadResponse { message } => format!("CRM answer unreadable: {message}"),
+            FailReason::Certificate { message } => {
+                format!("CRM's TLS certificate refused: {message} (check crm.ca_file and crm.url)")
+            }
         }
     }
 

@@ -55,12 +55,21 @@ pub enum CrmError {
     BadUrl { project: String, url: String, reason: String },
     #[error("project {project}: HTTP client: {source}")]
     Http { project: String, source: reqwest::Error },
+    #[error("project {project}: crm.ca_file: {reason}")]
+    BadCa { project: String, reason: String },
 }
 
 impl CrmClient {
     pub fn new(project_id: &str, config: &CrmConfig) -> Result<Self, CrmError> {
         let endpoint = endpoint(project_id, &config.url)?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = &config.ca_file {
+            let bad = |reason| CrmError::BadCa { project: project_id.into(), reason };
+            for cert in crate::config::crm::read_ca_file(ca).map_err(bad)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .pool_max_idle_per_host(config.concurrency)
@@ -178,7 +187,7 @@ impl CrmClient {
         }
         let response = match request.send().await {
             Ok(response) => response,
-            Err(e) => return Attempt::Retry(transport_failure(e)),
+            Err(e) => return failed_request(e),
         };
         if let Some(verdict) = answer::status_verdict(response.status().as_u16()) {
             return verdict;
@@ -251,10 +260,19 @@ impl Drop for InFlight<'_> {
 fn endpoint(project: &str, url: &str) -> Result<String, CrmError> {
     let bad = |reason: String| CrmError::BadUrl { project: project.into(), url: url.into(), reason };
     let parsed = reqwest::Url::parse(url).map_err(|e| bad(e.to_string()))?;
-    if parsed.scheme() != "http" {
-        return Err(bad("only http:// is supported".into()));
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(bad("use https:// (or http://)".into()));
     }
     Ok(format!("{}{SEARCH_PATH}", url.trim_end_matches('/')))
+}
+
+/// A request that got no status line: a certificate the CRM's TLS layer showed that is not
+/// trusted is final; the rest (refused, reset, timed out) is worth another attempt.
+fn failed_request(error: reqwest::Error) -> Attempt {
+    match transport_failure(error) {
+        reason @ FailReason::Certificate { .. } => Attempt::Answered(Answer::failed(reason)),
+        reason => Attempt::Retry(reason),
+    }
 }
 
 /// A request that got no status line, or whose body broke off.
@@ -265,13 +283,39 @@ fn transport_failure(error: reqwest::Error) -> FailReason {
     // NB: without the URL, which may carry credentials; the cause chain says what happened.
     let error = error.without_url();
     let mut message = error.to_string();
+    let mut tls = false;
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
         message.push_str(": ");
         message.push_str(&cause.to_string());
+        tls |= crate::errors::is_tls_refusal(cause);
         source = cause.source();
     }
-    FailReason::Connection { message }
+    if tls {
+        FailReason::Certificate { message }
+    } else {
+        FailReason::Connection { message }
+    }
+}
+
+/// Whether a project's CRM can be reached over TLS with the configured trust: one request at
+/// start-up, so a certificate that is not trusted stops the service instead of failing every
+/// lookup. An unreachable CRM passes (its calls are retried and the breaker guards them).
+pub async fn check_certificate(project_id: &str, config: &CrmConfig, at: &str) -> Result<(), String> {
+    if !config.url.starts_with("https://") {
+        return Ok(());
+    }
+    let client = CrmClient::new(project_id, config).map_err(|e| e.to_string())?;
+    match client.inner.http.get(&config.url).send().await {
+        Err(e) => match transport_failure(e) {
+            FailReason::Certificate { message } => Err(format!(
+                "project {project_id}: the CRM at {} refused over TLS: {message} (check {at}.ca_file and {at}.url)",
+                crate::config::redact_url(&config.url)
+            )),
+            _ => Ok(()),
+        },
+        Ok(_) => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -286,8 +330,9 @@ mod tests {
 
     #[test]
     fn a_url_this_build_cannot_call_is_refused_at_construction() {
-        assert!(CrmClient::new("a", &CrmConfig::with_url("https://crm")).is_err());
+        assert!(CrmClient::new("a", &CrmConfig::with_url("ftp://crm")).is_err());
         assert!(CrmClient::new("a", &CrmConfig::with_url("crm:8099")).is_err());
+        assert!(CrmClient::new("a", &CrmConfig::with_url("https://crm")).is_ok());
     }
 
     #[test]

@@ -36,11 +36,13 @@ pub struct DoubleOptions {
     pub fail_status: Option<u16>,
     /// Region for reading phone numbers in the clients file.
     pub region: String,
+    /// Serve HTTPS with this PEM certificate chain and private key (plain HTTP without).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for DoubleOptions {
     fn default() -> Self {
-        Self { token: None, delay: Duration::ZERO, fail_status: None, region: "RU".into() }
+        Self { token: None, delay: Duration::ZERO, fail_status: None, region: "RU".into(), tls: None }
     }
 }
 
@@ -125,6 +127,7 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, DoubleHandle)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let options_tls = options.tls.clone();
     let double = Double {
         directory: Directory::new(clients, &options.region),
         token: options.token,
@@ -138,12 +141,69 @@ pub async fn serve(
         .route("/_control", post(control))
         .route("/_stats", get(stats))
         .with_state(Arc::new(double));
+    let tls = match &options_tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
     let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let served = match tls {
+            Some(acceptor) => axum::serve(TlsListener { tcp: listener, acceptor }, app).await,
+            None => axum::serve(listener, app).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "CRM double stopped");
         }
     });
     Ok((local, DoubleHandle { task }))
+}
+
+/// A TLS server side from a PEM certificate chain and key (the double's `--tls-cert`,
+/// `--tls-key`; tests put it in front of other servers too).
+pub fn tls_acceptor(cert: &Path, key: &Path) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad =
+        |e: &dyn std::fmt::Display| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string());
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(&format!("{}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(&format!("{}: {e}", key.display())))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| bad(&e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts TCP connections and hands axum only those whose TLS handshake succeeded.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            // A client that refuses the certificate ends its handshake here; the next one waits
+            // at most this long behind a client that stalls in it.
+            match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                Ok(Err(e)) => tracing::debug!(error = %e, %addr, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
 }
 
 type Reply = (StatusCode, [(header::HeaderName, &'static str); 1], String);

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 pub use crate::config::IdentifierType;
 pub use answer::{Answer, FailReason};
-pub use client::{CrmClient, CrmError};
+pub use client::{check_certificate, CrmClient, CrmError};
 pub use protocol::{Contact, FoundClient, Identifier};
 
 use crate::config::Config;

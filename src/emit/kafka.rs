@@ -5,23 +5,22 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::Record;
+use crate::broker::Watch;
 use crate::config::{KafkaConfig, TopicsConfig};
 
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: FutureProducer<Watch>,
     topics: TopicsConfig,
 }
 
 impl KafkaSink {
-    pub fn new(kafka: &KafkaConfig) -> Result<Self, KafkaError> {
-        let mut config = ClientConfig::new();
+    pub fn new(kafka: &KafkaConfig, watch: Watch) -> Result<Self, KafkaError> {
+        let mut config = crate::broker::client_config(kafka);
         config
-            .set("bootstrap.servers", &kafka.brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -29,7 +28,7 @@ impl KafkaSink {
         for (k, v) in &kafka.producer_options {
             config.set(k, v);
         }
-        Ok(KafkaSink { producer: config.create()?, topics: kafka.topics.clone() })
+        Ok(KafkaSink { producer: config.create_with_context(watch)?, topics: kafka.topics.clone() })
     }
 
     /// Sends every record and waits for all acknowledgements. Records of one key keep their
@@ -58,17 +57,17 @@ impl KafkaSink {
 /// returned only once the broker acknowledged it (acks=all), or failed within
 /// `timeout` (a broker that is down makes the API answer `503`, never hang).
 pub struct CommandProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<Watch>,
     topic: String,
     timeout: Duration,
     brokers: String,
+    watch: Watch,
 }
 
 impl CommandProducer {
-    pub fn new(kafka: &KafkaConfig, timeout: Duration) -> Result<Self, KafkaError> {
-        let mut config = ClientConfig::new();
+    pub fn new(kafka: &KafkaConfig, timeout: Duration, watch: Watch) -> Result<Self, KafkaError> {
+        let mut config = crate::broker::client_config(kafka);
         config
-            .set("bootstrap.servers", &kafka.brokers)
             // A command carries its own idempotency key (`command_id`): a copy the producer
             // retried is applied once anyway. Producer idempotence would add nothing, and a
             // message timed out during an outage would force an epoch bump on reconnect.
@@ -81,16 +80,20 @@ impl CommandProducer {
         }
         let brokers = kafka.brokers.clone();
         Ok(CommandProducer {
-            producer: config.create()?,
+            producer: config.create_with_context(watch.clone())?,
             topic: kafka.topics.commands.clone(),
             timeout,
             brokers,
+            watch,
         })
     }
 
     /// Why a send failed, in the settings' words: a timeout means no broker answered.
     pub fn explain(&self, error: &KafkaError) -> String {
         use rdkafka::types::RDKafkaErrorCode;
+        if let Some(fatal) = self.watch.fatal() {
+            return fatal;
+        }
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::MessageTimedOut) => format!(
                 "no broker of kafka.brokers ({}) acknowledged it within {:?}",

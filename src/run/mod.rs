@@ -43,6 +43,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::write::CommitSignal;
 use crate::api::Writes;
+use crate::broker::Watch;
 use crate::config::Config;
 use crate::emit::kafka::{CommandProducer, KafkaSink};
 use crate::pipeline::{Committed, Pipeline};
@@ -107,15 +108,19 @@ pub async fn run(
         tracing::info!(%addr, "metrics and health endpoint listening");
     }
     let signal = CommitSignal::default();
+    let watch = Watch::default();
     if !config.api.listen.is_empty() {
         // A reader of its own: over SQLite the batches keep the single writer connection.
         let reader = Store::connect_reader(&config.store.url, config.store.max_connections).await?;
-        let commands = CommandProducer::new(&config.kafka, COMMAND_DELIVERY_TIMEOUT)?;
+        let commands = CommandProducer::new(&config.kafka, COMMAND_DELIVERY_TIMEOUT, watch.clone())?;
         let writes = Writes { sink: Some(Arc::new(commands)), signal: Some(signal.clone()), ingest: None };
         let addr = crate::api::serve(&config.api.listen, config.clone(), reader, writes).await?;
         tracing::info!(%addr, "read and write API listening");
     }
-    let mut runner = Runner::connect(config.clone(), store, signal).await?;
+    let mut runner = tokio::select! {
+        runner = Runner::connect(config.clone(), store, signal, watch.clone()) => runner?,
+        fatal = watch.failed() => anyhow::bail!("{fatal}"),
+    };
     ready.set(true);
     tokio::pin!(shutdown);
     let poll = Duration::from_millis(50).min(config.pipeline.batch_max_wait);
@@ -124,14 +129,15 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            fatal = watch.failed() => anyhow::bail!("{fatal}"),
             Some(done) = runner.in_flight.next() => runner.finish(done?).await?,
             next = tokio::time::timeout(poll, runner.source.next()) => match next {
                 Ok(Ok(input)) => runner.buffer(input),
-                Ok(Err(e)) => consumer_error(&e)?,
+                Ok(Err(e)) => consumer_error(&e, &watch).await?,
                 Err(_) => {}
             },
         }
-        let caught_up = runner.buffer_waiting()?;
+        let caught_up = runner.buffer_waiting().await?;
         runner.start_ready(caught_up && runner.in_flight.is_empty());
         runner.resume_drained();
         runner.advance_idle_clocks().await?;
@@ -164,15 +170,22 @@ struct Runner {
     out: RunStats,
     /// Wakes the write API's watcher when a batch committed (its commands' outcomes).
     signal: CommitSignal,
+    /// Hears the Kafka clients' rejected certificates and logins.
+    watch: Watch,
 }
 
 impl Runner {
     /// Publishes what a crashed run left in the outbox, then joins the group.
-    async fn connect(config: Arc<Config>, store: Store, signal: CommitSignal) -> anyhow::Result<Runner> {
-        let sink = KafkaSink::new(&config.kafka)?;
+    async fn connect(
+        config: Arc<Config>,
+        store: Store,
+        signal: CommitSignal,
+        watch: Watch,
+    ) -> anyhow::Result<Runner> {
+        let sink = KafkaSink::new(&config.kafka, watch.clone())?;
         republish_outbox(&store, &sink).await?;
         let relay = Relay::start(store.clone(), sink);
-        let source = KafkaSource::new(&config.kafka)?;
+        let source = KafkaSource::new(&config.kafka, watch.clone())?;
         let pipeline = Arc::new(Pipeline::new(config.clone(), store.clone())?);
         let max_in_flight = store.backend().max_writers(config.store.max_connections);
         Ok(Runner {
@@ -189,6 +202,7 @@ impl Runner {
             max_in_flight,
             out: RunStats::default(),
             signal,
+            watch,
         })
     }
 
@@ -276,13 +290,13 @@ impl Runner {
     /// Buffers what the consumer already holds, without waiting for more; true when it ran
     /// out (the source is caught up), false when it stopped at a batch's worth so the loop
     /// can book finished batches and notice a shutdown in between.
-    fn buffer_waiting(&mut self) -> anyhow::Result<bool> {
+    async fn buffer_waiting(&mut self) -> anyhow::Result<bool> {
         use futures::FutureExt;
         for _ in 0..self.config.pipeline.batch_size {
             match self.source.next().now_or_never() {
                 Some(Ok(input)) => self.buffer(input),
                 // Whatever the error, the loop's own poll meets the next one, with its timeout.
-                Some(Err(e)) => return consumer_error(&e).map(|()| false),
+                Some(Err(e)) => return consumer_error(&e, &self.watch).await.map(|()| false),
                 None => return Ok(true),
             }
         }
@@ -491,10 +505,19 @@ impl Runner {
 
 /// A consumer error: a permanent one (a topic that does not exist, no authorisation) stops
 /// `run` with its cause and the setting to look at; the rest librdkafka retries by itself.
-fn consumer_error(e: &rdkafka::error::KafkaError) -> anyhow::Result<()> {
+///
+/// A rejected certificate or login reaches the consumer with librdkafka's reason stripped; the
+/// watch hears the same failure with its reason ("certificate verify failed") from the error
+/// callback, so that sentence is the one reported.
+async fn consumer_error(e: &rdkafka::error::KafkaError, watch: &Watch) -> anyhow::Result<()> {
     match crate::errors::kafka(e) {
         (ErrorClass::Fatal, settings) => {
             KafkaFatal { side: "consume", error: e, settings }.emit();
+            if e.rdkafka_error_code().and_then(crate::broker::fatal_connection).is_some() {
+                if let Ok(heard) = tokio::time::timeout(Duration::from_secs(1), watch.failed()).await {
+                    anyhow::bail!("{heard}");
+                }
+            }
             anyhow::bail!("consuming from Kafka failed: {e} (check {settings})")
         }
         _ => {

@@ -9,13 +9,13 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{RawInput, SourcePos};
+use crate::broker::Watch;
 use crate::config::KafkaConfig;
 
 /// A topic partition.
@@ -32,9 +32,14 @@ pub struct RebalanceLog {
 #[derive(Clone, Default)]
 pub struct GroupContext {
     log: Arc<Mutex<RebalanceLog>>,
+    watch: Watch,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.watch.error(error, reason);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -68,10 +73,9 @@ pub struct KafkaSource {
 }
 
 impl KafkaSource {
-    pub fn new(kafka: &KafkaConfig) -> Result<Self, KafkaError> {
-        let mut config = ClientConfig::new();
+    pub fn new(kafka: &KafkaConfig, watch: Watch) -> Result<Self, KafkaError> {
+        let mut config = crate::broker::client_config(kafka);
         config
-            .set("bootstrap.servers", &kafka.brokers)
             .set("group.id", &kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -82,7 +86,7 @@ impl KafkaSource {
         for (k, v) in &kafka.consumer_options {
             config.set(k, v);
         }
-        let context = GroupContext::default();
+        let context = GroupContext { watch, ..GroupContext::default() };
         let consumer: StreamConsumer<GroupContext> = config.create_with_context(context.clone())?;
         let topics = [kafka.topics.inbound.as_str(), kafka.topics.commands.as_str()];
         consumer.subscribe(&topics)?;

@@ -46,6 +46,10 @@ pub enum StoreCause {
     /// Another process writes this SQLite store.
     #[error("{0}")]
     Locked(String),
+    /// The server refused the connection for a reason no retry fixes: a rejected certificate,
+    /// a TLS mode it does not allow, a login it does not accept.
+    #[error("{error} (check {settings})")]
+    Refused { error: sqlx::Error, settings: &'static str },
 }
 
 /// SQLSTATEs and SQLite result codes that mean "this data cannot be stored": PostgreSQL's
@@ -74,6 +78,15 @@ impl StoreError {
         }
     }
 
+    /// Like [`StoreError::new`] for opening a connection: a refusal no retry fixes names the
+    /// part of `store.url` to look at.
+    pub fn connecting(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| {
+            let Some(settings) = refusal(&source) else { return StoreError::new(context)(source) };
+            StoreError { context, source: StoreCause::Refused { error: source, settings } }
+        }
+    }
+
     pub fn clash(context: &'static str, detail: String) -> StoreError {
         StoreError { context, source: StoreCause::Clash(detail) }
     }
@@ -81,7 +94,7 @@ impl StoreError {
     pub fn class(&self) -> ErrorClass {
         let sql = match &self.source {
             StoreCause::Clash(_) => return ErrorClass::Poison,
-            StoreCause::Locked(_) => return ErrorClass::Fatal,
+            StoreCause::Locked(_) | StoreCause::Refused { .. } => return ErrorClass::Fatal,
             StoreCause::Sql(e) => e,
         };
         match sql {
@@ -107,6 +120,26 @@ impl StoreError {
             }
             _ => ErrorClass::Fatal,
         }
+    }
+}
+
+const TLS_SETTINGS: &str = "store.url: sslmode, sslrootcert and the host name the certificate names";
+
+/// The settings behind a connection the server or the TLS layer refused for good.
+fn refusal(error: &sqlx::Error) -> Option<&'static str> {
+    match error {
+        sqlx::Error::Tls(_) => Some(TLS_SETTINGS),
+        sqlx::Error::Io(io) if crate::errors::is_tls_refusal(io) => Some(TLS_SETTINGS),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // 28000: no pg_hba.conf entry (e.g. hostssl only and sslmode=disable).
+            Some("28000") => {
+                Some("store.url: sslmode (the server may accept TLS connections only), user, database")
+            }
+            // 28P01: wrong password.
+            Some("28P01") => Some("store.url: user and password"),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -103,7 +103,7 @@ impl Backend {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
-            .map_err(StoreError::new("open the store for reading"))?;
+            .map_err(StoreError::connecting("open the store for reading"))?;
         Ok(Opened { pool, writer: None, planner: None })
     }
 

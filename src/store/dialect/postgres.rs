@@ -28,7 +28,7 @@ pub(super) async fn open_writer(url: &str, max_connections: u32) -> StoreResult<
         })
         .connect_with(options)
         .await
-        .map_err(StoreError::new("connect to PostgreSQL"))?;
+        .map_err(StoreError::connecting("connect to PostgreSQL"))?;
     let planner = PlannerStatistics { next_refresh: FIRST_ANALYZE_AFTER.into(), ..Default::default() };
     Ok(Opened { pool, writer: None, planner: Some(Arc::new(planner)) })
 }
