@@ -454,6 +454,7 @@ async fn an_operator_acts_on_a_card_in_the_browser_and_reads_each_outcome() {
     let report = s.text_with("#outcome", "got back 1 visitor").await;
     assert!(report.contains("Kept with this card") && report.contains("tag vip"), "what stayed: {report}");
     s.text_with("#merges", "split by op-1").await;
+    s.browser.execute("document.getElementById('outcome').scrollIntoView()", vec![]).await.unwrap();
     s.shot("split").await;
     let card = read_card(&base, &id).await;
     let restored = card["blocked_merges"][0].as_str().expect("the split keeps a card apart").to_string();
@@ -619,4 +620,87 @@ async fn the_scenario_report_draws_each_block_with_its_runs_and_greys_out_what_n
     }
     s.shot("scenario-report").await;
     s.browser.close().await.unwrap();
+}
+
+impl Steps {
+    /// Signs in with the operator's token and opens Alfred's card from the search, by keyboard
+    /// alone: typing, the arrow key to the first result, Enter. Its id.
+    async fn open_alfred_by_keyboard(&self, base: &str) -> String {
+        self.browser.goto(base).await.unwrap();
+        self.type_in("#login-token", "demo-operator-token").await;
+        self.find("#login-token").await.send_keys(ENTER).await.unwrap();
+        self.find("#search-input").await.send_keys("alfred").await.unwrap();
+        self.text_with("#results", "Alfred").await;
+        self.find("#search-input").await.send_keys(ARROW_DOWN).await.unwrap();
+        self.browser.active_element().await.unwrap().send_keys(ENTER).await.unwrap();
+        self.text_with("#card-title", "Alfred").await;
+        self.browser.current_url().await.unwrap().fragment().unwrap().rsplit('/').next().unwrap().to_string()
+    }
+
+    /// Presses Tab until the field `id` has the focus: it can be reached without a mouse.
+    async fn tab_to(&self, id: &str) {
+        for _ in 0..80 {
+            let focused = self.browser.active_element().await.unwrap();
+            if focused.attr("id").await.unwrap().as_deref() == Some(id) {
+                return;
+            }
+            focused.send_keys(TAB).await.unwrap();
+        }
+        panic!("Tab never reached #{id}");
+    }
+}
+
+/// WebDriver's codes of the keys (`fantoccini::key::Key`).
+const ENTER: &str = "\u{E007}";
+const TAB: &str = "\u{E004}";
+const ARROW_DOWN: &str = "\u{E015}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_begun_before_a_second_tab_renamed_the_card_is_refused_as_stale_by_keyboard_on_a_phone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_service, base) = serve_sample_acting(dir.path()).await;
+    let driver = Driver::start().await;
+    let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-stale-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut s = Steps { browser: driver.browser().await, shots, n: 0 };
+    s.browser.set_window_size(390, 844).await.unwrap();
+    let id = s.open_alfred_by_keyboard(&base).await;
+    let overflow: serde_json::Value = s
+        .browser
+        .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth", vec![])
+        .await
+        .unwrap();
+    assert!(overflow.as_i64().unwrap() <= 0, "the card is wider than a 390 px phone by {overflow} px");
+
+    // The first tab begins a rename and leaves it typed.
+    let first = s.browser.window().await.unwrap();
+    s.tab_to("rename-name").await;
+    s.browser.active_element().await.unwrap().send_keys("Alfred, as the first tab saw him").await.unwrap();
+
+    // A second tab renames the card meanwhile.
+    let second = s.browser.new_window(true).await.unwrap().handle;
+    s.browser.switch_to_window(second).await.unwrap();
+    s.open_alfred_by_keyboard(&base).await;
+    s.type_in("#rename-name", "Alfred Hitchcock, renamed in the second tab").await;
+    s.act("#rename button[type=submit]", "Rename: done").await;
+    s.browser.close_window().await.unwrap();
+    s.browser.switch_to_window(first).await.unwrap();
+
+    // The first tab draws the change live and keeps what was typed; sent by Enter, the rename
+    // carries the revision it was begun at and is refused, never overwriting the other's.
+    s.text_with("#card-title", "renamed in the second tab").await;
+    let kept = s.find("#rename-name").await.prop("value").await.unwrap();
+    assert_eq!(kept.as_deref(), Some("Alfred, as the first tab saw him"));
+    s.browser.execute("document.getElementById('outcome').textContent = ''", vec![]).await.unwrap();
+    s.find("#rename-name").await.send_keys(ENTER).await.unwrap();
+    let said = s.text_with("#outcome", "Rename: not done").await;
+    assert!(said.contains("Someone changed this card meanwhile"), "{said}");
+    s.shot("stale-rename-on-a-phone").await;
+    assert_eq!(read_card(&base, &id).await["name"], "Alfred Hitchcock, renamed in the second tab");
+
+    // Typed again on the fresh card, it goes through.
+    s.type_in("#rename-name", "Alfred J. Hitchcock").await;
+    s.find("#rename-name").await.send_keys(ENTER).await.unwrap();
+    s.text_with("#outcome", "Rename: done").await;
+    assert_eq!(read_card(&base, &id).await["name"], "Alfred J. Hitchcock");
 }

@@ -111,7 +111,10 @@ async function act(label, card, cmd) {
 /** Sends `cmd` at the card revision the page shows, says what became of it, and draws the
  *  view again (`redraw`) when the command changed something or found the card changed. */
 async function actThen(label, revision, cmd, redraw) {
-  const answer = await command(revision === undefined ? cmd : { expected_revision: revision, ...cmd });
+  // A form the operator began before the card changed under it sends the revision it was
+  // begun at: the change it did not see makes it a 409, never a silent overwrite.
+  const at = revision === undefined ? undefined : (formBegunAt ?? revision);
+  const answer = await command(at === undefined ? cmd : { expected_revision: at, ...cmd });
   showOutcome(label, answer);
   if (answer.status === 200 || answer.status === 409) await redraw();
   return answer;
@@ -383,6 +386,19 @@ async function copy(text) {
 }
 
 /** A one-line form: labelled inputs and a button whose text names the action. */
+/** The card revision shown when the operator began typing into the form being submitted. */
+let formBegunAt;
+
+/** The card revision each form of a view was begun at, by view (the location) and form id:
+ *  it outlives the live redraws of the view and ends when the form is sent. */
+const begun = new Map();
+
+/** The card revision the open view shows. */
+function shownRevision() {
+  const r = $("view").querySelector("[data-revision]")?.dataset.revision;
+  return r === undefined ? undefined : Number(r);
+}
+
 function actionForm(id, label, fields, submit) {
   const inputs = fields.map((f) => f.options
     ? h("select", { id: `${id}-${f.name}`, name: f.name }, f.options.map((o) => h("option", { value: o }, o)))
@@ -390,6 +406,8 @@ function actionForm(id, label, fields, submit) {
   const form = h("form", { class: "action", id, novalidate: true },
     fields.map((f, i) => h("div", { class: "field" }, h("label", { for: `${id}-${f.name}` }, f.label), inputs[i])),
     h("button", { type: "submit" }, label));
+  const key = () => `${location.hash}|${id}`;
+  form.addEventListener("input", () => { if (!begun.has(key())) begun.set(key(), shownRevision()); });
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const values = Object.fromEntries(fields.map((f, i) => [f.name, inputs[i].value]));
@@ -398,7 +416,9 @@ function actionForm(id, label, fields, submit) {
       showOutcome(label, { status: -1, body: { error: { message: `Type the ${missing.label.toLowerCase()} first.` } } });
       return;
     }
-    await submit(values);
+    formBegunAt = begun.get(key());
+    begun.delete(key());
+    try { await submit(values); } finally { formBegunAt = undefined; }
   });
   return form;
 }
@@ -560,7 +580,7 @@ async function showCard(id, focus = true) {
     } catch (e) { fail(e); }
   });
 
-  const view = h("article", { "aria-labelledby": "card-title", id: "card" },
+  const view = h("article", { "aria-labelledby": "card-title", id: "card", "data-revision": card.revision },
     card.resolved_from ? h("p", { class: "note" }, `Card ${card.resolved_from} was merged into this one.`) : "",
     h("div", { class: "card-head" },
       h("h2", { id: "card-title", tabindex: "-1" }, card.name ?? "(no name)"),
@@ -699,7 +719,7 @@ async function showAppeal(number, focus = true) {
     appeal = await api(`/appeals/${encodeURIComponent(number)}?after=${encodeURIComponent(appeal.next)}`);
     messages.push(...appeal.messages);
   }
-  const view = h("article", { "aria-labelledby": "appeal-title", id: "appeal" },
+  const view = h("article", { "aria-labelledby": "appeal-title", id: "appeal", "data-revision": appeal.client.revision },
     h("p", {}, h("button", { type: "button", class: "link", onclick: () => go(`#/clients/${encodeURIComponent(appeal.client.id)}`) },
       `← ${appeal.client.name ?? "client"}'s card`)),
     h("div", { class: "card-head" },
