@@ -168,9 +168,11 @@ async fn a_crm_certificate_nobody_vouches_for_is_refused_without_retries_naming_
 
 /// A broker of its own behind a TLS-terminating proxy: tansu listens in plain text on one
 /// port and advertises the proxy's, so every connection a client makes goes through TLS.
+/// With a `login`, the user is created first and the broker then requires SASL (SCRAM).
 struct TlsBroker {
     /// `localhost:PORT` of the proxy.
     addr: String,
+    login: Option<(&'static str, &'static str)>,
     broker: std::process::Child,
     _state: tempfile::TempDir,
 }
@@ -186,27 +188,59 @@ async fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port()
 }
 
+async fn wait_listening(port: u16) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(30), "tansu did not listen on {port}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 impl TlsBroker {
-    async fn start(dir: &Path) -> Option<TlsBroker> {
+    async fn start(dir: &Path, login: Option<(&'static str, &'static str)>) -> Option<TlsBroker> {
         let bin = match std::env::var("APPEALFLOW_TEST_TANSU_BIN") {
             Ok(bin) => bin,
             Err(_) if std::env::var("CI").is_ok() => {
-                panic!("CI must run the Kafka TLS test: APPEALFLOW_TEST_TANSU_BIN is not set")
+                panic!("CI must run the Kafka TLS tests: APPEALFLOW_TEST_TANSU_BIN is not set")
             }
             Err(_) => return None,
         };
         let (plain, proxy) = (free_port().await, free_port().await);
         let state = tempfile::tempdir().unwrap();
-        let broker = std::process::Command::new(bin)
-            .current_dir(state.path())
-            .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{plain}")])
-            .args(["--advertised-listener-url", &format!("tcp://localhost:{proxy}")])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
+        let broker = |authentication: bool| {
+            let mut command = std::process::Command::new(&bin);
+            command
+                .current_dir(state.path())
+                .args(["broker", "--listener-url", &format!("tcp://127.0.0.1:{plain}")])
+                .args(["--advertised-listener-url", &format!("tcp://localhost:{proxy}")])
+                .args(["--storage-engine", "sqlite://tansu.db"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if authentication {
+                command.arg("--authentication");
+            }
+            command.spawn().expect("tansu starts")
+        };
+        let mut running = broker(false);
+        wait_listening(plain).await;
+        if let Some((user, password)) = login {
+            // The credentials go in through the broker, which then restarts requiring them.
+            let created = std::process::Command::new(&bin)
+                .args(["user", "create", "--broker", &format!("tcp://127.0.0.1:{plain}"), user, password])
+                .args(["--mechanism", "scram512"])
+                .output()
+                .unwrap();
+            assert!(
+                created.status.success(),
+                "tansu user create: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+            let _ = running.kill();
+            let _ = running.wait();
+            running = broker(true);
+            wait_listening(plain).await;
+        }
         let acceptor = double::tls_acceptor(&dir.join("server.pem"), &dir.join("server.key")).unwrap();
         let listener = TcpListener::bind(("127.0.0.1", proxy)).await.unwrap();
         tokio::spawn(async move {
@@ -219,106 +253,126 @@ impl TlsBroker {
                 });
             }
         });
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", plain)).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "tansu did not listen on {plain}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Some(TlsBroker { addr: format!("localhost:{proxy}"), broker, _state: state })
+        Some(TlsBroker { addr: format!("localhost:{proxy}"), login, broker: running, _state: state })
     }
 
-    /// A client config of the test's own side, over TLS with the right CA.
+    /// A client config of the test's own side, over TLS with the right CA (and the login).
     fn client(&self, dir: &Path) -> ClientConfig {
         let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.addr)
-            .set("security.protocol", "SSL")
-            .set("ssl.ca.location", pem(dir, "ca.pem"));
+        config.set("bootstrap.servers", &self.addr).set("ssl.ca.location", pem(dir, "ca.pem"));
+        match self.login {
+            Some((user, password)) => config
+                .set("security.protocol", "SASL_SSL")
+                .set("sasl.mechanism", "SCRAM-SHA-512")
+                .set("sasl.username", user)
+                .set("sasl.password", password),
+            None => config.set("security.protocol", "SSL"),
+        };
         config
     }
-}
 
-fn ssl_config(topics: &Topics, broker: &str, ca: &str, store_url: &str) -> String {
-    let toml = topics.config_toml(broker, store_url, appealflow::testkit::CONFIG);
-    toml.replacen(
-        "[kafka]\n",
-        &format!("[kafka]\nsecurity_protocol = \"SSL\"\nssl_ca_location = \"{ca}\"\n"),
-        1,
-    )
+    /// `run`'s config: over TLS verified by `ca`, logging in with `password` when SASL.
+    fn run_config(&self, topics: &Topics, ca: &str, password: &str, store_url: &str) -> Config {
+        let toml = topics.config_toml(&self.addr, store_url, appealflow::testkit::CONFIG);
+        let security = match self.login {
+            Some((user, _)) => format!(
+                "security_protocol = \"SASL_SSL\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"{user}\"\nsasl_password = \"{password}\"\n"
+            ),
+            None => "security_protocol = \"SSL\"\n".to_string(),
+        };
+        let toml = toml.replacen("[kafka]\n", &format!("[kafka]\n{security}ssl_ca_location = \"{ca}\"\n"), 1);
+        Config::from_toml(&toml).unwrap()
+    }
+
+    /// `run` consumes an input and publishes its events through this broker.
+    async fn carries_an_input_through_run(&self, dir: &Path) {
+        let topics = Topics::random();
+        let admin: AdminClient<DefaultClientContext> = self.client(dir).create().unwrap();
+        let mut new = vec![NewTopic::new(&topics.inbound, 1, TopicReplication::Fixed(1))];
+        for name in [&topics.commands, &topics.events, &topics.outbound, &topics.dlq] {
+            new.push(NewTopic::new(name, 1, TopicReplication::Fixed(1)));
+        }
+        for created in admin.create_topics(&new, &AdminOptions::new()).await.expect("topics over TLS") {
+            created.expect("topic created");
+        }
+        let producer: FutureProducer = self.client(dir).create().unwrap();
+        let line = msg("m-tls", "acme-tg", "2026-12-01T10:00:00Z", r#"{"id":"tg-7"}"#, "hello through TLS");
+        producer
+            .send(FutureRecord::to(&topics.inbound).key("tg-7").payload(&line), Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced over TLS");
+
+        let db = TestDb::new(Kind::Postgres).await;
+        let password = self.login.map_or("", |(_, p)| p);
+        let config = self.run_config(&topics, &pem(dir, "ca.pem"), password, &db.url);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(appealflow::run::run(config.into(), db.store().await, async move {
+            let _ = stopped.await;
+        }));
+        common::kafka::wait_until_applied(&db.url, &topics.inbound, 1, Duration::from_secs(60)).await;
+        let _ = stop.send(());
+        run.await.unwrap().expect("run over TLS");
+
+        let reader: BaseConsumer = self
+            .client(dir)
+            .set("group.id", format!("reader-{}", uuid_like()))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap();
+        reader.subscribe(&[topics.events.as_str()]).unwrap();
+        let started = Instant::now();
+        let opened = loop {
+            assert!(started.elapsed() < Duration::from_secs(60), "no appeal.opened over TLS");
+            if let Some(m) = reader.poll(Duration::from_millis(200)) {
+                let m = m.expect("read over TLS");
+                let value: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                if value["type"] == "appeal.opened" {
+                    break value;
+                }
+            }
+        };
+        assert_eq!(opened["cause"]["id"], "m-tls", "{opened}");
+    }
+
+    /// How `run` stops with this CA and password: its error, which must come within 30 s.
+    async fn refuses_run(&self, ca: &str, password: &str) -> String {
+        let db = TestDb::new(Kind::Postgres).await;
+        let config = self.run_config(&Topics::random(), ca, password, &db.url);
+        let result = tokio::time::timeout(
+            Duration::from_secs(30),
+            appealflow::run::run(config.into(), db.store().await, std::future::pending()),
+        )
+        .await
+        .expect("a refused certificate or login stops run instead of retrying");
+        format!("{:#}", result.expect_err("run fails"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_consumes_and_publishes_through_a_tls_listener_verified_by_its_ca() {
     let Some(dir) = pki() else { return };
-    let Some(broker) = TlsBroker::start(&dir).await else { return };
-    let topics = Topics::random();
-    let admin: AdminClient<DefaultClientContext> = broker.client(&dir).create().unwrap();
-    let mut new = vec![NewTopic::new(&topics.inbound, 1, TopicReplication::Fixed(1))];
-    for name in [&topics.commands, &topics.events, &topics.outbound, &topics.dlq] {
-        new.push(NewTopic::new(name, 1, TopicReplication::Fixed(1)));
-    }
-    for created in admin.create_topics(&new, &AdminOptions::new()).await.expect("topics over TLS") {
-        created.expect("topic created");
-    }
-    let producer: FutureProducer = broker.client(&dir).create().unwrap();
-    let line = msg("m-tls", "acme-tg", "2026-12-01T10:00:00Z", r#"{"id":"tg-7"}"#, "hello through TLS");
-    producer
-        .send(FutureRecord::to(&topics.inbound).key("tg-7").payload(&line), Duration::from_secs(30))
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produced over TLS");
-
-    let db = TestDb::new(Kind::Postgres).await;
-    let config =
-        Config::from_toml(&ssl_config(&topics, &broker.addr, &pem(&dir, "ca.pem"), &db.url)).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(appealflow::run::run(config.into(), db.store().await, async move {
-        let _ = stopped.await;
-    }));
-    common::kafka::wait_until_applied(&db.url, &topics.inbound, 1, Duration::from_secs(60)).await;
-    let _ = stop.send(());
-    run.await.unwrap().expect("run over TLS");
-
-    let reader: BaseConsumer = broker
-        .client(&dir)
-        .set("group.id", format!("reader-{}", uuid_like()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    reader.subscribe(&[topics.events.as_str()]).unwrap();
-    let started = Instant::now();
-    let opened = loop {
-        assert!(started.elapsed() < Duration::from_secs(60), "no appeal.opened over TLS");
-        if let Some(m) = reader.poll(Duration::from_millis(200)) {
-            let m = m.expect("read over TLS");
-            let value: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-            if value["type"] == "appeal.opened" {
-                break value;
-            }
-        }
-    };
-    assert_eq!(opened["cause"]["id"], "m-tls", "{opened}");
+    let Some(broker) = TlsBroker::start(&dir, None).await else { return };
+    broker.carries_an_input_through_run(&dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_stops_on_a_broker_certificate_its_ca_did_not_sign_naming_ssl_ca_location() {
     let Some(dir) = pki() else { return };
-    let Some(broker) = TlsBroker::start(&dir).await else { return };
-    let topics = Topics::random();
-    let db = TestDb::new(Kind::Postgres).await;
-    let toml = ssl_config(&topics, &broker.addr, &pem(&dir, "other-ca.pem"), &db.url);
-    let config = Config::from_toml(&toml).unwrap();
-    let started = Instant::now();
-    let result = tokio::time::timeout(
-        Duration::from_secs(30),
-        appealflow::run::run(config.into(), db.store().await, std::future::pending()),
-    )
-    .await
-    .expect("a rejected certificate stops run instead of retrying");
-    let error = format!("{:#}", result.expect_err("run fails"));
+    let Some(broker) = TlsBroker::start(&dir, None).await else { return };
+    let error = broker.refuses_run(&pem(&dir, "other-ca.pem"), "").await;
     assert!(error.contains("kafka.ssl_ca_location"), "{error}");
     assert!(error.contains("certificate"), "{error}");
-    eprintln!("stopped after {:?}: {error}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_in_with_scram_over_sasl_ssl_and_stops_on_a_wrong_password_naming_it() {
+    let Some(dir) = pki() else { return };
+    let Some(broker) = TlsBroker::start(&dir, Some(("alice", "s3cret-scram"))).await else { return };
+    broker.carries_an_input_through_run(&dir).await;
+    let error = broker.refuses_run(&pem(&dir, "ca.pem"), "not-her-password").await;
+    assert!(error.contains("kafka.sasl_password"), "{error}");
+    assert!(!error.contains("not-her-password"), "the password is never in a message: {error}");
 }
 
 #[test]
