@@ -19,6 +19,7 @@
 #                                     eval "$(scripts/test-env.sh)"
 #                                     # or: scripts/test-env.sh && . .test-env/env
 #   scripts/test-env.sh stop      stop the broker this script started (if any)
+#   scripts/test-env.sh deps      only install what building needs (OpenSSL headers)
 #
 # Environment knobs (all optional):
 #   APPEALFLOW_TEST_PG_URL     use this database instead of managing the local one
@@ -476,11 +477,29 @@ CONF
     say "postgres (TLS only): started on 127.0.0.1:$pg_tls_port, CA $pki_dir/ca.pem ($((SECONDS - t0)) s)"
 }
 
+# ------------------------------------------------------------ build libraries
+
+# librdkafka is built with OpenSSL (TLS and SASL SCRAM to brokers): its headers and
+# pkg-config must be there before the first `cargo build`.
+ensure_build_deps() {
+    if command -v pkg-config >/dev/null 2>&1 && pkg-config --exists openssl 2>/dev/null; then
+        return 0
+    fi
+    say "build: OpenSSL headers missing; apt-get install -y pkg-config libssl-dev"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q pkg-config libssl-dev >&2 ||
+        die "build: apt-get install pkg-config libssl-dev failed"
+}
+
 # ---------------------------------------------------------------------- main
 
 cmd=${1:-start}
 case $cmd in
     start | up) ;;
+    deps)
+        ensure_build_deps
+        exit 0
+        ;;
     stop | down)
         stop_tansu
         stop_pg_tls "/usr/lib/postgresql/$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -n 1)/bin"
@@ -490,10 +509,11 @@ case $cmd in
         sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
         exit 0
         ;;
-    *) die "unknown command '$cmd' (use: start | stop)" ;;
+    *) die "unknown command '$cmd' (use: start | stop | deps)" ;;
 esac
 
 mkdir -p "$env_dir"
+ensure_build_deps
 ensure_postgres
 ensure_pg_tls
 ensure_chromium
