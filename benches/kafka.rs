@@ -97,13 +97,14 @@ async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, tes
     );
 
     // Passthrough and `run` alternate, so both see the same machine; the ratios are the figure.
-    let (mut pt, mut full, mut out) = (0f64, 0f64, None);
+    let (mut pt, mut full, mut out, mut pg_us) = (0f64, 0f64, None, f64::INFINITY);
     for round in 1..=ROUNDS {
         let cpu = Cpu::now();
         let this_pt = passthrough(brokers, &topic("in"), &topic("pt"), lines.len(), round).await;
         println!("  round {round}: passthrough (consume, produce acks=all, commit)  {this_pt:>8.0} inputs/s");
         println!("    {}", Cpu::now().since(cpu).line(lines.len()));
-        let (this_run, stats, notes) = run_phase(brokers, pg, &tag, round, lines.len()).await;
+        let (this_run, stats, notes, this_pg_us) = run_phase(brokers, pg, &tag, round, lines.len()).await;
+        pg_us = pg_us.min(this_pg_us);
         println!(
             "  round {round}: appealflow run, PostgreSQL                       {this_run:>8.0} inputs/s  ({:.2} of passthrough)",
             this_run / this_pt
@@ -152,11 +153,13 @@ async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, tes
     let rate = rate.unwrap_or((full * 0.7).round());
     // The quiet phase offers 15 seconds' worth of inputs.
     let quiet_inputs = ((quiet * 15.0) as usize).clamp(2, lines.len());
+    let mut latencies = Vec::new();
     for (phase, rate, n) in [("quiet", quiet, quiet_inputs), ("load", rate, lines.len())] {
         if rate <= 0.0 {
             continue;
         }
         let l = latency(brokers, pg, &format!("{tag}-{phase}"), &lines[..n], &keys[..n], rate).await;
+        latencies.push((phase, rate / full, l.p50, l.p99));
         println!(
             "  latency at {rate:.0} inputs/s ({:.2} of run's rate): p50 {} ms, p90 {} ms, p99 {} ms, max {} ms  ({} inputs, {:.0} per batch)",
             rate / full,
@@ -174,9 +177,9 @@ async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, tes
         write_api(brokers, pg, &tag, (&lines, &keys), rate, quiet).await;
     }
     let memory_inputs = std::env::var("BENCH_MEMORY_INPUTS").ok().and_then(|v| v.parse().ok());
-    match memory_inputs.unwrap_or(lines.len()) {
-        0 => {}
-        n if n == lines.len() => catch_up_peak_memory(brokers, pg, &tag, None).await,
+    let memory = match memory_inputs.unwrap_or(lines.len()) {
+        0 => None,
+        n if n == lines.len() => Some((n, catch_up_peak_memory(brokers, pg, &tag, None).await)),
         n => {
             let tag = format!("{tag}-mem");
             create_run_topics(brokers, &tag, &[]).await;
@@ -185,9 +188,62 @@ async fn bench(brokers: &str, pg: &str, inputs: usize, (name, shape): (&str, tes
             let keys: Vec<String> = more.keys.into_iter().take(lines.len()).collect();
             produce(brokers, &format!("in-{tag}"), &lines, &keys).await;
             drop((lines, keys));
-            catch_up_peak_memory(brokers, pg, &tag, Some(n)).await;
+            Some((n, catch_up_peak_memory(brokers, pg, &tag, Some(n)).await))
+        }
+    };
+    print_targets(name, (full, pt), pg_us, &latencies, memory);
+}
+
+/// PostgreSQL's CPU per input under `run` on conversations before the storage shape of
+/// about two rows per input (docs/performance.md, 2026-12-01): target 2 halves it.
+const PG_US_BEFORE: f64 = 60.0;
+
+/// The targets this bench measures (docs/performance.md "Targets"), each with its figure from
+/// this run and whether it holds.
+fn print_targets(
+    workload: &str,
+    (full, pt): (f64, f64),
+    pg_us: f64,
+    latencies: &[(&str, f64, i64, i64)],
+    memory: Option<(usize, f64)>,
+) {
+    let verdict = |holds: bool| if holds { "holds" } else { "does not hold" };
+    let line = |what: String, figure: String, bound: &str, holds: Option<bool>| {
+        let verdict = holds.map_or("not measured in this run", verdict);
+        println!("  {what:<58} {figure:>8}  (target {bound}: {verdict})");
+    };
+    let of_passthrough = full / pt;
+    println!("targets:");
+    let need = if workload == "stress" { 0.5 } else { 0.7 };
+    line(
+        format!("2. run, {workload}, share of passthrough"),
+        format!("{of_passthrough:.2}"),
+        &format!("≥ {need:.2}"),
+        Some(of_passthrough >= need),
+    );
+    let bound = format!("≤ {:.0}, half of {PG_US_BEFORE:.0}", PG_US_BEFORE / 2.0);
+    line(
+        "2. run, PostgreSQL's CPU µs per input".into(),
+        format!("{pg_us:.0}"),
+        &bound,
+        Some(pg_us <= PG_US_BEFORE / 2.0),
+    );
+    for (phase, share, p50, p99) in latencies {
+        if *phase == "quiet" {
+            let what = format!("3. latency at {:.0} inputs/s, p50 / p99 ms", share * full);
+            line(what, format!("{p50} / {p99}"), "p50 ≤ 30, p99 ≤ 100", Some(*p50 <= 30 && *p99 <= 100));
+        } else {
+            let what = format!("3. latency at {share:.2} of run's rate, p99 ms");
+            line(what, format!("{p99}"), "p99 ≤ 300", Some(*p99 <= 300));
         }
     }
+    let (what, figure, holds) = match memory {
+        Some((n, mb)) => {
+            (format!("4. run catching up on {n} inputs, peak RSS MB"), format!("{mb:.0}"), Some(mb < 250.0))
+        }
+        None => ("4. run catching up, peak RSS MB".to_string(), "-".to_string(), None),
+    };
+    line(what, figure, "< 250 at 1,000,000 inputs", holds);
 }
 
 /// `run` in this process until the returned sender fires.
@@ -207,7 +263,15 @@ const ROUNDS: usize = 2;
 
 /// `run` in this process from the start of the inbound topic, under a group and on a fresh
 /// database of its own, until it applied all `n` inputs: inputs/s from its first input.
-async fn run_phase(brokers: &str, pg: &str, tag: &str, round: usize, n: usize) -> (f64, RunStats, String) {
+/// `run` over the backlog on a fresh database: its rate, what it did, the lines to print and
+/// PostgreSQL's CPU per input in µs.
+async fn run_phase(
+    brokers: &str,
+    pg: &str,
+    tag: &str,
+    round: usize,
+    n: usize,
+) -> (f64, RunStats, String, f64) {
     let url = fresh_db(pg, &format!("{tag}-r{round}")).await;
     let toml = config_toml(brokers, &url, tag)
         .replace(&format!("group_id = \"run-{tag}\""), &format!("group_id = \"run-{tag}-{round}\""));
@@ -234,13 +298,14 @@ async fn run_phase(brokers: &str, pg: &str, tag: &str, round: usize, n: usize) -
         stage_means(&out),
         out.stats.inputs as f64 / out.batches.max(1) as f64
     );
-    (n as f64 / (finished - first).as_secs_f64(), out, notes)
+    let pg_us = run_cpu.postgres * 1e6 / n as f64;
+    (n as f64 / (finished - first).as_secs_f64(), out, notes, pg_us)
 }
 
 /// `appealflow run` in a process of its own, from the start of `tag`'s inbound topic under a
 /// new group and on a fresh database, until it has applied everything: prints the most memory
-/// it held and its rate.
-async fn catch_up_peak_memory(brokers: &str, pg: &str, tag: &str, inputs: Option<usize>) {
+/// it held and its rate; returns its peak resident set in MB.
+async fn catch_up_peak_memory(brokers: &str, pg: &str, tag: &str, inputs: Option<usize>) -> f64 {
     let url = fresh_db(pg, &format!("{tag}-rss")).await;
     let toml = config_toml(brokers, &url, tag)
         .replace(&format!("group_id = \"run-{tag}\""), &format!("group_id = \"rss-{tag}\""));
@@ -274,6 +339,7 @@ async fn catch_up_peak_memory(brokers: &str, pg: &str, tag: &str, inputs: Option
         peak.describe(),
         backlog as f64 / elapsed.as_secs_f64()
     );
+    peak.resident.map_or(f64::NAN, |b| b as f64 / 1e6)
 }
 
 /// `lock 1.2 ms, prefetch ...`: each stage's mean time per batch over a run.

@@ -43,19 +43,25 @@ fn main() {
 
     // The floor and the engine alternate, so both see the same machine; the ratio is the figure.
     let mut sqlite = 0f64;
+    let mut of_floor: Option<f64> = None;
     for round in 1..=ROUNDS {
         let floor = ingest_floor(&path, &dir.path().join(format!("floor-{round}.db")));
         let url = format!("sqlite://{}", dir.path().join(format!("bench-{round}.db")).display());
         let engine = runtime.block_on(full(&config, &url, &path));
         sqlite = sqlite.max(engine);
         match floor {
-            Some(floor) => println!(
+            Some(floor) => {
+                of_floor = Some(of_floor.unwrap_or(0f64).max(engine / floor));
+                println!(
                 "  round {round}: ingest floor {floor:>7.0} inputs/s, full pipeline, SQLite {engine:>7.0} inputs/s  \
                  ({:.2} of the floor, {:.3} of decode alone)",
                 engine / floor,
                 engine / baseline
+            )
+            }
+            None => println!(
+                "  round {round}: full pipeline, SQLite {engine:>7.0} inputs/s (no python3 for the floor)"
             ),
-            None => println!("  round {round}: full pipeline, SQLite {engine:>7.0} inputs/s (no python3 for the floor)"),
         }
     }
 
@@ -79,17 +85,17 @@ fn main() {
     );
 
     let memory_inputs = std::env::var("BENCH_MEMORY_INPUTS").ok().and_then(|v| v.parse().ok());
-    match memory_inputs.unwrap_or(lines.len()) {
-        0 => {}
-        n if n == lines.len() => replay_peak_memory(&path, n, dir.path()),
+    let memory = match memory_inputs.unwrap_or(lines.len()) {
+        0 => None,
+        n if n == lines.len() => Some((n, replay_peak_memory(&path, n, dir.path()))),
         n => {
             let stream = dir.path().join("memory.jsonl");
             drop(write_stream(n, 43, &stream));
-            replay_peak_memory(&stream, n, dir.path());
+            Some((n, replay_peak_memory(&stream, n, dir.path())))
         }
-    }
+    };
 
-    if let Ok(admin) = std::env::var("BENCH_PG_URL") {
+    let pg = std::env::var("BENCH_PG_URL").ok().map(|admin| {
         let url = runtime.block_on(fresh_pg(&admin));
         let pg = runtime.block_on(full(&config, &url, &path));
         runtime.block_on(drop_pg(&admin, &url));
@@ -99,6 +105,31 @@ fn main() {
             pg / baseline,
             pg / sqlite
         );
+        pg
+    });
+    print_targets(of_floor, pg.map(|pg| pg / sqlite), memory);
+}
+
+/// The engine's targets this bench measures (docs/performance.md "Targets"): each with its
+/// figure from this run and whether it holds.
+fn print_targets(of_floor: Option<f64>, pg_of_sqlite: Option<f64>, memory: Option<(usize, f64)>) {
+    println!("targets:");
+    target("1. replay on SQLite, share of the durable-ingest floor", of_floor, |r| r >= 0.5, "≥ 0.50");
+    target("1. replay on PostgreSQL, share of SQLite", pg_of_sqlite, |r| r >= 0.8, "≥ 0.80");
+    let label = match memory {
+        Some((n, _)) => format!("4. replay of {n} inputs, peak RSS in MB"),
+        None => "4. replay, peak RSS in MB".to_string(),
+    };
+    target(&label, memory.map(|(_, mb)| mb), |mb| mb < 250.0, "< 250 at 1,000,000 inputs");
+}
+
+fn target(what: &str, figure: Option<f64>, holds: impl Fn(f64) -> bool, bound: &str) {
+    match figure {
+        Some(f) => {
+            let verdict = if holds(f) { "holds" } else { "does not hold" };
+            println!("  {what:<58} {f:>8.2}  (target {bound}: {verdict})");
+        }
+        None => println!("  {what:<58} {:>8}  (target {bound}: not measured in this run)", "-"),
     }
 }
 
@@ -124,8 +155,8 @@ fn write_stream(inputs: usize, seed: u64, path: &std::path::Path) -> Vec<String>
 }
 
 /// Replays `stream` with the `appealflow` binary on a fresh SQLite file and prints the most
-/// memory that process held.
-fn replay_peak_memory(stream: &std::path::Path, inputs: usize, dir: &std::path::Path) {
+/// memory that process held; returns its peak resident set in MB.
+fn replay_peak_memory(stream: &std::path::Path, inputs: usize, dir: &std::path::Path) -> f64 {
     let config = dir.join("memory.toml");
     std::fs::write(&config, testkit::CONFIG).unwrap();
     let db = format!("sqlite://{}", dir.join("memory.db").display());
@@ -146,6 +177,7 @@ fn replay_peak_memory(stream: &std::path::Path, inputs: usize, dir: &std::path::
         peak.describe(),
         inputs as f64 / started.elapsed().as_secs_f64()
     );
+    peak.resident.map_or(f64::NAN, |b| b as f64 / 1e6)
 }
 
 /// Read + JSON decode + validate every input: the floor any processing adds to.

@@ -1,7 +1,8 @@
 //! Migrations that reshape data keep it: a database upgraded with records still waiting in
 //! the old per-record outbox publishes exactly those records, in order, after the upgrade.
-//! Storage settings the migrations choose for speed are in place, and identifiers order the
-//! same way on both stores whatever the PostgreSQL database's collation.
+//! A store the engine wrote before the newest migration answers every read-API request the
+//! same after it. Storage settings the migrations choose for speed are in place, and
+//! identifiers order the same way on both stores whatever the PostgreSQL database's collation.
 
 mod common;
 
@@ -217,4 +218,169 @@ fn first_release_rows() -> Vec<(&'static str, Vec<String>)> {
         ),
         ("INSERT INTO project_state (project_id, next_appeal_number) VALUES ('acme', 2)", vec![]),
     ]
+}
+
+fn migrator(kind: Kind) -> sqlx::migrate::Migrator {
+    match kind {
+        Kind::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        Kind::Postgres => sqlx::migrate!("./migrations/postgres"),
+    }
+}
+
+/// The newest migration of a backend: the one a store written before it is upgraded by.
+fn newest_migration(kind: Kind) -> i64 {
+    migrator(kind).migrations.iter().map(|m| m.version).max().expect("migrations")
+}
+
+/// Applies the migrations before `from` and records the rest as applied without running
+/// them, so the engine writes the store as it was before them.
+async fn hold_back_migrations(kind: Kind, url: &str, from: i64) {
+    let mut migrator = migrator(kind);
+    let (before, held): (Vec<_>, Vec<_>) =
+        migrator.migrations.iter().cloned().partition(|m| m.version < from);
+    migrator.migrations = before.into();
+    let url = if kind == Kind::Sqlite { format!("{url}?mode=rwc") } else { url.to_string() };
+    let pool = AnyPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    migrator.run(&pool).await.unwrap();
+    for m in held {
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES ($1, $2, TRUE, $3, 0)",
+        )
+        .bind(m.version)
+        .bind(m.description.to_string())
+        .bind(m.checksum.to_vec())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+}
+
+/// Forgets the held-back migrations, so the next writer to connect runs them.
+async fn release_migrations(url: &str, from: i64) {
+    let pool = AnyPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version >= $1").bind(from).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+/// Every read-API answer about what a replay produced, by request path: each card the events
+/// name, its timeline and merge ledger, each appeal of those timelines with its messages,
+/// and a search by each card's name and first phone.
+async fn every_read(
+    config: &std::sync::Arc<appealflow::config::Config>,
+    url: &str,
+    run: &common::Run,
+) -> Vec<(String, u16, serde_json::Value)> {
+    let reader = appealflow::store::Store::connect_reader(url, 2).await.unwrap();
+    let addr =
+        appealflow::api::serve("127.0.0.1:0", config.clone(), reader, Default::default()).await.unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: String| {
+        let http = http.clone();
+        async move {
+            let response = http
+                .get(format!("http://{addr}/v1/projects/acme{path}"))
+                .bearer_auth("migration-token")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (path, status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let mut cards = std::collections::BTreeSet::new();
+    for record in &run.records {
+        collect_client_ids(&record.value, &mut cards);
+    }
+    assert!(cards.len() > 50, "the stream names many cards: {}", cards.len());
+    let mut out = Vec::new();
+    let mut numbers = std::collections::BTreeSet::new();
+    let mut queries = std::collections::BTreeSet::new();
+    for id in &cards {
+        let card = get(format!("/clients/{id}")).await;
+        if let Some(name) = card.2["name"].as_str() {
+            queries.insert(name.to_string());
+        }
+        if let Some(phone) = card.2["contacts"]["phone"][0]["value"].as_str() {
+            queries.insert(phone.to_string());
+        }
+        out.push(card);
+        let timeline = get(format!("/clients/{id}/timeline?limit=100")).await;
+        for appeal in timeline.2["appeals"].as_array().into_iter().flatten() {
+            numbers.extend(appeal["number"].as_i64());
+        }
+        out.push(timeline);
+        out.push(get(format!("/clients/{id}/merges")).await);
+    }
+    assert!(numbers.len() > 50, "the timelines list many appeals: {}", numbers.len());
+    for number in numbers {
+        out.push(get(format!("/appeals/{number}?limit=500")).await);
+    }
+    for q in queries {
+        let q: String = url_escape(&q);
+        out.push(get(format!("/clients?q={q}")).await);
+    }
+    out
+}
+
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn collect_client_ids(value: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v) {
+                    ("client_id" | "survivor_id", serde_json::Value::String(id)) => {
+                        out.insert(id.clone());
+                    }
+                    _ => collect_client_ids(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_client_ids(v, out)),
+        _ => {}
+    }
+}
+
+/// Every migration that reshapes tables must keep what the read API shows: a store the
+/// engine wrote before the newest migration answers every read the same after it.
+#[tokio::test]
+async fn a_store_written_before_the_newest_migration_answers_every_read_the_same_after_it() {
+    sqlx::any::install_default_drivers();
+    let workload = appealflow::testkit::generate(300, 38);
+    let toml = format!(
+        "{}\n[api]\n  [[api.tokens]]\n  token = \"migration-token\"\n  projects = [\"acme\"]\n",
+        appealflow::testkit::CONFIG
+    );
+    let config = common::config(&toml);
+    for kind in kinds() {
+        let newest = newest_migration(kind);
+        let db = TestDb::new(kind).await;
+        hold_back_migrations(kind, &db.url, newest).await;
+        let run = common::replay_lines(&config, &db, &workload.lines).await;
+        let before = every_read(&config, &db.url, &run).await;
+        assert!(before.iter().all(|(_, status, _)| *status == 200), "{kind:?}: every read answers");
+
+        release_migrations(&db.url, newest).await;
+        let store = db.store().await;
+        store.close().await;
+        let pool = AnyPoolOptions::new().max_connections(1).connect(&db.url).await.unwrap();
+        let applied: i64 =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        assert_eq!(applied, newest, "{kind:?}: the writer ran the held-back migration");
+        let after = every_read(&config, &db.url, &run).await;
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(b, a, "{kind:?}: {} answers the same after migration {newest}", b.0);
+        }
+    }
 }

@@ -99,7 +99,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT client_id, term, field, value FROM search_terms WHERE project_id = $1 AND {filter} \
-             ORDER BY term, client_id LIMIT {limit}"
+             ORDER BY term, client_id, field, value LIMIT {limit}"
         );
         let rows = self.fetch_all(&sql, params, "search clients").await?;
         Ok(rows
