@@ -207,10 +207,8 @@ fn print_targets(
     latencies: &[(&str, f64, i64, i64)],
     memory: Option<(usize, f64)>,
 ) {
-    let verdict = |holds: bool| if holds { "holds" } else { "does not hold" };
-    let line = |what: String, figure: String, bound: &str, holds: Option<bool>| {
-        let verdict = holds.map_or("not measured in this run", verdict);
-        println!("  {what:<58} {figure:>8}  (target {bound}: {verdict})");
+    let line = |what: String, figure: String, bound: &str, holds: bool| {
+        testkit::print_target(&what, &figure, bound, Some(holds));
     };
     let of_passthrough = full / pt;
     println!("targets:");
@@ -219,31 +217,25 @@ fn print_targets(
         format!("2. run, {workload}, share of passthrough"),
         format!("{of_passthrough:.2}"),
         &format!("≥ {need:.2}"),
-        Some(of_passthrough >= need),
+        of_passthrough >= need,
     );
     let bound = format!("≤ {:.0}, half of {PG_US_BEFORE:.0}", PG_US_BEFORE / 2.0);
     line(
         "2. run, PostgreSQL's CPU µs per input".into(),
         format!("{pg_us:.0}"),
         &bound,
-        Some(pg_us <= PG_US_BEFORE / 2.0),
+        pg_us <= PG_US_BEFORE / 2.0,
     );
     for (phase, share, p50, p99) in latencies {
         if *phase == "quiet" {
             let what = format!("3. latency at {:.0} inputs/s, p50 / p99 ms", share * full);
-            line(what, format!("{p50} / {p99}"), "p50 ≤ 30, p99 ≤ 100", Some(*p50 <= 30 && *p99 <= 100));
+            line(what, format!("{p50} / {p99}"), "p50 ≤ 30, p99 ≤ 100", *p50 <= 30 && *p99 <= 100);
         } else {
             let what = format!("3. latency at {share:.2} of run's rate, p99 ms");
-            line(what, format!("{p99}"), "p99 ≤ 300", Some(*p99 <= 300));
+            line(what, format!("{p99}"), "p99 ≤ 300", *p99 <= 300);
         }
     }
-    let (what, figure, holds) = match memory {
-        Some((n, mb)) => {
-            (format!("4. run catching up on {n} inputs, peak RSS MB"), format!("{mb:.0}"), Some(mb < 250.0))
-        }
-        None => ("4. run catching up, peak RSS MB".to_string(), "-".to_string(), None),
-    };
-    line(what, figure, "< 250 at 1,000,000 inputs", holds);
+    testkit::print_memory_target("4. run catching up", memory);
 }
 
 /// `run` in this process until the returned sender fires.
@@ -262,9 +254,8 @@ fn spawn_run(
 const ROUNDS: usize = 2;
 
 /// `run` in this process from the start of the inbound topic, under a group and on a fresh
-/// database of its own, until it applied all `n` inputs: inputs/s from its first input.
-/// `run` over the backlog on a fresh database: its rate, what it did, the lines to print and
-/// PostgreSQL's CPU per input in µs.
+/// database of its own, until it applied all `n` inputs: inputs/s from its first input, what
+/// it did, the lines to print and PostgreSQL's CPU per input in µs.
 async fn run_phase(
     brokers: &str,
     pg: &str,

@@ -113,24 +113,13 @@ fn main() {
 /// The engine's targets this bench measures (docs/performance.md "Targets"): each with its
 /// figure from this run and whether it holds.
 fn print_targets(of_floor: Option<f64>, pg_of_sqlite: Option<f64>, memory: Option<(usize, f64)>) {
+    let ratio = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}"));
     println!("targets:");
-    target("1. replay on SQLite, share of the durable-ingest floor", of_floor, |r| r >= 0.5, "≥ 0.50");
-    target("1. replay on PostgreSQL, share of SQLite", pg_of_sqlite, |r| r >= 0.8, "≥ 0.80");
-    let label = match memory {
-        Some((n, _)) => format!("4. replay of {n} inputs, peak RSS in MB"),
-        None => "4. replay, peak RSS in MB".to_string(),
-    };
-    target(&label, memory.map(|(_, mb)| mb), |mb| mb < 250.0, "< 250 at 1,000,000 inputs");
-}
-
-fn target(what: &str, figure: Option<f64>, holds: impl Fn(f64) -> bool, bound: &str) {
-    match figure {
-        Some(f) => {
-            let verdict = if holds(f) { "holds" } else { "does not hold" };
-            println!("  {what:<58} {f:>8.2}  (target {bound}: {verdict})");
-        }
-        None => println!("  {what:<58} {:>8}  (target {bound}: not measured in this run)", "-"),
-    }
+    let what = "1. replay on SQLite, share of the durable-ingest floor";
+    testkit::print_target(what, &ratio(of_floor), "≥ 0.50", of_floor.map(|r| r >= 0.5));
+    let what = "1. replay on PostgreSQL, share of SQLite";
+    testkit::print_target(what, &ratio(pg_of_sqlite), "≥ 0.80", pg_of_sqlite.map(|r| r >= 0.8));
+    testkit::print_memory_target("4. replay", memory);
 }
 
 /// Rounds of floor and engine, alternating.

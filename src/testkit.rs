@@ -549,6 +549,33 @@ impl PeakMemory {
     }
 }
 
+/// Inputs the memory targets are stated for (docs/performance.md "Targets").
+pub const MEMORY_TARGET_INPUTS: usize = 1_000_000;
+
+/// One line of a bench's `targets:` block: what, this run's figure, the bound and whether it
+/// holds (`None`: not measured in this run).
+pub fn print_target(what: &str, figure: &str, bound: &str, holds: Option<bool>) {
+    let verdict = match holds {
+        Some(true) => "holds",
+        Some(false) => "does not hold",
+        None => "not measured in this run",
+    };
+    println!("  {what:<58} {figure:>8}  (target {bound}: {verdict})");
+}
+
+/// A peak RSS against the memory targets' bound of 250 MB, judged only at
+/// [`MEMORY_TARGET_INPUTS`] or more: a smaller run says nothing of a million inputs.
+pub fn print_memory_target(what: &str, memory: Option<(usize, f64)>) {
+    let bound = "< 250 MB at 1,000,000 inputs";
+    match memory {
+        Some((n, mb)) => {
+            let holds = (n >= MEMORY_TARGET_INPUTS).then_some(mb < 250.0);
+            print_target(&format!("{what} of {n} inputs, peak RSS MB"), &format!("{mb:.0}"), bound, holds);
+        }
+        None => print_target(&format!("{what}, peak RSS MB"), "-", bound, None),
+    }
+}
+
 /// Runs a command until it ends, or until `stop` is set (then kills it), and returns its exit
 /// status (`None` when killed) with the most memory it held, sampled every 20 ms while it ran
 /// (a peak held for less than that at the very end can be missed).

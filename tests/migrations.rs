@@ -276,17 +276,19 @@ async fn every_read(
     let addr =
         appealflow::api::serve("127.0.0.1:0", config.clone(), reader, Default::default()).await.unwrap();
     let http = reqwest::Client::new();
-    let get = |path: String| {
+    let get = |path: String, query: Vec<(&'static str, String)>| {
         let http = http.clone();
         async move {
             let response = http
                 .get(format!("http://{addr}/v1/projects/acme{path}"))
+                .query(&query)
                 .bearer_auth("migration-token")
                 .send()
                 .await
                 .unwrap();
             let status = response.status().as_u16();
-            (path, status, response.json::<serde_json::Value>().await.unwrap())
+            let what = format!("{path}?{query:?}");
+            (what, status, response.json::<serde_json::Value>().await.unwrap())
         }
     };
     let mut cards = std::collections::BTreeSet::new();
@@ -298,7 +300,7 @@ async fn every_read(
     let mut numbers = std::collections::BTreeSet::new();
     let mut queries = std::collections::BTreeSet::new();
     for id in &cards {
-        let card = get(format!("/clients/{id}")).await;
+        let card = get(format!("/clients/{id}"), vec![]).await;
         if let Some(name) = card.2["name"].as_str() {
             queries.insert(name.to_string());
         }
@@ -306,31 +308,21 @@ async fn every_read(
             queries.insert(phone.to_string());
         }
         out.push(card);
-        let timeline = get(format!("/clients/{id}/timeline?limit=100")).await;
+        let timeline = get(format!("/clients/{id}/timeline"), vec![("limit", "100".into())]).await;
         for appeal in timeline.2["appeals"].as_array().into_iter().flatten() {
             numbers.extend(appeal["number"].as_i64());
         }
         out.push(timeline);
-        out.push(get(format!("/clients/{id}/merges")).await);
+        out.push(get(format!("/clients/{id}/merges"), vec![]).await);
     }
     assert!(numbers.len() > 50, "the timelines list many appeals: {}", numbers.len());
     for number in numbers {
-        out.push(get(format!("/appeals/{number}?limit=500")).await);
+        out.push(get(format!("/appeals/{number}"), vec![("limit", "500".into())]).await);
     }
     for q in queries {
-        let q: String = url_escape(&q);
-        out.push(get(format!("/clients?q={q}")).await);
+        out.push(get("/clients".to_string(), vec![("q", q)]).await);
     }
     out
-}
-
-fn url_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn collect_client_ids(value: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
