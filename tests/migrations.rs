@@ -1,7 +1,7 @@
 //! Migrations that reshape data keep it: a database upgraded with records still waiting in
 //! the old per-record outbox publishes exactly those records, in order, after the upgrade.
 //! A store the engine wrote before the newest migration answers every read-API request the
-//! same after it. Storage settings the migrations choose for speed are in place, and
+//! same after it, and the rest of its stream goes on as on a store that never migrated. Storage settings the migrations choose for speed are in place, and
 //! identifiers order the same way on both stores whatever the PostgreSQL database's collation.
 
 mod common;
@@ -342,28 +342,64 @@ fn collect_client_ids(value: &serde_json::Value, out: &mut std::collections::BTr
     }
 }
 
-/// Every migration that reshapes tables must keep what the read API shows: a store the
-/// engine wrote before the newest migration answers every read the same after it.
+/// SQL giving a store today's engine wrote the layout of the release before migration
+/// `version`, for a migration today's engine cannot write around (it writes what the
+/// migration adds); `None` where holding the migration back is enough.
+fn downgrade(kind: Kind, version: i64) -> Option<&'static str> {
+    match (kind, version) {
+        (Kind::Sqlite, 14) => Some(concat!(
+            "DROP INDEX appeals_idle; ALTER TABLE appeals DROP COLUMN idle_check_at; ",
+            "CREATE INDEX appeals_idle ON appeals (partition_key, close_deadline) WHERE status = 'open';"
+        )),
+        (Kind::Postgres, 14) => Some(concat!(
+            "DROP INDEX appeals_idle; ALTER TABLE appeals DROP COLUMN idle_check_at; ",
+            "CREATE INDEX appeals_idle ON appeals (partition_key, close_deadline) WHERE status = 'open'; ",
+            "ALTER TABLE appeals RESET (fillfactor); ALTER TABLE clients RESET (fillfactor); ",
+            "ALTER TABLE client_handles RESET (fillfactor);"
+        )),
+        _ => None,
+    }
+}
+
+async fn execute(url: &str, sql: &str) {
+    let pool = AnyPoolOptions::new().max_connections(1).connect(url).await.unwrap();
+    sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+/// Every migration that reshapes tables must keep what the read API shows and what the
+/// engine does next: a store the engine wrote before the newest migration answers every
+/// read the same after it, and the rest of the stream then produces byte for byte what it
+/// produces on a store that never migrated.
 #[tokio::test]
 async fn a_store_written_before_the_newest_migration_answers_every_read_the_same_after_it() {
     sqlx::any::install_default_drivers();
     let workload = appealflow::testkit::generate(300, 38);
+    let (head, rest) = workload.lines.split_at(workload.lines.len() * 2 / 3);
     let toml = format!(
         "{}\n[api]\n  [[api.tokens]]\n  token = \"migration-token\"\n  projects = [\"acme\"]\n",
         appealflow::testkit::CONFIG
     );
     let config = common::config(&toml);
+    let dir = tempfile::tempdir().unwrap();
+    let rest_file = dir.path().join("rest.jsonl");
+    std::fs::write(&rest_file, rest.join("\n") + "\n").unwrap();
     for kind in kinds() {
         let newest = newest_migration(kind);
         let db = TestDb::new(kind).await;
-        hold_back_migrations(kind, &db.url, newest).await;
-        let run = common::replay_lines(&config, &db, &workload.lines).await;
+        let downgrade = downgrade(kind, newest);
+        if downgrade.is_none() {
+            hold_back_migrations(kind, &db.url, newest).await;
+        }
+        let run = common::replay_lines(&config, &db, head).await;
         let before = every_read(&config, &db.url, &run).await;
         assert!(before.iter().all(|(_, status, _)| *status == 200), "{kind:?}: every read answers");
-
+        if let Some(sql) = downgrade {
+            execute(&db.url, sql).await;
+        }
         release_migrations(&db.url, newest).await;
-        let store = db.store().await;
-        store.close().await;
+
+        db.store().await.close().await;
         let pool = AnyPoolOptions::new().max_connections(1).connect(&db.url).await.unwrap();
         let applied: i64 =
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&pool).await.unwrap();
@@ -374,5 +410,19 @@ async fn a_store_written_before_the_newest_migration_answers_every_read_the_same
         for (b, a) in before.iter().zip(&after) {
             assert_eq!(b, a, "{kind:?}: {} answers the same after migration {newest}", b.0);
         }
+
+        // One file for both: dead letters name the file they came from.
+        let migrated = common::replay_file(&config, &db, &rest_file).await;
+        let never = TestDb::new(kind).await;
+        common::replay_lines(&config, &never, head).await;
+        let unmigrated = common::replay_file(&config, &never, &rest_file).await;
+        assert!(
+            !unmigrated.events("appeal.closed").is_empty(),
+            "{kind:?}: the rest of the stream closes appeals"
+        );
+        assert_eq!(
+            migrated.stdout, unmigrated.stdout,
+            "{kind:?}: after migration {newest} the stream goes on as on a store that never migrated"
+        );
     }
 }

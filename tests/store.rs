@@ -266,6 +266,38 @@ async fn idle_appeals_come_due_by_their_own_deadline_in_deadline_order() {
 }
 
 #[tokio::test]
+async fn an_appeal_whose_deadline_moved_later_comes_due_by_its_new_deadline_only() {
+    for (_db, store) in stores().await {
+        let mut ws = store.begin().await.unwrap();
+        ws.put_client(card("a", 1, "v-a"));
+        let mut moved = appeal("ap-moved", 1, "a", "v:tg:v-a");
+        moved.close_deadline = Some(3_000);
+        ws.put_appeal(moved);
+        commit(ws).await;
+
+        // A later message moves the deadline; the stored sweep bound may stay behind it.
+        let mut ws = store.begin().await.unwrap();
+        let mut moved = ws.appeal_by_id("ap-moved").await.unwrap().unwrap();
+        moved.close_deadline = Some(9_000);
+        ws.put_appeal(moved);
+        commit(ws).await;
+
+        // Two sweeps before the new deadline (the first raises a bound it finds stale), then
+        // one after it.
+        for clock in [5_000, 6_000] {
+            let mut ws = store.begin().await.unwrap();
+            ws.prefetch_idle("in:0", clock).await.unwrap();
+            assert!(ws.due_idle("in:0", clock).is_empty(), "not due by its old deadline at {clock}");
+            commit(ws).await;
+        }
+        let mut ws = store.begin().await.unwrap();
+        ws.prefetch_idle("in:0", 10_000).await.unwrap();
+        let due: Vec<String> = ws.due_idle("in:0", 10_000).into_iter().map(|a| a.id).collect();
+        assert_eq!(due, ["ap-moved"], "due by its new deadline");
+    }
+}
+
+#[tokio::test]
 async fn a_batch_of_two_partitions_finds_each_partitions_idle_appeals_by_its_own_clock() {
     for (_db, store) in stores().await {
         let mut ws = store.begin().await.unwrap();

@@ -8,7 +8,7 @@ use sqlx::query::Query;
 use sqlx::{Any, Row, Transaction};
 
 use super::{Backend, StoreError, StoreResult};
-use crate::model::{Appeal, AppealStatus, Client, ClientType, Message, StoredMessage};
+use crate::model::{Appeal, AppealStatus, Client, ClientType, Message, Millis, StoredMessage};
 
 /// Statements of at most this many parameters stay prepared for reuse (see `Db::run`).
 const PREPARED_PARAMS: usize = 64;
@@ -472,7 +472,7 @@ pub fn client_params(c: &Client) -> Vec<Param> {
 
 pub const APPEAL_COLS: &str =
     "id, project_id, number, client_id, channel_id, visitor_id, status, opened_at, \
-     last_message_at, partition_key, doc, close_deadline, conversation_key";
+     last_message_at, partition_key, doc, close_deadline, conversation_key, idle_check_at";
 
 pub fn appeal_from_row(row: &AnyRow) -> StoreResult<Appeal> {
     let ctx = || StoreError::new("read appeal");
@@ -495,7 +495,14 @@ pub fn appeal_from_row(row: &AnyRow) -> StoreResult<Appeal> {
     })
 }
 
-pub fn appeal_params(a: &Appeal) -> Vec<Param> {
+/// The stored lower bound of an appeal's close deadline the idle sweep searches by
+/// (column 13 of [`APPEAL_COLS`]).
+pub fn appeal_idle_check_from_row(row: &AnyRow) -> StoreResult<Option<Millis>> {
+    row.try_get(13).map_err(StoreError::new("read appeal"))
+}
+
+/// An appeal's row; `idle_check_at` is the bound the sweep finds it by while it is open.
+pub fn appeal_params(a: &Appeal, idle_check_at: Option<Millis>) -> Vec<Param> {
     vec![
         a.id.clone().into(),
         a.project_id.clone().into(),
@@ -510,6 +517,7 @@ pub fn appeal_params(a: &Appeal) -> Vec<Param> {
         serde_json::to_string(&a.doc).expect("appeal doc serialises").into(),
         a.close_deadline.filter(|_| a.is_open()).into(),
         a.key.clone().into(),
+        idle_check_at.into(),
     ]
 }
 

@@ -54,6 +54,16 @@ impl Backend {
         }
     }
 
+    /// Whether an update that leaves every indexed column as it was keeps the row's index
+    /// entries: PostgreSQL's in-place (HOT) update, given free space in the page. SQLite
+    /// rewrites the index entries of every column an `UPDATE` assigns, equal or not.
+    pub(crate) fn updates_in_place(self) -> bool {
+        match self {
+            Backend::Sqlite => false,
+            Backend::Postgres => true,
+        }
+    }
+
     /// A statement in this backend's placeholder spelling.
     pub(crate) fn statement(self, sql: String) -> String {
         match self {

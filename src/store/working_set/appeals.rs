@@ -1,8 +1,14 @@
 //! The batch's appeals, their lookups (conversation → open appeal, number → appeal), the
 //! idle appeals of the batch's partitions by close deadline, and appeal numbering.
+//!
+//! The database finds idle appeals by `idle_check_at`, a lower bound of the close deadline
+//! ([`idle_check`]): on PostgreSQL an appeal's update keeps the bound it has while it is no
+//! later than the deadline, so the row's indexed columns stay as they were and the update is
+//! made in place. The sweep raises a bound it finds stale ([`Appeals::prefetch_idle`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::{not_cached, ProjectKey};
@@ -22,6 +28,9 @@ pub(super) struct Appeals {
     idle_partitions: HashSet<String>,
     /// Open appeals of `idle_partitions` by close deadline.
     idle: BTreeSet<(Millis, String)>,
+    /// The `idle_check_at` each appeal read from the database holds; `None` once the bound
+    /// has to be rewritten (raised to the deadline by the sweep).
+    stored_checks: HashMap<String, Option<Millis>>,
     counters: HashMap<String, i64>,
     dirty_counters: BTreeSet<String>,
 }
@@ -29,6 +38,18 @@ pub(super) struct Appeals {
 /// When an appeal closes for inactivity, while it is open.
 fn deadline(a: &Appeal) -> Option<Millis> {
     a.close_deadline.filter(|_| a.is_open())
+}
+
+/// The `idle_check_at` to write for an appeal: a bound no later than its deadline, so the
+/// sweep never misses it. `stored` is the bound its row holds; where updates that keep the
+/// indexed columns are made in place (`keep_stored`), a stored bound still no later than the
+/// deadline stays; otherwise the bound is the deadline itself.
+fn idle_check(a: &Appeal, stored: Option<Millis>, keep_stored: bool) -> Option<Millis> {
+    let due = deadline(a)?;
+    match stored {
+        Some(bound) if keep_stored && bound <= due => Some(bound),
+        _ => Some(due),
+    }
 }
 
 impl Appeals {
@@ -54,12 +75,16 @@ impl Appeals {
         }
     }
 
-    fn cache(&mut self, a: Appeal) {
-        if self.by_id.contains_key(&a.id) {
-            return;
+    /// Holds an appeal row read from the database, unless the batch holds the appeal already;
+    /// returns the appeal.
+    fn cache_row(&mut self, row: &AnyRow) -> StoreResult<Appeal> {
+        let a = sql::appeal_from_row(row)?;
+        if !self.by_id.contains_key(&a.id) {
+            self.stored_checks.insert(a.id.clone(), sql::appeal_idle_check_from_row(row)?);
+            self.index(&a, true);
+            self.by_id.insert(a.id.clone(), a.clone());
         }
-        self.index(&a, true);
-        self.by_id.insert(a.id.clone(), a);
+        Ok(a)
     }
 
     pub(super) fn put(&mut self, a: Appeal) {
@@ -104,7 +129,7 @@ impl Appeals {
         let fixed = vec![project.into(), from.into()];
         let rows = db.select_in(&head, "", fixed, params, "read appeals to split off").await?;
         for row in &rows {
-            self.cache(sql::appeal_from_row(row)?);
+            self.cache_row(row)?;
         }
         let wanted: HashSet<&String> = keys.iter().collect();
         let moving: Vec<String> = self
@@ -134,9 +159,7 @@ impl Appeals {
         let rows = db.fetch_all(&sql, params, context).await?;
         let mut cards = Vec::with_capacity(rows.len());
         for row in &rows {
-            let appeal = sql::appeal_from_row(row)?;
-            cards.push(appeal.client_id.clone());
-            self.cache(appeal);
+            cards.push(self.cache_row(row)?.client_id);
         }
         Ok(cards)
     }
@@ -161,10 +184,9 @@ impl Appeals {
         let mut found: HashMap<String, String> = HashMap::new();
         let mut cards = Vec::with_capacity(rows.len());
         for row in &rows {
-            let appeal = sql::appeal_from_row(row)?;
-            found.insert(appeal.key.clone(), appeal.id.clone());
-            cards.push(appeal.client_id.clone());
-            self.cache(appeal);
+            let appeal = self.cache_row(row)?;
+            found.insert(appeal.key, appeal.id);
+            cards.push(appeal.client_id);
         }
         for key in missing {
             self.db_open.insert((project.to_string(), key.clone()), found.get(key).cloned());
@@ -204,8 +226,10 @@ impl Appeals {
         Ok(self.mem_numbers.get(&key).and_then(|id| self.by_id.get(id)).cloned())
     }
 
-    /// Loads the appeals of `partition` that go idle before `until` and tracks every open
-    /// appeal of that partition the batch touches; returns the cards of those it holds.
+    /// Loads the appeals of `partition` that may go idle before `until` and tracks every open
+    /// appeal of that partition the batch touches; returns the cards of those it holds. An
+    /// appeal found by a stale bound (its deadline is `until` or later) gets its bound raised
+    /// to the deadline, so the next sweep does not read it again.
     pub(super) async fn prefetch_idle(
         &mut self,
         db: &mut Db,
@@ -214,9 +238,18 @@ impl Appeals {
     ) -> StoreResult<Vec<String>> {
         self.idle_partitions.insert(partition.to_string());
         let filter =
-            "partition_key = $1 AND status = 'open' AND close_deadline < $2 ORDER BY close_deadline, id";
+            "partition_key = $1 AND status = 'open' AND idle_check_at < $2 ORDER BY idle_check_at, id";
         self.load_where(db, filter, vec![partition.into(), until.into()], "read idle appeals").await?;
         let open: Vec<Appeal> = self.by_id.values().filter(|a| a.partition == partition).cloned().collect();
+        for a in &open {
+            let stored = self.stored_checks.get(&a.id).copied().flatten();
+            let stale =
+                matches!((stored, deadline(a)), (Some(bound), Some(due)) if bound < until && until <= due);
+            if stale {
+                self.stored_checks.insert(a.id.clone(), None);
+                self.dirty.insert(a.id.clone());
+            }
+        }
         for a in &open {
             if let Some(d) = deadline(a) {
                 self.idle.insert((d, a.id.clone()));
@@ -251,12 +284,17 @@ impl Appeals {
             .dirty
             .iter()
             .filter_map(|id| self.by_id.get(id))
-            .map(|a| (self.new.contains(&a.id), sql::appeal_params(a)))
+            .map(|a| {
+                let stored = self.stored_checks.get(&a.id).copied().flatten();
+                let bound = idle_check(a, stored, db.backend().updates_in_place());
+                (self.new.contains(&a.id), sql::appeal_params(a, bound))
+            })
             .collect();
         let head = format!("INSERT INTO appeals ({})", sql::APPEAL_COLS);
         let tail = "ON CONFLICT (id) DO UPDATE SET client_id = excluded.client_id, status = excluded.status, \
                     last_message_at = excluded.last_message_at, doc = excluded.doc, close_deadline = excluded.close_deadline, \
-                    visitor_id = excluded.visitor_id, conversation_key = excluded.conversation_key";
+                    visitor_id = excluded.visitor_id, conversation_key = excluded.conversation_key, \
+                    idle_check_at = excluded.idle_check_at";
         db.write_rows((&head, tail), rows, "write appeals").await
     }
 
@@ -266,5 +304,55 @@ impl Appeals {
         let head = "INSERT INTO project_state (project_id, next_appeal_number)";
         let tail = "ON CONFLICT (project_id) DO UPDATE SET next_appeal_number = excluded.next_appeal_number";
         db.insert_rows(head, tail, rows, "write appeal counters").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AppealDoc, AppealStatus};
+
+    fn open_until(deadline: Millis) -> Appeal {
+        Appeal {
+            id: "ap".into(),
+            project_id: "p".into(),
+            number: 1,
+            client_id: "c".into(),
+            channel_id: "tg".into(),
+            visitor_id: "v".into(),
+            key: "v:tg:v".into(),
+            status: AppealStatus::Open,
+            opened_at: 0,
+            last_message_at: 0,
+            partition: "in:0".into(),
+            close_deadline: Some(deadline),
+            doc: AppealDoc::default(),
+        }
+    }
+
+    #[test]
+    fn a_stored_bound_no_later_than_the_deadline_stays_where_updates_are_in_place() {
+        let a = open_until(9_000);
+        assert_eq!(idle_check(&a, Some(3_000), true), Some(3_000));
+        assert_eq!(idle_check(&a, Some(9_000), true), Some(9_000));
+    }
+
+    #[test]
+    fn a_bound_later_than_the_deadline_is_lowered_to_it_so_the_sweep_never_misses_the_appeal() {
+        assert_eq!(idle_check(&open_until(2_000), Some(3_000), true), Some(2_000));
+    }
+
+    #[test]
+    fn without_in_place_updates_or_a_stored_bound_the_bound_is_the_deadline() {
+        let a = open_until(9_000);
+        assert_eq!(idle_check(&a, Some(3_000), false), Some(9_000));
+        assert_eq!(idle_check(&a, None, true), Some(9_000));
+    }
+
+    #[test]
+    fn a_closed_appeal_has_no_bound() {
+        let mut a = open_until(9_000);
+        a.status = AppealStatus::Closed;
+        assert_eq!(idle_check(&a, Some(3_000), true), None);
     }
 }
