@@ -28,7 +28,8 @@
 //! (`BENCH_LATENCY_RATE`; default 0.7 of the rate `run` reached); `0` skips a phase. Last, the
 //! `appealflow` binary runs in a process of its own over a backlog of `BENCH_MEMORY_INPUTS`
 //! inputs (default: the bench's inputs; `0` skips it) and the bench prints its peak resident
-//! set size while it catches up.
+//! set size while it catches up; its log is kept in the temporary directory, and a `run` that
+//! applies nothing for two minutes stops the bench with where it stood.
 //! The write API phase runs `run` with `[api] listen` over the same backlog twice per round,
 //! once alone and once while 4 HTTP clients submit `BENCH_COMMAND_RATE` commands/s between
 //! them (default 20; `0` skips it), each on a card of its own (rename with its revision,
@@ -298,7 +299,11 @@ async fn run_phase(
 /// it held and its rate; returns its peak resident set in MB.
 async fn catch_up_peak_memory(brokers: &str, pg: &str, tag: &str, inputs: Option<usize>) -> f64 {
     let url = fresh_db(pg, &format!("{tag}-rss")).await;
-    let toml = config_toml(brokers, &url, tag)
+    // Kafka's default session timeout rather than appealflow's 10 s: with 10 s, million-input
+    // catch-ups on tansu 0.6 stopped receiving inputs part way (at 54,000 and 153,000): the
+    // group never assigned its partitions again, not even to a fresh member, while a new group
+    // was assigned at once. With 45 s the catch-up ran through.
+    let toml = config_toml_with(brokers, &url, tag, &[("session.timeout.ms", "45000")])
         .replace(&format!("group_id = \"run-{tag}\""), &format!("group_id = \"rss-{tag}\""));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("run.toml");
@@ -308,21 +313,27 @@ async fn catch_up_peak_memory(brokers: &str, pg: &str, tag: &str, inputs: Option
         Some(n) => n as i64,
         None => topic_size(brokers, &inbound),
     };
+    // Kept after the bench: where to look should the catch-up stall.
+    let log = std::env::temp_dir().join(format!("appealflow-bench-{tag}-catch-up.log"));
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_appealflow"));
     command
         .args(["run", "--config"])
         .arg(&file)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(std::fs::File::create(&log).unwrap());
+    println!("    (`appealflow run` logs to {})", log.display());
     let started = Instant::now();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_child = stop.clone();
     let measuring = std::thread::spawn(move || testkit::run_measuring_peak_memory(&mut command, &stop_child));
-    wait_applied(&url, &inbound, backlog).await;
+    let waited = try_wait_applied(&url, &inbound, backlog).await;
     let elapsed = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (status, peak) =
         tokio::task::spawn_blocking(move || measuring.join().unwrap().unwrap()).await.unwrap();
+    if let Err(stalled) = waited {
+        panic!("{stalled}; its log: {}", log.display());
+    }
     assert!(status.is_none(), "`appealflow run` ended before it was stopped: {status:?}");
     drop_db(pg, &url).await;
     println!(
@@ -663,6 +674,11 @@ fn config(brokers: &str, url: &str, tag: &str) -> Arc<Config> {
 
 /// The TOML of [`config`].
 fn config_toml(brokers: &str, url: &str, tag: &str) -> String {
+    config_toml_with(brokers, url, tag, &[])
+}
+
+/// [`config_toml`] with consumer options `BENCH_CONSUMER` does not set.
+fn config_toml_with(brokers: &str, url: &str, tag: &str, consumer_defaults: &[(&str, &str)]) -> String {
     format!(
         r#"
 [kafka]
@@ -680,7 +696,7 @@ url = "{url}"
 [ops]
 listen = ""
 {}"#,
-        client_options(),
+        client_options(consumer_defaults),
         testkit::CONFIG
             .replace("batch_size = 500", &format!("batch_size = {}{}", batch_size(), batch_max_wait()))
     )
@@ -700,16 +716,22 @@ fn topic_size(brokers: &str, topic: &str) -> i64 {
 
 /// `BENCH_PRODUCER="compression.type=lz4,linger.ms=20"`: librdkafka producer options for `run`;
 /// `BENCH_CONSUMER="fetch.wait.max.ms=20"`: consumer options for `run` and the passthroughs.
-fn client_options() -> String {
-    let section = |var: &str, name: &str| {
-        let pairs: Vec<String> = options(var).iter().map(|(k, v)| format!("{k:?} = {v:?}")).collect();
+fn client_options(consumer_defaults: &[(&str, &str)]) -> String {
+    let section = |name: &str, options: Vec<(String, String)>| {
+        let pairs: Vec<String> = options.iter().map(|(k, v)| format!("{k:?} = {v:?}")).collect();
         if pairs.is_empty() {
             String::new()
         } else {
             format!("[kafka.{name}]\n{}\n", pairs.join("\n"))
         }
     };
-    section("BENCH_PRODUCER", "producer_options") + &section("BENCH_CONSUMER", "consumer_options")
+    let mut consumer = options("BENCH_CONSUMER");
+    for (k, v) in consumer_defaults {
+        if !consumer.iter().any(|(set, _)| set == k) {
+            consumer.push((k.to_string(), v.to_string()));
+        }
+    }
+    section("producer_options", options("BENCH_PRODUCER")) + &section("consumer_options", consumer)
 }
 
 fn options(var: &str) -> Vec<(String, String)> {
@@ -732,7 +754,17 @@ fn batch_size() -> usize {
 }
 
 async fn wait_applied(url: &str, inbound: &str, n: i64) {
+    if let Err(stalled) = try_wait_applied(url, inbound, n).await {
+        panic!("{stalled}");
+    }
+}
+
+/// Waits until `n` inputs of `inbound` are applied and published; an error says where `run`
+/// stopped if it applies nothing for [`STALLED_AFTER`] (a figure from a run that stopped
+/// moving would be no figure).
+async fn try_wait_applied(url: &str, inbound: &str, n: i64) -> Result<(), String> {
     let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let mut last = (-1, Instant::now());
     loop {
         let row = sqlx::query("SELECT COALESCE(SUM(next_offset),0)::BIGINT, (SELECT COUNT(*) FROM outbox_batches) FROM partitions WHERE partition_key LIKE $1")
             .bind(format!("{inbound}:%"))
@@ -741,11 +773,23 @@ async fn wait_applied(url: &str, inbound: &str, n: i64) {
         // A `run` in another process may not have created its tables yet.
         let (applied, pending): (i64, i64) = row.map_or((0, 0), |row| (row.get(0), row.get(1)));
         if applied >= n && pending == 0 {
-            return;
+            return Ok(());
+        }
+        if applied != last.0 {
+            last = (applied, Instant::now());
+        }
+        if last.1.elapsed() >= STALLED_AFTER {
+            return Err(format!(
+                "`run` applied nothing for {STALLED_AFTER:?}: stalled at {applied} of {n} inputs of {inbound}, \
+                 {pending} batches unpublished"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// How long `run` may apply nothing, with inputs still waiting, before the bench stops.
+const STALLED_AFTER: Duration = Duration::from_secs(120);
 
 /// CPU seconds spent so far by this process, the broker and PostgreSQL, read from `/proc`
 /// (Linux; zeros elsewhere). The machine is shared, so where a phase's CPU went says more than
