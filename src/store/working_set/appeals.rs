@@ -242,17 +242,12 @@ impl Appeals {
         self.load_where(db, filter, vec![partition.into(), until.into()], "read idle appeals").await?;
         let open: Vec<Appeal> = self.by_id.values().filter(|a| a.partition == partition).cloned().collect();
         for a in &open {
+            let Some(due) = deadline(a) else { continue };
+            self.idle.insert((due, a.id.clone()));
             let stored = self.stored_checks.get(&a.id).copied().flatten();
-            let stale =
-                matches!((stored, deadline(a)), (Some(bound), Some(due)) if bound < until && until <= due);
-            if stale {
+            if stored.is_some_and(|bound| bound < until && until <= due) {
                 self.stored_checks.insert(a.id.clone(), None);
                 self.dirty.insert(a.id.clone());
-            }
-        }
-        for a in &open {
-            if let Some(d) = deadline(a) {
-                self.idle.insert((d, a.id.clone()));
             }
         }
         Ok(open.into_iter().map(|a| a.client_id).collect())
