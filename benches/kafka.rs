@@ -299,10 +299,9 @@ async fn run_phase(
 /// it held and its rate; returns its peak resident set in MB.
 async fn catch_up_peak_memory(brokers: &str, pg: &str, tag: &str, inputs: Option<usize>) -> f64 {
     let url = fresh_db(pg, &format!("{tag}-rss")).await;
-    // Kafka's default session timeout rather than appealflow's 10 s: with 10 s, million-input
-    // catch-ups on tansu 0.6 stopped receiving inputs part way (at 54,000 and 153,000): the
-    // group never assigned its partitions again, not even to a fresh member, while a new group
-    // was assigned at once. With 45 s the catch-up ran through.
+    // Kafka's default session timeout rather than appealflow's 10 s: with 10 s, tansu 0.6
+    // stops assigning the group's partitions part way through a million-input catch-up (not
+    // even to a fresh member of the group, while a new group is assigned at once).
     let toml = config_toml_with(brokers, &url, tag, &[("session.timeout.ms", "45000")])
         .replace(&format!("group_id = \"run-{tag}\""), &format!("group_id = \"rss-{tag}\""));
     let dir = tempfile::tempdir().unwrap();
