@@ -279,11 +279,12 @@ mod tests {
         Submission { inputs: Vec::new(), reply: oneshot::channel().0 }
     }
 
-    /// A second request arriving 1 ms after the first, as a gateway coming back after its answer.
+    /// A second request arriving once the first waits, as a gateway coming back after its
+    /// answer. (The test runtime has one thread: the sender runs only when `gather` waits, so
+    /// the outcome does not depend on how busy the machine is.)
     async fn gathered(concurrent: usize) -> usize {
         let (tx, mut rx) = mpsc::channel(4);
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(1)).await;
             let _ = tx.send(submission()).await;
         });
         gather(submission(), &mut rx, concurrent, 500).await.len()

@@ -13,8 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sqlx::Row;
-
 use super::sql::{Db, Param};
 use super::{Store, StoreError, StoreResult};
 use crate::emit::{Record, Topic};
@@ -183,7 +181,7 @@ impl Store {
             for row in &rows {
                 let seq: i64 = row.get(0);
                 let skip = if seq == start.seq { start.n } else { 0 };
-                let decoded = Record::decode_batch(&row.get::<String, _>(1))
+                let decoded = Record::decode_batch(row.try_str(1).map_err(StoreError::new("read feed"))?)
                     .map_err(|e| StoreError::new("read feed")(sqlx::Error::Decode(e.into())))?;
                 for (i, r) in decoded.into_iter().enumerate().skip(skip as usize) {
                     if records.len() == limit {
@@ -233,14 +231,14 @@ impl Store {
                 "read feed",
             )
             .await?;
-        let count = rows.first().map(|r| r.get::<i64, _>(0));
+        let count = rows.first().map(|r| r.get::<i64>(0));
         Ok(count.is_some_and(|c| (1..=c).contains(&cursor.n)))
     }
 
     /// The newest feed row's `seq` (0 when there is none): what long-polling readers watch.
     pub async fn feed_head(&self) -> StoreResult<i64> {
         let rows = self.fetch_all("SELECT MAX(seq) FROM feed", vec![], "read the feed's head").await?;
-        Ok(rows.first().and_then(|r| r.get::<Option<i64>, _>(0)).unwrap_or(0))
+        Ok(rows.first().and_then(|r| r.get::<Option<i64>>(0)).unwrap_or(0))
     }
 }
 

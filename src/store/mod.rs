@@ -1,11 +1,13 @@
 //! Store: SQLite (embedded default) or PostgreSQL through sqlx, one schema, one code path.
 //!
-//! The same SQL runs on both backends through `sqlx::Any`; what differs (opening, pragmas and
+//! The same SQL runs on both backends, each on its native sqlx driver ([`driver`]); what
+//! differs (opening, pragmas and
 //! locks, migrations, placeholders, planner statistics) is in [`dialect`]. A batch's state changes, the
 //! ids of the inputs it applied, its partition clock/offset and its output records (the
 //! outbox) are written in one transaction: that transaction is the commit point.
 
 mod dialect;
+mod driver;
 mod feed;
 mod read;
 mod search;
@@ -14,13 +16,11 @@ mod working_set;
 
 use std::sync::Arc;
 
-use sqlx::{AnyPool, Row};
-
 pub use dialect::Backend;
 use dialect::PlannerStatistics;
+pub use driver::Param;
 pub use feed::{FeedCursor, FeedKeeping, FeedRead, FeedRecord};
 pub use search::{Hit, Match};
-pub use sql::Param;
 pub use working_set::{external_handle, visitor_handle, Holders, WorkingSet};
 
 use crate::emit::Record;
@@ -162,7 +162,7 @@ where
 /// A connection pool and the backend it talks to.
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pool: driver::Pool,
     backend: Backend,
     url: Arc<str>,
     /// PostgreSQL writers only.
@@ -189,7 +189,6 @@ impl Store {
 
     /// Connects as the store's writer and applies pending migrations.
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<Store> {
-        sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url);
         let store = Store::from(url, backend, backend.open_writer(url, max_connections).await?);
         backend.migrate(&store.pool).await?;
@@ -200,7 +199,6 @@ impl Store {
     /// Connects as a reader: no writer lock and no migrations, a SQLite file opened read-only,
     /// so it reads while `replay` or `run` write.
     pub async fn connect_reader(url: &str, max_connections: u32) -> StoreResult<Store> {
-        sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url);
         Ok(Store::from(url, backend, backend.open_reader(url, max_connections).await?))
     }
@@ -239,14 +237,13 @@ impl Store {
     /// Records committed but not yet published (a crash came between commit and publish),
     /// batch by batch in commit order.
     pub async fn pending_outbox(&self) -> StoreResult<Vec<(String, Vec<Record>)>> {
-        let rows = sqlx::query("SELECT batch_id, records FROM outbox_batches ORDER BY seq")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::new("read outbox"))?;
+        let rows = self
+            .fetch_all("SELECT batch_id, records FROM outbox_batches ORDER BY seq", vec![], "read outbox")
+            .await?;
         rows.iter()
             .map(|row| {
                 let batch: String = row.get(0);
-                let records = Record::decode_batch(&row.get::<String, _>(1))
+                let records = Record::decode_batch(row.try_str(1).map_err(StoreError::new("read outbox"))?)
                     .map_err(|e| StoreError::new("read outbox")(sqlx::Error::Decode(e.into())))?;
                 Ok((batch, records))
             })
@@ -265,14 +262,12 @@ impl Store {
 
     /// Bot block entries so far, by project, scenario and block.
     pub async fn bot_block_entries(&self) -> StoreResult<BotBlockEntries> {
-        let rows = sqlx::query("SELECT project_id, scenario_id, block_id, entries FROM bot_block_entries")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::new("read bot block entries"))?;
+        let sql = "SELECT project_id, scenario_id, block_id, entries FROM bot_block_entries";
+        let rows = self.fetch_all(sql, vec![], "read bot block entries").await?;
         let mut out = BotBlockEntries::new();
         for row in rows {
-            let key = (row.get::<String, _>(0), row.get::<String, _>(1));
-            out.entry(key).or_default().insert(row.get(2), row.get::<i64, _>(3).max(0) as u64);
+            let key = (row.get::<String>(0), row.get::<String>(1));
+            out.entry(key).or_default().insert(row.get(2), row.get::<i64>(3).max(0) as u64);
         }
         Ok(out)
     }
@@ -283,13 +278,9 @@ impl Store {
         let mut id = id.to_string();
         for _ in 0..64 {
             let query = format!("SELECT {} FROM clients WHERE id = $1", sql::CLIENT_COLS);
-            let row = sqlx::query(&query)
-                .bind(&id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(StoreError::new("read client"))?;
-            let Some(row) = row else { return Ok(None) };
-            let client = sql::client_from_row(&row)?;
+            let rows = self.fetch_all(&query, vec![id.as_str().into()], "read client").await?;
+            let Some(row) = rows.first() else { return Ok(None) };
+            let client = sql::client_from_row(row)?;
             match client.merged_into {
                 Some(next) => id = next,
                 None => return Ok(Some(client)),
@@ -300,12 +291,9 @@ impl Store {
 
     /// The stored clock and next offset of a partition.
     pub async fn partition(&self, key: &str) -> StoreResult<Option<(i64, Option<i64>)>> {
-        let row = sqlx::query("SELECT clock, next_offset FROM partitions WHERE partition_key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(StoreError::new("read partition"))?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        let sql = "SELECT clock, next_offset FROM partitions WHERE partition_key = $1";
+        let rows = self.fetch_all(sql, vec![key.into()], "read partition").await?;
+        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
     }
 
     /// Counts committed inputs: PostgreSQL's planner statistics are refreshed as they grow

@@ -1,8 +1,7 @@
 //! Reads outside any batch, for the read API and tests: what the batches committed, by card,
 //! appeal and merge. Every lookup is by an indexed key and scoped to a project.
 
-use sqlx::Row;
-
+use super::driver::DbRow;
 use super::sql::{self, Param};
 use super::{Store, StoreError, StoreResult};
 use crate::emit::CommandOutcome;
@@ -14,12 +13,9 @@ impl Store {
         sql: &str,
         params: Vec<Param>,
         context: &'static str,
-    ) -> StoreResult<Vec<sqlx::any::AnyRow>> {
+    ) -> StoreResult<Vec<DbRow>> {
         let sql = self.backend.statement(sql.to_string());
-        sql::bind_all(sqlx::query(&sql), &params)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(StoreError::new(context))
+        self.pool.fetch_all(&sql, &params, true).await.map_err(StoreError::new(context))
     }
 
     /// The outcomes of these commands of a project that have one, in no order: one indexed
@@ -154,7 +150,7 @@ impl Store {
 
 /// A ledger row (`merge_id, at, survivor_id, doc`). Entries written before the document held
 /// its id are named by the row's key.
-pub(super) fn ledger_entry(project: &str, row: &sqlx::any::AnyRow) -> StoreResult<MergeEntry> {
+pub(super) fn ledger_entry(project: &str, row: &DbRow) -> StoreResult<MergeEntry> {
     let doc: String = row.get(3);
     let mut entry: MergeEntry = serde_json::from_str(&doc)
         .map_err(|e| StoreError::new("read merge ledger")(sqlx::Error::Decode(Box::new(e))))?;

@@ -1,8 +1,6 @@
 //! The client search index: built for cards stored before it existed, and read by the API.
 //! Batches keep it current (`working_set::clients`).
 
-use sqlx::Row;
-
 use super::sql::{self, Db, Param};
 use super::{Store, StoreError, StoreResult};
 
@@ -35,8 +33,7 @@ impl Store {
     /// page, once; a store created with it has nothing to do.
     pub(super) async fn build_search_index(&self) -> StoreResult<()> {
         let done = "SELECT value FROM store_meta WHERE key = 'search_index'";
-        let rows =
-            sqlx::query(done).fetch_all(&self.pool).await.map_err(StoreError::new("read store meta"))?;
+        let rows = self.fetch_all(done, vec![], "read store meta").await?;
         if !rows.is_empty() {
             return Ok(());
         }
@@ -78,7 +75,7 @@ impl Store {
             "DELETE FROM store_meta WHERE key = 'search_index'",
         ];
         for sql in clear {
-            sqlx::query(sql).execute(&self.pool).await.map_err(StoreError::new("forget search index"))?;
+            self.fetch_all(sql, vec![], "forget search index").await?;
         }
         Ok(())
     }

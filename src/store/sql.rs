@@ -2,11 +2,8 @@
 //! row ↔ domain conversions. Placeholders are written `$N`; [`Backend::statement`] spells
 //! them for the backend.
 
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
-
-use sqlx::{Any, Row, Transaction};
-
+pub use super::driver::Param;
+use super::driver::{DbRow, Tx};
 use super::{Backend, StoreError, StoreResult};
 use crate::model::{Appeal, AppealStatus, Client, ClientType, Message, Millis, StoredMessage};
 
@@ -15,58 +12,6 @@ const PREPARED_PARAMS: usize = 64;
 
 /// Rows per multi-row statement: far below both backends' parameter limits.
 pub(super) const CHUNK_ROWS: usize = 400;
-
-/// A bound value. `Any` supports few types; these are all the schema uses.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Param {
-    Text(String),
-    Int(i64),
-    OptText(Option<String>),
-    OptInt(Option<i64>),
-}
-
-impl From<&str> for Param {
-    fn from(s: &str) -> Self {
-        Param::Text(s.to_string())
-    }
-}
-impl From<String> for Param {
-    fn from(s: String) -> Self {
-        Param::Text(s)
-    }
-}
-impl From<i64> for Param {
-    fn from(n: i64) -> Self {
-        Param::Int(n)
-    }
-}
-impl From<Option<String>> for Param {
-    fn from(s: Option<String>) -> Self {
-        Param::OptText(s)
-    }
-}
-impl From<Option<i64>> for Param {
-    fn from(n: Option<i64>) -> Self {
-        Param::OptInt(n)
-    }
-}
-
-/// Binds by reference: sqlx's `Any` copies an owned `String` it is given, and a batch's
-/// combined write carries every changed row's document (hundreds of KB).
-pub fn bind_all<'q>(
-    mut query: Query<'q, Any, AnyArguments<'q>>,
-    params: &'q [Param],
-) -> Query<'q, Any, AnyArguments<'q>> {
-    for p in params {
-        query = match p {
-            Param::Text(s) => query.bind(s.as_str()),
-            Param::Int(n) => query.bind(*n),
-            Param::OptText(s) => query.bind(s.as_deref()),
-            Param::OptInt(n) => query.bind(*n),
-        };
-    }
-    query
-}
 
 /// `($1,$2),($3,$4)` for `rows` rows of `cols` columns, numbering from `first`.
 pub fn value_tuples(rows: usize, cols: usize, first: usize) -> String {
@@ -80,6 +25,56 @@ pub fn value_tuples(rows: usize, cols: usize, first: usize) -> String {
         out.push(')');
     }
     out
+}
+
+/// The rows as one list per column, text columns as [`Param::Texts`] and integer ones as
+/// [`Param::Ints`]: any number of rows in a fixed number of parameters. The rows come back
+/// as they were if a column holds both kinds.
+fn column_arrays(rows: Vec<Vec<Param>>) -> Result<Vec<Param>, Vec<Vec<Param>>> {
+    let Some(first) = rows.first() else { return Ok(Vec::new()) };
+    let mut columns: Vec<Param> = first
+        .iter()
+        .map(|p| match p {
+            Param::Text(_) | Param::OptText(_) => Param::Texts(Vec::with_capacity(rows.len())),
+            _ => Param::Ints(Vec::with_capacity(rows.len())),
+        })
+        .collect();
+    let fits = |p: &Param, column: &Param| {
+        matches!(
+            (p, column),
+            (Param::Text(_) | Param::OptText(_), Param::Texts(_))
+                | (Param::Int(_) | Param::OptInt(_), Param::Ints(_))
+        )
+    };
+    if !rows.iter().all(|r| r.len() == columns.len() && r.iter().zip(&columns).all(|(p, c)| fits(p, c))) {
+        return Err(rows);
+    }
+    for row in rows {
+        for (p, column) in row.into_iter().zip(columns.iter_mut()) {
+            match (p, column) {
+                (Param::Text(s), Param::Texts(v)) => v.push(Some(s)),
+                (Param::OptText(s), Param::Texts(v)) => v.push(s),
+                (Param::Int(n), Param::Ints(v)) => v.push(Some(n)),
+                (Param::OptInt(n), Param::Ints(v)) => v.push(n),
+                _ => unreachable!("every value was checked to fit its column"),
+            }
+        }
+    }
+    Ok(columns)
+}
+
+/// Whether each column of [`column_arrays`] is text.
+fn text_columns(columns: &[Param]) -> Vec<bool> {
+    columns.iter().map(|c| matches!(c, Param::Texts(_))).collect()
+}
+
+/// The keys as one [`Param::Texts`] when all are text.
+fn key_array(keys: &[Param]) -> Option<Param> {
+    let texts = keys.iter().map(|k| match k {
+        Param::Text(s) => Some(Some(s.clone())),
+        _ => None,
+    });
+    texts.collect::<Option<Vec<_>>>().map(Param::Texts)
 }
 
 /// The keys as a JSON array of strings, when all are text a JSON string can carry (PostgreSQL's
@@ -137,7 +132,7 @@ const COMBINED_PARAMS: usize = 30_000;
 /// `working_set::clients::write_index`). SQLite cannot put writes in `WITH` and has no
 /// round trips to save: it runs each at once.
 pub struct Db {
-    tx: Transaction<'static, Any>,
+    tx: Tx,
     backend: Backend,
     /// Writes waiting for [`Db::release_writes`], while held.
     held: Option<Vec<Held>>,
@@ -150,7 +145,7 @@ struct Held {
 }
 
 impl Db {
-    pub fn new(tx: Transaction<'static, Any>, backend: Backend) -> Db {
+    pub fn new(tx: Tx, backend: Backend) -> Db {
         Db { tx, backend, held: None }
     }
 
@@ -208,7 +203,7 @@ impl Db {
     }
 
     /// The transaction, for single statements.
-    pub fn tx(&mut self) -> &mut Transaction<'static, Any> {
+    pub fn tx(&mut self) -> &mut Tx {
         &mut self.tx
     }
 
@@ -224,7 +219,7 @@ impl Db {
         sql: &str,
         params: Vec<Param>,
         context: &'static str,
-    ) -> StoreResult<Vec<AnyRow>> {
+    ) -> StoreResult<Vec<DbRow>> {
         self.send_held().await?;
         self.run(sql.to_string(), params, context).await
     }
@@ -234,14 +229,13 @@ impl Db {
         sql: String,
         params: Vec<Param>,
         context: &'static str,
-    ) -> StoreResult<Vec<AnyRow>> {
+    ) -> StoreResult<Vec<DbRow>> {
         let sql = self.backend.statement(sql);
         // A statement of many parameters is a multi-row one whose text changes with its row
         // count: kept prepared, it would only fill the connection's statement cache (100
         // statements each side, a batch's combined write alone hundreds of KB of text).
         let reused = params.len() <= PREPARED_PARAMS;
-        let query = bind_all(sqlx::query(&sql), &params).persistent(reused);
-        query.fetch_all(&mut *self.tx).await.map_err(StoreError::from_sql(context))
+        self.tx.fetch_all(&sql, &params, reused).await.map_err(StoreError::from_sql(context))
     }
 
     /// Runs one statement per chunk of `items`, each built by `build` from its chunk (the
@@ -251,7 +245,7 @@ impl Db {
         items: Vec<T>,
         mut build: impl FnMut(Vec<T>) -> (String, Vec<Param>),
         context: &'static str,
-    ) -> StoreResult<Vec<AnyRow>> {
+    ) -> StoreResult<Vec<DbRow>> {
         // A read sees every write before it.
         self.send_held().await?;
         let mut out = Vec::new();
@@ -272,6 +266,12 @@ impl Db {
         context: &'static str,
     ) -> StoreResult<()> {
         let Some(cols) = rows.first().map(Vec::len) else { return Ok(()) };
+        let rows = match self.array_rows(rows) {
+            Ok((select, columns)) => {
+                return self.write((format!("{head} {select} {tail}"), columns), context).await
+            }
+            Err(rows) => rows,
+        };
         for chunk in chunks(rows) {
             let sql = format!("{head} VALUES {} {tail}", value_tuples(chunk.len(), cols, 1));
             self.write((sql, chunk.into_iter().flatten().collect()), context).await?;
@@ -287,9 +287,16 @@ impl Db {
         tail: &str,
         rows: Vec<Vec<Param>>,
         context: &'static str,
-    ) -> StoreResult<Vec<AnyRow>> {
+    ) -> StoreResult<Vec<DbRow>> {
         let Some(cols) = rows.first().map(Vec::len) else {
             return Ok(Vec::new());
+        };
+        let rows = match self.array_rows(rows) {
+            Ok((select, columns)) => {
+                self.send_held().await?;
+                return self.run(format!("{head} {select} {tail}"), columns, context).await;
+            }
+            Err(rows) => rows,
         };
         if let Some(array) = json_rows(&rows) {
             self.send_held().await?;
@@ -314,9 +321,14 @@ impl Db {
         fixed: Vec<Param>,
         keys: Vec<Param>,
         context: &'static str,
-    ) -> StoreResult<Vec<AnyRow>> {
+    ) -> StoreResult<Vec<DbRow>> {
         if keys.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some((list, array)) = self.array_keys(&keys, fixed.len() + 1) {
+            self.send_held().await?;
+            let sql = format!("{head} IN ({list}) {tail}");
+            return self.run(sql, fixed.into_iter().chain([array]).collect(), context).await;
         }
         if let Some(array) = json_array(&keys) {
             self.send_held().await?;
@@ -361,11 +373,36 @@ impl Db {
         keys: Vec<Param>,
         context: &'static str,
     ) -> StoreResult<()> {
+        if let Some((list, array)) = self.array_keys(&keys, fixed.len() + 1) {
+            let sql = format!("{head} IN ({list})");
+            return self.write((sql, fixed.into_iter().chain([array]).collect()), context).await;
+        }
         for chunk in chunks(keys) {
             let sql = format!("{head} IN ({})", list(chunk.len(), fixed.len() + 1));
             self.write((sql, fixed.iter().cloned().chain(chunk).collect()), context).await?;
         }
         Ok(())
+    }
+
+    /// A `SELECT` of `rows` from one array parameter per column, numbered from 1, with those
+    /// parameters, where the backend binds arrays (see [`Backend::array_rows`]); otherwise
+    /// the rows back.
+    fn array_rows(&self, rows: Vec<Vec<Param>>) -> Result<(String, Vec<Param>), Vec<Vec<Param>>> {
+        if !self.backend.binds_arrays() {
+            return Err(rows);
+        }
+        let columns = column_arrays(rows)?;
+        let select = self.backend.array_rows(&text_columns(&columns), 1);
+        Ok((select, columns))
+    }
+
+    /// A subquery of the text `keys` bound as one array parameter `$n`, and that parameter,
+    /// where the backend binds arrays (see [`Backend::array_keys`]).
+    fn array_keys(&self, keys: &[Param], n: usize) -> Option<(String, Param)> {
+        if !self.backend.binds_arrays() {
+            return None;
+        }
+        Some((self.backend.array_keys(n), key_array(keys)?))
     }
 
     /// Writes a table's rows: (created by this batch, params). Existing rows are upserted
@@ -436,13 +473,13 @@ fn push_renumbered(out: &mut String, sql: &str, by: usize) {
 
 pub const CLIENT_COLS: &str = "id, project_id, kind, created_at, appeal_count, merged_into, doc";
 
-pub fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
-    let kind: String = row.try_get(2).map_err(StoreError::new("read client"))?;
-    let doc: String = row.try_get(6).map_err(StoreError::new("read client"))?;
+pub fn client_from_row(row: &DbRow) -> StoreResult<Client> {
+    let kind = row.try_str(2).map_err(StoreError::new("read client"))?;
+    let doc = row.try_str(6).map_err(StoreError::new("read client"))?;
     Ok(Client {
         id: row.try_get(0).map_err(StoreError::new("read client"))?,
         project_id: row.try_get(1).map_err(StoreError::new("read client"))?,
-        kind: match kind.as_str() {
+        kind: match kind {
             "crm" => ClientType::Crm,
             "internal" => ClientType::Internal,
             _ => ClientType::Channel,
@@ -450,7 +487,7 @@ pub fn client_from_row(row: &AnyRow) -> StoreResult<Client> {
         created_at: row.try_get(3).map_err(StoreError::new("read client"))?,
         appeal_count: row.try_get(4).map_err(StoreError::new("read client"))?,
         merged_into: row.try_get(5).map_err(StoreError::new("read client"))?,
-        doc: serde_json::from_str(&doc).map_err(|e| decode_error("client doc", e))?,
+        doc: serde_json::from_str(doc).map_err(|e| decode_error("client doc", e))?,
     })
     .map(|mut c: Client| {
         c.doc.upgrade(c.created_at);
@@ -474,10 +511,10 @@ pub const APPEAL_COLS: &str =
     "id, project_id, number, client_id, channel_id, visitor_id, status, opened_at, \
      last_message_at, partition_key, doc, close_deadline, conversation_key, idle_check_at";
 
-pub fn appeal_from_row(row: &AnyRow) -> StoreResult<Appeal> {
+pub fn appeal_from_row(row: &DbRow) -> StoreResult<Appeal> {
     let ctx = || StoreError::new("read appeal");
-    let status: String = row.try_get(6).map_err(ctx())?;
-    let doc: String = row.try_get(10).map_err(ctx())?;
+    let status = row.try_str(6).map_err(ctx())?;
+    let doc = row.try_str(10).map_err(ctx())?;
     Ok(Appeal {
         id: row.try_get(0).map_err(ctx())?,
         project_id: row.try_get(1).map_err(ctx())?,
@@ -491,13 +528,13 @@ pub fn appeal_from_row(row: &AnyRow) -> StoreResult<Appeal> {
         partition: row.try_get(9).map_err(ctx())?,
         close_deadline: row.try_get(11).map_err(ctx())?,
         key: row.try_get(12).map_err(ctx())?,
-        doc: serde_json::from_str(&doc).map_err(|e| decode_error("appeal doc", e))?,
+        doc: serde_json::from_str(doc).map_err(|e| decode_error("appeal doc", e))?,
     })
 }
 
 /// The stored lower bound of an appeal's close deadline the idle sweep searches by
 /// (column 13 of [`APPEAL_COLS`]).
-pub fn appeal_idle_check_from_row(row: &AnyRow) -> StoreResult<Option<Millis>> {
+pub fn appeal_idle_check_from_row(row: &DbRow) -> StoreResult<Option<Millis>> {
     row.try_get(13).map_err(StoreError::new("read appeal"))
 }
 
@@ -521,10 +558,10 @@ pub fn appeal_params(a: &Appeal, idle_check_at: Option<Millis>) -> Vec<Param> {
     ]
 }
 
-pub fn message_from_row(row: &AnyRow) -> StoreResult<StoredMessage> {
+pub fn message_from_row(row: &DbRow) -> StoreResult<StoredMessage> {
     let ctx = || StoreError::new("read message");
-    let doc: String = row.try_get(2).map_err(ctx())?;
-    let message: Message = serde_json::from_str(&doc).map_err(|e| decode_error("message doc", e))?;
+    let doc = row.try_str(2).map_err(ctx())?;
+    let message: Message = serde_json::from_str(doc).map_err(|e| decode_error("message doc", e))?;
     Ok(StoredMessage {
         project_id: row.try_get(0).map_err(ctx())?,
         appeal_id: row.try_get(1).map_err(ctx())?,
@@ -551,6 +588,27 @@ mod tests {
             vec![vec![Param::from("p"), Param::from("i\"1")], vec![Param::from("q"), Param::from("2")]];
         assert_eq!(json_rows(&rows).unwrap(), r#"[["p","i\"1"],["q","2"]]"#);
         assert_eq!(json_rows(&[vec![Param::from("p"), Param::Int(2)]]), None);
+    }
+
+    #[test]
+    fn rows_become_one_list_per_column_unless_a_column_holds_text_and_integers() {
+        let rows = vec![
+            vec![Param::from("a"), Param::Int(1), Param::OptText(None)],
+            vec![Param::OptText(Some("b".into())), Param::OptInt(None), Param::from("c")],
+        ];
+        let columns = column_arrays(rows).unwrap();
+        assert_eq!(
+            columns,
+            [
+                Param::Texts(vec![Some("a".into()), Some("b".into())]),
+                Param::Ints(vec![Some(1), None]),
+                Param::Texts(vec![None, Some("c".into())]),
+            ]
+        );
+        assert_eq!(text_columns(&columns), [true, false, true]);
+        let mixed = vec![vec![Param::from("a")], vec![Param::Int(2)]];
+        assert_eq!(column_arrays(mixed.clone()), Err(mixed), "given back as it came");
+        assert_eq!(key_array(&[Param::from("k"), Param::Int(1)]), None);
     }
 
     fn held(sql: &str, params: usize) -> Held {

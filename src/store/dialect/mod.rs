@@ -1,7 +1,7 @@
 //! What differs between the two backends, in one place per backend: how a store is opened
 //! (pool, pragmas, SQLite's single-writer lock), its migrations, placeholder spelling, how
 //! instances exclude each other inside a project, how many batches may write at once, and
-//! PostgreSQL's planner statistics. Everything else is the same SQL through `sqlx::Any`
+//! PostgreSQL's planner statistics. Everything else is the same SQL on each native driver
 //! (both accept `$N`, `ON CONFLICT` and `RETURNING`), written once in `sql` and
 //! `working_set`; every `match` on [`Backend`] is in this file.
 
@@ -12,11 +12,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Transaction};
-
 pub(crate) use postgres::PlannerStatistics;
 
+use super::driver::{Pool, Tx};
 use super::{StoreError, StoreResult};
 pub(crate) use sqlite::Writer as SqliteWriter;
 
@@ -28,7 +26,7 @@ pub enum Backend {
 
 /// A pool opened on a store, with what the backend keeps alongside it.
 pub(crate) struct Opened {
-    pub pool: AnyPool,
+    pub pool: Pool,
     /// A SQLite store's writer lock and checkpointer, held as long as the store lives.
     pub writer: Option<Arc<SqliteWriter>>,
     pub planner: Option<Arc<PlannerStatistics>>,
@@ -72,6 +70,29 @@ impl Backend {
         }
     }
 
+    /// Whether the backend binds a list as one array parameter: PostgreSQL does (sent in
+    /// binary, no statement text grows with the rows), SQLite has no arrays.
+    pub(crate) fn binds_arrays(self) -> bool {
+        match self {
+            Backend::Sqlite => false,
+            Backend::Postgres => true,
+        }
+    }
+
+    /// A `SELECT` of rows given as one array parameter per column from `$first` (text
+    /// columns where `text` says so, the others 64-bit integers): any number of rows in one
+    /// statement whose text never changes, so each connection prepares it once. Only where
+    /// [`Backend::binds_arrays`].
+    pub(crate) fn array_rows(self, text: &[bool], first: usize) -> String {
+        postgres::unnest(text, first)
+    }
+
+    /// A subquery yielding the strings of the array bound as parameter `$n`. Only where
+    /// [`Backend::binds_arrays`].
+    pub(crate) fn array_keys(self, n: usize) -> String {
+        format!("SELECT unnest(${n}::text[])")
+    }
+
     /// A subquery yielding the strings of the JSON array bound as parameter `$n`: a lookup
     /// of any number of keys in one statement whose text never changes, so each connection
     /// prepares it once (a list of placeholders is a new statement for every count).
@@ -103,37 +124,42 @@ impl Backend {
 
     /// Opens the store as a reader: no lock, a SQLite file read-only.
     pub(crate) async fn open_reader(self, url: &str, max_connections: u32) -> StoreResult<Opened> {
-        let url = match self {
-            Backend::Sqlite => sqlite::with_mode(url, "ro"),
-            Backend::Postgres => url.to_string(),
+        let reading = StoreError::connecting("open the store for reading");
+        let pool = match self {
+            Backend::Sqlite => {
+                let options =
+                    sqlite::with_mode(url, "ro").parse().map_err(StoreError::new("parse store.url"))?;
+                Pool::Sqlite(reader_options(max_connections).connect_with(options).await.map_err(reading)?)
+            }
+            Backend::Postgres => {
+                let options = url.parse().map_err(StoreError::new("parse store.url"))?;
+                Pool::Postgres(reader_options(max_connections).connect_with(options).await.map_err(reading)?)
+            }
         };
-        let options: AnyConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(StoreError::connecting("open the store for reading"))?;
         Ok(Opened { pool, writer: None, planner: None })
     }
 
-    pub(crate) async fn migrate(self, pool: &AnyPool) -> StoreResult<()> {
-        match self {
-            Backend::Sqlite => sqlite::migrate(pool).await,
-            Backend::Postgres => postgres::migrate(pool).await,
-        }
+    pub(crate) async fn migrate(self, pool: &Pool) -> StoreResult<()> {
+        let result = match pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await,
+            Pool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await,
+        };
+        result.map_err(|e| StoreError::new("apply migrations")(e.into()))
     }
 
     /// Serialises writers per project for the rest of the transaction: PostgreSQL instances
     /// take advisory locks; a SQLite store has one writer already.
-    pub(crate) async fn lock_projects(
-        self,
-        tx: &mut Transaction<'static, Any>,
-        projects: &BTreeSet<String>,
-    ) -> StoreResult<()> {
+    pub(crate) async fn lock_projects(self, tx: &mut Tx, projects: &BTreeSet<String>) -> StoreResult<()> {
         match self {
             Backend::Sqlite => Ok(()),
             Backend::Postgres => postgres::lock_projects(tx, projects).await,
         }
     }
+}
+
+/// A reader's pool: any number of connections, none waited for longer than ten seconds.
+fn reader_options<DB: sqlx::Database>(max_connections: u32) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .acquire_timeout(Duration::from_secs(10))
 }

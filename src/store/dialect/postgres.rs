@@ -6,15 +6,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::Executor;
 
 use super::Opened;
+use crate::store::driver::{Pool, Tx};
 use crate::store::{StoreError, StoreResult};
 
 pub(super) async fn open_writer(url: &str, max_connections: u32) -> StoreResult<Opened> {
-    let options: AnyConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
-    let pool = AnyPoolOptions::new()
+    let options: PgConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
+    let pool = PgPoolOptions::new()
         .max_connections(max_connections.max(1))
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(|conn, _| {
@@ -30,24 +31,25 @@ pub(super) async fn open_writer(url: &str, max_connections: u32) -> StoreResult<
         .await
         .map_err(StoreError::connecting("connect to PostgreSQL"))?;
     let planner = PlannerStatistics { next_refresh: FIRST_ANALYZE_AFTER.into(), ..Default::default() };
-    Ok(Opened { pool, writer: None, planner: Some(Arc::new(planner)) })
+    Ok(Opened { pool: Pool::Postgres(pool), writer: None, planner: Some(Arc::new(planner)) })
 }
 
-pub(super) async fn migrate(pool: &AnyPool) -> StoreResult<()> {
-    let result = sqlx::migrate!("./migrations/postgres").run(pool).await;
-    result.map_err(|e| StoreError::new("apply migrations")(e.into()))
+/// `SELECT * FROM unnest($1::text[],$2::int8[],...)`: rows from one array per column.
+pub(super) fn unnest(text: &[bool], first: usize) -> String {
+    let arrays: Vec<String> = text
+        .iter()
+        .enumerate()
+        .map(|(i, &text)| format!("${}::{}", first + i, if text { "text[]" } else { "int8[]" }))
+        .collect();
+    format!("SELECT * FROM unnest({})", arrays.join(","))
 }
 
 /// Locks are taken in sorted order (a `BTreeSet`) so two batches can never wait on each
 /// other in a cycle.
-pub(super) async fn lock_projects(
-    tx: &mut Transaction<'static, Any>,
-    projects: &BTreeSet<String>,
-) -> StoreResult<()> {
+pub(super) async fn lock_projects(tx: &mut Tx, projects: &BTreeSet<String>) -> StoreResult<()> {
     for project in projects {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("appealflow:{project}"))
-            .execute(&mut **tx)
+        let key = [format!("appealflow:{project}").into()];
+        tx.fetch_all("SELECT pg_advisory_xact_lock(hashtext($1))", &key, true)
             .await
             .map_err(StoreError::new("lock project"))?;
     }
@@ -132,7 +134,7 @@ async fn refresh(url: &str, inputs: u64) {
     use sqlx::Connection;
     let started = std::time::Instant::now();
     let result = async {
-        let mut conn = sqlx::AnyConnection::connect(url).await?;
+        let mut conn = sqlx::PgConnection::connect(url).await?;
         let stale: Vec<String> =
             sqlx::query_scalar(STALE_TABLES).bind(ANALYZED_TABLES.join(",")).fetch_all(&mut conn).await?;
         // The names come from ANALYZED_TABLES, never from input.
@@ -149,5 +151,13 @@ async fn refresh(url: &str, inputs: u64) {
             tracing::debug!(inputs, ?tables, took = ?started.elapsed(), "planner statistics refreshed")
         }
         Err(e) => tracing::warn!(error = %e, "could not refresh planner statistics; continuing"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rows_come_from_one_typed_array_per_column_numbered_on() {
+        assert_eq!(super::unnest(&[true, false], 3), "SELECT * FROM unnest($3::text[],$4::int8[])");
     }
 }

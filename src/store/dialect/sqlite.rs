@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::Executor;
 
 use super::Opened;
+use crate::store::driver::Pool;
 use crate::store::{StoreCause, StoreError, StoreResult};
 
 /// How often the checkpointer copies committed WAL pages into the database file.
@@ -33,10 +34,11 @@ impl Writer {
     /// Between batches, when the WAL has grown past [`CATCH_UP_BYTES`]: a `TRUNCATE`
     /// checkpoint on the writer's connection copies what the checkpointer has not yet and
     /// empties the WAL. It waits for readers' snapshots up to the busy timeout.
-    pub(crate) async fn catch_up(&self, pool: &AnyPool) -> StoreResult<()> {
+    pub(crate) async fn catch_up(&self, pool: &Pool) -> StoreResult<()> {
         if std::fs::metadata(&self.wal).map_or(0, |m| m.len()) < CATCH_UP_BYTES {
             return Ok(());
         }
+        let Pool::Sqlite(pool) = pool else { return Ok(()) };
         let done: (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
             .fetch_one(pool)
             .await
@@ -55,10 +57,10 @@ impl Drop for Writer {
 pub(super) async fn open_writer(url: &str) -> StoreResult<Opened> {
     let lock = writer_lock(url)?;
     let url = with_mode(url, "rwc");
-    let options: AnyConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
+    let options: SqliteConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
     // One connection: SQLite serialises writers anyway, and one connection keeps the batch
     // transaction free of SQLITE_BUSY from our own pool.
-    let pool = AnyPoolOptions::new()
+    let pool: SqlitePool = SqlitePoolOptions::new()
         .max_connections(1)
         .after_connect(|conn, _| {
             Box::pin(async move {
@@ -93,7 +95,7 @@ pub(super) async fn open_writer(url: &str) -> StoreResult<Opened> {
         }
         _ => None,
     };
-    Ok(Opened { pool, writer, planner: None })
+    Ok(Opened { pool: Pool::Sqlite(pool), writer, planner: None })
 }
 
 /// Copies the WAL into the database file from a connection of its own, every
@@ -105,7 +107,6 @@ pub(super) async fn open_writer(url: &str) -> StoreResult<Opened> {
 /// A crash in the middle is SQLite's to recover: the WAL keeps every page until the database
 /// file holds it, synced (`synchronous = NORMAL` syncs both at each checkpoint).
 async fn checkpointer(url: &str) -> StoreResult<tokio::task::JoinHandle<()>> {
-    use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::ConnectOptions;
     let options: SqliteConnectOptions = url.parse().map_err(StoreError::new("parse store.url"))?;
     let mut conn = options
@@ -141,11 +142,6 @@ pub(super) fn with_mode(url: &str, mode: &str) -> String {
         return url.to_string();
     }
     format!("{url}{}mode={mode}", if url.contains('?') { "&" } else { "?" })
-}
-
-pub(super) async fn migrate(pool: &AnyPool) -> StoreResult<()> {
-    let result = sqlx::migrate!("./migrations/sqlite").run(pool).await;
-    result.map_err(|e| StoreError::new("apply migrations")(e.into()))
 }
 
 /// SQLite resolves `$N` parameters by name with a linear scan per bind, which is quadratic

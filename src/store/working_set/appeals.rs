@@ -8,11 +8,9 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use sqlx::any::AnyRow;
-use sqlx::Row;
-
 use super::{not_cached, ProjectKey};
 use crate::model::{Appeal, Millis};
+use crate::store::driver::DbRow;
 use crate::store::sql::{self, Db, Param};
 use crate::store::StoreResult;
 
@@ -77,7 +75,7 @@ impl Appeals {
 
     /// Holds an appeal row read from the database, unless the batch holds the appeal already;
     /// returns the appeal.
-    fn cache_row(&mut self, row: &AnyRow) -> StoreResult<Appeal> {
+    fn cache_row(&mut self, row: &DbRow) -> StoreResult<Appeal> {
         let a = sql::appeal_from_row(row)?;
         if !self.by_id.contains_key(&a.id) {
             self.stored_checks.insert(a.id.clone(), sql::appeal_idle_check_from_row(row)?);

@@ -4,8 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use sqlx::Row;
-
 use super::{not_cached, ProjectKey, ValueKey};
 use crate::model::{search, Client};
 use crate::store::sql::{self, Db, Param};

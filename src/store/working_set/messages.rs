@@ -2,8 +2,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use sqlx::Row;
-
 use super::{not_cached, ProjectKey};
 use crate::model::StoredMessage;
 use crate::store::sql::{self, Db, Param};

@@ -24,11 +24,10 @@ mod partitions;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use sqlx::{Any, Transaction};
-
 pub(crate) use clients::write_search_terms;
 pub use clients::{external_handle, visitor_handle, Holders};
 
+use super::driver::Tx;
 use super::sql::Db;
 use super::{Backend, FeedKeeping, StoreResult};
 use crate::emit::CommandOutcome;
@@ -61,11 +60,7 @@ pub struct WorkingSet {
 }
 
 impl WorkingSet {
-    pub(super) fn new(
-        tx: Transaction<'static, Any>,
-        backend: Backend,
-        feed: Option<Arc<FeedKeeping>>,
-    ) -> Self {
+    pub(super) fn new(tx: Tx, backend: Backend, feed: Option<Arc<FeedKeeping>>) -> Self {
         WorkingSet {
             db: Db::new(tx, backend),
             clients: Default::default(),

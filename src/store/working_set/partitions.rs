@@ -2,8 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use sqlx::Row;
-
 use crate::model::Millis;
 use crate::store::sql::Db;
 use crate::store::StoreResult;
