@@ -184,3 +184,21 @@ impl DbRow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_receives_a_list_as_the_json_array_of_its_values() {
+        let pool = Pool::Sqlite(SqlitePool::connect("sqlite::memory:").await.unwrap());
+        let texts = [Param::Texts(vec![Some("a\"b".into()), None])];
+        let rows = pool.fetch_all("SELECT value FROM json_each(?)", &texts, false).await.unwrap();
+        let got: Vec<Option<String>> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(got, [Some("a\"b".to_string()), None]);
+        let ints = [Param::Ints(vec![Some(7), None])];
+        let rows = pool.fetch_all("SELECT value FROM json_each(?)", &ints, false).await.unwrap();
+        let got: Vec<Option<i64>> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(got, [Some(7), None]);
+    }
+}

@@ -1,10 +1,10 @@
 //! Store: SQLite (embedded default) or PostgreSQL through sqlx, one schema, one code path.
 //!
 //! The same SQL runs on both backends, each on its native sqlx driver ([`driver`]); what
-//! differs (opening, pragmas and
-//! locks, migrations, placeholders, planner statistics) is in [`dialect`]. A batch's state changes, the
-//! ids of the inputs it applied, its partition clock/offset and its output records (the
-//! outbox) are written in one transaction: that transaction is the commit point.
+//! differs (opening, pragmas and locks, migrations, placeholders, arrays, planner statistics)
+//! is in [`dialect`]. A batch's state changes, the ids of the inputs it applied, its partition
+//! clock/offset and its output records (the outbox) are written in one transaction: that
+//! transaction is the commit point.
 
 mod dialect;
 mod driver;

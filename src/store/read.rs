@@ -29,8 +29,8 @@ impl Store {
             );
             let params = std::iter::once(project.into()).chain(chunk.iter().map(|&id| id.into())).collect();
             for row in self.fetch_all(&sql, params, "read command outcomes").await? {
-                let doc: String = row.get(0);
-                let outcome = serde_json::from_str(&doc)
+                let doc = row.try_str(0).map_err(StoreError::new("read command outcomes"))?;
+                let outcome = serde_json::from_str(doc)
                     .map_err(|e| StoreError::new("read command outcomes")(sqlx::Error::Decode(e.into())))?;
                 out.push(outcome);
             }
@@ -151,8 +151,8 @@ impl Store {
 /// A ledger row (`merge_id, at, survivor_id, doc`). Entries written before the document held
 /// its id are named by the row's key.
 pub(super) fn ledger_entry(project: &str, row: &DbRow) -> StoreResult<MergeEntry> {
-    let doc: String = row.get(3);
-    let mut entry: MergeEntry = serde_json::from_str(&doc)
+    let doc = row.try_str(3).map_err(StoreError::new("read merge ledger"))?;
+    let mut entry: MergeEntry = serde_json::from_str(doc)
         .map_err(|e| StoreError::new("read merge ledger")(sqlx::Error::Decode(Box::new(e))))?;
     entry.project_id = project.to_string();
     if entry.merge_id.is_empty() {

@@ -68,13 +68,17 @@ fn text_columns(columns: &[Param]) -> Vec<bool> {
     columns.iter().map(|c| matches!(c, Param::Texts(_))).collect()
 }
 
-/// The keys as one [`Param::Texts`] when all are text.
-fn key_array(keys: &[Param]) -> Option<Param> {
-    let texts = keys.iter().map(|k| match k {
-        Param::Text(s) => Some(Some(s.clone())),
+/// The keys as one [`Param::Texts`] when all are text (moved, not copied); otherwise the
+/// keys back.
+fn key_array(keys: Vec<Param>) -> Result<Param, Vec<Param>> {
+    if !keys.iter().all(|k| matches!(k, Param::Text(_))) {
+        return Err(keys);
+    }
+    let texts = keys.into_iter().filter_map(|k| match k {
+        Param::Text(s) => Some(Some(s)),
         _ => None,
     });
-    texts.collect::<Option<Vec<_>>>().map(Param::Texts)
+    Ok(Param::Texts(texts.collect()))
 }
 
 /// The keys as a JSON array of strings, when all are text a JSON string can carry (PostgreSQL's
@@ -325,11 +329,14 @@ impl Db {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some((list, array)) = self.array_keys(&keys, fixed.len() + 1) {
-            self.send_held().await?;
-            let sql = format!("{head} IN ({list}) {tail}");
-            return self.run(sql, fixed.into_iter().chain([array]).collect(), context).await;
-        }
+        let keys = match self.array_keys(keys, fixed.len() + 1) {
+            Ok((list, array)) => {
+                self.send_held().await?;
+                let sql = format!("{head} IN ({list}) {tail}");
+                return self.run(sql, fixed.into_iter().chain([array]).collect(), context).await;
+            }
+            Err(keys) => keys,
+        };
         if let Some(array) = json_array(&keys) {
             self.send_held().await?;
             let sql = format!("{head} IN ({}) {tail}", self.backend.json_keys(fixed.len() + 1));
@@ -373,10 +380,16 @@ impl Db {
         keys: Vec<Param>,
         context: &'static str,
     ) -> StoreResult<()> {
-        if let Some((list, array)) = self.array_keys(&keys, fixed.len() + 1) {
-            let sql = format!("{head} IN ({list})");
-            return self.write((sql, fixed.into_iter().chain([array]).collect()), context).await;
+        if keys.is_empty() {
+            return Ok(());
         }
+        let keys = match self.array_keys(keys, fixed.len() + 1) {
+            Ok((list, array)) => {
+                let sql = format!("{head} IN ({list})");
+                return self.write((sql, fixed.into_iter().chain([array]).collect()), context).await;
+            }
+            Err(keys) => keys,
+        };
         for chunk in chunks(keys) {
             let sql = format!("{head} IN ({})", list(chunk.len(), fixed.len() + 1));
             self.write((sql, fixed.iter().cloned().chain(chunk).collect()), context).await?;
@@ -397,12 +410,12 @@ impl Db {
     }
 
     /// A subquery of the text `keys` bound as one array parameter `$n`, and that parameter,
-    /// where the backend binds arrays (see [`Backend::array_keys`]).
-    fn array_keys(&self, keys: &[Param], n: usize) -> Option<(String, Param)> {
+    /// where the backend binds arrays (see [`Backend::array_keys`]); otherwise the keys back.
+    fn array_keys(&self, keys: Vec<Param>, n: usize) -> Result<(String, Param), Vec<Param>> {
         if !self.backend.binds_arrays() {
-            return None;
+            return Err(keys);
         }
-        Some((self.backend.array_keys(n), key_array(keys)?))
+        Ok((self.backend.array_keys(n), key_array(keys)?))
     }
 
     /// Writes a table's rows: (created by this batch, params). Existing rows are upserted
@@ -608,7 +621,9 @@ mod tests {
         assert_eq!(text_columns(&columns), [true, false, true]);
         let mixed = vec![vec![Param::from("a")], vec![Param::Int(2)]];
         assert_eq!(column_arrays(mixed.clone()), Err(mixed), "given back as it came");
-        assert_eq!(key_array(&[Param::from("k"), Param::Int(1)]), None);
+        assert_eq!(key_array(vec![Param::from("k")]), Ok(Param::Texts(vec![Some("k".into())])));
+        let mixed_keys = vec![Param::from("k"), Param::Int(1)];
+        assert_eq!(key_array(mixed_keys.clone()), Err(mixed_keys));
     }
 
     fn held(sql: &str, params: usize) -> Held {
